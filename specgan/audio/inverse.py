@@ -1,0 +1,156 @@
+"""Normalised log-mel → waveform: mel → linear magnitude (non-negative least squares), then Griffin-Lim.
+
+Everything is batched over leading dimensions and runs on whatever device the tensors are on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from specgan.audio.features import db_to_power, denormalize_db, mel_filterbank
+from specgan.audio.params import AudioParams
+from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
+
+
+def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
+         window: Tensor | None = None) -> Tensor:
+    """Centred, reflect-padded complex STFT: ``(..., samples)`` → ``(..., n_fft // 2 + 1, frames)``."""
+    win_length = win_length or n_fft
+    if window is None:
+        window = torch.hann_window(win_length, device=wave.device, dtype=wave.dtype)
+    shape = wave.shape
+    spec = torch.stft(wave.reshape(-1, shape[-1]), n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+                      window=window, center=True, pad_mode="reflect", return_complex=True)
+    return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: Tensor | None = None) -> Tensor:
+    """Non-negative least-squares inverse of the mel filterbank.
+
+    Solves ``min ||fbankᵀ x - mel||²`` subject to ``x >= 0`` for every frame with accelerated projected gradient
+    (FISTA), starting from the clipped least-squares solution. librosa's ``mel_to_stft`` solves the same problem
+    with L-BFGS-B on the CPU; this runs batched on any device.
+
+    Args:
+        mel_power: ``(..., n_mels, frames)`` mel power.
+        fbank: ``(n_freqs, n_mels)`` filterbank (see :func:`~specgan.audio.features.mel_filterbank`).
+        n_iter: projected-gradient iterations.
+        pinv: ``torch.linalg.pinv(fbank.T)``, ``(n_freqs, n_mels)``, if already computed.
+
+    Returns:
+        ``(..., n_freqs, frames)`` linear power, non-negative.
+    """
+    a = fbank.T.to(mel_power.dtype)                               # (n_mels, n_freqs): mel = a @ x
+    pinv = torch.linalg.pinv(a) if pinv is None else pinv.to(mel_power.dtype)
+    x = (pinv @ mel_power).clamp_min(0.0)                         # (..., n_freqs, frames)
+    if n_iter <= 0:
+        return x
+    step = 1.0 / torch.linalg.matrix_norm(a, ord=2) ** 2          # 1 / Lipschitz constant of the gradient
+    y, t = x, 1.0
+    for _ in range(n_iter):
+        x_next = (y - step * (a.T @ (a @ y - mel_power))).clamp_min(0.0)  # two thin matmuls, no gram
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = x_next + ((t - 1.0) / t_next) * (x_next - x)
+        x, t = x_next, t_next
+    return x
+
+
+def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
+               n_iter: int = 32, momentum: float = 0.99, init: str | Tensor = "random", length: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013), the algorithm of ``torchaudio.functional.griffinlim`` and
+    ``librosa.griffinlim``, with an initial phase that can be given.
+
+    torchaudio's version only starts from random or zero phase; converting a recording starts from the
+    source's own phase, so the loop lives here.
+
+    Args:
+        magnitude: ``(..., n_fft // 2 + 1, frames)`` linear STFT magnitude.
+        n_iter: iterations; ``momentum``: 0 is the classic algorithm, 0.99 the fast one.
+        init: ``"random"`` (uniform phase, drawn from ``generator``), ``"zeros"``, or a complex tensor shaped like
+            ``magnitude`` whose phase is the starting point.
+        length: output length in samples (default: what the frames imply).
+
+    Returns:
+        ``(..., samples)`` waveform.
+    """
+    win_length = win_length or n_fft
+    window = padded_window(n_fft=n_fft, win_length=win_length, device=magnitude.device, dtype=magnitude.dtype)
+    shape = magnitude.shape
+    # Work frames-major (batch, frames, freqs), contiguous: see specgan.audio.stft.
+    mag = magnitude.reshape(-1, *shape[-2:]).transpose(1, 2).contiguous()
+    if isinstance(init, Tensor):
+        start = init.reshape(-1, *shape[-2:]).transpose(1, 2)
+        angles = start / start.abs().clamp_min(1e-16)
+    elif init == "random":
+        phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
+        angles = torch.polar(torch.ones_like(mag), 2 * math.pi * phase)
+    elif init == "zeros":
+        angles = torch.polar(torch.ones_like(mag), torch.zeros_like(mag))
+    else:
+        raise ValueError(f"init must be 'random', 'zeros' or a complex tensor, not {init!r}")
+    envelope = window_envelope(mag.shape[1], n_fft=n_fft, hop_length=hop_length, window=window)
+    # Elementwise work runs on (real, imag) pairs, in place on preallocated buffers: complex kernels are several
+    # times slower on CPU, and fresh multi-megabyte allocations page-fault on every iteration.
+    mag_pairs = mag.unsqueeze(-1)
+    angles = torch.view_as_real(angles.contiguous()).clone()        # (batch, frames, freqs, 2), unit length
+    rebuilt, previous = torch.empty_like(angles), torch.zeros_like(angles)
+    norm = torch.empty_like(mag_pairs)
+    frames_buffer = mag.new_empty(mag.shape[0], mag.shape[1], n_fft)
+    stft_args = dict(n_fft=n_fft, hop_length=hop_length, window=window, frames_out=frames_buffer)
+
+    def synthesize(pairs: Tensor, out_length: int | None) -> Tensor:
+        return istft_frames(torch.view_as_complex(pairs.mul_(mag_pairs)), envelope=envelope, length=out_length,
+                            **stft_args)
+
+    for _ in range(n_iter):
+        stft_frames(synthesize(angles, length), out=torch.view_as_complex(rebuilt), **stft_args)
+        torch.add(rebuilt, previous, alpha=-momentum / (1 + momentum), out=angles)
+        torch.linalg.vector_norm(angles, dim=-1, keepdim=True, out=norm)
+        angles.div_(norm.add_(1e-16))
+        rebuilt, previous = previous, rebuilt
+    wave = synthesize(angles, length)
+    return wave.reshape(*shape[:-2], wave.shape[-1])
+
+
+def spectral_convergence(*, reference: Tensor, estimate: Tensor) -> Tensor:
+    """``||reference - estimate||_F / ||reference||_F`` over the last two dims (magnitude spectrograms).
+
+    0 is perfect; lower is better. Frames are compared up to the shorter of the two.
+    """
+    frames = min(reference.shape[-1], estimate.shape[-1])
+    reference, estimate = reference[..., :frames], estimate[..., :frames]
+    return torch.linalg.matrix_norm(reference - estimate) / torch.linalg.matrix_norm(reference).clamp_min(1e-12)
+
+
+class MelInverter(nn.Module):
+    """Normalised log-mel ``(..., n_mels, frames)`` → waveform ``(..., samples)``.
+
+    Undoes the fixed dB normalisation, maps mel power to linear magnitude (:func:`mel_to_linear`, square root),
+    then runs :func:`griffinlim`. The filterbank is a buffer, so the module follows ``.to(device)``.
+    """
+
+    def __init__(self, params: AudioParams, *, nnls_iter: int = 30):
+        super().__init__()
+        self.params = params
+        self.nnls_iter = nnls_iter
+        self.register_buffer("fbank", mel_filterbank(
+            sample_rate=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, f_min=params.f_min,
+            f_max=params.mel_f_max), persistent=False)
+        self.register_buffer("pinv", torch.linalg.pinv(self.fbank.T), persistent=False)
+
+    def magnitude(self, logmel: Tensor) -> Tensor:
+        """Linear STFT magnitude ``(..., n_freqs, frames)`` estimated from normalised log-mel."""
+        p = self.params
+        mel_power = db_to_power(denormalize_db(logmel, min_db=p.min_db, max_db=p.max_db))
+        return mel_to_linear(mel_power, fbank=self.fbank, n_iter=self.nnls_iter, pinv=self.pinv).sqrt()
+
+    def forward(self, logmel: Tensor, *, n_iter: int = 32, momentum: float = 0.99, init: str | Tensor = "random",
+                length: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        p = self.params
+        return griffinlim(self.magnitude(logmel), n_fft=p.n_fft, hop_length=p.hop_length,
+                          win_length=p.window_length, n_iter=n_iter, momentum=momentum, init=init, length=length,
+                          generator=generator)

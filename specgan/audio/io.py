@@ -1,0 +1,95 @@
+"""Reading and writing audio files with soundfile (libsndfile: wav, flac, ogg, mp3, ...)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from specgan.errors import AudioError
+
+#: File name suffixes that prep and convert look for (libsndfile's common formats).
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".opus"})
+
+
+def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read a file, mix it down to mono and resample it.
+
+    Args:
+        path: any file libsndfile reads.
+        sample_rate: target rate in Hz; ``None`` keeps the file's rate.
+
+    Returns:
+        ``(waveform, source_rate)``: float32 tensor of shape ``(samples,)`` in [-1, 1] at ``sample_rate`` (or the
+        file's rate), and the file's own rate in Hz.
+
+    Raises:
+        AudioError: the file is unreadable, not audio, empty, or holds NaN/inf samples.
+    """
+    try:
+        data, source_rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: not readable audio ({_short(e)})") from None
+    except OSError as e:
+        raise AudioError(f"{path}: cannot open ({e.strerror or e})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: holds NaN or infinite samples")
+    wave = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if sample_rate is not None and sample_rate != source_rate:
+        wave = AF.resample(wave, source_rate, sample_rate)
+    return wave.contiguous(), int(source_rate)
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.replace(f"{getattr(error, 'filename', '')}", "").strip(" :") or type(error).__name__
+
+
+def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, sample_rate: int) -> Path:
+    """Write a mono waveform atomically (temporary file in the same folder, then rename).
+
+    Args:
+        wave: shape ``(samples,)``, float in [-1, 1]; values outside are clipped.
+        sample_rate: in Hz.
+
+    The format follows the suffix (``.wav`` is written as 16-bit PCM, ``.flac`` as 16-bit FLAC).
+    """
+    path = Path(path)
+    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    data = np.clip(data.astype(np.float32), -1.0, 1.0)
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
+    subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+    with atomic_path(path) as tmp:
+        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+    return path
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` only on success."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as e:
+            raise AudioError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        os.close(fd)
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""The audio parameters that define a dataset's spectrograms; stored in every manifest and checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specgan.recipe import param
+
+
+@dataclass(frozen=True)
+class AudioParams:
+    """How waveforms become fixed-size normalised log-mel chunks (the recipe's ``[audio]`` table).
+
+    Names follow torchaudio/librosa. The mel filterbank uses the slaney mel scale and slaney area
+    normalisation (librosa's default). Log-mel is ``10·log10(max(mel_power, 1e-10))`` dB, mapped linearly from
+    the *fixed* range ``[min_db, max_db]`` to ``[-1, 1]`` and clipped; it is never normalised per clip.
+    """
+
+    sample_rate: int = param(22050, "Target sample rate in Hz; every input is resampled to it.", min=1000, max=384000)
+    n_fft: int = param(1024, "FFT size in samples.", min=16, max=65536)
+    hop_length: int = param(256, "STFT hop in samples (one spectrogram frame).", min=1)
+    win_length: int | None = param(None, "STFT window length in samples (Hann); unset means n_fft.", min=2)
+    n_mels: int = param(80, "Number of mel bands (the image height).", min=4, max=1024)
+    f_min: float = param(0.0, "Lowest mel filter edge in Hz.", min=0.0)
+    f_max: float | None = param(None, "Highest mel filter edge in Hz; unset means sample_rate / 2.", min=1.0)
+    min_db: float = param(-80.0, "Mel power in dB that maps to -1 (quieter is clipped).")
+    max_db: float = param(40.0, "Mel power in dB that maps to +1 (louder is clipped).")
+    frames: int = param(128, "Chunk width in frames (the image width).", min=4)
+    chunk_hop: int | None = param(None, "Frames between chunk starts in prep; unset means frames // 2.", min=1)
+    trim_silence: bool = param(True, "Trim leading and trailing silence before cutting chunks.")
+    trim_top_db: float = param(60.0, "Trimming: samples quieter than the clip's peak minus this (dB) are silence.",
+                               min=1.0)
+    silence_top_db: float = param(50.0, "A frame quieter than the clip's loudest frame minus this (dB) is silent.",
+                                  min=1.0)
+    min_active: float = param(0.5, "A chunk is kept when at least this fraction of its frames is not silent.",
+                              min=0.0, max=1.0)
+    pad_short: bool = param(False, "Pad a clip shorter than one chunk with silence instead of skipping it.")
+
+    def __post_init__(self) -> None:
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length = {self.win_length} is larger than n_fft = {self.n_fft}")
+        if self.hop_length > self.window_length:
+            raise ValueError(f"hop_length = {self.hop_length} is larger than the window ({self.window_length})")
+        if self.max_db <= self.min_db:
+            raise ValueError(f"max_db = {self.max_db} must be above min_db = {self.min_db}")
+        if self.mel_f_max > self.sample_rate / 2 or self.f_min >= self.mel_f_max:
+            raise ValueError(f"f_min = {self.f_min} and f_max = {self.mel_f_max} must satisfy "
+                             f"0 <= f_min < f_max <= sample_rate / 2 = {self.sample_rate / 2}")
+
+    @property
+    def window_length(self) -> int:
+        return self.win_length or self.n_fft
+
+    @property
+    def mel_f_max(self) -> float:
+        return self.f_max if self.f_max is not None else self.sample_rate / 2
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def hop_frames(self) -> int:
+        """Frames between chunk starts in prep."""
+        return self.chunk_hop or max(1, self.frames // 2)
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.frames * self.hop_length / self.sample_rate
+
+    def spectrogram_key(self) -> tuple:
+        """The fields that define the spectrogram itself (not how prep cuts or filters it)."""
+        return (self.sample_rate, self.n_fft, self.hop_length, self.window_length, self.n_mels, self.f_min,
+                self.mel_f_max, self.min_db, self.max_db)

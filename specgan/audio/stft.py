@@ -1,0 +1,77 @@
+"""A frames-major STFT pair for iterative phase reconstruction.
+
+``torch.stft`` returns ``(..., freqs, frames)`` as a transposed view, and elementwise work on that strided
+layout is several times slower on CPU than on contiguous memory. Griffin-Lim does that work every iteration,
+so it uses these two functions, which keep spectra as contiguous ``(..., frames, freqs)`` and are equal to
+``torch.stft``/``torch.istft`` (centred, reflect padding, window-square normalisation) up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def padded_window(*, n_fft: int, win_length: int, device=None, dtype=torch.float32) -> Tensor:
+    """Periodic Hann window of ``win_length`` centred in ``n_fft`` zeros, as torch.stft pads it."""
+    window = torch.hann_window(win_length, device=device, dtype=dtype)
+    left = (n_fft - win_length) // 2
+    return F.pad(window, (left, n_fft - win_length - left))
+
+
+def stft_frames(wave: Tensor, *, n_fft: int, hop_length: int, window: Tensor, frames_out: Tensor | None = None,
+                out: Tensor | None = None) -> Tensor:
+    """``(batch, samples)`` → complex ``(batch, frames, n_fft // 2 + 1)``, contiguous.
+
+    ``frames_out`` (real, ``(batch, frames, n_fft)``) and ``out`` are optional preallocated buffers: in a loop
+    they spare the allocator, whose fresh multi-megabyte blocks page-fault on first touch.
+    """
+    padded = F.pad(wave.unsqueeze(1), (n_fft // 2, n_fft // 2), mode="reflect").squeeze(1)
+    frames = torch.mul(padded.unfold(-1, n_fft, hop_length), window, out=frames_out)
+    return torch.fft.rfft(frames, dim=-1, out=out)
+
+
+def overlap_add(frames: Tensor, *, hop_length: int) -> Tensor:
+    """Sum frames ``(batch, n_frames, n_fft)`` placed every ``hop_length`` samples → ``(batch, samples)``.
+
+    ``samples = (n_frames - 1) * hop_length + n_fft``.
+    """
+    batch, n_frames, n_fft = frames.shape
+    if n_fft % hop_length == 0:  # common case: a few slice-adds instead of a scatter
+        r = n_fft // hop_length
+        parts = frames.reshape(batch, n_frames, r, hop_length)
+        out = frames.new_zeros(batch, n_frames + r - 1, hop_length)
+        for j in range(r):
+            out[:, j:j + n_frames] += parts[:, :, j]
+        return out.reshape(batch, -1)
+    length = (n_frames - 1) * hop_length + n_fft
+    return F.fold(frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, n_fft),
+                  stride=(1, hop_length)).reshape(batch, length)
+
+
+def istft_frames(spec: Tensor, *, n_fft: int, hop_length: int, window: Tensor, envelope: Tensor | None = None,
+                 length: int | None = None, frames_out: Tensor | None = None) -> Tensor:
+    """Complex ``(batch, frames, n_fft // 2 + 1)`` → ``(batch, samples)``, the least-squares inverse of
+    :func:`stft_frames`.
+
+    ``envelope`` is :func:`window_envelope` for this frame count (pass it to avoid recomputing it per call);
+    ``frames_out`` is an optional preallocated ``(batch, frames, n_fft)`` buffer.
+    """
+    frames = torch.fft.irfft(spec, n=n_fft, dim=-1, out=frames_out).mul_(window)
+    wave = overlap_add(frames, hop_length=hop_length)
+    if envelope is None:
+        envelope = window_envelope(spec.shape[-2], n_fft=n_fft, hop_length=hop_length, window=window)
+    wave = wave / envelope
+    start = n_fft // 2
+    end = wave.shape[-1] - n_fft // 2 if length is None else start + length
+    wave = wave[:, start:end]
+    if length is not None and wave.shape[-1] < length:
+        wave = F.pad(wave, (0, length - wave.shape[-1]))
+    return wave
+
+
+def window_envelope(n_frames: int, *, n_fft: int, hop_length: int, window: Tensor) -> Tensor:
+    """Overlap-added squared window ``(samples,)``, floored where it vanishes at the padded ends."""
+    squared = window.square().expand(1, n_frames, n_fft)
+    return overlap_add(squared, hop_length=hop_length)[0].clamp_min(1e-11)

@@ -1,0 +1,25 @@
+"""User-facing errors.
+
+Every error a user can cause is a :class:`SpecganError` whose message is one line naming the offending file,
+key or value. The CLI prints it and exits with code 2; anything else is an internal error (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class SpecganError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class AudioError(SpecganError):
+    """An audio file or signal that cannot be used (unreadable, empty, silent, too short, non-finite)."""
+
+
+class ConfigError(SpecganError):
+    """A bad recipe or parameter: unknown key, wrong type, out-of-range value."""
+
+
+class DatasetError(SpecganError):
+    """A dataset folder that is missing, incomplete or incompatible with the requested parameters."""

@@ -1,0 +1,117 @@
+"""Typed, frozen configuration: dataclass fields with help text and ranges, loaded from TOML tables.
+
+A field is declared with :func:`param`, which records its help text and allowed range in the field metadata;
+:func:`from_mapping` builds a frozen dataclass from a plain dict (a TOML table) and rejects unknown keys,
+wrong types and out-of-range values with a one-line :class:`~specgan.errors.ConfigError` that names the
+source file, the dotted key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from specgan.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its help text (used for the README's recipe reference) and its allowed values."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is a one-line ConfigError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Return ``value`` converted to ``hint`` (int → float is allowed), or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} = {_describe(value)}: expected a list")
+        return tuple(_check_type(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where} = {_describe(value)}: expected {hint.__name__}, got {type(value).__name__}")
+    return value
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: str = "") -> T:
+    """Build the frozen dataclass ``cls`` from ``data``.
+
+    ``source`` (a file name, or e.g. ``"--set"``) and ``prefix`` (the dotted path of this table) appear in every
+    error message, so a user sees exactly which key of which file is wrong.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(fields)})")
+    values = {}
+    for name, value in data.items():
+        where = f"{source}: {prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where} must be a table")
+            values[name] = from_mapping(hint, value, source=source, prefix=f"{prefix}{name}.")
+            continue
+        value = _check_type(value, hint, where)
+        meta = fields[name].metadata
+        if value is not None and not isinstance(value, (tuple, bool, str)):
+            if meta.get("min") is not None and value < meta["min"]:
+                raise ConfigError(f"{where} = {_describe(value)}: must be >= {meta['min']}")
+            if meta.get("max") is not None and value > meta["max"]:
+                raise ConfigError(f"{where} = {_describe(value)}: must be <= {meta['max']}")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{where} = {_describe(value)}: must be one of {', '.join(map(str, meta['choices']))}")
+        values[name] = value
+    try:
+        return cls(**values)
+    except ValueError as e:  # cross-field checks in __post_init__
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def to_mapping(obj: Any) -> dict[str, Any]:
+    """The plain-dict (JSON/TOML-ready) form of a config dataclass; tuples become lists."""
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+    return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
