@@ -9,16 +9,11 @@ source file, the dotted key and the value.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from specgan.errors import ConfigError
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
 
-from specgan.recipe import param
+from specgan.recipe import from_mapping, param, read_toml
 
 
 @dataclass(frozen=True)
@@ -72,3 +74,15 @@ class AudioParams:
         """The fields that define the spectrogram itself (not how prep cuts or filters it)."""
         return (self.sample_rate, self.n_fft, self.hop_length, self.window_length, self.n_mels, self.f_min,
                 self.mel_f_max, self.min_db, self.max_db)
+
+
+def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AudioParams:
+    """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (e.g. command-line flags; ``None`` values
+    are ignored). Any bad key or value is a one-line ConfigError naming where it came from."""
+    table: dict[str, Any] = {}
+    if recipe is not None:
+        table = dict(read_toml(recipe).get("audio", {}))
+        from_mapping(AudioParams, table, source=str(recipe), prefix="audio.")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    source = "command line" if given else (str(recipe) if recipe else "defaults")
+    return from_mapping(AudioParams, {**table, **given}, source=source, prefix="audio." if not given else "")

@@ -1,0 +1,1 @@
+"""Datasets: prepping audio into spectrogram chunks, and reading datasets for training."""
