@@ -110,3 +110,40 @@ def to_mapping(obj: Any) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
     return {k: plain(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+def parse_overrides(items: list[str] | tuple[str, ...], *, source: str = "--set") -> dict[str, Any]:
+    """``["train.steps=100", "audio.n_mels=64"]`` → ``{"train": {"steps": 100}, "audio": {"n_mels": 64}}``.
+
+    Values are read as TOML (``64``, ``1e-4``, ``true``, ``[1, 2]``, ``"text"``); a value that is not valid TOML is
+    taken as a plain string, so ``--set model.name=dcgan`` needs no quotes.
+    """
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. audio.n_mels=64")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source} {item!r}: '{part}' was already given a value")
+        node[leaf] = value
+    return tree
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dict merge: tables merge key by key, anything else in ``over`` replaces ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -67,6 +67,9 @@ class LogMel(nn.Module):
         """Mel power spectrogram ``(..., n_mels, frames)``, before the logarithm."""
         return self.mel(wave)
 
+    def normalize(self, mel_power: Tensor) -> Tensor:
+        """Mel power → normalised log-mel in [-1, 1] (the fixed dB range of ``params``)."""
+        return normalize_db(power_to_db(mel_power), min_db=self.params.min_db, max_db=self.params.max_db)
+
     def forward(self, wave: Tensor) -> Tensor:
-        db = power_to_db(self.mel_power(wave))
-        return normalize_db(db, min_db=self.params.min_db, max_db=self.params.max_db)
+        return self.normalize(self.mel_power(wave))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
         AudioError: the file is unreadable, not audio, empty, or holds NaN/inf samples.
     """
     try:
+        if os.path.getsize(path) == 0:
+            raise AudioError(f"{path}: empty file (0 bytes)")
+        missing = riff_missing_bytes(path)
+        if missing:
+            raise AudioError(f"{path}: truncated WAV file ({missing} bytes of audio data missing)")
         data, source_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{path}: not readable audio ({_short(e)})") from None
@@ -47,9 +53,35 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
     return wave.contiguous(), int(source_rate)
 
 
+def riff_missing_bytes(path: str | os.PathLike) -> int:
+    """How many bytes of a RIFF/WAVE file's ``data`` chunk are missing from the file (0 when complete or not WAV).
+
+    libsndfile reads a truncated WAV without complaint (it shortens the data to what is there), so a file cut off
+    by a failed copy would pass as a shorter clip; this catches it by comparing the declared chunk size with the
+    bytes present. Streaming writers that leave the size at 0 or 0xFFFFFFFF are not flagged.
+    """
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return 0
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return 0
+            chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, chunk_size - (size - f.tell()))
+            f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+
+
 def _short(error: Exception) -> str:
+    """The gist of a libsndfile error, without the file name the caller already reports."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.replace(f"{getattr(error, 'filename', '')}", "").strip(" :") or type(error).__name__
+    text = re.sub(r"^(Error opening .*?: |Error : )", "", text)
+    return text.strip(" :.") or type(error).__name__
 
 
 def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, sample_rate: int) -> Path:
@@ -86,6 +118,10 @@ class atomic_path:
             raise AudioError(f"{self.path}: cannot write ({e.strerror or e})") from None
         os.close(fd)
         self.tmp = Path(name)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

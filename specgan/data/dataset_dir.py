@@ -4,7 +4,9 @@ A dataset folder holds ``manifest.json`` and three ``.npy`` arrays whose names c
 
     chunks-<gen>.npy     float16 (n_chunks, n_mels, frames), normalised log-mel in [-1, 1]
     labels-<gen>.npy     int64   (n_chunks,), index into manifest["domains"]
-    positions-<gen>.npy  int64   (n_chunks, 2), (index into manifest["sources"], start frame)
+    positions-<gen>.npy  int64   (n_chunks, 2), (index into manifest["sources"], start sample): the sample, at
+                         the dataset's sample rate and before any trimming, on which the chunk's first frame
+                         is centred
 
 The manifest names the generation it belongs to and is replaced atomically last: it is the commit point. A
 crash before that leaves the previous dataset as it was (the new arrays are orphans, removed by the next prep);

@@ -45,7 +45,7 @@ class ChunkedFile:
     """What prep keeps of one good file."""
 
     chunks: np.ndarray  # float16 (n, n_mels, frames)
-    starts: np.ndarray  # int64 (n,), start frame of each chunk
+    starts: np.ndarray  # int64 (n,), first sample of each chunk in the resampled, untrimmed file
     seconds: float      # duration after resampling, before trimming
     source_rate: int
 
@@ -96,18 +96,20 @@ def file_sha256(path: Path) -> str:
 def chunk_waveform(wave: torch.Tensor, *, params: AudioParams, logmel: LogMel) -> tuple[np.ndarray, np.ndarray]:
     """Cut a mono waveform ``(samples,)`` at ``params.sample_rate`` into kept chunks.
 
-    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)`` and int64 ``(n,)`` start frames.
+    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)``, and int64 ``(n,)`` the sample of ``wave`` at
+    which each chunk's first frame is centred (trimming accounted for).
     Raises AudioError when the clip is silent, too short, or has no chunk with enough sound.
     """
     peak = float(wave.abs().max()) if wave.numel() else 0.0
     if peak < SILENCE_PEAK:
         raise AudioError(f"silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
+    offset = 0
     if params.trim_silence:
-        trimmed, _ = librosa.effects.trim(wave.numpy(), top_db=params.trim_top_db, frame_length=params.n_fft,
-                                          hop_length=params.hop_length)
+        trimmed, (offset, _end) = librosa.effects.trim(wave.numpy(), top_db=params.trim_top_db,
+                                                       frame_length=params.n_fft, hop_length=params.hop_length)
         wave = torch.from_numpy(trimmed)
     mel_power = logmel.mel_power(wave)
-    spec = logmel(wave)                                                 # (n_mels, n_frames)
+    spec = logmel.normalize(mel_power)                                  # (n_mels, n_frames)
     frame_db = power_to_db(mel_power.mean(dim=-2))                      # loudness of each frame
     active = (frame_db >= frame_db.max() - params.silence_top_db) & (frame_db > params.min_db)
     n_frames = spec.shape[-1]
@@ -123,7 +125,7 @@ def chunk_waveform(wave: torch.Tensor, *, params: AudioParams, logmel: LogMel) -
     if not kept:
         raise AudioError(f"no chunk with enough sound (all {len(starts)} chunks near-silent)")
     chunks = torch.stack([spec[:, s:s + params.frames] for s in kept]).to(torch.float16).numpy()
-    return chunks, np.asarray(kept, dtype=np.int64)
+    return chunks, offset + np.asarray(kept, dtype=np.int64) * params.hop_length
 
 
 def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel) -> ChunkedFile:

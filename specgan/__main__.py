@@ -1,0 +1,5 @@
+"""``python -m specgan`` is the ``specgan`` command."""
+
+from specgan.cli import main
+
+main()

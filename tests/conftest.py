@@ -1,0 +1,48 @@
+"""Shared fixtures. Real data comes from the read-only mirror named by SPECGAN_DATA_MIRROR (default
+``../shared/datasets`` from the project root); tests that need it skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_mirror() -> Path:
+    return Path(os.environ.get("SPECGAN_DATA_MIRROR", ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = data_mirror()
+    if not path.is_dir():
+        pytest.skip(f"real-data mirror {path} is absent (set SPECGAN_DATA_MIRROR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vcc(mirror) -> Path:
+    path = mirror / "vcc2016"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fsdd(mirror) -> Path:
+    path = mirror / "fsdd"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests run on 2-core CI machines; keep intra-op threads bounded and restore afterwards.
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

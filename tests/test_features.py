@@ -1,0 +1,82 @@
+"""The front end against librosa, the reference implementation of the same definitions."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank, normalize_db, power_to_db
+from specgan.audio.io import load_audio
+from specgan.audio.params import AudioParams
+
+
+@pytest.mark.parametrize("sample_rate,n_fft,n_mels,f_min,f_max", [
+    (22050, 1024, 80, 0.0, None), (16000, 512, 64, 50.0, 7600.0), (8000, 256, 40, 0.0, 4000.0)])
+def test_filterbank_matches_librosa(sample_rate, n_fft, n_mels, f_min, f_max):
+    ours = mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, f_min=f_min, f_max=f_max)
+    ref = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+    assert ours.shape == (n_fft // 2 + 1, n_mels)
+    # Tolerance: float32 against librosa's float64-computed weights, relative to the largest weight.
+    np.testing.assert_allclose(ours.T.numpy(), ref, rtol=0, atol=1e-5 * ref.max())
+
+
+def _chirp(sample_rate: int, seconds: float) -> torch.Tensor:
+    """A rising chirp over a noise floor, so that every mel band carries energy."""
+    chirp = 0.5 * librosa.chirp(fmin=60, fmax=sample_rate / 2.5, sr=sample_rate, duration=seconds)
+    noise = 0.01 * np.random.default_rng(0).standard_normal(chirp.size)
+    return torch.from_numpy((chirp + noise).astype(np.float32))
+
+
+def _librosa_db(wave: torch.Tensor, p: AudioParams) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(y=wave.numpy(), sr=p.sample_rate, n_fft=p.n_fft, hop_length=p.hop_length,
+                                         win_length=p.window_length, n_mels=p.n_mels, fmin=p.f_min, fmax=p.mel_f_max,
+                                         power=2.0, center=True, pad_mode="reflect")
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+
+
+@pytest.mark.parametrize("win_length", [None, 800])
+def test_logmel_matches_librosa_on_a_chirp_in_noise(win_length):
+    p = AudioParams(win_length=win_length)
+    wave = _chirp(p.sample_rate, 1.5)
+    ours_db = power_to_db(LogMel(p).mel_power(wave)).numpy()
+    ref_db = _librosa_db(wave, p)
+    assert ours_db.shape == ref_db.shape == (p.n_mels, 1 + wave.numel() // p.hop_length)
+    # Bins well above the -100 dB floor agree to 0.01 dB (float32 STFT vs float64 weights).
+    loud = ref_db > -60
+    assert loud.mean() > 0.9
+    np.testing.assert_allclose(ours_db[loud], ref_db[loud], atol=0.01)
+
+
+def test_logmel_matches_librosa_on_speech(vcc):
+    p = AudioParams()
+    wave, _ = load_audio(vcc / "vcc2016_training" / "SF1" / "100001.flac", sample_rate=p.sample_rate)
+    ours = LogMel(p)(wave).numpy()
+    ref = np.clip((_librosa_db(wave, p) - p.min_db) / (p.max_db - p.min_db) * 2 - 1, -1, 1)
+    # Normalised units: 1e-3 is 0.06 dB. Near the -100 dB floor float32 rounding grows, so compare loud bins.
+    loud = ref > -0.5
+    assert loud.mean() > 0.2
+    np.testing.assert_allclose(ours[loud], ref[loud], atol=1e-3)
+
+
+def test_normalisation_is_fixed_and_invertible():
+    db = torch.linspace(-120, 60, 1000)
+    x = normalize_db(db, min_db=-80, max_db=40)
+    assert x.min() == -1 and x.max() == 1
+    inside = (db >= -80) & (db <= 40)
+    torch.testing.assert_close(denormalize_db(x, min_db=-80, max_db=40)[inside], db[inside], atol=1e-4, rtol=0)
+    # Fixed range: a quieter copy of a signal maps lower, not to the same values (no per-clip normalisation).
+    p = AudioParams()
+    wave = _chirp(p.sample_rate, 0.5)
+    loud, quiet = LogMel(p)(wave), LogMel(p)(wave * 0.1)
+    assert torch.allclose((loud - quiet)[loud > -0.5].mean(), torch.tensor(20 / 120 * 2), atol=1e-3)
+    torch.testing.assert_close(db_to_power(power_to_db(torch.tensor([1e-3, 1.0, 50.0]))),
+                               torch.tensor([1e-3, 1.0, 50.0]))
+
+
+def test_logmel_batch_equals_single():
+    p = AudioParams(sample_rate=16000, n_fft=512, hop_length=128, n_mels=40)
+    g = torch.Generator().manual_seed(0)
+    waves = torch.randn(3, 8000, generator=g) * 0.1
+    batch = LogMel(p)(waves)
+    for i in range(3):
+        torch.testing.assert_close(batch[i], LogMel(p)(waves[i]), atol=1e-5, rtol=0)

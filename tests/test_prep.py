@@ -1,0 +1,216 @@
+"""``specgan prep`` end to end on real recordings with planted bad files, and its incremental behaviour."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+import specgan.data.dataset_dir as dataset_dir
+from specgan.audio.features import LogMel
+from specgan.audio.io import load_audio
+from specgan.audio.params import AudioParams
+from specgan.cli import app
+from specgan.data.dataset_dir import open_dataset
+from specgan.data.prep import prep
+
+SPEAKERS = {"SF1": ["100001.flac", "100003.flac"], "TM3": ["100001.flac", "100004.flac"]}
+# 16 kHz keeps the tests quick (no resampling of the VCC files) without changing any code path.
+FAST = ["--sample-rate", "16000", "--n-mels", "64", "--frames", "64", "--quiet"]
+FAST_PARAMS = AudioParams(sample_rate=16000, n_mels=64, frames=64)
+
+
+def run(*args: str):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def corpus(vcc, tmp_path) -> Path:
+    """Two speakers of real speech, plus planted bad files in one of them."""
+    src = tmp_path / "wavs"
+    for speaker, names in SPEAKERS.items():
+        (src / speaker).mkdir(parents=True)
+        for name in names:
+            shutil.copy(vcc / "vcc2016_training" / speaker / name, src / speaker / name)
+    bad = src / "SF1"
+    raw = (vcc / "vcc2016_training" / "SF1" / "100002.flac").read_bytes()
+    wave, rate = sf.read(vcc / "vcc2016_training" / "SF1" / "100002.flac")
+    sf.write(bad / "full.wav", wave, rate)
+    (bad / "truncated.wav").write_bytes((bad / "full.wav").read_bytes()[:20000])
+    (bad / "full.wav").unlink()
+    (bad / "truncated.flac").write_bytes(raw[: len(raw) // 3])
+    (bad / "noise.wav").write_bytes(np.random.default_rng(0).bytes(5000))
+    (bad / "empty.wav").write_bytes(b"")
+    sf.write(bad / "silent.wav", np.zeros(3 * rate), rate)
+    sf.write(bad / "short.wav", wave[: rate // 4], rate)
+    (bad / "notes.txt").write_text("not audio, and not named like audio: ignored")
+    return src
+
+
+BAD = {"truncated.wav": "truncated WAV", "truncated.flac": "not readable audio", "noise.wav": "not readable audio",
+       "empty.wav": "empty file", "silent.wav": "silent", "short.wav": "too short"}
+
+
+def test_prep_end_to_end(corpus, tmp_path):
+    out = tmp_path / "ds"
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", "--no-trim", *FAST)
+    assert code == 0, output
+    for name, reason in BAD.items():
+        assert f"SF1/{name}: {reason}" in output
+    ds = open_dataset(out)
+    m = ds.manifest
+    assert ds.domains == ("SF1", "TM3")
+    assert sorted(s["path"] for s in m["sources"]) == sorted(f"{k}/{n}" for k, v in SPEAKERS.items() for n in v)
+    assert {s["path"] for s in m["skipped"]} == {f"SF1/{n}" for n in BAD}
+    assert ds.chunks.dtype == np.float16 and ds.chunks.shape == (len(ds.labels), 64, 64) == tuple(m["shape"])
+    assert ds.chunks.min() >= -1 and ds.chunks.max() <= 1
+    assert m["audio"]["sample_rate"] == 16000 and m["normalization"]["min_db"] == -80.0
+    assert [d["files"] for d in m["domains"]] == [2, 2]
+    assert sum(d["chunks"] for d in m["domains"]) == len(ds.chunks)
+
+    # Every chunk is exactly the log-mel of its source at its stored position (oracle: the front end on the file).
+    params = ds.audio
+    for source_index, source in enumerate(m["sources"]):
+        wave, _ = load_audio(corpus / source["path"], sample_rate=params.sample_rate)
+        full = LogMel(params)(wave)
+        rows = np.flatnonzero(ds.positions[:, 0] == source_index)
+        assert len(rows) == source["chunks"] > 0
+        assert (ds.labels[rows] == ds.domains.index(source["domain"])).all()
+        for row in rows:
+            frame = ds.positions[row, 1] // params.hop_length
+            expected = full[:, frame:frame + params.frames].to(torch.float16).numpy()
+            np.testing.assert_array_equal(ds.chunks[row], expected)
+
+
+def test_trimming_records_positions_in_the_untrimmed_file(corpus, tmp_path):
+    # Pad a real clip with a second of silence: trimming removes it, and positions still point into the file.
+    wave, rate = sf.read(corpus / "TM3" / "100001.flac")
+    padded = np.concatenate([np.zeros(rate), wave])
+    src = tmp_path / "one"
+    src.mkdir()
+    sf.write(src / "padded.wav", padded, rate)
+    report = prep(src, tmp_path / "ds", params=FAST_PARAMS, workers=1)
+    ds = open_dataset(report.out)
+    assert ds.domains == ("one",)  # files directly in SRC form one domain named after it
+    assert ds.positions[0, 1] >= 0.9 * rate
+    first = ds.positions[0, 1]
+    direct = LogMel(FAST_PARAMS)(torch.from_numpy(padded[first - 4096:].astype(np.float32)))
+    # Away from the clip edges, frames depend only on nearby samples: the chunk matches the direct log-mel.
+    np.testing.assert_allclose(ds.chunks[0][:, 8:-8].astype(np.float32),
+                               direct[:, 16 + 8:16 + FAST_PARAMS.frames - 8].numpy(), atol=2e-3)
+
+
+def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
+    out = tmp_path / "ds"
+    first = prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert first.processed == 4 + len(BAD)
+    before = json.loads((out / "manifest.json").read_text())
+
+    again = prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert again.processed == 0 and again.up_to_date
+    assert json.loads((out / "manifest.json").read_text()) == before
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    assert code == 0 and "up to date" in output
+
+    # A new file is processed alone; the others are re-used with identical chunks.
+    shutil.copy(vcc / "vcc2016_training" / "SF1" / "100005.flac", corpus / "SF1" / "new.flac")
+    old = open_dataset(out)
+    old_chunks = {s["path"]: np.asarray(old.chunks[s["first_chunk"]:s["first_chunk"] + s["chunks"]])
+                  for s in old.manifest["sources"]}
+    update = prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert (update.processed, update.reused) == (1, 4 + len(BAD))
+    new = open_dataset(out)
+    for s in new.manifest["sources"]:
+        if s["path"] in old_chunks:
+            np.testing.assert_array_equal(new.chunks[s["first_chunk"]:s["first_chunk"] + s["chunks"]],
+                                          old_chunks[s["path"]])
+    assert len(list(out.glob("chunks-*.npy"))) == 1  # the superseded generation is gone
+
+    # A removed file leaves the dataset; a fixed bad file enters it.
+    (corpus / "TM3" / "100004.flac").unlink()
+    shutil.copy(vcc / "vcc2016_training" / "SF1" / "100006.flac", corpus / "SF1" / "empty.wav")
+    update = prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert update.processed == 1
+    paths = {s["path"] for s in update.manifest["sources"]}
+    assert "TM3/100004.flac" not in paths and "SF1/empty.wav" in paths
+
+
+def test_other_parameters_need_overwrite(corpus, tmp_path):
+    out = tmp_path / "ds"
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST)[0] == 0
+    before = (out / "manifest.json").read_bytes()
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--n-fft", "512")
+    assert code == 2
+    assert "n_fft: 1024 → 512" in output and "--overwrite" in output and len(output.strip().splitlines()) == 1
+    assert (out / "manifest.json").read_bytes() == before
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--n-fft", "512", "--overwrite")
+    assert code == 0, output
+    assert open_dataset(out).audio.n_fft == 512
+
+
+def test_worker_processes_give_the_same_dataset(corpus, tmp_path):
+    one = prep(corpus, tmp_path / "one", params=FAST_PARAMS, workers=1)
+    two = prep(corpus, tmp_path / "two", params=FAST_PARAMS, workers=2)
+    a, b = open_dataset(one.out), open_dataset(two.out)
+    np.testing.assert_array_equal(a.chunks, b.chunks)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert a.manifest["skipped"] == b.manifest["skipped"]
+
+
+def test_interrupted_prep_keeps_the_previous_dataset(corpus, vcc, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    before = open_dataset(out)
+    expected = np.asarray(before.chunks)
+    shutil.copy(vcc / "vcc2016_training" / "TM3" / "100005.flac", corpus / "TM3" / "new.flac")
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_commit(path):
+        raise Crash("power cut just before the manifest is replaced")
+
+    monkeypatch.setattr(dataset_dir, "atomic_path", crash_at_commit)
+    with pytest.raises(Crash):
+        prep(corpus, out, params=FAST_PARAMS, workers=1)
+    monkeypatch.undo()
+    after = open_dataset(out)  # still the complete previous dataset
+    np.testing.assert_array_equal(after.chunks, expected)
+    assert len(list(out.glob("chunks-*.npy"))) == 2  # the orphan of the failed run...
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert len(list(out.glob("chunks-*.npy"))) == 1  # ...is removed by the next one
+    assert "TM3/new.flac" in {s["path"] for s in open_dataset(out).manifest["sources"]}
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda root: root / "missing", "source folder does not exist"),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "no audio files found"),
+])
+def test_bad_source_is_a_one_line_error(tmp_path, make, message):
+    src = make(tmp_path)
+    code, output = run("prep", src, "-o", tmp_path / "ds", "--quiet")
+    assert code == 2
+    assert message in output and str(src) in output and len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "ds" / "manifest.json").exists()
+
+
+def test_domain_filter(corpus, tmp_path):
+    report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1, domains=("TM3",))
+    assert [d["name"] for d in report.manifest["domains"]] == ["TM3"]
+    code, output = run("prep", corpus, "-o", tmp_path / "ds2", "--domains", "XX", "--quiet")
+    assert code == 2 and "no domain 'XX'" in output and "SF1, TM3" in output
+
+
+def test_only_bad_files_is_an_error(tmp_path):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.wav").write_bytes(b"RIFF....garbage")
+    code, output = run("prep", src, "-o", tmp_path / "ds", "--quiet")
+    assert code == 2 and "none of the 1 audio files could be used" in output and "a.wav" in output

@@ -1,0 +1,82 @@
+"""Typed config loading: every bad key or value is a one-line ConfigError naming the source and key."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from specgan.audio.params import AudioParams, resolve_audio_params
+from specgan.errors import ConfigError
+from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
+
+
+@dataclass(frozen=True)
+class Inner:
+    size: int = param(3, "a size", min=1)
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = param("a", "a name", choices=("a", "b"))
+    rate: float = param(0.5, "a rate", min=0.0, max=1.0)
+    sizes: tuple[int, ...] = param((1, 2), "sizes")
+    maybe: int | None = param(None, "optional")
+    inner: Inner = Inner()
+
+
+def test_builds_frozen_dataclass_with_conversions():
+    cfg = from_mapping(Outer, {"rate": 1, "sizes": [4, 5], "inner": {"size": 7}, "maybe": 2}, source="r.toml")
+    assert cfg == Outer(rate=1.0, sizes=(4, 5), inner=Inner(size=7), maybe=2)
+    assert isinstance(cfg.rate, float)
+    with pytest.raises(AttributeError):
+        cfg.rate = 0.1  # frozen
+    assert to_mapping(cfg)["sizes"] == [4, 5]
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"rat": 1}, "r.toml: unknown key 'rat'"),
+    ({"rate": "x"}, "r.toml: rate = 'x': expected float, got str"),
+    ({"rate": 2.0}, "r.toml: rate = 2.0: must be <= 1.0"),
+    ({"name": "c"}, "r.toml: name = 'c': must be one of a, b"),
+    ({"sizes": [1, "2"]}, "r.toml: sizes[1] = '2': expected int"),
+    ({"inner": {"size": 0}}, "r.toml: inner.size = 0: must be >= 1"),
+    ({"inner": {"colour": 1}}, "r.toml: unknown key 'inner.colour'"),
+    ({"inner": 3}, "r.toml: inner must be a table"),
+    ({"maybe": True}, "r.toml: maybe = True: expected int, got bool"),
+])
+def test_errors_name_file_key_and_value(data, message):
+    with pytest.raises(ConfigError) as e:
+        from_mapping(Outer, data, source="r.toml")
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_cross_field_checks_become_config_errors():
+    with pytest.raises(ConfigError, match="win_length = 2048 is larger than n_fft = 1024"):
+        from_mapping(AudioParams, {"win_length": 2048}, source="x.toml", prefix="audio.")
+    with pytest.raises(ConfigError, match="f_max"):
+        from_mapping(AudioParams, {"sample_rate": 8000, "f_max": 6000.0}, source="x.toml")
+
+
+def test_toml_files_and_overrides(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[audio]\nn_mels = 64\nsample_rate = 16000\n")
+    params = resolve_audio_params(recipe=recipe, overrides={"n_mels": 40, "hop_length": None})
+    assert (params.n_mels, params.sample_rate, params.hop_length) == (40, 16000, 256)
+    recipe.write_text("[audio]\nn_mel = 64\n")
+    with pytest.raises(ConfigError, match=r"r\.toml: unknown key 'audio\.n_mel'"):
+        resolve_audio_params(recipe=recipe)
+    recipe.write_text("[audio\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_toml(recipe)
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        read_toml(tmp_path / "missing.toml")
+
+
+def test_parse_overrides_reads_toml_values():
+    tree = parse_overrides(["train.steps=100", "audio.f_max=7600.5", "model.name=dcgan", "a.flag=true",
+                            "a.list=[1, 2]"])
+    assert tree == {"train": {"steps": 100}, "audio": {"f_max": 7600.5}, "model": {"name": "dcgan"},
+                    "a": {"flag": True, "list": [1, 2]}}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["novalue"])
+    assert merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}, "b": 1}
