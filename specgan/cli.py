@@ -109,7 +109,7 @@ def prep(
     pad_short: Annotated[Optional[bool], typer.Option("--pad-short/--skip-short",
                                                       help="Pad clips shorter than a chunk [default: skip].")] = None,
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated domains to include [default: all].")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Worker processes [default: all cores].")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Files processed in parallel [default: all cores].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild OUT even if it was made with other parameters.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):

@@ -147,3 +147,25 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def reference_table(cls: type, *, table: str) -> str:
+    """A Markdown table of ``cls``'s keys, defaults and help text, for the README (a test keeps them in sync)."""
+    def shown(value: Any) -> str:
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, str):
+            return f'"{value}"'
+        if isinstance(value, tuple):
+            return "[" + ", ".join(map(shown, value)) + "]"
+        return str(value)
+
+    rows = [f"| key (`[{table}]`) | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            continue
+        rows.append(f"| `{f.name}` | {shown(default)} | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)

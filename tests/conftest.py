@@ -24,20 +24,26 @@ def mirror() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def vcc(mirror) -> Path:
-    path = mirror / "vcc2016"
+def _corpus(mirror: Path, name: str) -> Path:
+    path = mirror / name
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def vcc(mirror) -> Path:
+    return _corpus(mirror, "vcc2016")
 
 
 @pytest.fixture(scope="session")
 def fsdd(mirror) -> Path:
-    path = mirror / "fsdd"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+    return _corpus(mirror, "fsdd")
+
+
+@pytest.fixture(scope="session")
+def mnist(mirror) -> Path:
+    return _corpus(mirror, "mnist")
 
 
 @pytest.fixture(autouse=True)

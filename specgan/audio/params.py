@@ -30,8 +30,8 @@ class AudioParams:
     frames: int = param(128, "Chunk width in frames (the image width).", min=4)
     chunk_hop: int | None = param(None, "Frames between chunk starts in prep; unset means frames // 2.", min=1)
     trim_silence: bool = param(True, "Trim leading and trailing silence before cutting chunks.")
-    trim_top_db: float = param(60.0, "Trimming: samples quieter than the clip's peak minus this (dB) are silence.",
-                               min=1.0)
+    trim_top_db: float = param(60.0, "Trimming removes leading and trailing frames quieter than the clip's loudest "
+                                     "frame minus this (dB).", min=1.0)
     silence_top_db: float = param(50.0, "A frame quieter than the clip's loudest frame minus this (dB) is silent.",
                                   min=1.0)
     min_active: float = param(0.5, "A chunk is kept when at least this fraction of its frames is not silent.",

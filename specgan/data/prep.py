@@ -1,7 +1,7 @@
 """``specgan prep``: a folder of recordings → a dataset of fixed-size normalised log-mel chunks.
 
 Each immediate sub-folder of the source is a domain (label); files directly in it form one domain named after
-the source folder. Files are processed in worker processes; unchanged files (same content hash, same audio
+the source folder. Files are processed in parallel threads; unchanged files (same content hash, same audio
 parameters) are re-used from the existing dataset instead of being processed again. Bad files are skipped and
 reported with a reason; they never abort the run or enter the dataset.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import fcntl
 import hashlib
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import librosa
 import numpy as np
 import torch
 
@@ -96,21 +94,26 @@ def file_sha256(path: Path) -> str:
 def chunk_waveform(wave: torch.Tensor, *, params: AudioParams, logmel: LogMel) -> tuple[np.ndarray, np.ndarray]:
     """Cut a mono waveform ``(samples,)`` at ``params.sample_rate`` into kept chunks.
 
-    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)``, and int64 ``(n,)`` the sample of ``wave`` at
-    which each chunk's first frame is centred (trimming accounted for).
+    One mel spectrogram of the whole clip serves everything: trimming drops leading and trailing frames quieter
+    than the loudest frame minus ``trim_top_db``; a frame is active when it is within ``silence_top_db`` of the
+    loudest and above ``min_db``; a chunk is kept when at least ``min_active`` of its frames are active. Chunks
+    are therefore exact slices of the clip's log-mel.
+
+    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)``, and int64 ``(n,)`` the sample of ``wave`` on
+    which each chunk's first frame is centred (a multiple of ``hop_length``).
     Raises AudioError when the clip is silent, too short, or has no chunk with enough sound.
     """
     peak = float(wave.abs().max()) if wave.numel() else 0.0
     if peak < SILENCE_PEAK:
         raise AudioError(f"silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
-    offset = 0
+    mel_power = logmel.mel_power(wave)                                  # (n_mels, n_frames)
+    frame_db = power_to_db(mel_power.mean(dim=-2))                      # loudness of each frame, dB
+    first, last = 0, frame_db.numel()
     if params.trim_silence:
-        trimmed, (offset, _end) = librosa.effects.trim(wave.numpy(), top_db=params.trim_top_db,
-                                                       frame_length=params.n_fft, hop_length=params.hop_length)
-        wave = torch.from_numpy(trimmed)
-    mel_power = logmel.mel_power(wave)
-    spec = logmel.normalize(mel_power)                                  # (n_mels, n_frames)
-    frame_db = power_to_db(mel_power.mean(dim=-2))                      # loudness of each frame
+        loud = torch.nonzero(frame_db >= frame_db.max() - params.trim_top_db).squeeze(1)
+        first, last = int(loud[0]), int(loud[-1]) + 1
+    spec = logmel.normalize(mel_power[:, first:last])
+    frame_db = frame_db[first:last]
     active = (frame_db >= frame_db.max() - params.silence_top_db) & (frame_db > params.min_db)
     n_frames = spec.shape[-1]
     if n_frames < params.frames:
@@ -125,7 +128,7 @@ def chunk_waveform(wave: torch.Tensor, *, params: AudioParams, logmel: LogMel) -
     if not kept:
         raise AudioError(f"no chunk with enough sound (all {len(starts)} chunks near-silent)")
     chunks = torch.stack([spec[:, s:s + params.frames] for s in kept]).to(torch.float16).numpy()
-    return chunks, offset + np.asarray(kept, dtype=np.int64) * params.hop_length
+    return chunks, (first + np.asarray(kept, dtype=np.int64)) * params.hop_length
 
 
 def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel) -> ChunkedFile:
@@ -133,17 +136,6 @@ def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel) -> ChunkedFil
     wave, source_rate = load_audio(path, sample_rate=params.sample_rate)
     chunks, starts = chunk_waveform(wave, params=params, logmel=logmel)
     return ChunkedFile(chunks, starts, wave.numel() / params.sample_rate, source_rate)
-
-
-# Worker processes build the front end once, in the pool initializer, and use one thread each (the pool
-# provides the parallelism).
-_worker_logmel: LogMel | None = None
-
-
-def _init_worker(params: AudioParams) -> None:
-    global _worker_logmel
-    torch.set_num_threads(1)
-    _worker_logmel = LogMel(params)
 
 
 def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel) -> ChunkedFile | str:
@@ -154,29 +146,32 @@ def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel) -> Chunked
         return str(e).removeprefix(f"{path}: ")
 
 
-def _work(path: Path, params: AudioParams) -> ChunkedFile | str:
-    """Worker-process entry point."""
-    return _chunk_or_reason(path, params, _worker_logmel)
-
-
 def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[tuple[Path, ChunkedFile | str]]:
-    """Yield (path, result) as files finish, in worker processes when that pays."""
-    if workers <= 1 or len(paths) <= 1:
-        logmel = LogMel(params)
-        for path in paths:
-            yield path, _chunk_or_reason(path, params, logmel)
-        return
-    # forkserver: workers start from a clean process, not a fork of one whose thread pools are running.
-    context = multiprocessing.get_context("forkserver")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                initargs=(params,)) as pool:
-        futures = {pool.submit(_work, path, params): path for path in paths}
-        try:
-            for future in cf.as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    """Yield ``(path, result)`` as files finish, ``workers`` files at a time.
+
+    Threads, not processes: decoding (libsndfile), resampling (soxr) and the torch ops all release the GIL, so
+    threads scale like worker processes here (measured on 2 cores: 1.96x vs 1.97x librosa's throughput) without
+    the seconds each process spends importing torch, or pickling chunks back. Each file uses one intra-op
+    thread; files are the unit of parallelism.
+    """
+    logmel = LogMel(params)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1 or len(paths) <= 1:
+            for path in paths:
+                yield path, _chunk_or_reason(path, params, logmel)
+            return
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-prep") as pool:
+            futures = {pool.submit(_chunk_or_reason, path, params, logmel): path for path in paths}
+            try:
+                for future in cf.as_completed(futures):
+                    yield futures[future], future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 class DatasetLock:
