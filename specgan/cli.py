@@ -31,8 +31,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _debug = debug
 
 
-def command(fn: Callable) -> Callable:
-    """Register ``fn`` as a sub-command and turn exceptions into one-line messages and exit codes."""
+def guarded(fn: Callable) -> Callable:
+    """Turn exceptions into one-line messages and exit codes."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -49,7 +49,12 @@ def command(fn: Callable) -> Callable:
             err.print(f"internal error: {type(e).__name__}: {e} (run 'specgan --debug ...' for the traceback, and "
                       f"please report it)", highlight=False, soft_wrap=True, markup=False)
             raise typer.Exit(1) from None
-    return app.command()(wrapper)
+    return wrapper
+
+
+def command(fn: Callable) -> Callable:
+    """Register ``fn`` as a sub-command of ``specgan``, with :func:`guarded` error handling."""
+    return app.command()(guarded(fn))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -79,18 +84,6 @@ def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any
     return resolve_audio_params(recipe=recipe, overrides=audio)
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available (use --device cpu)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
-    return name
-
-
 # ---------------------------------------------------------------------------------------------------------------
 @command
 def prep(
@@ -109,6 +102,9 @@ def prep(
     pad_short: Annotated[Optional[bool], typer.Option("--pad-short/--skip-short",
                                                       help="Pad clips shorter than a chunk [default: skip].")] = None,
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated domains to include [default: all].")] = None,
+    domain_pattern: Annotated[Optional[str], typer.Option(
+        help="Take each file's domain from its name: a regex whose first group is the domain, e.g. '^(\\d+)_' "
+             "[default: the sub-folder].")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="Files processed in parallel [default: all cores].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild OUT even if it was made with other parameters.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -127,7 +123,7 @@ def prep(
                         TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet, transient=True)
     with progress:
         task = progress.add_task("files", total=None)
-        report = run_prep(src, output, params=params, domains=wanted, workers=workers or os.cpu_count() or 1,
+        report = run_prep(src, output, params=params, domains=wanted, domain_pattern=domain_pattern, workers=workers or os.cpu_count() or 1,
                           overwrite=overwrite, on_start=lambda n: progress.update(task, total=n),
                           on_file=lambda _path: progress.advance(task))
     _print_prep_summary(report)
@@ -176,6 +172,7 @@ def reconstruct(
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
     from specgan.audio.io import AUDIO_SUFFIXES
+    from specgan.device import resolve_device
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
@@ -186,11 +183,105 @@ def reconstruct(
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
-    r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=resolve_device(device))
+    r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(resolve_device(device)))
     out.print(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)",
               highlight=False)
     out.print(f"spectral convergence {r.spectral_convergence:.4f} after {r.n_iter} Griffin-Lim iterations "
               f"(0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@command
+def train(
+    recipe: Annotated[Path, typer.Argument(help="A recipe .toml (or a run's recipe.toml to continue it).",
+                                           dir_okay=False)],
+    set_items: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.steps=200 "
+                                                 "(value read as TOML; repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Require a checkpoint to continue from (re-running a run "
+                                              "folder continues anyway).")] = False,
+    device: Device = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
+    """Train the model a recipe describes; samples, metrics and checkpoints go to its run folder."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from specgan.device import resolve_device
+    from specgan.train.config import load_recipe
+    from specgan.train.loop import train as run_training
+
+    r = load_recipe(recipe, overrides=set_items or [])
+    dev = resolve_device(device)
+    progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
+    task = progress.add_task("train", total=r.train.steps, info="")
+
+    def on_start(first: int, last: int, data) -> None:
+        what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
+        err.print(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}",
+                  highlight=False)
+        progress.update(task, completed=first)
+
+    def on_step(record: dict) -> None:
+        info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
+                f"D acc {record['D/accuracy']:.2f}")
+        progress.update(task, completed=record["step"], info=info)
+
+    with progress:
+        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step)
+    if result.resumed_from >= r.train.steps:
+        out.print(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on",
+                  highlight=False)
+        return
+    out.print(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}", highlight=False)
+    out.print(f"samples: {result.run_dir / 'samples'}; more: specgan sample {result.run_dir} -o grid.png",
+              highlight=False)
+
+
+@command
+def sample(
+    run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG grid to write.")] = Path("samples.png"),
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
+    label: Annotated[Optional[str], typer.Option(help="Class to generate (conditional models), e.g. 7.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the latents.")] = 0,
+    interpolate: Annotated[bool, typer.Option(help="Latent walk: each row goes from one latent to another.")] = False,
+    audio: Annotated[bool, typer.Option(help="Spectrogram models: also write each sample as .wav.")] = False,
+    iters: Annotated[int, typer.Option(min=1, help="Griffin-Lim iterations for --audio.")] = 32,
+    device: Device = "auto",
+):
+    """Draw samples from a trained generator into a PNG grid (and audio for spectrogram models)."""
+    from specgan.device import resolve_device
+    from specgan.sample import draw
+
+    report = draw(run, output=output, n=n, label=label, seed=seed, interpolate=interpolate, audio=audio,
+                  n_iter=iters, device=resolve_device(device))
+    out.print(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})",
+              highlight=False)
+    for path in report.audio:
+        out.print(f"wrote {path}", highlight=False)
+
+
+data_app = typer.Typer(help="Fetch the standard datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+@guarded
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder [default: data/NAME].")] = None,
+    mirror: Annotated[Optional[Path], typer.Option(help="Copy from this local folder instead of downloading.")] = None,
+):
+    """Download (or copy from a local mirror) the four IDX files of MNIST or Fashion-MNIST, checking checksums."""
+    from specgan.data.idx import IDX_SETS, fetch_idx
+
+    if name not in IDX_SETS:
+        raise ConfigError(f"dataset {name!r}: must be one of {', '.join(IDX_SETS)}")
+    dest = output or Path("data") / name
+    path = fetch_idx(name, dest, mirror=mirror)
+    out.print(f"{name}: the four IDX files are in {path} (checksums verified)", highlight=False)
 
 
 def main() -> None:

@@ -23,3 +23,13 @@ class ConfigError(SpecganError):
 
 class DatasetError(SpecganError):
     """A dataset folder that is missing, incomplete or incompatible with the requested parameters."""
+
+
+class CheckpointError(SpecganError):
+    """A checkpoint or run folder that is missing, damaged, or does not fit the request."""
+
+
+class TrainingError(SpecganError):
+    """Training cannot go on (e.g. a loss became NaN); the last good checkpoint is kept. Exit code 3."""
+
+    exit_code = 3

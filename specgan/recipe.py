@@ -80,6 +80,11 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(fields)})")
+    required = [f.name for f in fields.values()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing key '{prefix}{missing[0]}'")
     values = {}
     for name, value in data.items():
         where = f"{source}: {prefix}{name}"
@@ -169,3 +174,30 @@ def reference_table(cls: type, *, table: str) -> str:
             continue
         rows.append(f"| `{f.name}` | {shown(default)} | {f.metadata.get('help', '')} |")
     return "\n".join(rows)
+
+
+def dump_toml(table: Mapping[str, Any]) -> str:
+    """TOML text for a recipe-shaped mapping: top-level scalars, then one ``[section]`` per nested table.
+
+    Values are strings, numbers, booleans or lists of those (all a recipe holds); ``None`` values are left out,
+    which TOML expresses by absence.
+    """
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, int):
+            return str(v)
+        raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+    lines = [f"{k} = {value(v)}" for k, v in table.items() if not isinstance(v, Mapping) and v is not None]
+    for section, inner in table.items():
+        if isinstance(inner, Mapping):
+            lines += ["", f"[{section}]"]
+            lines += [f"{k} = {value(v)}" for k, v in inner.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import fcntl
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -58,8 +59,20 @@ class PrepReport:
     skipped: list[dict] = field(default_factory=list)
 
 
-def discover(src: Path, *, domains: tuple[str, ...] | None = None) -> list[SourceFile]:
-    """Audio files under ``src`` (recursive, sorted, hidden files and folders ignored), with their domains."""
+def discover(src: Path, *, domains: tuple[str, ...] | None = None,
+             domain_pattern: str | None = None) -> list[SourceFile]:
+    """Audio files under ``src`` (recursive, sorted, hidden files and folders ignored), with their domains.
+
+    The domain is the first sub-folder, or, with ``domain_pattern``, the first group of that regular expression
+    searched in the file name (e.g. ``^(\\d+)_`` labels FSDD's ``7_jackson_3.wav`` as domain ``7``); a file
+    the pattern does not match is an error naming it.
+    """
+    try:
+        pattern = re.compile(domain_pattern) if domain_pattern else None
+    except re.error as e:
+        raise DatasetError(f"--domain-pattern {domain_pattern!r}: not a regular expression ({e})") from None
+    if pattern is not None and pattern.groups < 1:
+        raise DatasetError(f"--domain-pattern {domain_pattern!r}: needs a (group) that captures the domain")
     if not src.exists():
         raise DatasetError(f"{src}: source folder does not exist")
     if not src.is_dir():
@@ -74,6 +87,11 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None) -> list[Sourc
             path = Path(root) / name
             rel = path.relative_to(src)
             domain = rel.parts[0] if len(rel.parts) > 1 else (src.resolve().name or "audio")
+            if pattern is not None:
+                match = pattern.search(name)
+                if not match or not match.group(1):
+                    raise DatasetError(f"{path}: --domain-pattern {domain_pattern!r} does not match this name")
+                domain = match.group(1)
             found.append(SourceFile(path, rel.as_posix(), domain))
     if domains:
         present = sorted({f.domain for f in found})
@@ -196,7 +214,8 @@ class DatasetLock:
 
 
 def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
-         domains: tuple[str, ...] | None = None, workers: int | None = None, overwrite: bool = False,
+         domains: tuple[str, ...] | None = None, domain_pattern: str | None = None,
+         workers: int | None = None, overwrite: bool = False,
          on_start: Callable[[int], None] | None = None, on_file: Callable[[Path], None] | None = None) -> PrepReport:
     """Build or update the dataset at ``out`` from the audio under ``src``.
 
@@ -204,7 +223,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     committed only at the end (see :mod:`specgan.data.dataset_dir`).
     """
     src, out = Path(src), Path(out)
-    sources = discover(src, domains=domains)
+    sources = discover(src, domains=domains, domain_pattern=domain_pattern)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
