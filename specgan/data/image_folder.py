@@ -1,0 +1,104 @@
+"""Image-folder datasets: PNG/JPEG files whose sub-folders are the classes.
+
+As in ``specgan prep``, each immediate sub-folder of the dataset folder is a class (sorted by name; images in
+deeper folders belong to their first sub-folder), and images directly in the folder form one class named after
+it. Hidden files and folders are ignored. Every image must be readable: training data should be clean, so a bad
+file is an error naming it, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from specgan.data.image_data import ImageData
+from specgan.errors import ConfigError, DatasetError
+
+#: File name suffixes read as images (case-insensitive).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+def find_images(path: Path) -> list[tuple[Path, str]]:
+    """``(file, class name)`` of every image under ``path``, folders walked in sorted order."""
+    found = []
+    # os.walk does not follow symbolic links to folders, so a link loop cannot trap it.
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            file = Path(root) / name
+            rel = file.relative_to(path)
+            found.append((file, rel.parts[0] if len(rel.parts) > 1 else (path.resolve().name or "images")))
+    return found
+
+
+def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 ``(H, W, C)``, converted to ``mode`` and resized to ``size`` = (height, width)."""
+    try:
+        with Image.open(file) as img:
+            img.load()
+            if img.mode.startswith("I;16"):  # 16-bit grayscale: scale to 8 bits rather than clip
+                img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), mode="L")
+            img = img.convert(mode)
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{file}: unreadable image ({e})") from None
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
+                      channels: int = 1) -> ImageData:
+    """Load every PNG/JPEG image under ``path``.
+
+    Args:
+        path: the dataset folder; its sub-folders are the classes.
+        image_size: ``(height, width)`` in pixels to resize every image to (bicubic); ``None`` keeps the files'
+            size, which must then be the same for all of them.
+        channels: 1 (grayscale) or 3 (RGB).
+
+    Returns:
+        ImageData with images float32 ``(N, channels, H, W)`` scaled linearly from [0, 255] to [-1, 1], labels
+        int64 ``(N,)`` and the class (folder) names.
+
+    Raises:
+        DatasetError: no folder, no images, an unreadable image, or (without ``image_size``) an image whose size
+            differs from the first one's.
+    """
+    path = Path(path)
+    if channels not in _MODES:
+        raise ConfigError(f"channels = {channels}: must be 1 (grayscale) or 3 (RGB)")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ConfigError(f"image_size = {list(image_size)}: expected (height, width), each >= 1")
+    if not path.is_dir():
+        raise DatasetError(f"{path}: image folder does not exist" if not path.exists() else
+                           f"{path}: not a folder (an image-folder dataset is a folder of class folders)")
+    found = find_images(path)
+    if not found:
+        raise DatasetError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    class_names = tuple(sorted({name for _, name in found}))
+    index = {name: i for i, name in enumerate(class_names)}
+    resize = tuple(image_size) if image_size is not None else None
+    size, first = resize, None
+    images = []
+    for file, _ in found:
+        array = _read(file, mode=_MODES[channels], size=resize)
+        if size is None:
+            first, size = file, array.shape[:2]
+        elif array.shape[:2] != size:
+            h, w = array.shape[:2]
+            raise DatasetError(f"{file}: {h}x{w} pixels (height x width), but {first} is {size[0]}x{size[1]}; "
+                               f"resize them all with data.image_size = [height, width]")
+        images.append(array)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(torch.float32).contiguous()
+    x.div_(127.5).sub_(1.0)
+    labels = torch.tensor([index[name] for _, name in found], dtype=torch.int64)
+    return ImageData(images=x, labels=labels, class_names=class_names, source=str(path))

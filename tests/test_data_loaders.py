@@ -1,0 +1,418 @@
+"""Dataset loaders: IDX files and their fetching (mirror, local HTTP server), image folders, prepped spectrograms,
+and the ``data.kind`` registry. No test touches the network."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from specgan.audio.params import AudioParams
+from specgan.data.idx import IDX_SETS, IdxFile, IdxSet, fetch_idx, load_idx_set, read_idx, verify_file
+from specgan.data.image_folder import load_image_folder
+from specgan.data.loaders import DATA_KINDS, load_data
+from specgan.data.prep import prep
+from specgan.data.spectrogram_data import load_spectrogram_data
+from specgan.errors import ConfigError, DatasetError
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def idx_bytes(array: np.ndarray, code: int) -> bytes:
+    """An IDX file written by hand: magic (0, 0, dtype code, ndim), big-endian uint32 dims, big-endian values."""
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def gz(data: bytes, *, mtime: int = 0) -> bytes:
+    return gzip.compress(data, mtime=mtime)
+
+
+# -- read_idx --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, code", [(np.uint8, 0x08), (np.int8, 0x09), (np.int16, 0x0B), (np.int32, 0x0C),
+                                         (np.float32, 0x0D), (np.float64, 0x0E)])
+def test_read_idx_hand_made(tmp_path, dtype, code):
+    array = (np.arange(2 * 3 * 4).reshape(2, 3, 4) * (1 if dtype in (np.uint8, np.int8) else -1001)).astype(dtype)
+    raw = idx_bytes(array, code)
+    (tmp_path / "a-idx3").write_bytes(raw)
+    (tmp_path / "a-idx3.gz").write_bytes(gz(raw))
+    for name in ("a-idx3", "a-idx3.gz"):
+        got = read_idx(tmp_path / name)
+        assert got.shape == (2, 3, 4) and got.dtype == np.dtype(dtype) and got.dtype.isnative
+        np.testing.assert_array_equal(got, array)
+
+
+def test_read_idx_known_bytes(tmp_path):
+    # 2 labels, uint8: header 00 00 08 01, count 2, then the values
+    (tmp_path / "labels").write_bytes(bytes.fromhex("00000801 00000002 0709"))
+    np.testing.assert_array_equal(read_idx(tmp_path / "labels"), [7, 9])
+
+
+@pytest.mark.parametrize("data, message", [
+    (bytes.fromhex("00000801 00000003 0709"), "truncated or damaged"),        # one value short
+    (bytes.fromhex("00000801 00000002 070901"), "truncated or damaged"),      # one value too many
+    (bytes.fromhex("00000803 00000002"), "truncated IDX header"),
+    (bytes.fromhex("01020801 00000001 07"), "not an IDX file"),
+    (bytes.fromhex("00000701 00000001 07"), "unknown IDX dtype code 0x07"),
+    (b"", "not an IDX file"),
+])
+def test_read_idx_damaged(tmp_path, data, message):
+    file = tmp_path / "bad-idx1-ubyte"
+    file.write_bytes(data)
+    with pytest.raises(DatasetError, match=message) as e:
+        read_idx(file)
+    assert str(file) in str(e.value)
+
+
+def test_read_idx_damaged_gzip(tmp_path):
+    file = tmp_path / "cut.gz"
+    file.write_bytes(gz(idx_bytes(np.zeros((50, 28, 28), np.uint8), 0x08))[:-30])
+    with pytest.raises(DatasetError, match=f"{file}: damaged gzip"):
+        read_idx(file)
+    with pytest.raises(DatasetError, match="file not found"):
+        read_idx(tmp_path / "absent.gz")
+
+
+def test_read_idx_mnist(mnist):
+    images = read_idx(mnist / "train-images-idx3-ubyte.gz")
+    labels = read_idx(mnist / "train-labels-idx1-ubyte.gz")
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 255
+    assert 25 < images.mean() < 40  # mostly black background, white strokes
+    counts = np.bincount(labels, minlength=10)
+    assert labels.shape == (60000,) and len(counts) == 10
+    assert counts.min() > 5000 and counts.max() < 7000  # MNIST is roughly balanced (5421 fives .. 6742 ones)
+    assert counts[1] == 6742
+
+
+def test_load_idx_set_mnist(mnist):
+    test = load_idx_set(mnist, name="mnist", split="test")
+    assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == torch.float32
+    assert test.labels.dtype == torch.int64 and test.labels.shape == (10000,)
+    assert test.images.min() == -1 and test.images.max() == 1
+    assert test.class_names == tuple("0123456789") and test.audio is None
+    assert len(test) == 10000 and test.image_shape == (1, 28, 28) and test.n_classes == 10
+    assert torch.equal(test.labels, torch.from_numpy(read_idx(mnist / "t10k-labels-idx1-ubyte.gz").astype(np.int64)))
+
+
+def test_load_idx_set_missing_file(tmp_path, mnist):
+    (tmp_path / "train-images-idx3-ubyte.gz").symlink_to(mnist / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: missing .*"
+                                           rf"'specgan data fetch mnist -o {tmp_path}'"):
+        load_idx_set(tmp_path, name="mnist", split="train")
+    with pytest.raises(ConfigError, match="must be one of mnist, fashion-mnist"):
+        load_idx_set(tmp_path, name="kmnist", split="train")
+    with pytest.raises(ConfigError, match="data.split = 'val'"):
+        load_idx_set(tmp_path, name="mnist", split="val")
+
+
+def test_idx_table():
+    assert set(IDX_SETS) == {"mnist", "fashion-mnist"}
+    fashion = IDX_SETS["fashion-mnist"]
+    assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[-1] == "Ankle boot"
+    assert len(fashion.class_names) == 10 and IDX_SETS["mnist"].class_names == tuple("0123456789")
+    for spec in IDX_SETS.values():
+        assert [f.name for f in spec.files] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+        assert all(len(f.md5) == len(f.raw_md5) == 32 for f in spec.files)
+
+
+# -- fetching --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch) -> tuple[str, Path]:
+    """A made-up four-file IDX set "tiny" (3 classes, 5 train and 2 test images of 4×3) and a mirror folder of it."""
+    rng = np.random.default_rng(0)
+    mirror = tmp_path / "tiny-mirror"
+    mirror.mkdir()
+    entries = []
+    for name, array in [("train-images-idx3-ubyte", rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)),
+                        ("train-labels-idx1-ubyte", np.array([0, 1, 2, 0, 1], np.uint8)),
+                        ("t10k-images-idx3-ubyte", rng.integers(0, 256, (2, 4, 3), dtype=np.uint8)),
+                        ("t10k-labels-idx1-ubyte", np.array([2, 2], np.uint8))]:
+        raw = idx_bytes(array, 0x08)
+        packed = gz(raw)
+        (mirror / f"{name}.gz").write_bytes(packed)
+        entries.append(IdxFile(f"{name}.gz", md5(packed), md5(raw)))
+    monkeypatch.setitem(IDX_SETS, "tiny", IdxSet("http://invalid.example/", *entries, class_names=("a", "b", "c")))
+    return "tiny", mirror
+
+
+def test_fetch_from_mirror(tiny, tmp_path):
+    name, mirror = tiny
+    dest = tmp_path / "data" / "tiny"
+    assert fetch_idx(name, dest, mirror=mirror) == dest
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in mirror.iterdir())
+    data = load_idx_set(dest, name=name, split="train")
+    assert data.images.shape == (5, 1, 4, 3) and data.labels.tolist() == [0, 1, 2, 0, 1]
+    assert data.class_names == ("a", "b", "c")
+    # already there with the right checksum: nothing is copied again, even from a mirror that lost the files
+    before = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    for p in mirror.iterdir():
+        p.unlink()
+    fetch_idx(name, dest, mirror=mirror)
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
+    with pytest.raises(DatasetError, match="missing from the mirror"):
+        fetch_idx(name, tmp_path / "other", mirror=mirror)
+
+
+def test_fetch_accepts_raw_and_recompressed_files(tiny, tmp_path):
+    name, mirror = tiny
+    # a raw (uncompressed) copy, and a re-compressed one whose .gz md5 differs (as Debian's Fashion-MNIST)
+    first, second = sorted(mirror.iterdir())[:2]
+    first.with_suffix("").write_bytes(gzip.decompress(first.read_bytes()))
+    first.unlink()
+    repacked = gz(gzip.decompress(second.read_bytes()), mtime=1234567)
+    assert md5(repacked) != md5(second.read_bytes())
+    second.write_bytes(repacked)
+    dest = tmp_path / "dest"
+    fetch_idx(name, dest, mirror=mirror)
+    assert (dest / first.with_suffix("").name).exists() and (dest / second.name).exists()
+    assert load_idx_set(dest, name=name, split="test").labels.tolist() == [2, 2]
+    assert len(load_idx_set(dest, name=name, split="train")) == 5
+
+
+def test_fetch_checksum_mismatch_leaves_nothing(tiny, tmp_path):
+    name, mirror = tiny
+    file = mirror / "t10k-labels-idx1-ubyte.gz"
+    bad = gz(idx_bytes(np.array([2, 1], np.uint8), 0x08))
+    file.write_bytes(bad)
+    entry = IDX_SETS[name].test_labels
+    dest = tmp_path / "dest"
+    with pytest.raises(DatasetError) as e:
+        fetch_idx(name, dest, mirror=mirror)
+    message = str(e.value)
+    assert str(file) in message and md5(bad) in message and entry.md5 in message and "\n" not in message
+    # the three good files before it were kept; the bad one left nothing, not even a temporary file
+    assert sorted(p.name for p in dest.iterdir()) == ["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
+                                                      "train-labels-idx1-ubyte.gz"]
+    # a damaged file already in dest is replaced, not trusted
+    (dest / "train-labels-idx1-ubyte.gz").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="md5"):
+        verify_file(dest / "train-labels-idx1-ubyte.gz", IDX_SETS[name].train_labels)
+    file.write_bytes(gz(idx_bytes(np.array([2, 2], np.uint8), 0x08)))
+    fetch_idx(name, dest, mirror=mirror)
+    assert load_idx_set(dest, name=name, split="train").labels.tolist() == [0, 1, 2, 0, 1]
+
+
+@contextmanager
+def serve(folder: Path):
+    """An HTTP server on 127.0.0.1 serving ``folder`` from a thread; yields its base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_download_from_local_server(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    name, mirror = tiny
+    dest = tmp_path / "dest"
+    progress = []
+    with serve(mirror) as url:
+        fetch_idx(name, dest, base_url=url, on_progress=lambda *a: progress.append(a))
+        assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in mirror.iterdir())
+        assert {p[0] for p in progress} == {p.name for p in mirror.iterdir()}
+        last = {file: (done, total) for file, done, total in progress}
+        assert all(done == total == len((mirror / file).read_bytes()) for file, (done, total) in last.items())
+        # a damaged file on the server: the error names the URL and both checksums, and nothing is left
+        bad = b"\x1f\x8b not really gzip"
+        (mirror / "t10k-images-idx3-ubyte.gz").write_bytes(bad)
+        (dest / "t10k-images-idx3-ubyte.gz").unlink()
+        with pytest.raises(DatasetError, match=f"{url}t10k-images-idx3-ubyte.gz: md5 {md5(bad)}, expected "
+                                               f"{IDX_SETS[name].test_images.md5}"):
+            fetch_idx(name, dest, base_url=url)
+        assert not (dest / "t10k-images-idx3-ubyte.gz").exists() and len(list(dest.iterdir())) == 3
+        (mirror / "t10k-images-idx3-ubyte.gz").unlink()
+        with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz: download failed \\(HTTP 404"):
+            fetch_idx(name, dest, base_url=url)
+        assert len(list(dest.iterdir())) == 3
+
+
+def test_download_mnist_from_local_server(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    dest = tmp_path / "mnist"
+    with serve(mnist) as url:
+        fetch_idx("mnist", dest, base_url=url)
+    for entry in IDX_SETS["mnist"].files:
+        assert md5((dest / entry.name).read_bytes()) == entry.md5
+    # all present and verified: a second fetch needs no server at all
+    fetch_idx("mnist", dest, base_url="http://127.0.0.1:9/")
+    assert len(load_idx_set(dest, name="mnist", split="test")) == 10000
+
+
+def test_fetch_mnist_from_mirror(mnist, tmp_path):
+    dest = fetch_idx("mnist", tmp_path / "mnist", mirror=mnist)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f.name for f in IDX_SETS["mnist"].files)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason=f"{DEBIAN_FASHION} absent (apt-get install "
+                                                        "dataset-fashion-mnist)")
+def test_fashion_mnist_debian_package():
+    # Debian re-compressed the files: the .gz md5s differ from the published ones, the IDX content does not.
+    spec = IDX_SETS["fashion-mnist"]
+    for entry in spec.files:
+        verify_file(DEBIAN_FASHION / entry.name, entry)
+    test = load_idx_set(DEBIAN_FASHION, name="fashion-mnist", split="test")
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+# -- image folders ---------------------------------------------------------------------------------------------
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """Two classes of 8×6 grayscale images: "cats" (3, dark) and "dogs" (2, bright), plus a file that is ignored."""
+    root = tmp_path / "pets"
+    for i in range(3):
+        write_png(root / "cats" / f"c{i}.png", np.full((8, 6), 10 * i, np.uint8))
+    write_png(root / "dogs" / "d0.png", np.full((8, 6), 255, np.uint8))
+    Image.fromarray(np.full((8, 6, 3), 200, np.uint8)).save(root / "dogs" / "d1.JPG")
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder(folder):
+    data = load_image_folder(folder)
+    assert data.images.shape == (5, 1, 8, 6) and data.images.dtype == torch.float32
+    assert data.class_names == ("cats", "dogs") and data.labels.tolist() == [0, 0, 0, 1, 1]
+    assert data.images.min() == -1 and data.images.max() == 1
+    assert torch.allclose(data.images[1], torch.full((1, 8, 6), 10 / 127.5 - 1))
+    assert data.audio is None and data.source == str(folder)
+    rgb = load_image_folder(folder, channels=3)
+    assert rgb.images.shape == (5, 3, 8, 6)
+    resized = load_image_folder(folder, image_size=(16, 4))
+    assert resized.images.shape == (5, 1, 16, 4)
+    assert torch.allclose(resized.images[3], torch.ones(1, 16, 4))
+
+
+def test_image_folder_root_files_form_a_class(tmp_path):
+    write_png(tmp_path / "digits" / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(tmp_path / "digits" / "sevens" / "b.png", np.zeros((4, 4), np.uint8))
+    data = load_image_folder(tmp_path / "digits")
+    assert data.class_names == ("digits", "sevens") and data.labels.tolist() == [0, 1]
+
+
+def test_image_folder_errors(folder, tmp_path):
+    odd = folder / "dogs" / "d2.png"
+    write_png(odd, np.zeros((9, 6), np.uint8))
+    with pytest.raises(DatasetError, match=f"{odd}: 9x6 pixels .* but .*c0.png is 8x6; .*data.image_size"):
+        load_image_folder(folder)
+    assert load_image_folder(folder, image_size=(8, 6)).images.shape == (6, 1, 8, 6)
+    broken = folder / "cats" / "c3.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DatasetError, match=f"{broken}: unreadable image"):
+        load_image_folder(folder, image_size=(8, 6))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        load_image_folder(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_image_folder(tmp_path / "absent")
+    with pytest.raises(ConfigError, match="channels = 2"):
+        load_image_folder(folder, channels=2)
+
+
+# -- spectrogram datasets --------------------------------------------------------------------------------------
+
+FAST = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=16)
+
+
+@pytest.fixture(scope="module")
+def prepped(tmp_path_factory) -> Path:
+    """A dataset prepped from sine waves: domains "high" (2 files), "low" (1 file) and "mid" (1 file)."""
+    root = tmp_path_factory.mktemp("spec")
+    t = np.arange(4000) / 8000  # 0.5 s
+    for domain, freq, names in [("low", 200, ["a"]), ("mid", 800, ["a"]), ("high", 2000, ["a", "b"])]:
+        (root / "src" / domain).mkdir(parents=True)
+        for i, name in enumerate(names):
+            sf.write(root / "src" / domain / f"{name}.wav", 0.5 * np.sin(2 * np.pi * (freq + 50 * i) * t), 8000)
+    prep(root / "src", root / "ds", params=FAST, workers=1)
+    return root / "ds"
+
+
+def test_spectrogram_data(prepped):
+    data = load_spectrogram_data(prepped)
+    assert data.class_names == ("high", "low", "mid")
+    assert data.images.shape[1:] == (1, 32, 16) and data.images.dtype == torch.float32
+    assert data.audio == FAST and data.source == str(prepped)
+    assert -1 <= data.images.min() and data.images.max() <= 1 and data.images.std() > 0.1
+    counts = torch.bincount(data.labels, minlength=3).tolist()
+    assert counts[0] == 2 * counts[1] == 2 * counts[2] > 0
+    # the low tone's energy sits in lower mel bands than the high one's
+    band = torch.arange(32.0).view(1, 1, 32, 1)
+    centre = [((data.images[data.labels == k] + 1) * band).sum((1, 2, 3)).mean()
+              / (data.images[data.labels == k] + 1).sum((1, 2, 3)).mean() for k in range(3)]
+    assert centre[1] < centre[2] < centre[0]
+
+
+def test_spectrogram_domains(prepped):
+    full = load_spectrogram_data(prepped)
+    data = load_spectrogram_data(prepped, domains=("low", "high"))
+    assert data.class_names == ("low", "high")
+    assert torch.equal(data.labels, torch.where(full.labels[full.labels != 2] == 1, 0, 1))
+    assert torch.equal(data.images, full.images[full.labels != 2])
+    with pytest.raises(DatasetError, match=r"no domain 'bass' \(available: high, low, mid\)"):
+        load_spectrogram_data(prepped, domains=("low", "bass"))
+    with pytest.raises(DatasetError, match="listed twice"):
+        load_spectrogram_data(prepped, domains=("low", "low"))
+
+
+def test_spectrogram_missing(tmp_path):
+    with pytest.raises(DatasetError, match="no manifest.json; make the dataset with 'specgan prep"):
+        load_spectrogram_data(tmp_path)
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+
+def test_load_data_registry(prepped, folder, tiny):
+    assert list(DATA_KINDS) == ["mnist", "fashion-mnist", "image-folder", "spectrogram"]
+    with pytest.raises(ConfigError, match="data.kind = 'cifar': must be one of mnist, fashion-mnist, image-folder, "
+                                          "spectrogram"):
+        load_data("cifar", prepped)
+    assert load_data("spectrogram", prepped, domains=("mid",)).class_names == ("mid",)
+    assert load_data("image-folder", folder, image_size=(4, 4)).images.shape == (5, 1, 4, 4)
+    with pytest.raises(ConfigError, match="data.split = 'test': data.kind = 'image-folder' has no test split"):
+        load_data("image-folder", folder, split="test")
+    with pytest.raises(ConfigError, match="only spectrogram datasets have domains"):
+        load_data("image-folder", folder, domains=("cats",))
+    with pytest.raises(ConfigError, match="only image folders are resized"):
+        load_data("spectrogram", prepped, image_size=(32, 16))
+    with pytest.raises(ConfigError, match="data.split = 'val': must be one of train, test"):
+        load_data("spectrogram", prepped, split="val")
+
+
+def test_load_data_mnist(mnist):
+    test = load_data("mnist", mnist, split="test")
+    assert test.images.shape == (10000, 1, 28, 28) and test.class_names == tuple("0123456789")
+    with pytest.raises(DatasetError, match="specgan data fetch fashion-mnist"):
+        load_data("fashion-mnist", mnist.parent / "no-such-folder")
