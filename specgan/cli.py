@@ -222,14 +222,17 @@ def train(
         err.print(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}",
                   highlight=False)
         progress.update(task, completed=first)
+        progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 
     def on_step(record: dict) -> None:
         info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
 
-    with progress:
+    try:
         result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step)
+    finally:
+        progress.stop()
     if result.resumed_from >= r.train.steps:
         out.print(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on",
                   highlight=False)
@@ -261,6 +264,57 @@ def sample(
               highlight=False)
     for path in report.audio:
         out.print(f"wrote {path}", highlight=False)
+
+
+@command
+def eval(
+    run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=100, help="Samples to draw.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Seed of the latents.")] = 0,
+    data: Annotated[Optional[Path], typer.Option(help="The dataset folder [default: the run's data.path].")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    device: Device = "auto",
+):
+    """Measure a generate run on MNIST-like data: label accuracy, Fréchet distance, class entropy."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from specgan.device import resolve_device
+    from specgan.evaluate import evaluate_run
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True)
+    current = {"task": None}
+
+    def on_stage(text: str) -> None:
+        if current["task"] is not None:
+            progress.update(current["task"], visible=False)
+        current["task"] = progress.add_task(text, total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(current["task"], completed=done, total=total)
+
+    with progress:
+        result = evaluate_run(run, n=n, seed=seed, device=resolve_device(device), data_path=data,
+                              on_stage=on_stage, on_progress=on_progress)
+    if json_output:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"eval of {result['checkpoint']} (step {result['step']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    if result.get("label_accuracy") is not None:
+        table.add_row("label accuracy", f"{result['label_accuracy']:.4f}",
+                      "samples the classifier reads as the requested class")
+    table.add_row("Fréchet distance", f"{result['fd']:.3f}", "classifier features, samples vs real test set (lower "
+                                                              "is better)")
+    table.add_row("class entropy", f"{result['class_entropy']:.3f} bits",
+                  "of predicted classes over the samples (max 3.32 for 10; low = mode collapse)")
+    table.add_row("samples", str(result["n"]), "")
+    table.add_row("classifier accuracy", f"{result['classifier_test_accuracy']:.4f}", "on the real test set")
+    out.print(table)
 
 
 data_app = typer.Typer(help="Fetch the standard datasets.", no_args_is_help=True)

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from specgan.data.idx import load_idx_set
+from specgan.data.image_data import ImageData
+from specgan.metrics.classifier import load_or_train_classifier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +48,25 @@ def fsdd(mirror) -> Path:
 @pytest.fixture(scope="session")
 def mnist(mirror) -> Path:
     return _corpus(mirror, "mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_sets(mnist) -> tuple[ImageData, ImageData]:
+    return load_idx_set(mnist, name="mnist", split="train"), load_idx_set(mnist, name="mnist", split="test")
+
+
+@pytest.fixture(scope="session")
+def mnist_classifier(mnist, mnist_sets, tmp_path_factory):
+    """Trained once per session with the defaults, into a temporary cache folder (the mirror is read-only)."""
+    train, test = mnist_sets
+    cache = tmp_path_factory.mktemp("classifier-cache")
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))
+    try:
+        model, info = load_or_train_classifier(mnist, kind="mnist", train=train, test=test, cache_dir=cache)
+    finally:
+        torch.set_num_threads(before)
+    return model, info, cache
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,139 @@
+"""Samples from a trained generator: rebuilt from its checkpoint alone (no recipe file needed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from specgan.audio.inverse import MelInverter
+from specgan.audio.io import save_audio
+from specgan.audio.params import AudioParams
+from specgan.errors import ConfigError
+from specgan.models import build_model
+from specgan.recipe import from_mapping
+from specgan.train.checkpoint import find_checkpoint, load_checkpoint
+
+
+@dataclass(frozen=True)
+class TrainedGenerator:
+    """A generator ready to sample, with what its checkpoint says about the data."""
+
+    generator: nn.Module
+    z_dim: int
+    class_names: tuple[str, ...]
+    conditional: bool
+    image_shape: tuple[int, int, int]
+    audio: AudioParams | None
+    step: int
+    checkpoint: Path
+    device: torch.device
+
+    def __call__(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``(N, z_dim)`` latents (and ``(N,)`` labels for conditional models) → ``(N, C, H, W)`` in [-1, 1]."""
+        with torch.no_grad():
+            return self.generator(z.to(self.device), labels.to(self.device) if labels is not None else None)
+
+    def label_index(self, label: str) -> int:
+        """A class given by name ("7", "jazz") or index."""
+        if label in self.class_names:
+            return self.class_names.index(label)
+        if label.isdigit() and int(label) < len(self.class_names):
+            return int(label)
+        raise ConfigError(f"--label {label}: not a class of this model (classes: {', '.join(self.class_names)})")
+
+
+def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str = "cpu",
+                   use_ema: bool = True) -> TrainedGenerator:
+    """Rebuild the generator of a ``generate`` run from a checkpoint (or the latest one in a run folder)."""
+    path = find_checkpoint(run_or_checkpoint)
+    state = load_checkpoint(path)
+    recipe, data = state["recipe"], state["data"]
+    model = recipe["model"]
+    n_classes = len(data["class_names"]) if model["conditional"] else 0
+    generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]), n_classes=n_classes,
+                               z_dim=model["z_dim"], channels=model["channels"],
+                               spectral_norm=model["spectral_norm"], batch_norm_d=True)
+    models = state["task"]["models"]
+    generator.load_state_dict(models["G_ema"] if use_ema and "G_ema" in models else models["G"])
+    generator.to(device).eval()
+    audio = from_mapping(AudioParams, data["audio"], source=str(path), prefix="data.audio.") \
+        if data.get("audio") else None
+    return TrainedGenerator(generator, model["z_dim"], tuple(data["class_names"]), bool(model["conditional"]),
+                            tuple(data["image_shape"]), audio, int(state["step"]), path, torch.device(device))
+
+
+def render_audio(images: Tensor, *, audio: AudioParams, paths: list[Path], n_iter: int = 32, seed: int = 0) -> None:
+    """Write spectrogram images ``(N, 1, n_mels, frames)`` as audio files through Griffin-Lim (one batch)."""
+    inverter = MelInverter(audio).to(images.device)
+    waves = inverter(images[:, 0].float(), n_iter=n_iter,
+                     generator=torch.Generator(device=images.device).manual_seed(seed))
+    peak = waves.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8)
+    waves = waves / peak.clamp_min(1.0)  # never clip; leave quiet samples quiet
+    for wave, path in zip(waves, paths):
+        save_audio(path, wave, sample_rate=audio.sample_rate)
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    grid: Path
+    n: int
+    step: int
+    checkpoint: Path
+    audio: list[Path]
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation between latents ``a`` and ``b`` ``(z_dim,)`` at fractions ``t`` ``(k,)`` → ``(k,
+    z_dim)``; Gaussian latents keep their typical norm along the way (a straight line would pass near 0)."""
+    omega = torch.arccos(torch.clamp(torch.dot(a / a.norm(), b / b.norm()), -1.0, 1.0))
+    if omega.abs() < 1e-6:
+        return torch.lerp(a[None], b[None], t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+def latents_and_labels(model: TrainedGenerator, *, n: int, label: str | None, seed: int,
+                       interpolate: bool) -> tuple[Tensor, Tensor | None, int]:
+    """The latents ``(n, z_dim)``, labels and row length of a sample grid."""
+    g = torch.Generator().manual_seed(seed)
+    nrow = 8 if interpolate or n >= 16 else n
+    if interpolate:
+        rows = max(1, n // nrow)
+        ends = torch.randn(rows, 2, model.z_dim, generator=g)
+        z = torch.cat([slerp(a, b, torch.linspace(0, 1, nrow)) for a, b in ends])
+    else:
+        z = torch.randn(n, model.z_dim, generator=g)
+    labels = None
+    if label is not None and not model.conditional:
+        raise ConfigError(f"--label {label}: {model.checkpoint} is not a conditional model")
+    if model.conditional:
+        if label is not None:
+            labels = torch.full((len(z),), model.label_index(label), dtype=torch.long)
+        else:  # one class per row, cycling
+            labels = (torch.arange(len(z)) // nrow) % len(model.class_names)
+    return z, labels, nrow
+
+
+def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str | None = None, seed: int = 0,
+         interpolate: bool = False, audio: bool = False, n_iter: int = 32,
+         device: torch.device | str = "cpu") -> SampleReport:
+    """``specgan sample``: a PNG grid of samples (and, for spectrogram models, one audio file per sample)."""
+    from specgan.images import save_grid
+
+    model = load_generator(run_or_checkpoint, device=device)
+    if output.suffix.lower() != ".png":
+        raise ConfigError(f"{output}: the grid is written as PNG; give a .png file name")
+    if audio and model.audio is None:
+        raise ConfigError(f"--audio: {model.checkpoint} is an image model, not a spectrogram model")
+    z, labels, nrow = latents_and_labels(model, n=n, label=label, seed=seed, interpolate=interpolate)
+    images = model(z, labels)
+    save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
+    written = []
+    if audio:
+        names = [f"{output.stem}_{i:03d}" + (f"_{model.class_names[int(labels[i])]}" if labels is not None else "")
+                 for i in range(len(images))]
+        written = [output.with_name(f"{name}.wav") for name in names]
+        render_audio(images, audio=model.audio, paths=written, n_iter=n_iter, seed=seed)
+    return SampleReport(output, len(images), model.step, model.checkpoint, written)

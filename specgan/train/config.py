@@ -1,0 +1,115 @@
+"""Training recipes: frozen, typed dataclasses loaded from TOML plus ``--set key=value`` overrides.
+
+Every recipe has ``name``, ``task``, ``[data]``, ``[model]``, ``[train]`` and ``[output]``. Names that pick an
+implementation (``data.kind``, ``model.name``, ``train.loss``) are checked against the registries, so an error
+lists the valid names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from specgan.audio.params import AudioParams
+from specgan.data.loaders import DATA_KINDS
+from specgan.errors import ConfigError
+from specgan.losses import LOSSES
+from specgan.models import MODELS
+from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
+
+TASKS = ("generate",)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = param("mnist", "Dataset kind.", choices=tuple(DATA_KINDS))
+    path: str = param("data/mnist", "Folder of the dataset: the IDX files, the image folder, or a prepped dataset "
+                                    "(relative paths are relative to the current directory).")
+    split: str = param("train", "Which split of an IDX dataset to train on.", choices=("train", "test"))
+    domains: tuple[str, ...] = param((), "Spectrogram datasets: domains to keep, in label order (empty: all).")
+    image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep).")
+
+    def __post_init__(self) -> None:
+        if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 4):
+            raise ValueError(f"image_size = {list(self.image_size)}: expected [height, width], each >= 4")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = param("dcgan", "Model family.", choices=tuple(MODELS))
+    conditional: bool = param(False, "Condition G and D on the class label (\"give me a 7\").")
+    z_dim: int = param(100, "Latent size.", min=1, max=4096)
+    channels: int = param(64, "Base channel count of G and D (the widest layer has 8x this).", min=1, max=1024)
+    spectral_norm: bool = param(False, "Spectral normalisation on every layer of D.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = param(5000, "Generator updates in the whole run.", min=1)
+    batch_size: int = param(128, "Real images per step.", min=1)
+    seed: int = param(0, "Seed for weights, batches and latents.", min=0)
+    loss: str = param("bce", "Adversarial loss.", choices=tuple(LOSSES))
+    gp_weight: float = param(0.0, "Weight of the WGAN-GP gradient penalty (0: none; 10 with the wgan loss).",
+                             min=0.0)
+    n_critic: int = param(1, "Discriminator updates per generator update.", min=1, max=100)
+    lr_g: float = param(2e-4, "Adam learning rate of G.", min=0.0, max=1.0)
+    lr_d: float = param(2e-4, "Adam learning rate of D.", min=0.0, max=1.0)
+    betas: tuple[float, ...] = param((0.5, 0.999), "Adam betas.")
+    ema_decay: float = param(0.999, "Decay of the moving average of G's weights used for samples (0: off).",
+                             min=0.0, max=1.0)
+    sample_every: int = param(500, "Steps between sample grids.", min=1)
+    checkpoint_every: int = param(1000, "Steps between checkpoints (one is always written at the end).", min=1)
+    keep_checkpoints: int = param(3, "How many recent checkpoints to keep.", min=1)
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas = {list(self.betas)}: expected two numbers in [0, 1)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = param("", "Run folder (empty: runs/<name>).")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = field(metadata={"help": "Run name; also the default run folder runs/<name>."})
+    task: str = param("generate", "What to train: generate (a GAN).", choices=TASKS)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    #: For ``specgan prep --recipe``: how to make the spectrogram dataset. Training takes the audio parameters
+    #: stored in the dataset itself, so they cannot disagree.
+    audio: AudioParams = field(default_factory=AudioParams)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name) or self.name.startswith("."):
+            raise ValueError(f"name = {self.name!r}: give the run a plain name (letters, digits, - and _)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir or Path("runs") / self.name)
+
+
+def load_recipe(path: str | Path | None, *, overrides: list[str] | tuple[str, ...] = (),
+                base: Mapping[str, Any] | None = None) -> Recipe:
+    """Read a recipe file (or start from ``base``, e.g. the recipe stored in a checkpoint) and apply ``--set``
+    overrides. Any problem is a one-line ConfigError naming the file (or ``--set``) and the dotted key."""
+    table = dict(base or {})
+    source = "recipe"
+    if path is not None:
+        table = read_toml(Path(path))
+        source = str(path)
+        from_mapping(Recipe, table, source=source)  # report errors in the file against the file
+    if overrides:
+        table = merge(table, parse_overrides(overrides))
+        source = "--set" if path is None else f"{path} with --set"
+    return from_mapping(Recipe, table, source=source)
+
+
+def recipe_mapping(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain nested dicts (saved in the run folder and in every checkpoint)."""
+    out = to_mapping(recipe)
+    return {k: (to_mapping(getattr(recipe, k)) if isinstance(v, dict) else v) for k, v in out.items()}

@@ -1,0 +1,155 @@
+"""The ``generate`` task: a GAN (DCGAN, optionally class-conditional) trained on ImageData.
+
+:class:`GenerateTask` owns the models, optimizers and the moving average of G; :meth:`GenerateTask.step` is one
+generator update (after ``n_critic`` discriminator updates) and returns named scalars. The training loop
+(:mod:`specgan.train.loop`) does everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from specgan.data.image_data import ImageData
+from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
+from specgan.models import build_model
+from specgan.models.ema import EMA
+from specgan.train.config import Recipe
+
+
+class Batches:
+    """Shuffled mini-batches from a dataset held whole on the device: one random permutation per epoch.
+
+    Its state (generator, permutation, position) goes into checkpoints so that a resumed run draws the same
+    batches as an uninterrupted one.
+    """
+
+    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device):
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size = min(batch_size, len(data))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        if self.position + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.images), generator=self.generator)
+            self.position = 0
+        index = self.order[self.position:self.position + self.batch_size].to(self.images.device)
+        self.position += self.batch_size
+        return self.images[index], self.labels[index]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.order, self.position = state["order"], int(state["position"])
+
+
+class GenerateTask:
+    """Models, optimizers and one training step of a GAN."""
+
+    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device):
+        self.recipe, self.device = recipe, device
+        m, t = recipe.model, recipe.train
+        self.n_classes = data.n_classes if m.conditional else 0
+        self.z_dim = m.z_dim
+        torch.manual_seed(t.seed)
+        self.G, self.D = build_model(m.name, image_shape=data.image_shape, n_classes=self.n_classes, z_dim=m.z_dim,
+                                     channels=m.channels, spectral_norm=m.spectral_norm,
+                                     # batch norm in the critic breaks the per-sample gradient penalty
+                                     batch_norm_d=t.gp_weight == 0)
+        self.G.to(device)
+        self.D.to(device)
+        self.ema = EMA(self.G, decay=t.ema_decay) if t.ema_decay > 0 else None
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas))
+        self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device)
+        self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _latents(self, n: int) -> Tensor:
+        return torch.randn(n, self.z_dim, device=self.device, generator=self.noise)
+
+    def step(self) -> dict[str, Tensor]:
+        """``n_critic`` D updates then one G update. Returns detached scalars named ``loss/D``, ``loss/G``, ..."""
+        t = self.recipe.train
+        for _ in range(t.n_critic):
+            real, labels = self.batches.next()
+            cond = labels if self.n_classes else None
+            with torch.no_grad(), self._autocast():
+                fake = self.G(self._latents(len(real)), cond)
+            with self._autocast():
+                real_logits = self.D(real, cond).float()
+                fake_logits = self.D(fake, cond).float()
+                loss_d = d_loss(t.loss, real_logits, fake_logits)
+            gp = torch.zeros((), device=self.device)
+            if t.gp_weight > 0:
+                gp = gradient_penalty(self.D, real, fake.float(), cond, weight=t.gp_weight, generator=self.noise)
+            self.opt_d.zero_grad(set_to_none=True)
+            (loss_d + gp).backward()
+            self.opt_d.step()
+
+        with self._autocast():
+            fake = self.G(self._latents(len(real)), cond)
+            loss_g = g_loss(t.loss, self.D(fake, cond).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(self.G)
+        return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "loss/D/gp": gp.detach(),
+                "D/real": real_logits.mean().detach(), "D/fake": fake_logits.mean().detach(),
+                "D/accuracy": d_accuracy(real_logits.detach(), fake_logits.detach())}
+
+    # -- sampling ------------------------------------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.G
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"models": {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                           **({"G_ema": self.ema.state_dict()} if self.ema is not None else {})},
+                "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+                "batches": self.batches.state_dict(), "noise": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["models"]["G"])
+        self.D.load_state_dict(state["models"]["D"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["models"]["G_ema"])
+        self.opt_g.load_state_dict(state["optimizers"]["G"])
+        self.opt_d.load_state_dict(state["optimizers"]["D"])
+        self.batches.load_state_dict(state["batches"])
+        self.noise.set_state(state["noise"])
+
+
+def fixed_latents(*, n_classes: int, z_dim: int, seed: int, n: int = 64) -> tuple[Tensor, Tensor | None, int]:
+    """The latent batch every sample grid of a run uses, so grids are comparable across steps.
+
+    Conditional models get one row per class (8 samples each, up to 16 classes). Returns ``(z, labels, nrow)``.
+    """
+    g = torch.Generator().manual_seed(seed + 12345)
+    if n_classes and n_classes <= 16:
+        per = 8
+        labels = torch.arange(n_classes).repeat_interleave(per)
+        return torch.randn(len(labels), z_dim, generator=g), labels, per
+    labels = torch.arange(n) % n_classes if n_classes else None
+    return torch.randn(n, z_dim, generator=g), labels, 8
+
+
+def iterate_in_batches(n: int, batch: int) -> Iterator[slice]:
+    for start in range(0, n, batch):
+        yield slice(start, min(n, start + batch))

@@ -1,0 +1,89 @@
+"""The GAN workflow from the command line on real MNIST: train a few steps, sample, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def specgan(*args, cwd):
+    result = subprocess.run([sys.executable, "-m", "specgan", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
+    data = tmp_path / "mnist"
+    code, stdout, stderr = specgan("data", "fetch", "mnist", "-o", data, "--mirror", mnist, cwd=tmp_path)
+    assert code == 0, stderr
+    recipe = ROOT / "recipes" / "mnist_dcgan.toml"
+    small = ["--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "model.channels=8",
+             "--set", "train.sample_every=2", "--set", "train.checkpoint_every=2", "--set", f"data.path={data}",
+             "--device", "cpu", "--quiet"]
+    code, stdout, stderr = specgan("train", recipe, *small, cwd=tmp_path)
+    assert code == 0, stderr
+    run = tmp_path / "runs" / "mnist_dcgan"
+    assert (run / "samples" / "step_000004.png").exists()
+    grid = Image.open(run / "samples" / "step_000004.png")
+    assert grid.size == (2 + 8 * 30, 2 + 8 * 30)  # 64 samples of 28x28 with 2-pixel padding
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+
+    code, stdout, stderr = specgan("sample", run, "-n", "16", "-o", tmp_path / "grid.png", "--device", "cpu",
+                                   cwd=tmp_path)
+    assert code == 0, stderr
+    pixels = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert pixels.shape == (2 + 2 * 30, 2 + 8 * 30) and pixels.std() > 0
+
+    # Running again with more steps continues from step 4.
+    more = [s.replace("train.steps=4", "train.steps=6") for s in small]
+    code, stdout, stderr = specgan("train", recipe, *more, cwd=tmp_path)
+    assert code == 0, stderr
+    assert "from step 4" in stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+    code, _, stderr = specgan("sample", run, "--label", "3", "-o", tmp_path / "x.png", cwd=tmp_path)
+    assert code == 2 and "not a conditional model" in stderr
+
+
+def test_train_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "b"\n[model]\nchanels = 3\n')
+    code, _, stderr = specgan("train", bad, cwd=tmp_path)
+    assert code == 2 and "bad.toml: unknown key 'model.chanels'" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = specgan("train", ROOT / "recipes" / "mnist_dcgan.toml", "--set", "data.path=nowhere",
+                              cwd=tmp_path)
+    assert code == 2 and "nowhere" in stderr and len(stderr.strip().splitlines()) == 1
+    code, _, stderr = specgan("sample", tmp_path / "no_run", cwd=tmp_path)
+    assert code == 2 and "no_run" in stderr
+
+
+def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp_path):
+    """Train a conditional model for a few steps and measure it (the classifier is the session's cached one)."""
+    import shutil
+
+    data = tmp_path / "mnist"
+    assert specgan("data", "fetch", "mnist", "-o", data, "--mirror", mnist, cwd=tmp_path)[0] == 0
+    shutil.copy(mnist_classifier[1]["path"], data / "specgan-classifier-mnist.pt")  # reuse: same data, no retrain
+    code, _, stderr = specgan("train", ROOT / "recipes" / "mnist_cgan.toml", "--set", "train.steps=2",
+                              "--set", "train.batch_size=16", "--set", "model.channels=8", "--set",
+                              f"data.path={data}", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert code == 0, stderr
+    run = tmp_path / "runs" / "mnist_cgan"
+    code, stdout, stderr = specgan("eval", run, "-n", "500", "--json", "--device", "cpu", cwd=tmp_path)
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert result["n"] == 500 and result["step"] == 2 and result["classifier_test_accuracy"] >= 0.985
+    assert 0 <= result["label_accuracy"] <= 1 and result["fd"] > 0 and 0 <= result["class_entropy"] <= 3.33
+    logged = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert logged[-1]["fd"] == result["fd"]
+    code, stdout, _ = specgan("eval", run, "-n", "500", "--device", "cpu", cwd=tmp_path)
+    assert code == 0 and "label accuracy" in stdout and "Fréchet distance" in stdout
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 2

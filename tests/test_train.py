@@ -1,0 +1,182 @@
+"""Recipes, checkpoints and the training loop: exact resume, NaN handling, a seeded run with a checked effect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from specgan.errors import CheckpointError, ConfigError, TrainingError
+from specgan.sample import load_generator
+from specgan.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from specgan.train.config import Recipe, load_recipe
+from specgan.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads_and_says_how_to_launch_it(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe) and recipe.name == path.stem
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("#")
+    assert f"specgan train recipes/{path.name}" in path.read_text()
+
+
+def test_the_required_recipes_are_shipped():
+    names = {p.stem for p in RECIPES}
+    assert {"mnist_dcgan", "mnist_cgan", "fashion_wgangp", "fsdd_dcgan"} <= names
+
+
+@pytest.mark.parametrize("text,message", [
+    ('name = "x"\n[train]\nstep = 3\n', "r.toml: unknown key 'train.step'"),
+    ('name = "x"\n[train]\nsteps = "many"\n', "r.toml: train.steps = 'many': expected int, got str"),
+    ('name = "x"\n[train]\nsteps = 0\n', "r.toml: train.steps = 0: must be >= 1"),
+    ('name = "x"\n[train]\nloss = "magic"\n', "r.toml: train.loss = 'magic': must be one of"),
+    ('name = "x"\n[data]\nkind = "cifar"\n', "r.toml: data.kind = 'cifar': must be one of"),
+    ('[train]\nsteps = 3\n', "r.toml: missing key 'name'"),
+])
+def test_recipe_errors_name_file_key_and_value(tmp_path, text, message):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_overrides_by_dotted_name(tmp_path):
+    recipe = load_recipe(ROOT / "recipes" / "mnist_dcgan.toml",
+                         overrides=["train.steps=7", "data.path=/somewhere", 'data.domains=["a","b"]',
+                                    "train.loss=hinge", "model.conditional=true"])
+    assert recipe.train.steps == 7 and recipe.data.path == "/somewhere" and recipe.data.domains == ("a", "b")
+    assert recipe.train.loss == "hinge" and recipe.model.conditional
+    assert recipe.run_dir == Path("runs/mnist_dcgan")
+    with pytest.raises(ConfigError, match="unknown key 'train.stepz'"):
+        load_recipe(ROOT / "recipes" / "mnist_dcgan.toml", overrides=["train.stepz=7"])
+
+
+# -- a tiny image-folder dataset: dark images are class "dark", bright ones class "light" --------------------
+def make_two_tone_folder(root: Path, *, n: int = 48, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for name, level in (("dark", 40), ("light", 215)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def tiny_recipe(data: Path, run: Path, **train) -> Recipe:
+    table = {"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
+             "model": {"conditional": True, "z_dim": 8, "channels": 8},
+             "train": {"steps": 6, "batch_size": 8, "sample_every": 3, "checkpoint_every": 3, "ema_decay": 0.9,
+                       **train},
+             "output": {"dir": str(run)}}
+    return load_recipe(None, base=table)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    return {f"{m}.{k}": v for m, sd in state["task"]["models"].items() for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("train_overrides", [{}, {"loss": "wgan", "gp_weight": 10.0, "n_critic": 2}],
+                         ids=["bce", "wgan-gp"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, train_overrides):
+    data = make_two_tone_folder(tmp_path / "data")
+    device = torch.device("cpu")
+    train(tiny_recipe(data, tmp_path / "straight", **train_overrides), device=device)
+    # Interrupted after step 3 (its checkpoint), then run again into the same folder.
+    train(tiny_recipe(data, tmp_path / "resumed", **{**train_overrides, "steps": 3}), device=device)
+    result = train(tiny_recipe(data, tmp_path / "resumed", **train_overrides), device=device, resume=True)
+    assert result.resumed_from == 3 and result.step == 6
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_run_folder_contents_and_checkpoint_rotation(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=9, checkpoint_every=2, keep_checkpoints=2), device=torch.device("cpu"))
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000008.pt", "step_00000009.pt"]
+    assert (run / "samples" / "step_000003.png").exists() and (run / "samples" / "step_000009.png").exists()
+    assert any((run / "tb").iterdir())
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss/D", "loss/G", "D/real", "D/fake", "D/accuracy", "images_per_s"} <= set(record)
+    assert 0.0 <= record["D/accuracy"] <= 1.0
+    # The saved recipe re-loads to the same recipe.
+    assert load_recipe(run / "recipe.toml") == tiny_recipe(data, run, steps=9, checkpoint_every=2,
+                                                           keep_checkpoints=2)
+    state = load_checkpoint(list_checkpoints(run)[-1])
+    assert state["data"]["class_names"] == ["dark", "light"] and state["step"] == 9
+
+
+def test_continuing_with_another_recipe_is_refused(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=3), device=torch.device("cpu"))
+    changed = load_recipe(None, base={**json.loads(json.dumps({"name": "tiny"})),
+                                      "data": {"kind": "image-folder", "path": str(data)},
+                                      "model": {"conditional": True, "z_dim": 8, "channels": 16},
+                                      "train": {"steps": 6, "batch_size": 8}, "output": {"dir": str(run)}})
+    with pytest.raises(CheckpointError, match="model.channels = 8, not 16"):
+        train(changed, device=torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(tiny_recipe(data, tmp_path / "empty"), device=torch.device("cpu"), resume=True)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from specgan.train import generate
+
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    original = generate.GenerateTask.step
+    calls = {"n": 0}
+
+    def step_that_diverges(self):
+        calls["n"] += 1
+        out = original(self)
+        if calls["n"] == 5:
+            out["loss/G"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(generate.GenerateTask, "step", step_that_diverges)
+    with pytest.raises(TrainingError, match=r"step 5: loss/G is nan.*step_00000003\.pt"):
+        train(tiny_recipe(data, run), device=torch.device("cpu"))
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000003.pt"]
+
+
+def test_checkpoint_round_trip_and_atomicity(tmp_path):
+    state = {"task": {"w": torch.arange(3.0)}, "recipe": {"name": "x"}}
+    path = save_checkpoint(tmp_path, state, step=5, keep=2)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 5 and torch.equal(loaded["task"]["w"], torch.arange(3.0))
+    assert not list(path.parent.glob(".*tmp"))
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_seeded_conditional_run_learns_the_labels(tmp_path):
+    """A checked effect: after a short seeded run, the class "light" comes out brighter than "dark"."""
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    recipe = tiny_recipe(data, run, steps=150, batch_size=16, sample_every=1000, checkpoint_every=1000,
+                         ema_decay=0.0, lr_g=0.001, lr_d=0.001)
+    train(recipe, device=torch.device("cpu"))
+    model = load_generator(run)
+    z = torch.randn(64, model.z_dim, generator=torch.Generator().manual_seed(1))
+    dark = model(z, torch.zeros(64, dtype=torch.long)).mean().item()
+    light = model(z, torch.ones(64, dtype=torch.long)).mean().item()
+    # Real class means are (40/127.5 - 1) = -0.69 and (215/127.5 - 1) = 0.69.
+    assert light - dark > 0.8, (dark, light)
