@@ -3,23 +3,40 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, machine  # noqa: E402
+import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import OUT, ROOT  # noqa: E402
+
+import gan_mnist  # noqa: E402
 import prep_throughput  # noqa: E402
 import reconstruct_speed  # noqa: E402
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gan", choices=("auto", "yes", "no"), default="auto",
+                        help="run the GAN benchmark (auto: only with a GPU; on 2 CPU cores it takes about 40 min)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite results.md from bench/out/*.json")
+    args = parser.parse_args()
     sys.argv = sys.argv[:1]  # each benchmark parses its own defaults
-    prep = prep_throughput.main()
-    recon = reconstruct_speed.main()
-    m = machine()
+    if args.render_only:
+        prep, recon = (json.loads((OUT / f"{n}.json").read_text()) for n in ("prep_throughput", "reconstruct_speed"))
+    else:
+        prep = prep_throughput.main()
+        recon = reconstruct_speed.main()
+        if args.gan == "yes" or (args.gan == "auto" and torch.cuda.is_available()):
+            sys.argv = [sys.argv[0], "--channels", "64", "--batch-size", "128", "--steps", "3000"]
+            gan_mnist.main()
+    gan = json.loads((OUT / "gan_mnist.json").read_text()) if (OUT / "gan_mnist.json").exists() else None
+    m = prep["machine"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     workers_key = next(k for k in prep if k.startswith("specgan_prep_workers_") and not k.endswith("_1"))
@@ -27,7 +44,7 @@ def main() -> None:
         "# Benchmark results",
         "",
         f"Written by `make bench` on {datetime.date.today()} at commit `{commit}`.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
+        f"Prep and reconstruction machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "") + ".",
         "Each figure is the median of the timed runs after one untimed warm-up; both sides run on the same input "
         "in the same process.",
@@ -69,11 +86,42 @@ def main() -> None:
         + ("Met." if recon["median_speedup"] >= recon["goal_speedup"]
            and recon["median_specgan_sc"] <= recon["median_librosa_sc"] else "Not met."),
         "",
-        "Raw figures: `bench/out/*.json` (not committed).",
-        "",
     ]
+    lines += gan_section(gan) if gan else ["## Conditional MNIST GAN", "", "Not run yet (`make bench` runs it when a "
+                                           "GPU is present; `python bench/run_all.py --gan yes` forces it).", ""]
+    lines += ["Raw figures: `bench/out/*.json` (not committed).", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
+
+
+def gan_section(g: dict) -> list[str]:
+    s, r = g["specgan"], g["reference"]
+    where = g["machine"].get("gpu", g["machine"]["cpu"])
+    return [
+        "## Conditional MNIST GAN",
+        "",
+        f"`recipes/mnist_cgan.toml` for {g['steps']} steps (batch {g['batch_size']}, {g['channels']} channels) on "
+        f"{g['device']} ({where}, torch {g['machine']['torch']}), against the same architecture, loss and optimiser "
+        "in a plain reference loop (per-item `Dataset` + `DataLoader`, the usual DCGAN example code; "
+        "`bench/gan_mnist.py`). Both measured by `specgan eval`'s metrics with the same classifier on "
+        f"{g['n_eval']} samples. specgan samples from the moving average of G with standing batch-norm "
+        "statistics; the reference from its G in eval mode. Steady = after the first 50 steps; overall = the "
+        "whole training call including data loading and checkpoints.",
+        "",
+        "| loop | wall s | images/s overall | images/s steady | label accuracy | Fréchet distance | class entropy |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| specgan train | {s['wall_s']:.1f} | {s['images_per_s']:.0f} | {s.get('steady_images_per_s', 0):.0f} | "
+        f"{s['label_accuracy']:.3f} | {s['fd']:.2f} | {s['class_entropy']:.3f} |",
+        f"| reference loop | {r['wall_s']:.1f} | {r['images_per_s']:.0f} | {r.get('steady_images_per_s', 0):.0f} | "
+        f"{r['label_accuracy']:.3f} | {r['fd']:.2f} | {r['class_entropy']:.3f} |",
+        "",
+        f"Goal: label accuracy ≥ 0.95 ({'met' if s['label_accuracy'] >= 0.95 else 'not met'}), Fréchet distance no "
+        f"worse than the reference ({'met' if s['fd'] <= r['fd'] else 'not met'}), higher throughput "
+        f"({'met' if s.get('steady_images_per_s', 0) > r.get('steady_images_per_s', 0) else 'not met'} in steady "
+        f"state: {s.get('steady_images_per_s', 0) / max(r.get('steady_images_per_s', 1), 1):.2f}×; overall "
+        f"{s['images_per_s'] / r['images_per_s']:.2f}×).",
+        "",
+    ]
 
 
 if __name__ == "__main__":

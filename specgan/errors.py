@@ -33,3 +33,16 @@ class TrainingError(SpecganError):
     """Training cannot go on (e.g. a loss became NaN); the last good checkpoint is kept. Exit code 3."""
 
     exit_code = 3
+
+
+def check_format(document: object, *, path: object, expected: str, version: int, what: str,
+                 error: type[SpecganError]) -> None:
+    """Check the ``format``/``version`` header of a file specgan wrote (a dataset manifest, a checkpoint).
+
+    Raises ``error`` naming ``path`` when the document is not of format ``expected`` or is newer than ``version``.
+    """
+    if not isinstance(document, dict) or document.get("format") != expected:
+        raise error(f"{path}: not a specgan {what}")
+    if document.get("version", 0) > version:
+        raise error(f"{path}: {what} format version {document['version']} is newer than this specgan "
+                    f"understands ({version}); upgrade specgan")

@@ -166,3 +166,37 @@ def test_ema_state_dict_round_trip_and_loads_into_plain_module():
     for a, b in zip(other.module.state_dict().values(), ema.module.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     torch.testing.assert_close(ema.module.stages[1].running_mean, G.stages[1].running_mean, rtol=0, atol=0)
+
+
+def test_standing_statistics_are_the_statistics_of_all_batches():
+    from specgan.models.ema import standing_statistics
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).eval()
+    net[1].running_mean.fill_(5.0)  # stale statistics, as an averaged generator inherits them
+    batches = [(torch.randn(32, 3) * (i + 1),) for i in range(3)]
+    standing_statistics(net, batches)
+    with torch.no_grad():
+        features = [net[0](x) for (x,) in batches]
+    # momentum=None averages the per-batch statistics (batch means; unbiased batch variances).
+    mean = torch.stack([f.mean(0) for f in features]).mean(0)
+    var = torch.stack([f.var(0, unbiased=True) for f in features]).mean(0)
+    torch.testing.assert_close(net[1].running_mean, mean)
+    torch.testing.assert_close(net[1].running_var, var)
+    assert not net.training and net[1].momentum == 0.1
+
+
+def test_ema_warmup_follows_the_live_weights_early():
+    from specgan.models.ema import EMA
+
+    live = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(live.weight)
+    ema = EMA(live, decay=0.999, warmup=True)
+    expected = 0.0
+    for k in range(5):
+        live.weight.data.fill_(float(k + 1))
+        decay = min(0.999, (1 + k) / (10 + k))
+        expected = decay * expected + (1 - decay) * (k + 1)
+        ema.update(live)
+        assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert ema.updates == 5

@@ -27,7 +27,7 @@ import numpy as np
 from specgan import __version__
 from specgan.audio.io import atomic_path
 from specgan.audio.params import AudioParams
-from specgan.errors import DatasetError
+from specgan.errors import DatasetError, check_format
 from specgan.recipe import from_mapping, to_mapping
 
 MANIFEST = "manifest.json"
@@ -61,11 +61,8 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         manifest = json.loads(file.read_text())
     except (OSError, ValueError) as e:
         raise DatasetError(f"{file}: unreadable manifest ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise DatasetError(f"{file}: not a specgan dataset manifest")
-    if manifest.get("version", 0) > FORMAT_VERSION:
-        raise DatasetError(f"{file}: dataset format version {manifest['version']} is newer than this specgan "
-                           f"understands ({FORMAT_VERSION}); upgrade specgan")
+    check_format(manifest, path=file, expected=FORMAT, version=FORMAT_VERSION, what="dataset manifest",
+                 error=DatasetError)
     return manifest
 
 

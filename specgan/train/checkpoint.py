@@ -14,7 +14,7 @@ import torch
 
 from specgan import __version__
 from specgan.audio.io import atomic_path
-from specgan.errors import CheckpointError
+from specgan.errors import CheckpointError, check_format
 
 FORMAT = "specgan-checkpoint"
 FORMAT_VERSION = 1
@@ -56,11 +56,7 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
     except Exception as e:  # truncated or foreign files raise a variety of errors
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})".splitlines()[0]) \
             from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a specgan checkpoint")
-    if state.get("version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {state['version']} is newer than this specgan "
-                              f"understands ({FORMAT_VERSION}); upgrade specgan")
+    check_format(state, path=path, expected=FORMAT, version=FORMAT_VERSION, what="checkpoint", error=CheckpointError)
     return state
 
 

@@ -8,15 +8,13 @@ generator update (after ``n_critic`` discriminator updates) and returns named sc
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
-
 import torch
 from torch import Tensor, nn
 
 from specgan.data.image_data import ImageData
 from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
 from specgan.models import build_model
-from specgan.models.ema import EMA
+from specgan.models.ema import EMA, standing_statistics
 from specgan.train.config import Recipe
 
 
@@ -66,9 +64,11 @@ class GenerateTask:
                                      batch_norm_d=t.gp_weight == 0)
         self.G.to(device)
         self.D.to(device)
-        self.ema = EMA(self.G, decay=t.ema_decay) if t.ema_decay > 0 else None
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas))
+        self.ema = EMA(self.G, decay=t.ema_decay, warmup=True) if t.ema_decay > 0 else None
+        # Fused Adam (one kernel per update) on CUDA, where small GANs are bound by kernel launches.
+        fused = device.type == "cuda"
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas), fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas), fused=fused)
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
 
@@ -82,26 +82,31 @@ class GenerateTask:
         return torch.randn(n, self.z_dim, device=self.device, generator=self.noise)
 
     def step(self) -> dict[str, Tensor]:
-        """``n_critic`` D updates then one G update. Returns detached scalars named ``loss/D``, ``loss/G``, ..."""
+        """``n_critic`` D updates then one G update. Returns detached scalars named ``loss/D``, ``loss/G``, ...
+
+        The fakes of the last D update keep their graph and are reused for the G update (as in the DCGAN
+        reference code): one generator forward per step instead of two.
+        """
         t = self.recipe.train
-        for _ in range(t.n_critic):
+        for critic_step in range(t.n_critic):
+            last = critic_step == t.n_critic - 1
             real, labels = self.batches.next()
             cond = labels if self.n_classes else None
-            with torch.no_grad(), self._autocast():
+            with torch.set_grad_enabled(last), self._autocast():
                 fake = self.G(self._latents(len(real)), cond)
             with self._autocast():
                 real_logits = self.D(real, cond).float()
-                fake_logits = self.D(fake, cond).float()
+                fake_logits = self.D(fake.detach(), cond).float()
                 loss_d = d_loss(t.loss, real_logits, fake_logits)
             gp = torch.zeros((), device=self.device)
             if t.gp_weight > 0:
-                gp = gradient_penalty(self.D, real, fake.float(), cond, weight=t.gp_weight, generator=self.noise)
+                gp = gradient_penalty(self.D, real, fake.detach().float(), cond, weight=t.gp_weight,
+                                      generator=self.noise)
             self.opt_d.zero_grad(set_to_none=True)
             (loss_d + gp).backward()
             self.opt_d.step()
 
         with self._autocast():
-            fake = self.G(self._latents(len(real)), cond)
             loss_g = g_loss(t.loss, self.D(fake, cond).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -118,18 +123,38 @@ class GenerateTask:
         """The generator used for samples: the moving average when there is one."""
         return self.ema.module if self.ema is not None else self.G
 
+    def refresh_sampler(self, *, seed: int, batches: int = 16, batch_size: int = 256) -> None:
+        """Give the moving-average generator batch-norm statistics of its own (see
+        :func:`~specgan.models.ema.standing_statistics`) from ``batches × batch_size`` latents drawn with their
+        own seeded generator, so training's random streams are untouched (resume stays exact)."""
+        if self.ema is None:
+            return
+        g = torch.Generator(device=self.device).manual_seed(seed)
+
+        def inputs():
+            for _ in range(batches):
+                z = torch.randn(batch_size, self.z_dim, device=self.device, generator=g)
+                labels = torch.randint(0, self.n_classes, (batch_size,), device=self.device, generator=g) \
+                    if self.n_classes else None
+                yield z, labels
+
+        with self._autocast():
+            standing_statistics(self.ema.module, inputs())
+
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"models": {"G": self.G.state_dict(), "D": self.D.state_dict(),
                            **({"G_ema": self.ema.state_dict()} if self.ema is not None else {})},
                 "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
-                "batches": self.batches.state_dict(), "noise": self.noise.get_state()}
+                "batches": self.batches.state_dict(), "noise": self.noise.get_state(),
+                "ema_updates": self.ema.updates if self.ema is not None else 0}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["models"]["G"])
         self.D.load_state_dict(state["models"]["D"])
         if self.ema is not None:
             self.ema.load_state_dict(state["models"]["G_ema"])
+            self.ema.updates = int(state["ema_updates"])
         self.opt_g.load_state_dict(state["optimizers"]["G"])
         self.opt_d.load_state_dict(state["optimizers"]["D"])
         self.batches.load_state_dict(state["batches"])
@@ -149,7 +174,3 @@ def fixed_latents(*, n_classes: int, z_dim: int, seed: int, n: int = 64) -> tupl
     labels = torch.arange(n) % n_classes if n_classes else None
     return torch.randn(n, z_dim, generator=g), labels, 8
 
-
-def iterate_in_batches(n: int, batch: int) -> Iterator[slice]:
-    for start in range(0, n, batch):
-        yield slice(start, min(n, start + batch))

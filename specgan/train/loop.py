@@ -15,6 +15,7 @@ uninterrupted run (batches, latents and every RNG are restored).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ from specgan.train.checkpoint import list_checkpoints, load_checkpoint, restore_
     save_checkpoint
 from specgan.train.config import Recipe, recipe_mapping
 from specgan.train.generate import GenerateTask, fixed_latents
+
+#: Steps whose scalars are fetched from the device together (see the loop).
+LOG_EVERY = 25
 
 #: Task name (the recipe's ``task``) → the class that builds its models and performs one step.
 TASKS = {"generate": GenerateTask}
@@ -56,8 +60,8 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
           on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``recipe`` in its run folder, continuing from the newest checkpoint there if any.
 
-    ``on_start(first_step, last_step, data)`` and ``on_step(record)`` report progress (``record`` is the line
-    written to metrics.jsonl). Raises TrainingError if a loss becomes NaN or infinite (nothing is written for
+    ``on_start(first_step, last_step, data)`` and ``on_step(record)`` report progress (``record`` is the newest
+    line written to metrics.jsonl; lines are written LOG_EVERY steps at a time). Raises TrainingError if a loss becomes NaN or infinite (nothing is written for
     that step; the last good checkpoint stays).
     """
     t = recipe.train
@@ -93,46 +97,79 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
-    metrics = open(run_dir / "metrics.jsonl", "a")
     if on_start:
         on_start(start, t.steps, data)
 
     # -- the loop --------------------------------------------------------------------------------------
-    checkpoint, last, tick = None, {}, time.perf_counter()
+    # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
+    # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
+    log = _MetricLog(run_dir, writer, images_per_step=t.batch_size * t.n_critic, on_record=on_step)
+    checkpoint = None
     try:
         for step in range(start + 1, t.steps + 1):
-            scalars = task.step()
-            values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one device sync per step
-            bad = [k for k, v in zip(scalars, values) if v != v or v in (float("inf"), float("-inf"))]
-            if bad:
-                kept = list_checkpoints(run_dir)
-                raise TrainingError(f"step {step}: {bad[0]} is {values[list(scalars).index(bad[0])]}; training "
-                                    f"stopped. Last good checkpoint: {kept[-1] if kept else 'none'}. Try lower "
-                                    f"learning rates (train.lr_g, train.lr_d) or another train.loss")
-            now = time.perf_counter()
-            record = {"step": step, **{k: round(v, 6) for k, v in zip(scalars, values)},
-                      "images_per_s": round(t.batch_size * t.n_critic / max(now - tick, 1e-9), 1)}
-            tick = now
-            metrics.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "step":
-                    writer.add_scalar(key, value, step)
-            last = record
-
-            if step % t.sample_every == 0 or step == t.steps:
+            log.add(step, task.step())
+            sampling = step % t.sample_every == 0 or step == t.steps
+            checkpointing = step % t.checkpoint_every == 0 or step == t.steps
+            if sampling or checkpointing or len(log.pending) >= LOG_EVERY:
+                log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
+            if sampling or checkpointing:
+                task.refresh_sampler(seed=t.seed + step)
+            if sampling:
                 _write_samples(task, run_dir / "samples", step, z_fixed, labels_fixed, nrow, data, seed=t.seed)
-            if step % t.checkpoint_every == 0 or step == t.steps:
-                metrics.flush()
+            if checkpointing:
                 checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                                        "recipe": recipe_mapping(recipe), "data": data_info,
-                                                       "metrics": record}, step=step, keep=t.keep_checkpoints)
-            if on_step:
-                on_step(record)
+                                                       "metrics": log.last}, step=step, keep=t.keep_checkpoints)
     finally:
-        metrics.close()
+        log.close()
         writer.close()
     final_step = max(start, t.steps)
-    return TrainResult(run_dir, final_step, start, checkpoint or (existing[-1] if existing else None), last)
+    return TrainResult(run_dir, final_step, start, checkpoint or (existing[-1] if existing else None), log.last)
+
+
+class _MetricLog:
+    """metrics.jsonl and TensorBoard: one record per step, fetched from the device in batches of steps."""
+
+    def __init__(self, run_dir: Path, writer, *, images_per_step: int,
+                 on_record: Callable[[dict[str, Any]], None] | None):
+        self.run_dir, self.writer, self.images_per_step, self.on_record = run_dir, writer, images_per_step, on_record
+        self.file = open(run_dir / "metrics.jsonl", "a")
+        self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
+        self.last: dict[str, Any] = {}
+        self.tick = time.perf_counter()
+
+    def add(self, step: int, scalars: dict[str, torch.Tensor]) -> None:
+        self.pending.append((step, scalars))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        names = list(self.pending[0][1])
+        values = torch.stack([torch.stack([v.float() for v in s.values()]) for _, s in self.pending]).tolist()
+        now = time.perf_counter()
+        rate = self.images_per_step * len(self.pending) / max(now - self.tick, 1e-9)
+        self.tick = now
+        for (step, _), row in zip(self.pending, values):
+            bad = [(k, v) for k, v in zip(names, row) if not math.isfinite(v)]
+            if bad:
+                self.pending = []
+                kept = list_checkpoints(self.run_dir)
+                raise TrainingError(f"step {step}: {bad[0][0]} is {bad[0][1]}; training stopped. Last good "
+                                    f"checkpoint: {kept[-1] if kept else 'none'}. Try lower learning rates "
+                                    f"(train.lr_g, train.lr_d) or another train.loss")
+            record = {"step": step, **{k: round(v, 6) for k, v in zip(names, row)}, "images_per_s": round(rate, 1)}
+            self.file.write(json.dumps(record) + "\n")
+            for key, value in record.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, step)
+            self.last = record
+        self.pending = []
+        self.file.flush()
+        if self.on_record:
+            self.on_record(self.last)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
