@@ -180,3 +180,25 @@ def test_seeded_conditional_run_learns_the_labels(tmp_path):
     light = model(z, torch.ones(64, dtype=torch.long)).mean().item()
     # Real class means are (40/127.5 - 1) = -0.69 and (215/127.5 - 1) = 0.69.
     assert light - dark > 0.8, (dark, light)
+
+
+def test_sample_grids_labels_and_latent_walks(tmp_path):
+    from specgan.sample import draw, latents_and_labels, slerp
+
+    data = make_two_tone_folder(tmp_path / "data", n=16)
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
+    report = draw(run, output=tmp_path / "walk.png", n=16, interpolate=True, seed=3)
+    assert report.n == 16 and Image.open(tmp_path / "walk.png").size == (2 + 8 * 18, 2 + 2 * 18)
+    model = load_generator(run)
+    z, labels, nrow = latents_and_labels(model, n=16, label=None, seed=3, interpolate=True)
+    assert nrow == 8 and labels.tolist() == [0] * 8 + [1] * 8  # one class per row
+    # Each row walks on the sphere: ends are the drawn latents, norms stay between them (no dip towards 0).
+    a, b = z[0], z[7]
+    walk = slerp(a, b, torch.linspace(0, 1, 8))
+    torch.testing.assert_close(walk, z[:8])
+    assert walk.norm(dim=1).min() >= min(a.norm(), b.norm()) * 0.999
+    z, labels, _ = latents_and_labels(model, n=4, label="light", seed=0, interpolate=False)
+    assert labels.tolist() == [1, 1, 1, 1]
+    with pytest.raises(ConfigError, match="--label dusk: not a class of this model"):
+        latents_and_labels(model, n=4, label="dusk", seed=0, interpolate=False)
