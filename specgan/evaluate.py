@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.data.loaders import load_data
 from specgan.errors import ConfigError
 from specgan.metrics.classifier import load_or_train_classifier

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 
 
 def grid_array(images: Tensor, *, nrow: int | None = None, padding: int = 2, low_at_bottom: bool = False) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from specgan.atomic import atomic_path
 from specgan.errors import AudioError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -105,29 +105,3 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
     return path
-
-
-class atomic_path:
-    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` only on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        except OSError as e:
-            raise AudioError(f"{self.path}: cannot write ({e.strerror or e})") from None
-        os.close(fd)
-        self.tmp = Path(name)
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from specgan import __version__
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.errors import DatasetError, check_format
 from specgan.recipe import from_mapping, to_mapping

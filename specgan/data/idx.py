@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from specgan import __version__
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.errors import CheckpointError, check_format
 
 FORMAT = "specgan-checkpoint"

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from specgan.audio.io import atomic_path
+from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, TrainingError
