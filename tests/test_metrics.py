@@ -5,7 +5,6 @@ generator."""
 from __future__ import annotations
 
 import math
-import os
 import stat
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 import torch
 
 from specgan.data.image_data import ImageData
-from specgan.data.idx import load_idx_set
 from specgan.errors import SpecganError
 from specgan.metrics import classifier as clf
 from specgan.metrics.classifier import (

@@ -13,7 +13,6 @@ from typing import Any, Mapping
 
 from specgan.audio.params import AudioParams
 from specgan.data.loaders import DATA_KINDS
-from specgan.errors import ConfigError
 from specgan.losses import LOSSES
 from specgan.models import MODELS
 from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
