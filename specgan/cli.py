@@ -52,9 +52,12 @@ def guarded(fn: Callable) -> Callable:
     return wrapper
 
 
-def command(fn: Callable) -> Callable:
-    """Register ``fn`` as a sub-command of ``specgan``, with :func:`guarded` error handling."""
-    return app.command()(guarded(fn))
+def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
+    """Register ``fn`` as a sub-command of ``specgan`` (named ``name`` or after the function), with
+    :func:`guarded` error handling."""
+    if fn is None:
+        return lambda f: command(f, name=name)
+    return app.command(name)(guarded(fn))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,8 +269,8 @@ def sample(
         out.print(f"wrote {path}", highlight=False)
 
 
-@command
-def eval(
+@command(name="eval")
+def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
     n: Annotated[int, typer.Option("--n", "-n", min=100, help="Samples to draw.")] = 10000,
     seed: Annotated[int, typer.Option(help="Seed of the latents.")] = 0,
