@@ -70,11 +70,6 @@ class AudioParams:
     def chunk_seconds(self) -> float:
         return self.frames * self.hop_length / self.sample_rate
 
-    def spectrogram_key(self) -> tuple:
-        """The fields that define the spectrogram itself (not how prep cuts or filters it)."""
-        return (self.sample_rate, self.n_fft, self.hop_length, self.window_length, self.n_mels, self.f_min,
-                self.mel_f_max, self.min_db, self.max_db)
-
 
 def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AudioParams:
     """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (e.g. command-line flags; ``None`` values

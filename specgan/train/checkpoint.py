@@ -73,17 +73,15 @@ def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: no such run folder or checkpoint")
 
 
-def rng_state(*generators: torch.Generator) -> dict[str, Any]:
-    """Global CPU/CUDA RNG states and those of the given generators."""
-    state = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in generators]}
+def rng_state() -> dict[str, Any]:
+    """The global CPU and CUDA RNG states (explicit generators are saved by their owners)."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_state(state: dict[str, Any], *generators: torch.Generator) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    for g, s in zip(generators, state["generators"]):
-        g.set_state(s)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
