@@ -51,6 +51,9 @@ def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str 
     path = find_checkpoint(run_or_checkpoint)
     state = load_checkpoint(path)
     recipe, data = state["recipe"], state["data"]
+    if recipe.get("task", "generate") != "generate":
+        raise ConfigError(f"{path}: a {recipe['task']} run has no generator to sample from; use 'specgan convert' "
+                          f"to translate audio with it")
     model = recipe["model"]
     n_classes = len(data["class_names"]) if model["conditional"] else 0
     generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]), n_classes=n_classes,

@@ -20,11 +20,11 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_readme_documents_every_recipe_table():
-    from specgan.train.config import DataConfig, ModelConfig, OutputConfig, TrainConfig
+    from specgan.train.config import DataConfig, LossConfig, ModelConfig, OutputConfig, TrainConfig
 
     readme = (ROOT / "README.md").read_text()
     for cls, table in [(DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train"),
-                       (OutputConfig, "output")]:
+                       (LossConfig, "loss"), (OutputConfig, "output")]:
         assert reference_table(cls, table=table) in readme, f"README's [{table}] table is stale"
 
 

@@ -143,9 +143,9 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     original = generate.GenerateTask.step
     calls = {"n": 0}
 
-    def step_that_diverges(self):
+    def step_that_diverges(self, step):
         calls["n"] += 1
-        out = original(self)
+        out = original(self, step)
         if calls["n"] == 5:
             out["loss/G"] = torch.tensor(float("nan"))
         return out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from specgan.errors import ConfigError
+from specgan.models.cyclegan import build_cyclegan, build_cyclegan_vc2
 from specgan.models.dcgan import Discriminator, Generator
 
 
@@ -19,14 +21,34 @@ def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim:
     return generator, discriminator
 
 
-#: ``model.name`` → builder (keyword arguments only).
-MODELS: dict[str, Callable[..., tuple[nn.Module, ...]]] = {
-    "dcgan": build_dcgan,
+@dataclass(frozen=True)
+class ModelFamily:
+    """A ``model.name``: the task it serves and the builder of one (generator, discriminator) pair."""
+
+    task: str
+    build: Callable[..., tuple[nn.Module, nn.Module]]
+    help: str
+
+
+#: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
+#: batch_norm_d``; ``translate`` builders take ``image_shape, channels, n_blocks`` and are called once per
+#: direction.
+MODELS: dict[str, ModelFamily] = {
+    "dcgan": ModelFamily("generate", build_dcgan, "DCGAN generator and discriminator, sized from the image shape"),
+    "cyclegan": ModelFamily("translate", build_cyclegan,
+                            "CycleGAN's ResNet generator and a PatchGAN discriminator"),
+    "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2,
+                                "CycleGAN-VC2's 2-1-2D gated generator and a PatchGAN discriminator"),
 }
 
 
-def build_model(name: str, **kwargs) -> tuple[nn.Module, ...]:
+def models_for(task: str) -> tuple[str, ...]:
+    """The ``model.name`` values that serve ``task``."""
+    return tuple(name for name, family in MODELS.items() if family.task == task)
+
+
+def build_model(name: str, **kwargs) -> tuple[nn.Module, nn.Module]:
     """Build the networks of the model family ``name`` (see :data:`MODELS`) with the builder's keywords."""
     if name not in MODELS:
         raise ConfigError(f"model.name = {name!r}: must be one of {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    return MODELS[name].build(**kwargs)

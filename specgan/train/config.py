@@ -1,6 +1,6 @@
 """Training recipes: frozen, typed dataclasses loaded from TOML plus ``--set key=value`` overrides.
 
-Every recipe has ``name``, ``task``, ``[data]``, ``[model]``, ``[train]`` and ``[output]``. Names that pick an
+Every recipe has ``name``, ``task``, ``[data]``, ``[model]``, ``[train]``, ``[loss]`` and ``[output]``. Names that pick an
 implementation (``data.kind``, ``model.name``, ``train.loss``) are checked against the registries, so an error
 lists the valid names.
 """
@@ -14,10 +14,12 @@ from typing import Any, Mapping
 from specgan.audio.params import AudioParams
 from specgan.data.loaders import DATA_KINDS
 from specgan.losses import LOSSES
-from specgan.models import MODELS
+from specgan.models import MODELS, models_for
 from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
 
-TASKS = ("generate",)
+#: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
+#: mapping between two domains, trained from unpaired examples).
+TASKS = ("generate", "translate")
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = param("dcgan", "Model family.", choices=tuple(MODELS))
+    name: str = param("dcgan", "Model family: dcgan (task generate); cyclegan (ResNet generator) or cyclegan-vc2 "
+                               "(2-1-2D gated generator), each with a PatchGAN discriminator (task translate).",
+                      choices=tuple(MODELS))
     conditional: bool = param(False, "Condition G and D on the class label (\"give me a 7\").")
     z_dim: int = param(100, "Latent size.", min=1, max=4096)
     channels: int = param(64, "Base channel count of G and D (the widest layer has 8x this).", min=1, max=1024)
     spectral_norm: bool = param(False, "Spectral normalisation on every layer of D.")
+    n_blocks: int = param(6, "translate: residual blocks in each generator.", min=1, max=64)
 
 
 @dataclass(frozen=True)
@@ -48,22 +53,40 @@ class TrainConfig:
     steps: int = param(5000, "Generator updates in the whole run.", min=1)
     batch_size: int = param(128, "Real images per step.", min=1)
     seed: int = param(0, "Seed for weights, batches and latents.", min=0)
-    loss: str = param("bce", "Adversarial loss.", choices=tuple(LOSSES))
+    loss: str = param("", "Adversarial loss (empty: the task's default, bce for generate and lsgan for translate).",
+                      choices=("",) + tuple(LOSSES))
     gp_weight: float = param(0.0, "Weight of the WGAN-GP gradient penalty (0: none; 10 with the wgan loss).",
                              min=0.0)
     n_critic: int = param(1, "Discriminator updates per generator update.", min=1, max=100)
     lr_g: float = param(2e-4, "Adam learning rate of G.", min=0.0, max=1.0)
     lr_d: float = param(2e-4, "Adam learning rate of D.", min=0.0, max=1.0)
     betas: tuple[float, ...] = param((0.5, 0.999), "Adam betas.")
+    lr_decay_start: float = param(1.0, "Fraction of train.steps after which both learning rates fall linearly to 0 "
+                                        "at the last step (1: constant).", min=0.0, max=1.0)
     ema_decay: float = param(0.999, "Decay of the moving average of G's weights used for samples (0: off).",
                              min=0.0, max=1.0)
     sample_every: int = param(500, "Steps between sample grids.", min=1)
     checkpoint_every: int = param(1000, "Steps between checkpoints (one is always written at the end).", min=1)
     keep_checkpoints: int = param(3, "How many recent checkpoints to keep.", min=1)
+    crop_frames: int = param(0, "translate: width in frames of the random time crop taken from each chunk (0: the "
+                                "whole chunk); the only augmentation, so pitch and timbre stay as recorded.", min=0)
+    pool_size: int = param(50, "translate: generated images kept in the history pool that D also sees (0: none).",
+                           min=0)
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas = {list(self.betas)}: expected two numbers in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the translate task's loss terms (the adversarial loss is ``train.loss``)."""
+
+    cycle_weight: float = param(10.0, "translate: weight of the cycle-consistency L1 loss, A→B→A and B→A→B.", min=0.0)
+    identity_weight: float = param(5.0, "translate: weight of the identity-mapping L1 loss, G_AB(B) ≈ B and "
+                                        "G_BA(A) ≈ A (0: off).", min=0.0)
+    identity_until: int = param(10000, "translate: the identity loss is used up to this step, then switched off.",
+                                min=0)
 
 
 @dataclass(frozen=True)
@@ -74,10 +97,12 @@ class OutputConfig:
 @dataclass(frozen=True)
 class Recipe:
     name: str = field(metadata={"help": "Run name; also the default run folder runs/<name>."})
-    task: str = param("generate", "What to train: generate (a GAN).", choices=TASKS)
+    task: str = param("generate", "What to train: generate (a GAN from noise) or translate (a CycleGAN between two "
+                                  "domains).", choices=TASKS)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     #: For ``specgan prep --recipe``: how to make the spectrogram dataset. Training takes the audio parameters
     #: stored in the dataset itself, so they cannot disagree.
@@ -86,7 +111,24 @@ class Recipe:
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name) or self.name.startswith("."):
             raise ValueError(f"name = {self.name!r}: give the run a plain name (letters, digits, - and _)")
+        family = MODELS[self.model.name].task
+        if family != self.task:
+            raise ValueError(f"model.name = {self.model.name!r} is a {family} model; task = {self.task!r} needs one "
+                             f"of {', '.join(models_for(self.task))}")
+        if self.task == "translate":
+            if len(self.data.domains) != 2:
+                raise ValueError(f"data.domains = {list(self.data.domains)}: task = 'translate' needs the two "
+                                 f"domains to map between, e.g. data.domains = [\"SF1\", \"TM3\"]")
+            if self.model.conditional:
+                raise ValueError("model.conditional = true: a translate model is not class-conditional")
+            if self.train.n_critic != 1 or self.train.gp_weight:
+                raise ValueError("train.n_critic and train.gp_weight are generate-only; translate trains D once per "
+                                 "step")
 
+    @property
+    def adversarial_loss(self) -> str:
+        """``train.loss``, or the task's default when it is empty."""
+        return self.train.loss or {"generate": "bce", "translate": "lsgan"}[self.task]
     @property
     def run_dir(self) -> Path:
         return Path(self.output.dir or Path("runs") / self.name)

@@ -8,14 +8,19 @@ generator update (after ``n_critic`` discriminator updates) and returns named sc
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from specgan.data.image_data import ImageData
+from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
 from specgan.models import build_model
 from specgan.models.ema import EMA, standing_statistics
+from specgan.sample import render_audio
 from specgan.train.config import Recipe
+from specgan.train.optim import adam, linear_decay, set_lr
 
 
 class Batches:
@@ -54,7 +59,10 @@ class GenerateTask:
 
     def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device):
         self.recipe, self.device = recipe, device
+        self.class_names, self.audio = data.class_names, data.audio
         m, t = recipe.model, recipe.train
+        self.loss = recipe.adversarial_loss
+        self.images_per_step = t.batch_size * t.n_critic
         self.n_classes = data.n_classes if m.conditional else 0
         self.z_dim = m.z_dim
         torch.manual_seed(t.seed)
@@ -65,12 +73,12 @@ class GenerateTask:
         self.G.to(device)
         self.D.to(device)
         self.ema = EMA(self.G, decay=t.ema_decay, warmup=True) if t.ema_decay > 0 else None
-        # Fused Adam (one kernel per update) on CUDA, where small GANs are bound by kernel launches.
-        fused = device.type == "cuda"
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas), fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas), fused=fused)
+        self.opt_g = adam(self.G.parameters(), lr=t.lr_g, betas=t.betas, device=device)
+        self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas, device=device)
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
+        self.z_fixed, self.labels_fixed, self.nrow = fixed_latents(n_classes=self.n_classes, z_dim=m.z_dim,
+                                                                   seed=t.seed)
 
     # -- one step ------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -81,13 +89,17 @@ class GenerateTask:
     def _latents(self, n: int) -> Tensor:
         return torch.randn(n, self.z_dim, device=self.device, generator=self.noise)
 
-    def step(self) -> dict[str, Tensor]:
-        """``n_critic`` D updates then one G update. Returns detached scalars named ``loss/D``, ``loss/G``, ...
+    def step(self, step: int) -> dict[str, Tensor]:
+        """Training step ``step`` (1-based): ``n_critic`` D updates then one G update. Returns detached scalars
+        named ``loss/D``, ``loss/G``, ...
 
         The fakes of the last D update keep their graph and are reused for the G update (as in the DCGAN
         reference code): one generator forward per step instead of two.
         """
         t = self.recipe.train
+        factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
+        set_lr(self.opt_g, t.lr_g * factor)
+        set_lr(self.opt_d, t.lr_d * factor)
         for critic_step in range(t.n_critic):
             last = critic_step == t.n_critic - 1
             real, labels = self.batches.next()
@@ -97,7 +109,7 @@ class GenerateTask:
             with self._autocast():
                 real_logits = self.D(real, cond).float()
                 fake_logits = self.D(fake.detach(), cond).float()
-                loss_d = d_loss(t.loss, real_logits, fake_logits)
+                loss_d = d_loss(self.loss, real_logits, fake_logits)
             gp = torch.zeros((), device=self.device)
             if t.gp_weight > 0:
                 gp = gradient_penalty(self.D, real, fake.detach().float(), cond, weight=t.gp_weight,
@@ -107,7 +119,7 @@ class GenerateTask:
             self.opt_d.step()
 
         with self._autocast():
-            loss_g = g_loss(t.loss, self.D(fake, cond).float())
+            loss_g = g_loss(self.loss, self.D(fake, cond).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -140,6 +152,23 @@ class GenerateTask:
 
         with self._autocast():
             standing_statistics(self.ema.module, inputs())
+
+    def write_samples(self, folder: Path, step: int) -> None:
+        """``samples/step_XXXXXX.png``: a grid from the run's fixed latents (one row per class when conditional),
+        and for spectrogram models four of them as ``.wav``."""
+        sampler, z, labels = self.sampler, self.z_fixed, self.labels_fixed
+        was_training = sampler.training
+        sampler.eval()
+        with torch.no_grad():
+            images = sampler(z.to(self.device), labels.to(self.device) if labels is not None else None).float()
+        sampler.train(was_training)
+        save_grid(images, folder / f"step_{step:06d}.png", nrow=self.nrow, low_at_bottom=self.audio is not None)
+        if self.audio is not None:
+            picks = list(range(0, len(images), max(1, len(images) // 4)))[:4]
+            names = [f"step_{step:06d}_{i}" + (f"_{self.class_names[int(labels[i])]}" if labels is not None else "")
+                     for i in picks]
+            render_audio(images[picks], audio=self.audio, paths=[folder / f"{n}.wav" for n in names],
+                         seed=self.recipe.train.seed)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -27,19 +27,20 @@ from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, TrainingError
-from specgan.images import save_grid
 from specgan.recipe import dump_toml, to_mapping
-from specgan.sample import render_audio
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng_state, rng_state, \
     save_checkpoint
 from specgan.train.config import Recipe, recipe_mapping
-from specgan.train.generate import GenerateTask, fixed_latents
+from specgan.train.generate import GenerateTask
+from specgan.train.translate import TranslateTask
 
 #: Steps whose scalars are fetched from the device together (see the loop).
 LOG_EVERY = 25
 
-#: Task name (the recipe's ``task``) → the class that builds its models and performs one step.
-TASKS = {"generate": GenerateTask}
+#: Task name (the recipe's ``task``) → the class that builds its models and performs one step. A task has
+#: ``step(step) -> {name: scalar tensor}``, ``images_per_step``, ``refresh_sampler(seed=)``,
+#: ``write_samples(folder, step)``, ``state_dict()`` and ``load_state_dict()``.
+TASKS = {"generate": GenerateTask, "translate": TranslateTask}
 
 #: Recipe keys that may change when a run is continued; any other difference is an error.
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "sample_every"), ("train", "checkpoint_every"),
@@ -86,7 +87,6 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
         start = int(state["step"])
     data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
                  "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
-    z_fixed, labels_fixed, nrow = fixed_latents(n_classes=task.n_classes, z_dim=task.z_dim, seed=t.seed)
 
     # -- run folder ------------------------------------------------------------------------------------
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +103,11 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     # -- the loop --------------------------------------------------------------------------------------
     # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
     # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
-    log = _MetricLog(run_dir, writer, images_per_step=t.batch_size * t.n_critic, on_record=on_step)
+    log = _MetricLog(run_dir, writer, images_per_step=task.images_per_step, on_record=on_step)
     checkpoint = None
     try:
         for step in range(start + 1, t.steps + 1):
-            log.add(step, task.step())
+            log.add(step, task.step(step))
             sampling = step % t.sample_every == 0 or step == t.steps
             checkpointing = step % t.checkpoint_every == 0 or step == t.steps
             if sampling or checkpointing or len(log.pending) >= LOG_EVERY:
@@ -115,7 +115,7 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
             if sampling or checkpointing:
                 task.refresh_sampler(seed=t.seed + step)
             if sampling:
-                _write_samples(task, run_dir / "samples", step, z_fixed, labels_fixed, nrow, data, seed=t.seed)
+                task.write_samples(run_dir / "samples", step)
             if checkpointing:
                 checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                                        "recipe": recipe_mapping(recipe), "data": data_info,
@@ -195,17 +195,3 @@ def _truncate_metrics(path: Path, *, after: int) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(kept))
 
-
-def _write_samples(task, folder: Path, step: int, z, labels, nrow: int, data: ImageData, *, seed: int) -> None:
-    sampler = task.sampler
-    was_training = sampler.training
-    sampler.eval()
-    with torch.no_grad():
-        images = sampler(z.to(task.device), labels.to(task.device) if labels is not None else None).float()
-    sampler.train(was_training)
-    save_grid(images, folder / f"step_{step:06d}.png", nrow=nrow, low_at_bottom=data.audio is not None)
-    if data.audio is not None:
-        picks = list(range(0, len(images), max(1, len(images) // 4)))[:4]
-        names = [f"step_{step:06d}_{i}" + (f"_{data.class_names[int(labels[i])]}" if labels is not None else "")
-                 for i in picks]
-        render_audio(images[picks], audio=data.audio, paths=[folder / f"{n}.wav" for n in names], seed=seed)

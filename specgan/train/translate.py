@@ -1,0 +1,261 @@
+"""The ``translate`` task: a CycleGAN between two domains of spectrogram chunks, trained from unpaired examples.
+
+Two generators, ``G_AB`` (A → B) and ``G_BA`` (B → A), and two PatchGAN discriminators, ``D_A`` and ``D_B``
+(Zhu et al. 2017; CycleGAN-VC2, Kaneko et al. 2019, for the gated generator). One step is::
+
+    G update (D frozen): adversarial   g_loss(D_B(G_AB(a))) + g_loss(D_A(G_BA(b)))
+                         cycle         cycle_weight    · (|G_BA(G_AB(a)) - a|₁ + |G_AB(G_BA(b)) - b|₁)
+                         identity      identity_weight · (|G_BA(a) - a|₁ + |G_AB(b) - b|₁), up to identity_until
+    D update:            d_loss(D_A(a), D_A(pool_A(G_BA(b)))) + d_loss(D_B(b), D_B(pool_B(G_AB(a))))
+
+with Adam on each pair and the learning rates decaying linearly after ``train.lr_decay_start``. Every term is
+returned under its own name (``loss/G/cycle_a`` …) for the log. Batches are random time crops of
+``train.crop_frames`` taken on the device; the frequency axis is never altered.
+
+Note on the balance of terms: the ``lsgan`` losses of :mod:`specgan.losses` halve each squared term (Mao et
+al.), so the G adversarial term is half of the reference code's plain MSE; weights are as the recipe says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from specgan.data.image_data import ImageData
+from specgan.errors import ConfigError
+from specgan.images import save_grid
+from specgan.losses import d_accuracy, d_loss, g_loss
+from specgan.models import build_model
+from specgan.sample import render_audio
+from specgan.train.config import Recipe
+from specgan.train.generate import Batches
+from specgan.train.optim import adam, linear_decay, set_lr
+
+#: Fixed examples per direction in each sample grid (rows of real | translated | reconstructed).
+SAMPLE_EXAMPLES = 4
+#: Of those, how many are also rendered as audio.
+SAMPLE_AUDIO = 2
+
+
+def random_crops(images: Tensor, *, width: int, generator: torch.Generator) -> Tensor:
+    """A random window of ``width`` frames from each image ``(N, C, H, W)`` → ``(N, C, H, width)``.
+
+    One start per image, drawn from ``generator`` on the images' device and gathered there (no host round trip).
+    ``width = 0`` or ``width >= W`` returns the images unchanged.
+    """
+    n, c, h, w = images.shape
+    if width <= 0 or width >= w:
+        return images
+    starts = torch.randint(0, w - width + 1, (n,), generator=generator, device=images.device)
+    index = starts[:, None] + torch.arange(width, device=images.device)
+    return images.gather(3, index[:, None, None, :].expand(n, c, h, width))
+
+
+class ImagePool:
+    """CycleGAN's history of generated images (Shrivastava et al. 2017): D sees a mix of the newest fakes and
+    older ones, which damps oscillation between G and D.
+
+    Until the pool holds ``size`` images, each new image is stored and passed through. After that, each new
+    image is, with probability 1/2, swapped for a random stored one (which is returned instead), else passed
+    through. Decisions for a batch are drawn at once on the device, and the images of one batch pick distinct
+    slots (the reference code handles them in turn and may pick one slot twice).
+    """
+
+    def __init__(self, size: int, *, generator: torch.Generator):
+        self.size, self.generator = size, generator
+        self.images: Tensor | None = None
+        self.count = 0
+
+    def query(self, images: Tensor) -> Tensor:
+        """``(N, ...)`` new fakes → ``(N, ...)`` fakes for D (detached)."""
+        images = images.detach()
+        if self.size == 0:
+            return images
+        if self.images is None:
+            self.images = images.new_zeros(self.size, *images.shape[1:])
+        fill = min(self.size - self.count, len(images))
+        if fill:
+            self.images[self.count:self.count + fill] = images[:fill]
+            self.count += fill
+        out = [images[:fill]]
+        for rest in images[fill:].split(self.size):
+            # Distinct slots within a group: a write to one slot twice in one indexed assignment would be
+            # resolved in an unspecified order, and runs must be repeatable.
+            slots = torch.randperm(self.size, generator=self.generator, device=images.device)[:len(rest)]
+            swap = torch.rand(len(rest), generator=self.generator, device=images.device) < 0.5
+            swap = swap.view(-1, *([1] * (rest.dim() - 1)))
+            old = self.images[slots]
+            self.images[slots] = torch.where(swap, rest, old)
+            out.append(torch.where(swap, old, rest))
+        return torch.cat(out)
+
+    def state_dict(self) -> dict:
+        return {"images": self.images if self.images is not None else torch.empty(0), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.images = state["images"] if state["images"].numel() else None
+
+
+class TranslateTask:
+    """Models, optimizers and one training step of a CycleGAN between ``data.domains = [A, B]``."""
+
+    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device):
+        self.recipe, self.device = recipe, device
+        m, t = recipe.model, recipe.train
+        if data.n_classes != 2:
+            raise ConfigError(f"{data.source}: task = 'translate' needs exactly two domains, got "
+                              f"{', '.join(data.class_names) or 'none'}")
+        _, n_mels, frames = data.image_shape
+        if t.crop_frames > frames:
+            raise ConfigError(f"train.crop_frames = {t.crop_frames}: the chunks of {data.source} are only {frames} "
+                              f"frames wide")
+        self.domains = data.class_names
+        self.audio = data.audio
+        self.loss = recipe.adversarial_loss
+        self.images_per_step = t.batch_size
+        self.crop = t.crop_frames if 0 < t.crop_frames < frames else 0
+        shape = (1, n_mels, self.crop or frames)
+
+        torch.manual_seed(t.seed)
+        self.G_AB, self.D_B = build_model(m.name, image_shape=shape, channels=m.channels, n_blocks=m.n_blocks)
+        self.G_BA, self.D_A = build_model(m.name, image_shape=shape, channels=m.channels, n_blocks=m.n_blocks)
+        for module in self.models.values():
+            module.to(device)
+        self.opt_g = adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=t.lr_g, betas=t.betas,
+                          device=device)
+        self.opt_d = adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=t.lr_d, betas=t.betas,
+                          device=device)
+
+        def domain(label: int) -> ImageData:
+            keep = data.labels == label
+            return ImageData(images=data.images[keep], labels=data.labels[keep], class_names=data.class_names)
+
+        a, b = domain(0), domain(1)
+        self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device)
+        self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device)
+        self.noise = torch.Generator(device=device).manual_seed(t.seed + 2)
+        self.pool_a = ImagePool(t.pool_size, generator=self.noise)
+        self.pool_b = ImagePool(t.pool_size, generator=self.noise)
+        # Whole chunks, evenly spread over each domain: the generators are fully convolutional along time.
+        self.examples = {
+            name: part.images[torch.linspace(0, len(part) - 1, min(SAMPLE_EXAMPLES, len(part))).long()].to(device)
+            for name, part in zip(("A", "B"), (a, b))}
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, Tensor]:
+        """Training step ``step`` (1-based): one update of both generators, then of both discriminators."""
+        t, w = self.recipe.train, self.recipe.loss
+        factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
+        set_lr(self.opt_g, t.lr_g * factor)
+        set_lr(self.opt_d, t.lr_d * factor)
+        real_a = random_crops(self.batches_a.next()[0], width=self.crop, generator=self.noise)
+        real_b = random_crops(self.batches_b.next()[0], width=self.crop, generator=self.noise)
+        identity_on = w.identity_weight > 0 and step <= w.identity_until
+        zero = torch.zeros((), device=self.device)
+
+        # Generators, with the discriminators frozen (no gradients computed for their weights).
+        self.D_A.requires_grad_(False)
+        self.D_B.requires_grad_(False)
+        with self._autocast():
+            fake_b, fake_a = self.G_AB(real_a), self.G_BA(real_b)
+            adv_b = g_loss(self.loss, self.D_B(fake_b).float())
+            adv_a = g_loss(self.loss, self.D_A(fake_a).float())
+            cycle_a = F.l1_loss(self.G_BA(fake_b).float(), real_a)
+            cycle_b = F.l1_loss(self.G_AB(fake_a).float(), real_b)
+            identity_a = F.l1_loss(self.G_BA(real_a).float(), real_a) if identity_on else zero
+            identity_b = F.l1_loss(self.G_AB(real_b).float(), real_b) if identity_on else zero
+        loss_g = (adv_a + adv_b + w.cycle_weight * (cycle_a + cycle_b)
+                  + (w.identity_weight * (identity_a + identity_b) if identity_on else zero))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.D_A.requires_grad_(True)
+        self.D_B.requires_grad_(True)
+
+        # Discriminators, on real images and on fakes drawn through the history pools.
+        with self._autocast():
+            real_logits_a = self.D_A(real_a).float()
+            fake_logits_a = self.D_A(self.pool_a.query(fake_a)).float()
+            real_logits_b = self.D_B(real_b).float()
+            fake_logits_b = self.D_B(self.pool_b.query(fake_b)).float()
+            loss_d_a = d_loss(self.loss, real_logits_a, fake_logits_a)
+            loss_d_b = d_loss(self.loss, real_logits_b, fake_logits_b)
+        self.opt_d.zero_grad(set_to_none=True)
+        (loss_d_a + loss_d_b).backward()
+        self.opt_d.step()
+
+        scalars = {
+            "loss/G": loss_g, "loss/G/adv_a": adv_a, "loss/G/adv_b": adv_b, "loss/G/cycle_a": cycle_a,
+            "loss/G/cycle_b": cycle_b, "loss/G/identity_a": identity_a, "loss/G/identity_b": identity_b,
+            "loss/D": loss_d_a + loss_d_b, "loss/D/a": loss_d_a, "loss/D/b": loss_d_b,
+            "D/real": (real_logits_a.mean() + real_logits_b.mean()) / 2,
+            "D/fake": (fake_logits_a.mean() + fake_logits_b.mean()) / 2,
+            "D/accuracy": (d_accuracy(real_logits_a, fake_logits_a) + d_accuracy(real_logits_b, fake_logits_b)) / 2,
+        }
+        scalars = {k: v.detach() for k, v in scalars.items()}
+        scalars["lr/G"] = torch.full((), t.lr_g * factor, device=self.device)
+        return scalars
+
+    # -- samples -------------------------------------------------------------------------------------------
+    def refresh_sampler(self, *, seed: int) -> None:
+        """Nothing to do: the generators use instance norm, which has no running statistics."""
+
+    def write_samples(self, folder: Path, step: int) -> None:
+        """Per direction, ``samples/step_XXXXXX_A-to-B.png``: rows of real | translated | translated back, on
+        fixed whole chunks; for spectrograms also ``step_XXXXXX_A-to-B_i.wav`` of the first translations (and,
+        once, ``real_A_i.wav`` of their sources)."""
+        directions = [("A", self.G_AB, self.G_BA, 0, 1), ("B", self.G_BA, self.G_AB, 1, 0)]
+        for key, forward, backward, src, dst in directions:
+            real = self.examples[key]
+            with torch.no_grad(), self._autocast():
+                forward.eval()
+                backward.eval()
+                fake = forward(real).float()
+                rec = backward(fake).float()
+                forward.train()
+                backward.train()
+            name = f"{self.domains[src]}-to-{self.domains[dst]}"
+            rows = torch.stack([real, fake, rec], dim=1).flatten(0, 1)
+            save_grid(rows, folder / f"step_{step:06d}_{name}.png", nrow=3, low_at_bottom=self.audio is not None)
+            if self.audio is None:
+                continue
+            n = min(SAMPLE_AUDIO, len(real))
+            render_audio(fake[:n], audio=self.audio, seed=self.recipe.train.seed,
+                         paths=[folder / f"step_{step:06d}_{name}_{i}.wav" for i in range(n)])
+            sources = [folder / f"real_{self.domains[src]}_{i}.wav" for i in range(n)]
+            if not all(p.exists() for p in sources):
+                render_audio(real[:n], audio=self.audio, paths=sources, seed=self.recipe.train.seed)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"models": {name: module.state_dict() for name, module in self.models.items()},
+                "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+                "batches": {"A": self.batches_a.state_dict(), "B": self.batches_b.state_dict()},
+                "pools": {"A": self.pool_a.state_dict(), "B": self.pool_b.state_dict()},
+                "noise": self.noise.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.models.items():
+            module.load_state_dict(state["models"][name])
+        self.opt_g.load_state_dict(state["optimizers"]["G"])
+        self.opt_d.load_state_dict(state["optimizers"]["D"])
+        self.batches_a.load_state_dict(state["batches"]["A"])
+        self.batches_b.load_state_dict(state["batches"]["B"])
+        self.pool_a.load_state_dict(state["pools"]["A"])
+        self.pool_b.load_state_dict(state["pools"]["B"])
+        self.noise.set_state(state["noise"])

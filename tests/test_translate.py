@@ -1,0 +1,184 @@
+"""The translate task: crops, the history pool, the learning-rate schedule, one step's effects, exact resume,
+and a seeded tiny run that learns to move energy from low to high mel bands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from specgan.audio.params import AudioParams
+from specgan.data.prep import prep
+from specgan.data.spectrogram_data import load_spectrogram_data
+from specgan.errors import ConfigError
+from specgan.train.checkpoint import list_checkpoints, load_checkpoint
+from specgan.train.config import load_recipe
+from specgan.train.loop import train
+from specgan.train.optim import linear_decay
+from specgan.train.translate import ImagePool, TranslateTask, random_crops
+
+AUDIO = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32, trim_silence=False)
+LOSS_NAMES = {"loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
+              "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy", "lr/G"}
+
+
+# -- a tiny two-domain spectrogram dataset: "low" tones (200-500 Hz) and "high" tones (1.8-3 kHz) ---------------
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.2 * AUDIO.sample_rate)) / AUDIO.sample_rate
+    for name, (lo, hi) in {"low": (200, 500), "high": (1800, 3000)}.items():
+        (root / "wavs" / name).mkdir(parents=True)
+        for i in range(6):
+            f = rng.uniform(lo, hi)
+            wave = 0.5 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
+            sf.write(root / "wavs" / name / f"{i}.wav", wave.astype(np.float32), AUDIO.sample_rate)
+    prep(root / "wavs", root / "prepped", params=AUDIO, workers=1)
+    return root / "prepped"
+
+
+def tiny_recipe(data: Path, run: Path, *, model: str = "cyclegan", loss: dict | None = None, **train_keys):
+    table = {"name": "tiny-translate", "task": "translate",
+             "data": {"kind": "spectrogram", "path": str(data), "domains": ["low", "high"]},
+             "model": {"name": model, "channels": 4, "n_blocks": 1},
+             "train": {"steps": 4, "batch_size": 4, "crop_frames": 24, "pool_size": 6, "sample_every": 2,
+                       "checkpoint_every": 2, **train_keys},
+             "loss": {"identity_until": 2, **(loss or {})},
+             "output": {"dir": str(run)}}
+    return load_recipe(None, base=table)
+
+
+# -- pieces ------------------------------------------------------------------------------------------------
+def test_random_crops_are_windows_of_their_own_image():
+    images = torch.arange(5 * 2 * 3 * 20, dtype=torch.float32).reshape(5, 2, 3, 20)
+    crops = random_crops(images, width=7, generator=torch.Generator().manual_seed(0))
+    assert crops.shape == (5, 2, 3, 7)
+    starts = []
+    for image, crop in zip(images, crops):
+        start = int(crop[0, 0, 0] - image[0, 0, 0])
+        starts.append(start)
+        assert 0 <= start <= 13 and torch.equal(crop, image[..., start:start + 7])
+    assert len(set(starts)) > 1  # not one offset for the whole batch
+    assert random_crops(images, width=0, generator=torch.Generator()) is images
+
+
+def test_image_pool_fills_then_swaps_about_half():
+    pool = ImagePool(4, generator=torch.Generator().manual_seed(0))
+    first = torch.arange(3.0).view(3, 1)
+    assert torch.equal(pool.query(first), first) and pool.count == 3
+    second = torch.tensor([[10.0], [11.0]])
+    out = pool.query(second)
+    assert out[0] == 10.0 and pool.count == 4  # the fourth slot is filled and passed through
+    stored = set(pool.images.flatten().tolist())
+    seen, swapped = set(stored), 0
+    for k in range(400):
+        new = torch.tensor([[100.0 + k]])
+        got = float(pool.query(new))
+        assert got == 100.0 + k or got in seen  # either the new image or one that was stored before
+        swapped += got != 100.0 + k
+        seen |= set(pool.images.flatten().tolist())
+    assert 150 < swapped < 250
+    assert ImagePool(0, generator=torch.Generator()).query(first) is not None
+
+
+def test_linear_decay_is_constant_then_falls_to_almost_zero():
+    assert [linear_decay(s, steps=10, start=1.0) for s in (1, 10)] == [1.0, 1.0]
+    factors = [linear_decay(s, steps=10, start=0.5) for s in range(1, 11)]
+    assert factors[:5] == [1.0] * 5
+    assert all(a > b for a, b in zip(factors[4:], factors[5:])) and 0 < factors[-1] <= 1 / 6 + 1e-12
+
+
+@pytest.mark.parametrize("keys,message", [
+    ({"model": {"name": "dcgan"}}, "model.name = 'dcgan' is a generate model; task = 'translate' needs one of"),
+    ({"data": {"kind": "spectrogram", "path": "x", "domains": ["a"]}}, "task = 'translate' needs the two domains"),
+    ({"train": {"n_critic": 2}}, "generate-only"),
+])
+def test_translate_recipe_errors(keys, message):
+    table = {"name": "t", "task": "translate", "model": {"name": "cyclegan"},
+             "data": {"kind": "spectrogram", "path": "x", "domains": ["a", "b"]}, **keys}
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(None, base=table)
+    assert load_recipe(None, base={"name": "t", "task": "translate", "model": {"name": "cyclegan"},
+                                   "data": {"kind": "spectrogram", "path": "x", "domains": ["a", "b"]}}
+                       ).adversarial_loss == "lsgan"
+
+
+def test_crop_wider_than_the_chunks_is_an_error(tones, tmp_path):
+    recipe = tiny_recipe(tones, tmp_path / "run", crop_frames=33)
+    data = load_spectrogram_data(tones, domains=("low", "high"))
+    with pytest.raises(ConfigError, match="train.crop_frames = 33: the chunks of .* are only 32 frames wide"):
+        TranslateTask(recipe, data, device=torch.device("cpu"))
+
+
+# -- steps ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["cyclegan", "cyclegan-vc2"])
+def test_one_step_changes_every_model_and_logs_every_loss(tones, tmp_path, model):
+    recipe = tiny_recipe(tones, tmp_path / "run", model=model)
+    task = TranslateTask(recipe, load_spectrogram_data(tones, domains=("low", "high")), device=torch.device("cpu"))
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in task.models.items()}
+    scalars = task.step(1)
+    assert set(scalars) == LOSS_NAMES
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in scalars.values())
+    for name, module in task.models.items():
+        changed = [not torch.equal(a, b) for a, b in zip(before[name], module.parameters())]
+        assert all(changed), f"{name}: {changed.count(False)} parameter tensors did not change"
+    total = (scalars["loss/G/adv_a"] + scalars["loss/G/adv_b"] + 10.0 * (scalars["loss/G/cycle_a"]
+             + scalars["loss/G/cycle_b"]) + 5.0 * (scalars["loss/G/identity_a"] + scalars["loss/G/identity_b"]))
+    torch.testing.assert_close(scalars["loss/G"], total)
+
+
+def test_identity_loss_switches_off_after_its_step(tones, tmp_path):
+    train(tiny_recipe(tones, tmp_path / "run", steps=4), device=torch.device("cpu"))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(r["loss/G/identity_a"] > 0 and r["loss/G/identity_b"] > 0 for r in records[:2])
+    assert all(r["loss/G/identity_a"] == 0 and r["loss/G/identity_b"] == 0 for r in records[2:])
+    samples = tmp_path / "run" / "samples"
+    assert (samples / "step_000004_low-to-high.png").exists() and (samples / "step_000004_high-to-low.png").exists()
+    assert (samples / "step_000002_low-to-high_0.wav").exists() and (samples / "real_low_0.wav").exists()
+    state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    assert set(state["task"]["models"]) == {"G_AB", "G_BA", "D_A", "D_B"}
+    assert state["data"]["class_names"] == ["low", "high"] and state["recipe"]["task"] == "translate"
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tones, tmp_path):
+    cpu = torch.device("cpu")
+    keys = dict(steps=4, lr_decay_start=0.5)
+    train(tiny_recipe(tones, tmp_path / "straight", **keys), device=cpu)
+    # A run that died after its step-2 checkpoint (same recipe, so the same learning-rate schedule).
+    train(tiny_recipe(tones, tmp_path / "resumed", **keys), device=cpu)
+    list_checkpoints(tmp_path / "resumed")[-1].unlink()
+    result = train(tiny_recipe(tones, tmp_path / "resumed", **keys), device=cpu, resume=True)
+    assert result.resumed_from == 2
+    a = load_checkpoint(list_checkpoints(tmp_path / "straight")[-1])["task"]
+    b = load_checkpoint(list_checkpoints(tmp_path / "resumed")[-1])["task"]
+    for name in a["models"]:
+        for key, value in a["models"][name].items():
+            torch.testing.assert_close(b["models"][name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+    torch.testing.assert_close(b["pools"]["A"]["images"], a["pools"]["A"]["images"], rtol=0, atol=0)
+
+
+def test_a_seeded_tiny_run_learns_to_move_energy_up(tones, tmp_path):
+    """Low tones translated to the high domain must carry most of their energy in the upper mel bands."""
+    torch.set_num_threads(1)  # tiny convolutions: a second thread costs more than it gives, worse under load
+    recipe = tiny_recipe(tones, tmp_path / "run", steps=120, sample_every=1000, checkpoint_every=1000,
+                         lr_g=2e-3, lr_d=2e-3, loss={"identity_weight": 0.0})
+    train(recipe, device=torch.device("cpu"))
+    state = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])
+    task = TranslateTask(recipe, load_spectrogram_data(tones, domains=("low", "high")), device=torch.device("cpu"))
+    task.load_state_dict(state["task"])
+    low = task.batches_a.images
+    with torch.no_grad():
+        fake_high = task.G_AB(low)
+
+    def upper_share(x: torch.Tensor) -> float:
+        power = (x + 1).clamp_min(0)  # [-1, 1] → non-negative, silence = 0
+        return float(power[..., AUDIO.n_mels // 2:, :].sum() / power.sum())
+
+    assert upper_share(low) < 0.3
+    assert upper_share(fake_high) > upper_share(low) + 0.25
