@@ -269,6 +269,58 @@ def sample(
         out.print(f"wrote {path}", highlight=False)
 
 
+@command
+def convert(
+    src: Annotated[Path, typer.Argument(help="An audio file, or a folder of them (converted recursively).")],
+    to: Annotated[str, typer.Option("--to", help="The domain to convert to, e.g. TM3 (a class of the model).")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder \\[default: "
+                               "<stem>.to-DOMAIN.wav or <folder>.to-DOMAIN/ beside the input].")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="A translate run folder (its latest checkpoint) or a checkpoint file \\[default: the newest run under "
+             "./runs with domain DOMAIN].")] = None,
+    sample_rate: Annotated[Optional[int], typer.Option(
+        min=1000, max=384000, help="Sample rate of the output in Hz \\[default: the model's].")] = None,
+    iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
+    phase_init: Annotated[str, typer.Option(
+        help="Griffin-Lim's starting phase: source (the input's own) or random.")] = "source",
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows translated at once (bounds memory).")] = 16,
+    plot: Annotated[bool, typer.Option(help="Also write <output>.png: input and output log-mel.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of any random phase.")] = 0,
+    device: Device = "auto",
+):
+    """Convert recordings to another domain with a trained translator (a translate run)."""
+    from specgan.convert import ConvertedFile, convert_path
+    from specgan.device import resolve_device
+
+    def on_model(translator, picked: bool) -> None:
+        how = f" (picked automatically: the newest run under runs/ with domain {to}; choose with --model)" \
+            if picked else ""
+        a, b = translator.domains
+        out.print(f"model {translator.checkpoint} (step {translator.step}, {a} ↔ {b}){how}", highlight=False,
+                  soft_wrap=True, markup=False)
+
+    def on_file(item) -> None:
+        if isinstance(item, ConvertedFile):
+            plot_note = f" and {item.plot}" if item.plot else ""
+            out.print(f"wrote {item.output}{plot_note} ({item.seconds:.2f} s; spectral convergence "
+                      f"{item.spectral_convergence:.4f}; {item.real_time_factor:.3f} s per s of audio)",
+                      highlight=False, soft_wrap=True, markup=False)
+
+    report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
+                          phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
+                          device=resolve_device(device), on_model=on_model, on_file=on_file)
+    if len(report.converted) + len(report.failed) > 1:
+        out.print(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
+                  f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "
+                  f"of audio)", highlight=False, soft_wrap=True, markup=False)
+    if report.failed:
+        for f in report.failed:
+            err.print(f"skipped {f.reason}", highlight=False, markup=False, soft_wrap=True)
+        raise SpecganError(f"{len(report.failed)} of {len(report.failed) + len(report.converted)} file(s) could not "
+                           f"be converted (listed above); the others are in {report.output}")
+
+
 @command(name="eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],

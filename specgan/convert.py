@@ -1,0 +1,424 @@
+"""``specgan convert``: audio of one domain → audio of the other, through a trained translator (a ``translate``
+run) rebuilt from its checkpoint alone.
+
+The whole input becomes one normalised log-mel; it is cut into the model's chunk width (``audio.frames``) every
+``hop`` frames, translated a batch of windows at a time (memory stays bounded however long the input), stitched
+back with a cross-fade over each overlap, and inverted in one Griffin-Lim pass over the whole clip, started from
+the input's own phase. The output has exactly the input's length.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from specgan.audio.chunks import split_windows, stitch_windows
+from specgan.audio.features import LogMel
+from specgan.audio.inverse import MelInverter, griffinlim, spectral_convergence, stft
+from specgan.audio.io import AUDIO_SUFFIXES, load_audio, save_audio
+from specgan.audio.params import AudioParams
+from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
+from specgan.recipe import from_mapping
+from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
+
+#: Output formats ``save_audio`` writes.
+OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg")
+PHASE_INITS = ("source", "random")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+
+@dataclass(frozen=True)
+class Translator:
+    """The two generators of a ``translate`` run, in eval mode on ``device``, with what the checkpoint says about
+    the data. ``g_ab`` maps domain ``domains[0]`` → ``domains[1]``; ``g_ba`` the other way."""
+
+    domains: tuple[str, str]
+    audio: AudioParams
+    step: int
+    checkpoint: Path
+    device: torch.device
+    g_ab: nn.Module = field(repr=False)
+    g_ba: nn.Module = field(repr=False)
+
+    def generator_to(self, domain: str) -> nn.Module:
+        """The generator whose output is in ``domain``: ``g_ab`` for the second domain, ``g_ba`` for the first."""
+        if domain == self.domains[1]:
+            return self.g_ab
+        if domain == self.domains[0]:
+            return self.g_ba
+        raise ConfigError(f"--to {domain}: {self.checkpoint} translates between {self.domains[0]} and "
+                          f"{self.domains[1]}")
+
+
+def _translate_domains(state: dict, path: Path) -> tuple[str, str]:
+    """The two domain names of a ``translate`` checkpoint; CheckpointError for any other task or a damaged one."""
+    task = state.get("recipe", {}).get("task")
+    if task != "translate":
+        raise CheckpointError(f"{path}: a {task!r} run, not a translator (convert needs a run trained with "
+                              f"task = \"translate\")")
+    names = state.get("data", {}).get("class_names")
+    if not isinstance(names, (list, tuple)) or len(names) != 2:
+        raise CheckpointError(f"{path}: data.class_names = {names!r}; a translator has exactly two domains")
+    return str(names[0]), str(names[1])
+
+
+def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu") -> Translator:
+    """Rebuild both generators of a ``translate`` run from a checkpoint (or the latest one in a run folder).
+
+    Raises:
+        CheckpointError: no such run or checkpoint, not a translate run, or weights that do not fit the model the
+            checkpoint's recipe describes.
+    """
+    from specgan.models import build_model
+
+    path = find_checkpoint(run_or_checkpoint)
+    state = load_checkpoint(path)
+    domains = _translate_domains(state, path)
+    model, data = state["recipe"].get("model", {}), state["data"]
+    if not data.get("audio"):
+        raise CheckpointError(f"{path}: data.audio is missing; convert needs a model trained on spectrograms")
+    audio = from_mapping(AudioParams, data["audio"], source=str(path), prefix="data.audio.")
+    models = state.get("task", {}).get("models", {})
+    generators = {}
+    for key in ("G_AB", "G_BA"):
+        if key not in models:
+            raise CheckpointError(f"{path}: task.models.{key} is missing")
+        try:
+            generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]),
+                                       channels=model["channels"], n_blocks=model["n_blocks"])
+        except KeyError as e:
+            raise CheckpointError(f"{path}: recipe.model.{e.args[0]} is missing") from None
+        except (ConfigError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot rebuild model {model['name']!r} ({e})".splitlines()[0]) from None
+        try:
+            generator.load_state_dict(models[key])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: task.models.{key} does not fit model {model['name']!r} "
+                                  f"({str(e).strip().splitlines()[0]})") from None
+        generators[key] = generator.to(device).eval()
+    return Translator(domains, audio, int(state["step"]), path, torch.device(device), generators["G_AB"],
+                      generators["G_BA"])
+
+
+def find_translator(domain: str, *, runs_dir: Path = Path("runs")) -> Path:
+    """The checkpoint of the newest run under ``runs_dir`` (by the time its newest checkpoint was written) that is a
+    ``translate`` run with a domain named ``domain``. Unreadable checkpoints and other tasks are passed over.
+
+    Raises:
+        ConfigError: no such run; the message lists the domains the translators there do have.
+    """
+    runs_dir = Path(runs_dir)
+    candidates = []
+    if runs_dir.is_dir():
+        for run in runs_dir.iterdir():
+            checkpoints = list_checkpoints(run) if run.is_dir() else []
+            if checkpoints:
+                candidates.append((checkpoints[-1].stat().st_mtime, checkpoints[-1]))
+    seen: list[str] = []
+    for _, path in sorted(candidates, key=lambda c: (c[0], str(c[1])), reverse=True):
+        try:
+            domains = _translate_domains(load_checkpoint(path), path)
+        except CheckpointError:
+            continue
+        if domain in domains:
+            return path
+        seen += [d for d in domains if d not in seen]
+    where = f"{runs_dir}/" if runs_dir.is_dir() else f"{runs_dir}/ (no such folder)"
+    there = f"domains there: {', '.join(sorted(seen))}" if seen else "no translate runs there"
+    raise ConfigError(f"no model under {where} converts to {domain!r} ({there}); give one with --model")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Log-mel → log-mel
+
+def _module_device(module: nn.Module, default: torch.device) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return default
+
+
+def translate_logmel(logmel: Tensor, *, generator: nn.Module, frames: int, hop: int | None = None,
+                     batch_size: int = 16) -> Tensor:
+    """Translate a whole normalised log-mel ``(n_mels, n_frames)`` in [-1, 1] window by window.
+
+    The input is padded at its end with silence (-1) to one window plus a whole number of hops, cut with
+    :func:`~specgan.audio.chunks.split_windows`, translated ``batch_size`` windows at a time, joined with
+    :func:`~specgan.audio.chunks.stitch_windows` cross-fading over each whole overlap (``frames - hop`` frames) and
+    trimmed back. Padding rather than an end-aligned last window keeps every overlap the same length, so every
+    cross-fade is the same linear ramp (a last window shifted by only a few frames would blend over a few frames).
+
+    Args:
+        generator: maps ``(N, 1, n_mels, frames)`` → the same shape (run under ``torch.no_grad``).
+        frames: window width (the model's chunk width).
+        hop: frames between window starts (default ``frames // 2``).
+        batch_size: at most this many windows go through the generator at once (memory stays bounded).
+
+    Returns:
+        ``(n_mels, n_frames)`` on the generator's device; where the generator is the identity, exactly the input.
+    """
+    if logmel.dim() != 2:
+        raise ValueError(f"logmel must be (n_mels, n_frames), not {tuple(logmel.shape)}")
+    hop = hop or max(1, frames // 2)
+    if not 0 < hop <= frames or batch_size < 1:
+        raise ValueError(f"need 0 < hop <= frames and batch_size >= 1 (hop {hop}, frames {frames}, "
+                         f"batch_size {batch_size})")
+    device = _module_device(generator, logmel.device)
+    x = logmel.to(device=device, dtype=torch.float32)
+    n_frames = x.shape[-1]
+    padded = frames + math.ceil(max(0, n_frames - frames) / hop) * hop
+    x = F.pad(x, (0, padded - n_frames), value=-1.0)
+    windows, starts = split_windows(x[None], frames=frames, hop=hop)      # (n_windows, 1, n_mels, frames)
+    translated = torch.empty_like(windows)
+    with torch.no_grad():
+        for i in range(0, len(windows), batch_size):
+            translated[i:i + batch_size] = generator(windows[i:i + batch_size])
+    if len(starts) == 1:
+        return translated[0, 0, :, :n_frames]
+    return stitch_windows(translated, starts=starts, n_frames=padded, fade=frames - hop)[0, :, :n_frames]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Waveform → waveform
+
+@dataclass(frozen=True)
+class Conversion:
+    wave: Tensor                 # (samples,) at audio.sample_rate, as long as the input; not normalised
+    logmel_in: Tensor            # (n_mels, frames), normalised log-mel of the input
+    logmel_out: Tensor           # (n_mels, frames), the translation
+    spectral_convergence: float  # of |STFT(wave)| against the magnitude Griffin-Lim was given (0 is perfect)
+
+
+def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, hop: int | None = None,
+                     n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0) -> Conversion:
+    """Translate a mono waveform ``(samples,)`` at ``audio.sample_rate``; runs on the generator's device.
+
+    Log-mel of the whole input (:class:`~specgan.audio.features.LogMel`) → :func:`translate_logmel` with windows
+    of ``audio.frames`` → one :class:`~specgan.audio.inverse.MelInverter` pass over the whole clip with
+    ``n_iter`` Griffin-Lim iterations. ``phase_init="source"`` starts Griffin-Lim from the input's STFT phase
+    (bins where the input is exactly silent get a random phase, else they could never gain energy);
+    ``"random"`` from a random phase. ``seed`` seeds every random phase.
+    """
+    if phase_init not in PHASE_INITS:
+        raise ConfigError(f"--phase-init {phase_init}: must be one of {', '.join(PHASE_INITS)}")
+    if wave.dim() != 1:
+        raise ValueError(f"wave must be mono (samples,), not {tuple(wave.shape)}")
+    device = _module_device(generator, wave.device)
+    length = wave.numel()
+    # The centred STFT reflect-pads by n_fft // 2, which needs more samples than that: pad very short clips.
+    x = F.pad(wave.to(device=device, dtype=torch.float32), (0, max(0, audio.n_fft - length)))
+    logmel_in = LogMel(audio).to(device)(x)
+    logmel_out = translate_logmel(logmel_in, generator=generator, frames=audio.frames, hop=hop,
+                                  batch_size=batch_size)
+    inverter = MelInverter(audio).to(device)
+    magnitude = inverter.magnitude(logmel_out)
+    spec_args = dict(n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
+    rng = torch.Generator(device=device).manual_seed(seed)
+    init: str | Tensor = "random"
+    if phase_init == "source":
+        init = stft(x, **spec_args)
+        silent = init.abs() == 0
+        if silent.any():
+            phase = torch.rand(init.shape, generator=rng, device=device) * (2 * torch.pi)
+            init = torch.where(silent, torch.polar(torch.ones_like(phase), phase), init)
+    out = griffinlim(magnitude, **spec_args, n_iter=n_iter, init=init, length=x.numel(), generator=rng)
+    sc = spectral_convergence(reference=magnitude, estimate=stft(out, **spec_args).abs())
+    return Conversion(out[:length], logmel_in, logmel_out, float(sc))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+@dataclass(frozen=True)
+class ConvertedFile:
+    source: Path
+    output: Path
+    plot: Path | None
+    seconds: float               # audio duration
+    spectral_convergence: float
+    elapsed: float               # wall seconds: load, translate, invert, write
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of processing per second of audio."""
+        return self.elapsed / max(self.seconds, 1e-9)
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    source: Path
+    reason: str                  # the one-line AudioError message
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    checkpoint: Path
+    step: int
+    domains: tuple[str, str]
+    to: str
+    picked: bool                 # the model was found under runs/ rather than given
+    output: Path                 # the output file, or the output folder for a folder input
+    sample_rate: int
+    converted: list[ConvertedFile]
+    failed: list[FailedFile]
+
+    @property
+    def seconds(self) -> float:
+        return sum(c.seconds for c in self.converted)
+
+    @property
+    def elapsed(self) -> float:
+        return sum(c.elapsed for c in self.converted)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.elapsed / max(self.seconds, 1e-9)
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    """Audio files under ``folder``, recursive and sorted, hidden files and folders ignored (as prep does)."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names
+                  if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found)
+
+
+def _mirrored(files: list[Path], *, src: Path, dst: Path) -> list[Path]:
+    """Output paths under ``dst`` keeping each file's path relative to ``src``, as ``.wav``; files whose names
+    differ only in the suffix (``a.wav``, ``a.flac``) keep it in the name (``a.wav.wav``, ``a.flac.wav``)."""
+    plain = [dst / f.relative_to(src).with_suffix(".wav") for f in files]
+    clashes = {p for p in plain if plain.count(p) > 1}
+    return [dst / f.relative_to(src).with_name(f.name + ".wav") if p in clashes else p for f, p in zip(files, plain)]
+
+
+def _check_writable(folder: Path) -> None:
+    """One-line SpecganError unless ``folder`` (or the nearest existing folder above it) is writable."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SpecganError(f"{folder}: cannot create the output folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecganError(f"{folder}: output folder is not writable" if existing == folder else
+                           f"{folder}: cannot create the output folder ({existing} is not writable)")
+
+
+def _plan(src: Path, *, to: str, output: Path | None) -> tuple[Path, list[tuple[Path, Path]]]:
+    """The output (file or folder) and the (input, output) pairs, checked before any model is loaded."""
+    if src.is_file():
+        if output is None:
+            dst = src.with_name(f"{src.stem}.to-{to}.wav")
+        elif output.is_dir():
+            dst = output / f"{src.stem}.to-{to}.wav"
+        else:
+            dst = output
+        if dst.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg)")
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise SpecganError(f"{dst}: is the input file; choose another output so the original is kept")
+        _check_writable(dst.parent)
+        return dst, [(src, dst)]
+    if not src.is_dir():
+        raise SpecganError(f"{src}: no such file or folder")
+    dst = output if output is not None else src.with_name(f"{src.name}.to-{to}")
+    if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):
+        raise ConfigError(f"{dst}: {'is a file' if dst.exists() else 'looks like a file name'}; for a folder of "
+                          f"inputs give an output folder")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise SpecganError(f"{dst}: is inside the input folder {src}; choose another output so the originals "
+                           f"are kept")
+    files = _audio_files(src)
+    if not files:
+        raise AudioError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
+    _check_writable(dst)
+    return dst, list(zip(files, _mirrored(files, src=src, dst=dst)))
+
+
+def _finish(wave: Tensor, *, rate: int, sample_rate: int) -> np.ndarray:
+    """Resample (soxr HQ, as :func:`~specgan.audio.io.load_audio`) and scale down only a peak above 1."""
+    import soxr
+
+    data = wave.detach().cpu().numpy().astype(np.float32)
+    if sample_rate != rate:
+        data = soxr.resample(data, rate, sample_rate, quality="HQ").astype(np.float32)
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    return data / peak if peak > 1.0 else data  # never clip; leave quiet output quiet
+
+
+def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sample_rate: int | None = None,
+                 n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0,
+                 plot: bool = False) -> ConvertedFile:
+    """Convert one file to domain ``to`` and write it to ``dst`` (mono, at ``sample_rate`` or the model's rate);
+    with ``plot``, also ``dst`` with suffix ``.png``: input (top) and output (bottom) log-mel, low bands at the
+    bottom. Raises AudioError for an unusable input."""
+    from specgan.images import save_grid
+
+    started = time.perf_counter()
+    audio = translator.audio
+    wave, _ = load_audio(src, sample_rate=audio.sample_rate)
+    result = convert_waveform(wave.to(translator.device), generator=translator.generator_to(to), audio=audio,
+                              n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed)
+    rate = sample_rate or audio.sample_rate
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate), sample_rate=rate)
+    image = None
+    if plot:
+        image = save_grid(torch.stack([result.logmel_in, result.logmel_out])[:, None], dst.with_suffix(".png"),
+                          nrow=1, low_at_bottom=True)
+    return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
+                         time.perf_counter() - started)
+
+
+def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | None = None,
+                 output: str | os.PathLike | None = None, sample_rate: int | None = None, n_iter: int = 32,
+                 phase_init: str = "source", batch_size: int = 16, seed: int = 0, plot: bool = False,
+                 device: torch.device | str = "cpu", runs_dir: Path = Path("runs"),
+                 on_model: Callable[[Translator, bool], None] | None = None,
+                 on_file: Callable[[ConvertedFile | FailedFile], None] | None = None) -> ConvertReport:
+    """``specgan convert``: a file, or every audio file under a folder, to domain ``to``.
+
+    Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
+    same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder). Without
+    ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
+    ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file.
+
+    In a folder, a file that cannot be read (AudioError) is listed in ``failed`` and the rest go on; for a single
+    file, the error is raised.
+    """
+    src = Path(src)
+    if phase_init not in PHASE_INITS:
+        raise ConfigError(f"--phase-init {phase_init}: must be one of {', '.join(PHASE_INITS)}")
+    if not src.exists():
+        raise SpecganError(f"{src}: no such file or folder")
+    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None)
+    picked = model is None
+    translator = load_translator(find_translator(to, runs_dir=runs_dir) if picked else model, device=device)
+    translator.generator_to(to)  # an unknown domain fails before any work
+    if on_model:
+        on_model(translator, picked)
+    converted, failed = [], []
+    for source, target in jobs:
+        try:
+            item = convert_file(source, target, translator=translator, to=to, sample_rate=sample_rate,
+                                n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot)
+        except AudioError as e:
+            if src.is_file():
+                raise
+            item = FailedFile(source, str(e))
+        (converted if isinstance(item, ConvertedFile) else failed).append(item)
+        if on_file:
+            on_file(item)
+    return ConvertReport(translator.checkpoint, translator.step, translator.domains, to, picked, dst,
+                         sample_rate or translator.audio.sample_rate, converted, failed)

@@ -1,0 +1,397 @@
+"""``specgan convert``: seamless window stitching, bounded batches, exact lengths, silence, phase, and the command
+line end to end on tiny translate checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from specgan.audio.chunks import window_starts
+from specgan.audio.inverse import MelInverter, spectral_convergence, stft
+from specgan.audio.io import load_audio
+from specgan.audio.params import AudioParams
+from specgan.cli import app
+from specgan.convert import Translator, convert_file, convert_waveform, find_translator, load_translator, \
+    translate_logmel
+from specgan.errors import CheckpointError, ConfigError
+from specgan.models import build_model
+from specgan.recipe import to_mapping
+from specgan.train.checkpoint import rng_state, save_checkpoint
+
+PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
+RATE = PARAMS.sample_rate
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: a second intra-op thread only spins, and on a busy 2-core machine that costs seconds per call
+    # (conftest restores the thread count afterwards).
+    torch.set_num_threads(1)
+
+
+class Spy(nn.Module):
+    """Identity plus ``step`` times the window's running index; records every batch it is given."""
+
+    def __init__(self, step: float = 0.0):
+        super().__init__()
+        self.step = step
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        first = sum(self.batches)
+        self.batches.append(len(x))
+        index = torch.arange(first, first + len(x), dtype=x.dtype, device=x.device)
+        return x + self.step * index[:, None, None, None]
+
+
+def speech_like(seconds: float, *, rate: int = RATE, seed: int = 0) -> torch.Tensor:
+    """A voiced signal with a gliding, vibrato pitch, formant-shaped harmonics, syllable-rate loudness and breath
+    noise; peak 0.5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 110 + 60 * np.sin(2 * np.pi * 0.7 * t) ** 2 + 3 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    wave = np.zeros_like(t)
+    for k in range(1, int(rate / 2 / 300)):
+        freq = k * f0
+        envelope = sum(np.exp(-0.5 * ((freq - f) / 120) ** 2) for f in (500, 1500, 2500)) + 0.05
+        wave += envelope * np.sin(k * phase) * (freq < rate / 2 - 200)
+    wave *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
+    wave += 0.02 * rng.standard_normal(len(t))
+    return torch.from_numpy((0.5 * wave / np.abs(wave).max()).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# translate_logmel
+
+@pytest.mark.parametrize("n_frames", [1, 7, 31, 32, 33, 47, 48, 200, 237, 1001])
+@pytest.mark.parametrize("frames", [32, 33])
+def test_identity_model_gives_back_the_log_mel_exactly(n_frames, frames):
+    logmel = torch.rand(PARAMS.n_mels, n_frames, generator=torch.Generator().manual_seed(n_frames)) * 2 - 1
+    out = translate_logmel(logmel, generator=nn.Identity(), frames=frames, batch_size=3)
+    assert out.shape == logmel.shape
+    torch.testing.assert_close(out, logmel, atol=1e-6, rtol=0)
+    # Around every overlap (and the padded end) explicitly: the seams are where errors would show.
+    hop = frames // 2
+    padded = frames + -(-max(0, n_frames - frames) // hop) * hop
+    for start in window_starts(padded, frames=frames, hop=hop)[1:]:
+        seam = slice(max(0, start - 2), min(n_frames, start + frames - hop + 2))
+        torch.testing.assert_close(out[:, seam], logmel[:, seam], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("n_frames", [33, 100, 237, 1001])
+def test_cross_fade_between_windows_is_continuous(n_frames):
+    frames, step = 32, 0.01
+    hop = frames // 2
+    logmel = torch.rand(4, n_frames, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    spy = Spy(step)
+    added = translate_logmel(logmel, generator=spy, frames=frames, hop=hop, batch_size=5) - logmel
+    jumps = (added[:, 1:] - added[:, :-1]).abs()
+    fade_step = step / (frames - hop)  # adjacent windows differ by `step`, blended over the whole overlap
+    assert jumps.max() <= fade_step * (1 + 1e-3)
+    assert added[:, -1].mean() > step * (len(spy.batches) - 1)  # the later windows' offsets did arrive
+    assert added[:, 0].abs().max() < 1e-6                         # the first frames come from window 0 alone
+
+
+def test_windows_go_through_the_generator_in_bounded_batches():
+    spy = Spy()
+    n_frames, frames, batch_size = 2000, 32, 7
+    out = translate_logmel(torch.zeros(PARAMS.n_mels, n_frames), generator=spy, frames=frames, batch_size=batch_size)
+    n_windows = 1 + -(-(n_frames - frames) // (frames // 2))
+    assert sum(spy.batches) == n_windows and max(spy.batches) == batch_size
+    assert len(spy.batches) == -(-n_windows // batch_size)
+    assert out.shape == (PARAMS.n_mels, n_frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convert_waveform
+
+@pytest.mark.parametrize("seconds", [0.3, 7.0, 95.0])
+def test_output_is_exactly_as_long_as_the_input(seconds):
+    wave = speech_like(seconds)
+    spy = Spy()
+    result = convert_waveform(wave, generator=spy, audio=PARAMS, n_iter=2, batch_size=16)
+    assert result.wave.shape == wave.shape
+    assert torch.isfinite(result.wave).all()
+    n_frames = 1 + wave.numel() // PARAMS.hop_length
+    assert result.logmel_in.shape == result.logmel_out.shape == (PARAMS.n_mels, n_frames)
+    assert max(spy.batches) <= 16  # 95 s is ~740 windows: never all at once
+
+
+def test_very_short_input_keeps_its_length():
+    wave = speech_like(0.01)  # 80 samples: shorter than the FFT
+    result = convert_waveform(wave, generator=nn.Identity(), audio=PARAMS, n_iter=2)
+    assert result.wave.shape == wave.shape and torch.isfinite(result.wave).all()
+
+
+@pytest.mark.parametrize("phase_init", ["source", "random"])
+@pytest.mark.parametrize("kind", ["zeros", "dither"])
+def test_silence_in_gives_near_silence_out(kind, phase_init):
+    wave = torch.zeros(RATE)
+    if kind == "dither":  # -120 dBFS noise: below the -80 dB floor of the log-mel
+        wave = torch.randn(RATE, generator=torch.Generator().manual_seed(0)) * 1e-6
+    result = convert_waveform(wave, generator=nn.Identity(), audio=PARAMS, n_iter=8, phase_init=phase_init)
+    assert torch.isfinite(result.wave).all() and np.isfinite(result.spectral_convergence)
+    assert (result.logmel_in == -1).all()
+    assert result.wave.abs().max() < 1e-3
+
+
+def test_identity_model_from_source_phase_rebuilds_speech_closely():
+    wave = speech_like(2.0)
+    result = convert_waveform(wave, generator=nn.Identity(), audio=PARAMS, n_iter=8, phase_init="source")
+    assert result.spectral_convergence < 0.3
+    torch.testing.assert_close(result.logmel_out, result.logmel_in, atol=1e-6, rtol=0)
+    # The figure is measured against the magnitude Griffin-Lim was given (what the mel image implies).
+    target = MelInverter(PARAMS).magnitude(result.logmel_out)
+    measured = spectral_convergence(reference=target, estimate=stft(result.wave, n_fft=PARAMS.n_fft,
+                                                                    hop_length=PARAMS.hop_length).abs())
+    assert abs(float(measured) - result.spectral_convergence) < 1e-4
+
+
+class Constant(nn.Module):
+    """Whatever comes in, a flat log-mel at ``level`` (in [-1, 1]) comes out."""
+
+    def __init__(self, level: float):
+        super().__init__()
+        self.level = level
+
+    def forward(self, x):
+        return torch.full_like(x, self.level)
+
+
+def test_translator_can_put_sound_where_the_input_was_digitally_silent():
+    # The source phase of digital silence is undefined (0): those bins start from a random phase instead, or
+    # Griffin-Lim could never give them energy.
+    result = convert_waveform(torch.zeros(RATE), generator=Constant(0.0), audio=PARAMS, n_iter=4)
+    assert result.wave.square().mean().sqrt() > 1e-3 and torch.isfinite(result.wave).all()
+
+
+def test_loud_output_is_scaled_down_not_clipped_and_quiet_output_stays_quiet(tmp_path):
+    def written(generator, src):
+        translator = Translator(("A", "B"), PARAMS, 0, tmp_path / "model.pt", torch.device("cpu"), generator,
+                                generator)
+        convert_file(src, tmp_path / "out.wav", translator=translator, to="B", n_iter=4)
+        return sf.read(tmp_path / "out.wav")[0]
+
+    loud = written(Constant(1.0), speech_file(tmp_path / "in.wav"))  # +40 dB in every band: far above full scale
+    assert 0.99 < np.abs(loud).max() <= 1.0
+    assert np.mean(np.abs(loud) > 0.98) < 0.001  # scaled as a whole, no flat tops
+    quiet_in = tmp_path / "quiet.wav"
+    sf.write(quiet_in, 0.05 * speech_like(1.0).numpy(), RATE)
+    quiet = written(nn.Identity(), quiet_in)
+    assert 0.01 < np.abs(quiet).max() < 0.1  # not normalised up
+
+
+def test_source_phase_beats_random_phase_on_real_speech(vcc):
+    wave, _ = load_audio(vcc / "vcc2016_training" / "SF1" / "100001.flac", sample_rate=RATE)
+    source, random = (convert_waveform(wave, generator=nn.Identity(), audio=PARAMS, n_iter=4, phase_init=init)
+                      for init in ("source", "random"))
+    assert source.wave.shape == wave.shape and source.spectral_convergence < 0.25
+    assert source.spectral_convergence < 0.75 * random.spectral_convergence  # measured 0.185 vs 0.316
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints and the command line
+
+def write_run(run_dir: Path, *, domains=("A", "B"), task="translate", step=1, seed=0) -> Path:
+    """A real ``translate`` checkpoint of a tiny CycleGAN (a ``generate`` one when ``task`` says so)."""
+    torch.manual_seed(seed)
+    image_shape = (1, PARAMS.n_mels, PARAMS.frames)
+    model = {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False, "z_dim": 100,
+             "spectral_norm": False}
+    models = {}
+    if task == "translate":
+        for source, target in (domains, domains[::-1]):
+            generator, discriminator = build_model("cyclegan", image_shape=image_shape, channels=2, n_blocks=1)
+            models[f"G_{'AB' if source == domains[0] else 'BA'}"] = generator.state_dict()
+            models[f"D_{'B' if target == domains[1] else 'A'}"] = discriminator.state_dict()
+    else:
+        model["name"] = "dcgan"
+    state = {"task": {"models": models}, "recipe": {"name": run_dir.name, "task": task, "model": model},
+             "data": {"kind": "spectrograms", "class_names": list(domains), "image_shape": list(image_shape),
+                      "audio": to_mapping(PARAMS)}, "rng": rng_state()}
+    return save_checkpoint(run_dir, state, step=step, keep=1)
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, ["convert", *map(str, args), "--iters", "4", "--device", "cpu"])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_line_error(code, stderr, *fragments):
+    assert code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in stderr, (fragment, stderr)
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    path = tmp_path / "runs" / "ab"
+    write_run(path)
+    return path
+
+
+def test_load_translator_rebuilds_both_directions(run):
+    translator = load_translator(run, device="cpu")
+    assert translator.domains == ("A", "B") and translator.step == 1 and translator.audio == PARAMS
+    assert translator.generator_to("B") is translator.g_ab and translator.generator_to("A") is translator.g_ba
+    assert not translator.g_ab.training
+    x = torch.rand(2, 1, PARAMS.n_mels, 50) * 2 - 1
+    assert translator.g_ab(x).shape == x.shape
+    with pytest.raises(ConfigError, match="--to jazz: .*step_00000001.pt translates between A and B"):
+        translator.generator_to("jazz")
+
+
+def test_a_generate_run_is_not_a_translator(tmp_path):
+    gen = tmp_path / "gen"
+    write_run(gen, task="generate", domains=("0", "1"))
+    with pytest.raises(CheckpointError, match="not a translator"):
+        load_translator(gen, device="cpu")
+    code, _, stderr = cli(speech_file(tmp_path / "in.wav"), "--to", "1", "--model", gen)
+    one_line_error(code, stderr, "not a translator")
+
+
+def speech_file(path: Path, *, seconds: float = 1.3, rate: int = RATE, channels: int = 1, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave = speech_like(seconds, rate=rate, seed=seed).numpy()
+    data = np.stack([wave, 0.5 * wave], axis=1) if channels == 2 else wave
+    sf.write(path, data, rate)
+    return path
+
+
+def test_stereo_44k_input_becomes_mono_at_the_model_rate(run, tmp_path):
+    src = speech_file(tmp_path / "in" / "talk.wav", rate=44100, channels=2)
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run)
+    assert code == 0, stderr
+    dst = tmp_path / "in" / "talk.to-B.wav"
+    out, rate = sf.read(dst, always_2d=True)
+    assert rate == RATE and out.shape == (load_audio(src, sample_rate=RATE)[0].numel(), 1)
+    assert np.abs(out).max() <= 1.0 and np.abs(out).max() > 0
+    assert f"model {run / 'checkpoints' / 'step_00000001.pt'} (step 1, A ↔ B)" in stdout
+    assert "picked automatically" not in stdout
+    assert f"wrote {dst}" in stdout and "spectral convergence" in stdout and "s per s of audio" in stdout
+    # --sample-rate: resampled on the way out, same duration.
+    code, _, stderr = cli(src, "--to", "A", "--model", run, "-o", tmp_path / "x.flac", "--sample-rate", 16000)
+    assert code == 0, stderr
+    out16, rate16 = sf.read(tmp_path / "x.flac")
+    assert rate16 == 16000 and abs(len(out16) - 2 * out.shape[0]) <= 1
+
+
+def test_folder_input_is_mirrored_and_bad_files_are_listed(run, tmp_path):
+    src = tmp_path / "calls"
+    speech_file(src / "a.wav")
+    speech_file(src / "deep" / "er" / "b.flac", seed=1)
+    speech_file(src / "deep" / "b.wav", seed=2)
+    speech_file(src / "deep" / "b.ogg", seed=3)  # same stem as b.wav: both keep their suffix in the name
+    (src / "deep" / "broken.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+    (src / ".hidden.wav").write_bytes(b"not even looked at")
+    (src / "notes.txt").write_text("not audio, not an audio suffix")
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out")
+    assert code == 2
+    expected = ["a.wav", "deep/b.ogg.wav", "deep/b.wav.wav", "deep/er/b.wav"]
+    for rel in expected:
+        assert f"wrote {tmp_path / 'out' / rel}" in stdout
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")
+                  if p.is_file()) == expected
+    assert "converted 4 file(s)" in stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2 and "broken.wav: not readable audio" in lines[0], stderr
+    assert f"error: 1 of 5 file(s) could not be converted (listed above); the others are in {tmp_path / 'out'}" \
+        in lines[1]
+    # Default output folder: <folder>.to-DOMAIN beside it.
+    (src / "deep" / "broken.wav").unlink()
+    code, _, stderr = cli(src, "--to", "A", "--model", run)
+    assert code == 0, stderr
+    assert (tmp_path / "calls.to-A" / "deep" / "er" / "b.wav").is_file()
+    code, _, stderr = cli(src, "--to", "A", "--model", run, "-o", tmp_path / "out.wav")
+    one_line_error(code, stderr, "out.wav: looks like a file name; for a folder of inputs give an output folder")
+    code, _, stderr = cli(src, "--to", "A", "--model", run, "-o", src / "deep")
+    one_line_error(code, stderr, "is inside the input folder")
+
+
+def test_user_errors_are_one_line_with_exit_code_2(run, tmp_path):
+    src = speech_file(tmp_path / "in.wav")
+    code, _, stderr = cli(src, "--to", "jazz", "--model", run)
+    one_line_error(code, stderr, "--to jazz:", "translates between A and B")
+    code, _, stderr = cli(tmp_path / "missing.wav", "--to", "B", "--model", run)
+    one_line_error(code, stderr, "missing.wav: no such file or folder")
+    text = tmp_path / "readme.wav"
+    text.write_text("this is not audio\n")
+    code, _, stderr = cli(text, "--to", "B", "--model", run)
+    one_line_error(code, stderr, "readme.wav: not readable audio")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", src)
+    one_line_error(code, stderr, "is the input file")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out.mp4")
+    one_line_error(code, stderr, "out.mp4: unsupported output format")
+    code, _, stderr = cli(src, "--to", "B", "--model", tmp_path / "nope")
+    one_line_error(code, stderr, "nope: no such run folder or checkpoint")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "--phase-init", "zeros")
+    one_line_error(code, stderr, "--phase-init zeros")
+    assert sf.read(src)[0].shape == (int(1.3 * RATE),)  # the input is untouched
+
+
+def test_unwritable_output_folder_is_one_line(run, tmp_path, monkeypatch):
+    src = speech_file(tmp_path / "calls" / "in.wav")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: make os.access answer as for anyone else
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and
+                                real_access(path, mode, **kw))
+        code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", locked / "x.wav")
+        one_line_error(code, stderr, f"{locked}: output folder is not writable")
+        code, _, stderr = cli(src.parent, "--to", "B", "--model", run, "-o", locked / "sub")
+        one_line_error(code, stderr, f"{locked / 'sub'}: cannot create the output folder ({locked} is not writable)")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_plot_shows_input_above_output(run, tmp_path):
+    src = speech_file(tmp_path / "in.wav", seconds=0.9)
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "--plot", "-o", tmp_path / "o" / "res.wav")
+    assert code == 0, stderr
+    png = tmp_path / "o" / "res.png"
+    assert f"and {png}" in stdout
+    with Image.open(png) as image:
+        n_frames = 1 + int(0.9 * RATE) // PARAMS.hop_length
+        assert image.size == (n_frames + 4, 2 * PARAMS.n_mels + 6)  # two tiles, 2-pixel padding around each
+        pixels = np.asarray(image)
+    # The top tile is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
+    top = pixels[2:2 + PARAMS.n_mels, 2:-2].astype(float)
+    assert top[-8:].mean() > top[:8].mean()
+
+
+def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = write_run(Path("runs") / "old", seed=1)
+    new = write_run(Path("runs") / "new", seed=2)
+    other = write_run(Path("runs") / "other", domains=("C", "D"))
+    gen = write_run(Path("runs") / "gen", task="generate", domains=("0", "1"))
+    (Path("runs") / "empty").mkdir()
+    for age, path in [(400, old), (300, new), (200, other), (100, gen)]:
+        os.utime(path, (1e9 - age, 1e9 - age))
+    assert find_translator("B") == new
+    src = speech_file(tmp_path / "in.wav", seconds=0.5)
+    code, stdout, stderr = cli(src, "--to", "B")
+    assert code == 0, stderr
+    assert f"model {new} (step 1, A ↔ B) (picked automatically" in stdout
+    os.utime(old, (1e9, 1e9))
+    code, stdout, _ = cli(src, "--to", "A")
+    assert code == 0 and f"model {old} " in stdout and "picked automatically" in stdout
+    code, _, stderr = cli(src, "--to", "jazz")
+    one_line_error(code, stderr, "no model under runs/ converts to 'jazz' (domains there: A, B, C, D)")
+    monkeypatch.chdir(tmp_path / "runs")
+    code, _, stderr = cli(src, "--to", "B")
+    one_line_error(code, stderr, "no model under runs/ (no such folder) converts to 'B'")
