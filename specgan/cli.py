@@ -19,6 +19,7 @@ from rich.table import Table
 from specgan.errors import ConfigError, SpecganError
 
 app = typer.Typer(name="specgan", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,  # help text is plain: "[default: 22050]" must not be read as markup
                   help="Audio style transfer with GANs on mel-spectrogram images.")
 out = Console()
 err = Console(stderr=True)
@@ -37,6 +38,8 @@ def guarded(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
         except SpecganError as e:
             err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
@@ -274,13 +277,13 @@ def convert(
     src: Annotated[Path, typer.Argument(help="An audio file, or a folder of them (converted recursively).")],
     to: Annotated[str, typer.Option("--to", help="The domain to convert to, e.g. TM3 (a class of the model).")],
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder \\[default: "
+        "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder [default: "
                                "<stem>.to-DOMAIN.wav or <folder>.to-DOMAIN/ beside the input].")] = None,
     model: Annotated[Optional[Path], typer.Option(
-        help="A translate run folder (its latest checkpoint) or a checkpoint file \\[default: the newest run under "
+        help="A translate run folder (its latest checkpoint) or a checkpoint file [default: the newest run under "
              "./runs with domain DOMAIN].")] = None,
     sample_rate: Annotated[Optional[int], typer.Option(
-        min=1000, max=384000, help="Sample rate of the output in Hz \\[default: the model's].")] = None,
+        min=1000, max=384000, help="Sample rate of the output in Hz [default: the model's].")] = None,
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
     phase_init: Annotated[str, typer.Option(
         help="Griffin-Lim's starting phase: source (the input's own) or random.")] = "source",
@@ -324,19 +327,27 @@ def convert(
 @command(name="eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
-    n: Annotated[int, typer.Option("--n", "-n", min=100, help="Samples to draw.")] = 10000,
-    seed: Annotated[int, typer.Option(help="Seed of the latents.")] = 0,
-    data: Annotated[Optional[Path], typer.Option(help="The dataset folder [default: the run's data.path].")] = None,
+    pairs: Annotated[Optional[tuple[Path, Path]], typer.Option(
+        metavar="SOURCE_DIR TARGET_DIR", help="Translate runs: parallel recordings; each source file is converted "
+                                              "and compared with the target file of the same name.")] = None,
+    direction: Annotated[str, typer.Option(help="Translate runs: A2B converts the run's first domain (data.domains[0]) "
+                                                "into its second; B2A the other way.")] = "A2B",
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations.")] = 32,
+    n: Annotated[int, typer.Option("--n", "-n", min=100, help="Generate runs: samples to draw.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Generate runs: seed of the latents.")] = 0,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Generate runs: the dataset folder [default: the run's data.path].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     device: Device = "auto",
 ):
-    """Measure a generate run on MNIST-like data: label accuracy, Fréchet distance, class entropy."""
+    """Measure a run: generate runs on MNIST-like data (label accuracy, Fréchet distance, class entropy);
+    translate runs against parallel recordings (mel-cepstral distortion, log-spectral distance)."""
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from specgan.device import resolve_device
-    from specgan.evaluate import evaluate_run
+    from specgan.evaluate import evaluate_run, evaluate_translation
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
@@ -351,8 +362,13 @@ def evaluate(
         progress.update(current["task"], completed=done, total=total)
 
     with progress:
-        result = evaluate_run(run, n=n, seed=seed, device=resolve_device(device), data_path=data,
-                              on_stage=on_stage, on_progress=on_progress)
+        if pairs is not None:
+            on_stage("converting and scoring pairs")
+            result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction,
+                                          n_iter=iters, device=resolve_device(device), on_progress=on_progress)
+        else:
+            result = evaluate_run(run, n=n, seed=seed, device=resolve_device(device), data_path=data,
+                                  on_stage=on_stage, on_progress=on_progress)
     if json_output:
         out.print_json(json.dumps(result))
         return
@@ -360,6 +376,27 @@ def evaluate(
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning")
+    if result.get("task") == "translate":
+        _translation_rows(table, result)
+    else:
+        _generation_rows(table, result)
+    out.print(table)
+
+
+def _translation_rows(table: Table, result: dict) -> None:
+    table.add_row("MCD converted", f"{result['mcd_db']:.3f} dB", f"{result['direction']} output vs target, "
+                  "mel-cepstral distortion after DTW (lower is better)")
+    table.add_row("MCD unconverted", f"{result['baseline_mcd_db']:.3f} dB", "the source itself vs target: the "
+                  "baseline to beat")
+    table.add_row("MCD ratio", f"{result['mcd_ratio']:.3f}", "converted / unconverted (below 1: closer to the target)")
+    table.add_row("LSD converted", f"{result['lsd_db']:.3f} dB", "log-spectral distance after DTW")
+    table.add_row("LSD unconverted", f"{result['baseline_lsd_db']:.3f} dB", "")
+    table.add_row("spectral convergence", f"{result['spectral_convergence']:.4f}",
+                  "Griffin-Lim vs the magnitude it was given (0 is perfect)")
+    table.add_row("pairs", str(result["pairs"]), f"{result['unmatched']} source file(s) had no target")
+
+
+def _generation_rows(table: Table, result: dict) -> None:
     if result.get("label_accuracy") is not None:
         table.add_row("label accuracy", f"{result['label_accuracy']:.4f}",
                       "samples the classifier reads as the requested class")
@@ -369,7 +406,6 @@ def evaluate(
                   "of predicted classes over the samples (max 3.32 for 10; low = mode collapse)")
     table.add_row("samples", str(result["n"]), "")
     table.add_row("classifier accuracy", f"{result['classifier_test_accuracy']:.4f}", "on the real test set")
-    out.print(table)
 
 
 data_app = typer.Typer(help="Fetch the standard datasets.", no_args_is_help=True)

@@ -285,7 +285,7 @@ class ConvertReport:
         return self.elapsed / max(self.seconds, 1e-9)
 
 
-def _audio_files(folder: Path) -> list[Path]:
+def audio_files(folder: Path) -> list[Path]:
     """Audio files under ``folder``, recursive and sorted, hidden files and folders ignored (as prep does)."""
     found = []
     for root, dirs, names in os.walk(folder):
@@ -339,7 +339,7 @@ def _plan(src: Path, *, to: str, output: Path | None) -> tuple[Path, list[tuple[
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise SpecganError(f"{dst}: is inside the input folder {src}; choose another output so the originals "
                            f"are kept")
-    files = _audio_files(src)
+    files = audio_files(src)
     if not files:
         raise AudioError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     _check_writable(dst)

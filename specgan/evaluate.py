@@ -1,5 +1,13 @@
-"""``specgan eval``: measure a trained generator of MNIST-like images (see :mod:`specgan.metrics.generative`
-for exactly how each number is computed)."""
+"""``specgan eval``: measure a trained model.
+
+- A ``generate`` run on MNIST-like images: label accuracy, Fréchet distance and class entropy of its samples
+  (:func:`evaluate_run`; definitions in :mod:`specgan.metrics.generative`).
+- A ``translate`` run against parallel recordings: each source utterance is converted and compared with the
+  target utterance of the same name, next to the unconverted source against the same target, the baseline any
+  conversion must beat (:func:`evaluate_translation`; definitions in :mod:`specgan.metrics.audio_quality`).
+
+Results are printed and appended as one JSON line to ``RUN/eval.jsonl``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,10 @@ from specgan.errors import ConfigError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
 from specgan.sample import load_generator
-from specgan.train.checkpoint import load_checkpoint
+from specgan.train.checkpoint import find_checkpoint, load_checkpoint
+
+#: ``--direction`` values: A2B converts the run's first domain into its second.
+DIRECTIONS = ("A2B", "B2A")
 
 #: Data kinds the reference classifier understands.
 EVALUABLE = ("mnist", "fashion-mnist")
@@ -31,6 +42,10 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     ``on_stage(text)`` announces each stage (loading data, training the classifier once, sampling) and
     ``on_progress(done, total)`` reports progress inside it, so a caller can show that work is going on.
     """
+    task = load_checkpoint(find_checkpoint(run_or_checkpoint))["recipe"].get("task", "generate")
+    if task == "translate":
+        raise ConfigError(f"{run_or_checkpoint}: a translate run is measured against parallel recordings: "
+                          f"specgan eval RUN --pairs SOURCE_DIR TARGET_DIR")
     model = load_generator(run_or_checkpoint, device=device)
     state = load_checkpoint(model.checkpoint)
     kind = state["recipe"]["data"]["kind"]
@@ -58,9 +73,87 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     result = {"checkpoint": str(model.checkpoint), "step": model.step, "kind": kind, "seed": seed,
               "classifier_test_accuracy": info["accuracy"], "seconds": round(time.perf_counter() - started, 2),
               **metrics}
-    log = model.checkpoint.parent.parent / "eval.jsonl"
+    _append_result(model.checkpoint, result)
+    return result
+
+
+def _append_result(checkpoint: Path, result: dict[str, Any]) -> None:
+    """Append ``result`` to ``eval.jsonl`` of the run that holds ``checkpoint`` (atomically)."""
+    log = Path(checkpoint).parent.parent / "eval.jsonl"
     if log.parent.is_dir():
         previous = log.read_text() if log.exists() else ""
         with atomic_path(log) as tmp:
             tmp.write_text(previous + json.dumps(result) + "\n")
+
+
+def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Source files under ``source_dir`` paired with the target file at the same relative path and stem under
+    ``target_dir`` (any audio suffix): ``evaluation_all/SF1/200001.flac`` ↔ ``evaluation_all/TM3/200001.flac``.
+
+    Returns ``(pairs, unmatched sources)``; both sorted.
+    """
+    from specgan.convert import audio_files
+
+    for folder in (source_dir, target_dir):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--pairs: {folder}: no such folder")
+    targets = {f.relative_to(target_dir).with_suffix(""): f for f in audio_files(target_dir)}
+    pairs, unmatched = [], []
+    for source in audio_files(source_dir):
+        key = source.relative_to(source_dir).with_suffix("")
+        (pairs.append((source, targets[key])) if key in targets else unmatched.append(source))
+    return pairs, unmatched
+
+
+def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, target_dir: Path,
+                         direction: str = "A2B", n_iter: int = 32, device: torch.device | str = "cpu",
+                         on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Convert every source utterance that has a parallel target and measure both against the target.
+
+    Per pair: MCD and LSD of the conversion against the target, the same for the unconverted source (the
+    baseline), and the spectral convergence of Griffin-Lim against the magnitude it was given. Returns means over
+    pairs, the ratio converted / baseline MCD (below 1 means the conversion moved towards the target; it does
+    not depend on the cepstrum's scaling constant) and the per-pair figures; appends it to ``RUN/eval.jsonl``.
+    """
+    from specgan.audio.io import load_audio
+    from specgan.convert import convert_waveform, load_translator
+    from specgan.metrics.audio_quality import audio_distances
+
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"--direction {direction}: must be one of {', '.join(DIRECTIONS)}")
+    translator = load_translator(run_or_checkpoint, device=device)
+    src_domain, dst_domain = translator.domains if direction == "A2B" else translator.domains[::-1]
+    pairs, unmatched = parallel_pairs(Path(source_dir), Path(target_dir))
+    if not pairs:
+        raise ConfigError(f"--pairs {source_dir} {target_dir}: no source file has a target of the same name")
+    rate = translator.audio.sample_rate
+    generator = translator.generator_to(dst_domain)
+    rows = []
+    started = time.perf_counter()
+    for i, (source, target) in enumerate(pairs):
+        wave, _ = load_audio(source, sample_rate=rate)
+        reference, _ = load_audio(target, sample_rate=rate)
+        conversion = convert_waveform(wave.to(translator.device), generator=generator, audio=translator.audio,
+                                      n_iter=n_iter)
+        converted = audio_distances(reference, conversion.wave.cpu(), sample_rate=rate)
+        baseline = audio_distances(reference, wave, sample_rate=rate)
+        rows.append({"source": str(source), "target": str(target), "mcd_db": converted.mcd_db,
+                     "baseline_mcd_db": baseline.mcd_db, "lsd_db": converted.lsd_db,
+                     "baseline_lsd_db": baseline.lsd_db,
+                     "spectral_convergence": conversion.spectral_convergence})
+        if on_progress:
+            on_progress(i + 1, len(pairs))
+
+    def mean(key: str) -> float:
+        return round(sum(r[key] for r in rows) / len(rows), 4)
+
+    result = {"checkpoint": str(translator.checkpoint), "step": translator.step, "task": "translate",
+              "direction": f"{src_domain}->{dst_domain}", "source_dir": str(source_dir),
+              "target_dir": str(target_dir), "pairs": len(rows), "unmatched": len(unmatched),
+              "griffinlim_iters": n_iter, "mcd_db": mean("mcd_db"), "baseline_mcd_db": mean("baseline_mcd_db"),
+              "lsd_db": mean("lsd_db"), "baseline_lsd_db": mean("baseline_lsd_db"),
+              "spectral_convergence": mean("spectral_convergence"),
+              "seconds": round(time.perf_counter() - started, 2), "per_pair": rows}
+    result["mcd_ratio"] = round(result["mcd_db"] / result["baseline_mcd_db"], 4)
+    _append_result(translator.checkpoint, result)
     return result
