@@ -18,12 +18,16 @@ from common import OUT, ROOT  # noqa: E402
 import gan_mnist  # noqa: E402
 import prep_throughput  # noqa: E402
 import reconstruct_speed  # noqa: E402
+import voice_convert  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gan", choices=("auto", "yes", "no"), default="auto",
                         help="run the GAN benchmark (auto: only with a GPU; on 2 CPU cores it takes about 40 min)")
+    parser.add_argument("--voice", choices=("auto", "yes", "no"), default="auto",
+                        help="run the voice-conversion benchmark (auto: only with a GPU, where the full recipe runs; "
+                             "on 2 CPU cores a reduced model takes about half an hour)")
     parser.add_argument("--render-only", action="store_true", help="rewrite results.md from bench/out/*.json")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # each benchmark parses its own defaults
@@ -35,7 +39,11 @@ def main() -> None:
         if args.gan == "yes" or (args.gan == "auto" and torch.cuda.is_available()):
             sys.argv = [sys.argv[0], "--channels", "64", "--batch-size", "128", "--steps", "3000"]
             gan_mnist.main()
+        if args.voice == "yes" or (args.voice == "auto" and torch.cuda.is_available()):
+            sys.argv = sys.argv[:1]
+            voice_convert.main()
     gan = json.loads((OUT / "gan_mnist.json").read_text()) if (OUT / "gan_mnist.json").exists() else None
+    voice = json.loads((OUT / "voice_convert.json").read_text()) if (OUT / "voice_convert.json").exists() else None
     m = prep["machine"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
@@ -89,6 +97,9 @@ def main() -> None:
     ]
     lines += gan_section(gan) if gan else ["## Conditional MNIST GAN", "", "Not run yet (`make bench` runs it when a "
                                            "GPU is present; `python bench/run_all.py --gan yes` forces it).", ""]
+    lines += voice_section(voice) if voice else ["## Voice conversion", "", "Not run yet (`make bench` runs it when "
+                                                 "a GPU is present; `python bench/run_all.py --voice yes` forces it).",
+                                                 ""]
     lines += ["Raw figures: `bench/out/*.json` (not committed).", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
@@ -120,6 +131,34 @@ def gan_section(g: dict) -> list[str]:
         f"({'met' if s.get('steady_images_per_s', 0) > r.get('steady_images_per_s', 0) else 'not met'} in steady "
         f"state: {s.get('steady_images_per_s', 0) / max(r.get('steady_images_per_s', 1), 1):.2f}×; overall "
         f"{s['images_per_s'] / r['images_per_s']:.2f}×).",
+        "",
+    ]
+
+
+def voice_section(v: dict) -> list[str]:
+    where = v["machine"].get("gpu", f"{v['machine']['cpu']}, {v['machine']['cores']} cores")
+    size = ("the recipe as written" if not any(o.startswith("model.") for o in v["overrides"]) else
+            "reduced for the CPU: " + ", ".join(f"`{o}`" for o in v["overrides"]
+                                                if o.startswith(("model.", "train.batch", "loss."))))
+    met = v["mcd_ratio"] <= v["goal_ratio"]
+    return [
+        "## Voice conversion",
+        "",
+        f"`recipes/voice_convert.toml` (VCC2016 SF1 → TM3, unpaired training on the 162 training sentences of each "
+        f"speaker) for {v['steps']} steps, {size}; trained on {v['device']} ({where}, torch {v['machine']['torch']}) "
+        f"in {v['train_s'] / 60:.1f} min (prep {v['prep_s']:.0f} s). Scored on the {v['pairs']} parallel "
+        f"`evaluation_all` sentences with `specgan eval --pairs` ({v['griffinlim_iters']} Griffin-Lim "
+        f"iterations, {v['eval_s']:.0f} s): mel-cepstral distortion after DTW (cepstrum and constant in "
+        "`specgan/metrics/audio_quality.py`) and log-spectral distance, converted vs the unconverted source.",
+        "",
+        "| | MCD dB | LSD dB |",
+        "|---|---:|---:|",
+        f"| unconverted SF1 vs TM3 (baseline) | {v['baseline_mcd_db']:.3f} | {v['baseline_lsd_db']:.2f} |",
+        f"| converted SF1 → TM3 vs TM3 | {v['mcd_db']:.3f} | {v['lsd_db']:.2f} |",
+        f"| ratio converted / baseline | **{v['mcd_ratio']:.3f}** | {v['lsd_db'] / v['baseline_lsd_db']:.3f} |",
+        "",
+        f"Goal: converted MCD at most {v['goal_ratio']}× the baseline. {'Met.' if met else 'Not met.'} Spectral "
+        f"convergence of Griffin-Lim against the translated magnitude: {v['spectral_convergence']:.3f}.",
         "",
     ]
 

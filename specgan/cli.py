@@ -93,7 +93,7 @@ def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any
 # ---------------------------------------------------------------------------------------------------------------
 @command
 def prep(
-    src: Annotated[Path, typer.Argument(help="Folder of audio files; each sub-folder is a domain.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC_DIR", help="Folder of audio files; each sub-folder is a domain.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder to create or update.")],
     recipe: Recipe = None,
     set_items: SetItems = None,
@@ -164,7 +164,7 @@ def _print_prep_summary(report) -> None:
 
 @command
 def reconstruct(
-    src: Annotated[Path, typer.Argument(help="An audio file.", dir_okay=False)],
+    src: Annotated[Path, typer.Argument(metavar="AUDIO_FILE", help="An audio file.", dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the rebuilt audio (.wav/.flac).")],
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the random initial phase.")] = 0,
@@ -199,7 +199,7 @@ def reconstruct(
 # ---------------------------------------------------------------------------------------------------------------
 @command
 def train(
-    recipe: Annotated[Path, typer.Argument(help="A recipe .toml (or a run's recipe.toml to continue it).",
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="A recipe .toml (or a run's recipe.toml to continue it).",
                                            dir_okay=False)],
     set_items: Annotated[Optional[list[str]], typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.steps=200 "
@@ -250,7 +250,7 @@ def train(
 
 @command
 def sample(
-    run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG grid to write.")] = Path("samples.png"),
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
     label: Annotated[Optional[str], typer.Option(help="Class to generate (conditional models), e.g. 7.")] = None,
@@ -274,7 +274,7 @@ def sample(
 
 @command
 def convert(
-    src: Annotated[Path, typer.Argument(help="An audio file, or a folder of them (converted recursively).")],
+    src: Annotated[Path, typer.Argument(metavar="INPUT", help="An audio file, or a folder of them (converted recursively).")],
     to: Annotated[str, typer.Option("--to", help="The domain to convert to, e.g. TM3 (a class of the model).")],
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder [default: "
@@ -326,7 +326,7 @@ def convert(
 
 @command(name="eval")
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
     pairs: Annotated[Optional[tuple[Path, Path]], typer.Option(
         metavar="SOURCE_DIR TARGET_DIR", help="Translate runs: parallel recordings; each source file is converted "
                                               "and compared with the target file of the same name.")] = None,
@@ -415,7 +415,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("fetch")
 @guarded
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="mnist or fashion-mnist.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or fashion-mnist.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder [default: data/NAME].")] = None,
     mirror: Annotated[Optional[Path], typer.Option(help="Copy from this local folder instead of downloading.")] = None,
 ):
