@@ -156,6 +156,8 @@ def voice_section(v: dict) -> list[str]:
         f"| unconverted SF1 vs TM3 (baseline) | {v['baseline_mcd_db']:.3f} | {v['baseline_lsd_db']:.2f} |",
         f"| converted SF1 → TM3 vs TM3 | {v['mcd_db']:.3f} | {v['lsd_db']:.2f} |",
         f"| ratio converted / baseline | **{v['mcd_ratio']:.3f}** | {v['lsd_db'] / v['baseline_lsd_db']:.3f} |",
+        *([f"| target through log-mel + Griffin-Lim, no conversion (the floor) | {v['resynthesis_mcd_db']:.3f} | |"]
+          if "resynthesis_mcd_db" in v else []),
         "",
         f"Goal: converted MCD at most {v['goal_ratio']}× the baseline. {'Met.' if met else 'Not met.'} Spectral "
         f"convergence of Griffin-Lim against the translated magnitude: {v['spectral_convergence']:.3f}.",

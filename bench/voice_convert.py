@@ -76,6 +76,7 @@ def main() -> dict:
         "pairs": scores["pairs"], "griffinlim_iters": args.iters,
         "mcd_db": scores["mcd_db"], "baseline_mcd_db": scores["baseline_mcd_db"], "mcd_ratio": scores["mcd_ratio"],
         "lsd_db": scores["lsd_db"], "baseline_lsd_db": scores["baseline_lsd_db"],
+        "resynthesis_mcd_db": scores["resynthesis_mcd_db"],
         "spectral_convergence": scores["spectral_convergence"], "goal_ratio": GOAL_RATIO,
     }
     path = write_json("voice_convert", report)

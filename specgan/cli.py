@@ -389,6 +389,8 @@ def _translation_rows(table: Table, result: dict) -> None:
     table.add_row("MCD unconverted", f"{result['baseline_mcd_db']:.3f} dB", "the source itself vs target: the "
                   "baseline to beat")
     table.add_row("MCD ratio", f"{result['mcd_ratio']:.3f}", "converted / unconverted (below 1: closer to the target)")
+    table.add_row("MCD resynthesis floor", f"{result['resynthesis_mcd_db']:.3f} dB", "the target itself through "
+                  "log-mel and Griffin-Lim: no conversion can go below this")
     table.add_row("LSD converted", f"{result['lsd_db']:.3f} dB", "log-spectral distance after DTW")
     table.add_row("LSD unconverted", f"{result['baseline_lsd_db']:.3f} dB", "")
     table.add_row("spectral convergence", f"{result['spectral_convergence']:.4f}",
