@@ -31,7 +31,8 @@ def test_every_shipped_recipe_loads_and_says_how_to_launch_it(path):
 
 def test_the_required_recipes_are_shipped():
     names = {p.stem for p in RECIPES}
-    assert {"mnist_dcgan", "mnist_cgan", "fashion_wgangp", "fsdd_dcgan"} <= names
+    assert {"mnist_dcgan", "mnist_cgan", "fashion_wgangp", "fsdd_dcgan", "voice_convert", "voices_demo",
+            "music_style"} <= names
 
 
 @pytest.mark.parametrize("text,message", [
