@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 from common import OUT, ROOT, data_mirror, machine, write_json  # noqa: E402
 

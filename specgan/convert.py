@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from specgan.audio.chunks import split_windows, stitch_windows
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, griffinlim, spectral_convergence, stft
-from specgan.audio.io import AUDIO_SUFFIXES, load_audio, save_audio
+from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
@@ -283,16 +283,6 @@ class ConvertReport:
     @property
     def real_time_factor(self) -> float:
         return self.elapsed / max(self.seconds, 1e-9)
-
-
-def audio_files(folder: Path) -> list[Path]:
-    """Audio files under ``folder``, recursive and sorted, hidden files and folders ignored (as prep does)."""
-    found = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / n for n in names
-                  if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_SUFFIXES]
-    return sorted(found)
 
 
 def _mirrored(files: list[Path], *, src: Path, dst: Path) -> list[Path]:

@@ -93,7 +93,7 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
 
     Returns ``(pairs, unmatched sources)``; both sorted.
     """
-    from specgan.convert import audio_files
+    from specgan.audio.io import audio_files
 
     for folder in (source_dir, target_dir):
         if not Path(folder).is_dir():

@@ -18,6 +18,19 @@ from specgan.errors import AudioError
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".opus"})
 
 
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """Every audio file under ``folder`` (by suffix, see :data:`AUDIO_SUFFIXES`), recursively, sorted by path.
+
+    Hidden files and folders are skipped. Symbolic links to folders are not followed (``os.walk``), so a link
+    loop cannot trap the search.
+    """
+    found = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(found)
+
+
 def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
     """Read a file, mix it down to mono and resample it.
 

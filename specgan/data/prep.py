@@ -22,7 +22,7 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import AUDIO_SUFFIXES, load_audio
+from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -78,21 +78,15 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
     if not src.is_dir():
         raise DatasetError(f"{src}: not a folder (prep reads a folder of audio files)")
     found = []
-    # os.walk does not follow symbolic links to folders, so a link loop cannot trap it.
-    for root, dirs, files in os.walk(src, onerror=None):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_SUFFIXES:
-                continue
-            path = Path(root) / name
-            rel = path.relative_to(src)
-            domain = rel.parts[0] if len(rel.parts) > 1 else (src.resolve().name or "audio")
-            if pattern is not None:
-                match = pattern.search(name)
-                if not match or not match.group(1):
-                    raise DatasetError(f"{path}: --domain-pattern {domain_pattern!r} does not match this name")
-                domain = match.group(1)
-            found.append(SourceFile(path, rel.as_posix(), domain))
+    for path in audio_files(src):
+        rel = path.relative_to(src)
+        domain = rel.parts[0] if len(rel.parts) > 1 else (src.resolve().name or "audio")
+        if pattern is not None:
+            match = pattern.search(path.name)
+            if not match or not match.group(1):
+                raise DatasetError(f"{path}: --domain-pattern {domain_pattern!r} does not match this name")
+            domain = match.group(1)
+        found.append(SourceFile(path, rel.as_posix(), domain))
     if domains:
         present = sorted({f.domain for f in found})
         missing = [d for d in domains if d not in present]
