@@ -145,7 +145,8 @@ def voice_section(v: dict) -> list[str]:
         "## Voice conversion",
         "",
         f"`recipes/voice_convert.toml` (VCC2016 SF1 → TM3, unpaired training on the 162 training sentences of each "
-        f"speaker) for {v['steps']} steps, {size}; trained on {v['device']} ({where}, torch {v['machine']['torch']}) "
+        f"speaker) for {v['steps']} steps, {size}; trained on {v['device']} ({where}, {v['machine']['torch_threads']} torch "
+        f"thread(s), torch {v['machine']['torch']}) "
         f"in {v['train_s'] / 60:.1f} min (prep {v['prep_s']:.0f} s). Scored on the {v['pairs']} parallel "
         f"`evaluation_all` sentences with `specgan eval --pairs` ({v['griffinlim_iters']} Griffin-Lim "
         f"iterations, {v['eval_s']:.0f} s): mel-cepstral distortion after DTW (cepstrum and constant in "
@@ -161,7 +162,7 @@ def voice_section(v: dict) -> list[str]:
         "",
         f"Goal: converted MCD at most {v['goal_ratio']}× the baseline. {'Met.' if met else 'Not met.'} Spectral "
         f"convergence of Griffin-Lim against the translated magnitude: {v['spectral_convergence']:.3f}.",
-        "",
+        *([f"Note: {v['note']}.", ""] if v.get("note") else [""]),
     ]
 
 
