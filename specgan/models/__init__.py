@@ -27,18 +27,15 @@ class ModelFamily:
 
     task: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
-    help: str
 
 
 #: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
 #: batch_norm_d``; ``translate`` builders take ``image_shape, channels, n_blocks`` and are called once per
 #: direction.
 MODELS: dict[str, ModelFamily] = {
-    "dcgan": ModelFamily("generate", build_dcgan, "DCGAN generator and discriminator, sized from the image shape"),
-    "cyclegan": ModelFamily("translate", build_cyclegan,
-                            "CycleGAN's ResNet generator and a PatchGAN discriminator"),
-    "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2,
-                                "CycleGAN-VC2's 2-1-2D gated generator and a PatchGAN discriminator"),
+    "dcgan": ModelFamily("generate", build_dcgan),              # DCGAN G and D, sized from the image shape
+    "cyclegan": ModelFamily("translate", build_cyclegan),       # CycleGAN's ResNet G, PatchGAN D
+    "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2),  # CycleGAN-VC2's 2-1-2D gated G, PatchGAN D
 }
 
 
