@@ -177,7 +177,7 @@ def reconstruct(
     device: Device = "auto",
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
-    from specgan.audio.io import AUDIO_SUFFIXES
+    from specgan.audio.io import OUTPUT_FORMATS
     from specgan.device import resolve_device
     from specgan.reconstruct import reconstruct_file
 
@@ -185,7 +185,7 @@ def reconstruct(
         raise SpecganError(f"{src}: no such file")
     if output.exists() and output.resolve() == src.resolve():
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
-    if output.suffix.lower() not in AUDIO_SUFFIXES:
+    if output.suffix.lower() not in OUTPUT_FORMATS:
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)

@@ -24,14 +24,12 @@ from torch import Tensor, nn
 from specgan.audio.chunks import split_windows, stitch_windows
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, griffinlim, spectral_convergence, stft
-from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio, save_audio
+from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 
-#: Output formats ``save_audio`` writes.
-OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg")
 PHASE_INITS = ("source", "random")
 
 
@@ -314,7 +312,7 @@ def _plan(src: Path, *, to: str, output: Path | None) -> tuple[Path, list[tuple[
             dst = output / f"{src.stem}.to-{to}.wav"
         else:
             dst = output
-        if dst.suffix.lower() not in OUTPUT_SUFFIXES:
+        if dst.suffix.lower() not in OUTPUT_FORMATS:
             raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg)")
         if dst.exists() and dst.resolve() == src.resolve():
             raise SpecganError(f"{dst}: is the input file; choose another output so the original is kept")

@@ -16,6 +16,8 @@ from specgan.errors import AudioError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".opus"})
+#: Output suffix → libsndfile format that :func:`save_audio` writes.
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
 def audio_files(folder: str | os.PathLike) -> list[Path]:
@@ -111,7 +113,7 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     path = Path(path)
     data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
     data = np.clip(data.astype(np.float32), -1.0, 1.0)
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
