@@ -213,12 +213,14 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from specgan.device import resolve_device
+    from specgan.device import fit_cpu_threads, resolve_device
+    from specgan.errors import TrainingInterrupted
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
     r = load_recipe(recipe, overrides=set_items or [])
     dev = resolve_device(device)
+    threads_note = fit_cpu_threads() if dev.type == "cpu" else None
     progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
     task = progress.add_task("train", total=r.train.steps, info="")
@@ -227,6 +229,8 @@ def train(
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
         err.print(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}",
                   highlight=False)
+        if threads_note:
+            err.print(threads_note, highlight=False)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 
@@ -235,10 +239,20 @@ def train(
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
 
+    def on_warning(text: str) -> None:
+        err.print(f"warning: {text}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+
     try:
-        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step)
+        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step,
+                              on_warning=on_warning)
+    except TrainingInterrupted as e:  # Ctrl-C: say where the checkpoint is and how to go on
+        progress.stop()
+        err.print(str(e), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         progress.stop()
+    if result.rank != 0:  # under torchrun, rank 0 reports
+        return
     if result.resumed_from >= r.train.steps:
         out.print(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on",
                   highlight=False)

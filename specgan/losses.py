@@ -86,11 +86,12 @@ def g_loss(name: str, fake_logits: Tensor) -> Tensor:
 
 def gradient_penalty(discriminator: nn.Module | Callable[..., Tensor], real: Tensor, fake: Tensor,
                      labels: Tensor | None = None, *, weight: float = 10.0,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None, eps: Tensor | None = None) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): ``weight · mean_i (‖∇D(x̂_i)‖₂ - 1)²``.
 
     ``x̂_i = ε_i·real_i + (1 - ε_i)·fake_i`` with one ``ε_i ~ U(0, 1)`` per sample (drawn from ``generator``,
-    which must live on ``real``'s device); the norm is over all non-batch dimensions. The interpolates are
+    which must live on ``real``'s device) unless ``eps`` ``(N, 1, ...)`` is given; the norm is over all non-batch
+    dimensions. The interpolates are
     detached, so the penalty trains D only; the graph is kept (``create_graph``) so that it can be
     back-propagated to D's parameters. ``labels`` are passed to D when given.
 
@@ -102,8 +103,9 @@ def gradient_penalty(discriminator: nn.Module | Callable[..., Tensor], real: Ten
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device,
-                     dtype=real.dtype)
+    if eps is None:
+        eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device,
+                         dtype=real.dtype)
     mixed = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
     out = discriminator(mixed) if labels is None else discriminator(mixed, labels)
     (grad,) = torch.autograd.grad(out.sum(), mixed, create_graph=True)

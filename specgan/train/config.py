@@ -72,6 +72,15 @@ class TrainConfig:
                                 "whole chunk); the only augmentation, so pitch and timbre stay as recorded.", min=0)
     pool_size: int = param(50, "translate: generated images kept in the history pool that D also sees (0: none).",
                            min=0)
+    precision: str = param("auto", "Arithmetic of the forward passes: bf16 autocast or plain fp32 (auto: bf16 on CUDA, "
+                                   "fp32 elsewhere). Weights, optimiser state and losses stay fp32.",
+                           choices=("auto", "bf16", "fp32"))
+    channels_last: bool = param(False, "Keep images and weights in channels-last memory order (NHWC), which the "
+                                       "convolution kernels of some devices run faster.")
+    compile: bool = param(False, "torch.compile the generators and discriminators (a one-off compile of a minute or "
+                                 "more; then faster steps).")
+    cudnn_benchmark: bool = param(True, "CUDA: let cuDNN time its convolution algorithms on the first steps and keep "
+                                        "the fastest (torch.backends.cudnn.benchmark).")
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -7,7 +7,6 @@ generator update (after ``n_critic`` discriminator updates) and returns named sc
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
@@ -19,48 +18,58 @@ from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
 from specgan.models import build_model
 from specgan.models.ema import EMA, standing_statistics
 from specgan.sample import render_audio
+from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
+from specgan.train.distributed import Distributed
 from specgan.train.optim import adam, linear_decay, set_lr
 
 
 class Batches:
-    """Shuffled mini-batches from a dataset held whole on the device: one random permutation per epoch.
+    """Shuffled mini-batches from a dataset held whole on the device: one random permutation per epoch, kept on
+    the device, so a batch is one index gather with no host round trip.
 
-    Its state (generator, permutation, position) goes into checkpoints so that a resumed run draws the same
-    batches as an uninterrupted one.
+    ``batch_size`` is the global batch; with several ranks, :meth:`next` returns this rank's shard of it. Its
+    state (generator, permutation, position) goes into checkpoints so that a resumed run draws the same batches
+    as an uninterrupted one, at any number of ranks.
     """
 
-    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device):
+    def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device,
+                 distributed: Distributed = Distributed()):
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
-        self.batch_size = min(batch_size, len(data))
+        usable = len(data) - len(data) % distributed.world_size  # every rank gets an equal shard
+        self.batch_size = min(batch_size, usable)
+        self.distributed = distributed
         self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.empty(0, dtype=torch.long)
+        self.order = torch.empty(0, dtype=torch.long, device=device)
         self.position = 0
 
     def next(self) -> tuple[Tensor, Tensor]:
+        """This rank's ``(images (n, C, H, W), labels (n,))`` of the next global batch."""
         if self.position + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.images), generator=self.generator)
+            self.order = torch.randperm(len(self.images), generator=self.generator).to(self.images.device)
             self.position = 0
-        index = self.order[self.position:self.position + self.batch_size].to(self.images.device)
+        index = self.distributed.shard(self.order[self.position:self.position + self.batch_size])
         self.position += self.batch_size
         return self.images[index], self.labels[index]
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+        return {"generator": self.generator.get_state(), "order": self.order.cpu(), "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self.order, self.position = state["order"], int(state["position"])
+        self.order, self.position = state["order"].to(self.images.device), int(state["position"])
 
 
 class GenerateTask:
     """Models, optimizers and one training step of a GAN."""
 
-    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device):
-        self.recipe, self.device = recipe, device
+    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device,
+                 distributed: Distributed = Distributed()):
+        self.recipe, self.device, self.distributed = recipe, device, distributed
         self.class_names, self.audio = data.class_names, data.audio
         m, t = recipe.model, recipe.train
+        self.accel = Acceleration(t, device=device)
         self.loss = recipe.adversarial_loss
         self.images_per_step = t.batch_size * t.n_critic
         self.n_classes = data.n_classes if m.conditional else 0
@@ -70,31 +79,39 @@ class GenerateTask:
                                      channels=m.channels, spectral_norm=m.spectral_norm,
                                      # batch norm in the critic breaks the per-sample gradient penalty
                                      batch_norm_d=t.gp_weight == 0)
-        self.G.to(device)
-        self.D.to(device)
+        self.accel.place(self.G)
+        self.accel.place(self.D)
         self.ema = EMA(self.G, decay=t.ema_decay, warmup=True) if t.ema_decay > 0 else None
+        if distributed.active and device.type == "cuda":
+            # Batch statistics over the global batch, as in one process (the average above keeps plain BN).
+            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        # What the step calls: synced (DDP) and compiled as the recipe asks. D_local is D without DDP's wrapper,
+        # for the generator's update (D frozen) and the gradient penalty's double backward; D's gradients are
+        # still averaged, by the hooks of D_step's forward passes in the same backward.
+        self.G_step = self.accel.compiled(distributed.wrap(self.G, device=device))
+        self.D_step = self.accel.compiled(distributed.wrap(self.D, device=device))
+        self.D_local = self.accel.compiled(self.D) if distributed.active else self.D_step
         self.opt_g = adam(self.G.parameters(), lr=t.lr_g, betas=t.betas, device=device)
         self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas, device=device)
-        self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device)
+        self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
         self.z_fixed, self.labels_fixed, self.nrow = fixed_latents(n_classes=self.n_classes, z_dim=m.z_dim,
                                                                    seed=t.seed)
 
     # -- one step ------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _latents(self, n: int) -> Tensor:
-        return torch.randn(n, self.z_dim, device=self.device, generator=self.noise)
+    def _latents(self) -> Tensor:
+        """This rank's shard of a global batch of latents ``(n, z_dim)``."""
+        z = torch.randn(self.batches.batch_size, self.z_dim, device=self.device, generator=self.noise)
+        return self.distributed.shard(z)
 
     def step(self, step: int) -> dict[str, Tensor]:
         """Training step ``step`` (1-based): ``n_critic`` D updates then one G update. Returns detached scalars
         named ``loss/D``, ``loss/G``, ...
 
         The fakes of the last D update keep their graph and are reused for the G update (as in the DCGAN
-        reference code): one generator forward per step instead of two.
+        reference code): one generator forward per step instead of two. D is frozen during the G update (its
+        gradients there would be thrown away).
         """
         t = self.recipe.train
         factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
@@ -103,26 +120,32 @@ class GenerateTask:
         for critic_step in range(t.n_critic):
             last = critic_step == t.n_critic - 1
             real, labels = self.batches.next()
+            real = self.accel.images(real)
             cond = labels if self.n_classes else None
-            with torch.set_grad_enabled(last), self._autocast():
-                fake = self.G(self._latents(len(real)), cond)
-            with self._autocast():
-                real_logits = self.D(real, cond).float()
-                fake_logits = self.D(fake.detach(), cond).float()
+            with torch.set_grad_enabled(last), self.accel.autocast():
+                fake = self.G_step(self._latents(), cond)
+            with self.accel.autocast():
+                real_logits = self.D_step(real, cond).float()
+                fake_logits = self.D_step(fake.detach(), cond).float()
                 loss_d = d_loss(self.loss, real_logits, fake_logits)
             gp = torch.zeros((), device=self.device)
             if t.gp_weight > 0:
-                gp = gradient_penalty(self.D, real, fake.detach().float(), cond, weight=t.gp_weight,
-                                      generator=self.noise)
+                # One mixing weight per sample of the global batch, so the stream does not depend on the ranks.
+                eps = self.distributed.shard(torch.rand(self.batches.batch_size, *(1,) * (real.dim() - 1),
+                                                        generator=self.noise, device=self.device))
+                gp = gradient_penalty(self.D_local, real, fake.detach().float(), cond, weight=t.gp_weight,
+                                      eps=eps)
             self.opt_d.zero_grad(set_to_none=True)
             (loss_d + gp).backward()
             self.opt_d.step()
 
-        with self._autocast():
-            loss_g = g_loss(self.loss, self.D(fake, cond).float())
+        self.D.requires_grad_(False)
+        with self.accel.autocast():
+            loss_g = g_loss(self.loss, self.D_local(fake, cond).float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
+        self.D.requires_grad_(True)
         if self.ema is not None:
             self.ema.update(self.G)
         return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "loss/D/gp": gp.detach(),
@@ -150,7 +173,7 @@ class GenerateTask:
                     if self.n_classes else None
                 yield z, labels
 
-        with self._autocast():
+        with self.accel.autocast():
             standing_statistics(self.ema.module, inputs())
 
     def write_samples(self, folder: Path, step: int) -> None:

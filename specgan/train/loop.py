@@ -28,9 +28,11 @@ from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, TrainingError
 from specgan.recipe import dump_toml, to_mapping
-from specgan.train.checkpoint import list_checkpoints, load_checkpoint, restore_rng_state, rng_state, \
-    save_checkpoint
+from specgan.train.checkpoint import StopRequest, interruption, list_checkpoints, load_latest_checkpoint, \
+    restore_rng_state, rng_state, save_checkpoint
+from specgan.train import distributed as ranks
 from specgan.train.config import Recipe, recipe_mapping
+from specgan.train.distributed import Distributed
 from specgan.train.generate import GenerateTask
 from specgan.train.translate import TranslateTask
 
@@ -44,7 +46,10 @@ TASKS = {"generate": GenerateTask, "translate": TranslateTask}
 
 #: Recipe keys that may change when a run is continued; any other difference is an error.
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "sample_every"), ("train", "checkpoint_every"),
-                     ("train", "keep_checkpoints"), ("output", "dir"), ("data", "path")}
+                     ("train", "keep_checkpoints"), ("output", "dir"), ("data", "path"),
+                     # how the arithmetic runs, not what it computes
+                     ("train", "precision"), ("train", "channels_last"), ("train", "compile"),
+                     ("train", "cudnn_benchmark")}
 
 
 @dataclass
@@ -54,32 +59,59 @@ class TrainResult:
     resumed_from: int
     checkpoint: Path | None
     last: dict[str, float]
+    #: This process's rank under torchrun (0 in a single process); only rank 0 wrote the run folder.
+    rank: int = 0
+    #: The trained task (its models, optimisers and batch state), for callers that go on using it.
+    task: Any = None
 
 
 def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
           on_start: Callable[[int, int, ImageData], None] | None = None,
-          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train ``recipe`` in its run folder, continuing from the newest checkpoint there if any.
+          on_step: Callable[[dict[str, Any]], None] | None = None,
+          on_warning: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``recipe`` in its run folder, continuing from the newest intact checkpoint there if any (damaged
+    newer ones are set aside and reported through ``on_warning``, one line each).
 
     ``on_start(first_step, last_step, data)`` and ``on_step(record)`` report progress (``record`` is the newest
-    line written to metrics.jsonl; lines are written LOG_EVERY steps at a time). Raises TrainingError if a loss becomes NaN or infinite (nothing is written for
-    that step; the last good checkpoint stays).
+    line written to metrics.jsonl; lines are written LOG_EVERY steps at a time). Raises TrainingError if a loss
+    becomes NaN or infinite (nothing is written for that step; the last good checkpoint stays). Ctrl-C finishes
+    the step in progress, checkpoints it and raises :class:`~specgan.errors.TrainingInterrupted` (a second Ctrl-C
+    stops at once, losing that step).
+
+    Started by ``torchrun``, each process trains its shard of every batch with DistributedDataParallel on its own
+    device (see :mod:`specgan.train.distributed`); only rank 0 reports progress and writes the run folder.
     """
+    distributed, device = ranks.start(device)
+    try:
+        return _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
+                      on_step=on_step, on_warning=on_warning)
+    finally:
+        ranks.stop(distributed)
+
+
+def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, resume: bool,
+           on_start: Callable[[int, int, ImageData], None] | None,
+           on_step: Callable[[dict[str, Any]], None] | None,
+           on_warning: Callable[[str], None] | None = None) -> TrainResult:
     t = recipe.train
     run_dir = recipe.run_dir
+    main = distributed.is_main
+    distributed.check_batch(t.batch_size)
 
     # -- continue or start -----------------------------------------------------------------------------
-    existing = list_checkpoints(run_dir)
-    if resume and not existing:
+    # The newest intact checkpoint: damaged newer ones are passed over with a warning (rank 0 sets them aside).
+    latest = load_latest_checkpoint(run_dir, map_location=device, on_warning=on_warning if main else None,
+                                    tidy=main)
+    if resume and latest is None:
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoints in {run_dir / 'checkpoints'})")
-    state = load_checkpoint(existing[-1], map_location=device) if existing else None
+    resumed_from, state = latest if latest is not None else (None, None)
     if state is not None:
-        _check_same_run(state["recipe"], recipe_mapping(recipe), existing[-1])
+        _check_same_run(state["recipe"], recipe_mapping(recipe), resumed_from)
 
     # -- data and models -------------------------------------------------------------------------------
     data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
                      image_size=tuple(recipe.data.image_size) or None)
-    task = TASKS[recipe.task](recipe, data, device=device)
+    task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
     start = 0
     if state is not None:
         task.load_state_dict(state["task"])
@@ -88,52 +120,74 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
                  "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
 
-    # -- run folder ------------------------------------------------------------------------------------
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "recipe.toml") as tmp:
-        tmp.write_text(f"# resolved recipe of this run; continue it with: specgan train {run_dir}/recipe.toml\n"
-                       + dump_toml(recipe_mapping(recipe)))
-    _truncate_metrics(run_dir / "metrics.jsonl", after=start)
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+    # -- run folder (rank 0) ---------------------------------------------------------------------------
+    writer = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "recipe.toml") as tmp:
+            tmp.write_text(f"# resolved recipe of this run; continue it with: specgan train {run_dir}/recipe.toml\n"
+                           + dump_toml(recipe_mapping(recipe)))
+        _truncate_metrics(run_dir / "metrics.jsonl", after=start)
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
-    if on_start:
-        on_start(start, t.steps, data)
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+        if on_start:
+            on_start(start, t.steps, data)
 
     # -- the loop --------------------------------------------------------------------------------------
     # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
     # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
-    log = _MetricLog(run_dir, writer, images_per_step=task.images_per_step, on_record=on_step)
+    log = _MetricLog(run_dir, writer, images_per_step=task.images_per_step, on_record=on_step,
+                     distributed=distributed)
     checkpoint = None
+    # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed (one process only: ranks would
+    # have to agree on the step).
+    stop = StopRequest() if distributed.active else StopRequest().install()
+    step, stopping = start, False
     try:
         for step in range(start + 1, t.steps + 1):
             log.add(step, task.step(step))
+            stopping = stop.requested
             sampling = step % t.sample_every == 0 or step == t.steps
-            checkpointing = step % t.checkpoint_every == 0 or step == t.steps
+            checkpointing = step % t.checkpoint_every == 0 or step == t.steps or stopping
             if sampling or checkpointing or len(log.pending) >= LOG_EVERY:
                 log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
-            if sampling or checkpointing:
+            if (sampling or checkpointing) and main:
                 task.refresh_sampler(seed=t.seed + step)
-            if sampling:
+            if sampling and main:
                 task.write_samples(run_dir / "samples", step)
-            if checkpointing:
+            if checkpointing and main:
                 checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                                        "recipe": recipe_mapping(recipe), "data": data_info,
                                                        "metrics": log.last}, step=step, keep=t.keep_checkpoints)
+            if stopping:
+                break
+    except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost, atomic writes leave no partial file
+        raise interruption(run_dir, step=step, saved=False) from None
     finally:
+        stop.restore()
         log.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
+    if stopping and step < t.steps:
+        raise interruption(run_dir, step=step, saved=True)
     final_step = max(start, t.steps)
-    return TrainResult(run_dir, final_step, start, checkpoint or (existing[-1] if existing else None), log.last)
+    return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
+                       rank=distributed.rank, task=task)
 
 
 class _MetricLog:
-    """metrics.jsonl and TensorBoard: one record per step, fetched from the device in batches of steps."""
+    """metrics.jsonl and TensorBoard: one record per step, fetched from the device in batches of steps.
+
+    With several ranks, each scalar is the mean over ranks (every rank sees the same values, so a NaN stops them
+    all at once), and rank 0 writes.
+    """
 
     def __init__(self, run_dir: Path, writer, *, images_per_step: int,
-                 on_record: Callable[[dict[str, Any]], None] | None):
+                 on_record: Callable[[dict[str, Any]], None] | None, distributed: Distributed):
         self.run_dir, self.writer, self.images_per_step, self.on_record = run_dir, writer, images_per_step, on_record
-        self.file = open(run_dir / "metrics.jsonl", "a")
+        self.distributed = distributed
+        self.file = open(run_dir / "metrics.jsonl", "a") if distributed.is_main else None
         self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.last: dict[str, Any] = {}
         self.tick = time.perf_counter()
@@ -145,7 +199,8 @@ class _MetricLog:
         if not self.pending:
             return
         names = list(self.pending[0][1])
-        values = torch.stack([torch.stack([v.float() for v in s.values()]) for _, s in self.pending]).tolist()
+        values = torch.stack([torch.stack([v.float() for v in s.values()]) for _, s in self.pending])
+        values = self.distributed.mean(values).tolist()
         now = time.perf_counter()
         rate = self.images_per_step * len(self.pending) / max(now - self.tick, 1e-9)
         self.tick = now
@@ -158,18 +213,23 @@ class _MetricLog:
                                     f"checkpoint: {kept[-1] if kept else 'none'}. Try lower learning rates "
                                     f"(train.lr_g, train.lr_d) or another train.loss")
             record = {"step": step, **{k: round(v, 6) for k, v in zip(names, row)}, "images_per_s": round(rate, 1)}
+            self.last = record
+            if self.file is None:
+                continue
             self.file.write(json.dumps(record) + "\n")
             for key, value in record.items():
                 if key != "step":
                     self.writer.add_scalar(key, value, step)
-            self.last = record
         self.pending = []
+        if self.file is None:
+            return
         self.file.flush()
         if self.on_record:
             self.on_record(self.last)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:

@@ -18,7 +18,6 @@ al.), so the G adversarial term is half of the reference code's plain MSE; weigh
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from pathlib import Path
 
@@ -32,7 +31,9 @@ from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss
 from specgan.models import build_model
 from specgan.sample import render_audio
+from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
+from specgan.train.distributed import Distributed
 from specgan.train.generate import Batches
 from specgan.train.optim import adam, linear_decay, set_lr
 
@@ -51,7 +52,18 @@ def random_crops(images: Tensor, *, width: int, generator: torch.Generator) -> T
     n, c, h, w = images.shape
     if width <= 0 or width >= w:
         return images
-    starts = torch.randint(0, w - width + 1, (n,), generator=generator, device=images.device)
+    return crop_windows(images, starts=crop_starts(n, frames=w, width=width, generator=generator,
+                                                   device=images.device), width=width)
+
+
+def crop_starts(n: int, *, frames: int, width: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """``(n,)`` random first frames of ``width``-frame windows in ``frames``-frame images."""
+    return torch.randint(0, frames - width + 1, (n,), generator=generator, device=device)
+
+
+def crop_windows(images: Tensor, *, starts: Tensor, width: int) -> Tensor:
+    """``(N, C, H, W)`` images → ``(N, C, H, width)`` windows starting at frames ``starts`` ``(N,)``."""
+    n, c, h, _ = images.shape
     index = starts[:, None] + torch.arange(width, device=images.device)
     return images.gather(3, index[:, None, None, :].expand(n, c, h, width))
 
@@ -105,9 +117,11 @@ class ImagePool:
 class TranslateTask:
     """Models, optimizers and one training step of a CycleGAN between ``data.domains = [A, B]``."""
 
-    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device):
-        self.recipe, self.device = recipe, device
+    def __init__(self, recipe: Recipe, data: ImageData, *, device: torch.device,
+                 distributed: Distributed = Distributed()):
+        self.recipe, self.device, self.distributed = recipe, device, distributed
         m, t = recipe.model, recipe.train
+        self.accel = Acceleration(t, device=device)
         if data.n_classes != 2:
             raise ConfigError(f"{data.source}: task = 'translate' needs exactly two domains, got "
                               f"{', '.join(data.class_names) or 'none'}")
@@ -126,7 +140,13 @@ class TranslateTask:
         self.G_AB, self.D_B = build_model(m.name, image_shape=shape, channels=m.channels, n_blocks=m.n_blocks)
         self.G_BA, self.D_A = build_model(m.name, image_shape=shape, channels=m.channels, n_blocks=m.n_blocks)
         for module in self.models.values():
-            module.to(device)
+            self.accel.place(module)
+        # What the step calls: synced (DDP) and compiled as the recipe asks; the discriminators also without DDP's
+        # wrapper, for the generators' update, which freezes them.
+        self.step_modules = {name: self.accel.compiled(distributed.wrap(module, device=device))
+                             for name, module in self.models.items()}
+        self.frozen_discriminators = {name: self.accel.compiled(self.models[name]) if distributed.active
+                                      else self.step_modules[name] for name in ("D_A", "D_B")}
         self.opt_g = adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=t.lr_g, betas=t.betas,
                           device=device)
         self.opt_d = adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=t.lr_d, betas=t.betas,
@@ -137,8 +157,8 @@ class TranslateTask:
             return ImageData(images=data.images[keep], labels=data.labels[keep], class_names=data.class_names)
 
         a, b = domain(0), domain(1)
-        self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device)
-        self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device)
+        self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
+        self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device, distributed=distributed)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 2)
         self.pool_a = ImagePool(t.pool_size, generator=self.noise)
         self.pool_b = ImagePool(t.pool_size, generator=self.noise)
@@ -151,10 +171,19 @@ class TranslateTask:
     def models(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _crop(self, batches: Batches) -> Tensor:
+        """This rank's shard of the next global batch, each image cropped to a random window (crop starts are
+        drawn for the global batch, so the stream does not depend on the number of ranks)."""
+        images = batches.next()[0]
+        if self.crop:
+            starts = crop_starts(batches.batch_size, frames=images.shape[-1], width=self.crop,
+                                 generator=self.noise, device=self.device)
+            images = crop_windows(images, starts=self.distributed.shard(starts), width=self.crop)
+        return self.accel.images(images)
+
+    def _from_pool(self, pool: ImagePool, fakes: Tensor) -> Tensor:
+        """This rank's shard of the pool's answer to the global batch of ``fakes``."""
+        return self.distributed.shard(pool.query(self.distributed.all_gather(fakes.detach())))
 
     # -- one step ------------------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, Tensor]:
@@ -163,22 +192,23 @@ class TranslateTask:
         factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
         set_lr(self.opt_g, t.lr_g * factor)
         set_lr(self.opt_d, t.lr_d * factor)
-        real_a = random_crops(self.batches_a.next()[0], width=self.crop, generator=self.noise)
-        real_b = random_crops(self.batches_b.next()[0], width=self.crop, generator=self.noise)
+        real_a = self._crop(self.batches_a)
+        real_b = self._crop(self.batches_b)
         identity_on = w.identity_weight > 0 and step <= w.identity_until
         zero = torch.zeros((), device=self.device)
+        G_AB, G_BA, D_A, D_B = (self.step_modules[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
 
         # Generators, with the discriminators frozen (no gradients computed for their weights).
         self.D_A.requires_grad_(False)
         self.D_B.requires_grad_(False)
-        with self._autocast():
-            fake_b, fake_a = self.G_AB(real_a), self.G_BA(real_b)
-            adv_b = g_loss(self.loss, self.D_B(fake_b).float())
-            adv_a = g_loss(self.loss, self.D_A(fake_a).float())
-            cycle_a = F.l1_loss(self.G_BA(fake_b).float(), real_a)
-            cycle_b = F.l1_loss(self.G_AB(fake_a).float(), real_b)
-            identity_a = F.l1_loss(self.G_BA(real_a).float(), real_a) if identity_on else zero
-            identity_b = F.l1_loss(self.G_AB(real_b).float(), real_b) if identity_on else zero
+        with self.accel.autocast():
+            fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+            adv_b = g_loss(self.loss, self.frozen_discriminators["D_B"](fake_b).float())
+            adv_a = g_loss(self.loss, self.frozen_discriminators["D_A"](fake_a).float())
+            cycle_a = F.l1_loss(G_BA(fake_b).float(), real_a)
+            cycle_b = F.l1_loss(G_AB(fake_a).float(), real_b)
+            identity_a = F.l1_loss(G_BA(real_a).float(), real_a) if identity_on else zero
+            identity_b = F.l1_loss(G_AB(real_b).float(), real_b) if identity_on else zero
         loss_g = (adv_a + adv_b + w.cycle_weight * (cycle_a + cycle_b)
                   + (w.identity_weight * (identity_a + identity_b) if identity_on else zero))
         self.opt_g.zero_grad(set_to_none=True)
@@ -188,11 +218,11 @@ class TranslateTask:
         self.D_B.requires_grad_(True)
 
         # Discriminators, on real images and on fakes drawn through the history pools.
-        with self._autocast():
-            real_logits_a = self.D_A(real_a).float()
-            fake_logits_a = self.D_A(self.pool_a.query(fake_a)).float()
-            real_logits_b = self.D_B(real_b).float()
-            fake_logits_b = self.D_B(self.pool_b.query(fake_b)).float()
+        with self.accel.autocast():
+            real_logits_a = D_A(real_a).float()
+            fake_logits_a = D_A(self._from_pool(self.pool_a, fake_a)).float()
+            real_logits_b = D_B(real_b).float()
+            fake_logits_b = D_B(self._from_pool(self.pool_b, fake_b)).float()
             loss_d_a = d_loss(self.loss, real_logits_a, fake_logits_a)
             loss_d_b = d_loss(self.loss, real_logits_b, fake_logits_b)
         self.opt_d.zero_grad(set_to_none=True)
@@ -222,7 +252,7 @@ class TranslateTask:
         directions = [("A", self.G_AB, self.G_BA, 0, 1), ("B", self.G_BA, self.G_AB, 1, 0)]
         for key, forward, backward, src, dst in directions:
             real = self.examples[key]
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.accel.autocast():
                 forward.eval()
                 backward.eval()
                 fake = forward(real).float()

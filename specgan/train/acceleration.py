@@ -1,0 +1,49 @@
+"""How a training step runs fast: the recipe's ``train.precision``, ``train.channels_last``, ``train.compile`` and
+``train.cudnn_benchmark``. None of them changes what is computed, only how (bf16 changes the rounding).
+
+Measured effects and the reasons for each default are in ``docs/architecture.md`` (Performance) and
+``bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from specgan.train.config import TrainConfig
+
+
+class Acceleration:
+    """The speed options of one run on one device."""
+
+    def __init__(self, train: TrainConfig, *, device: torch.device):
+        self.device = device
+        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        self.compile = train.compile
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = train.cudnn_benchmark
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when asked for (matmuls and convolutions in bf16, reductions and losses in fp32)."""
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """Move ``module`` to the device in the run's memory format (in place; returns it)."""
+        return module.to(self.device, memory_format=self.memory_format)
+
+    def images(self, images: Tensor) -> Tensor:
+        """``(N, C, H, W)`` images in the run's memory format."""
+        return images.contiguous(memory_format=self.memory_format)
+
+    def compiled(self, module: nn.Module) -> Callable[..., Tensor]:
+        """What a training step calls for ``module``: ``torch.compile(module)`` when asked for, else the module.
+
+        The compiled wrapper shares the module's parameters; checkpoints and samples use the module itself.
+        """
+        return torch.compile(module) if self.compile else module

@@ -1,0 +1,121 @@
+"""Distributed training under torchrun: two gloo processes on the CPU.
+
+Each rank must train on its own shard of the global batch, end with weights identical to the other rank's, and
+match a single process trained on the same global batch; a checkpoint written by two ranks continues in one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from specgan.recipe import dump_toml
+from specgan.train.config import recipe_mapping
+from specgan.train.loop import train
+from test_train import make_two_tone_folder, tiny_recipe as gan_recipe
+from test_translate import tiny_recipe, tones  # noqa: F401  (the tiny two-domain dataset fixture)
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def torchrun(recipe, out: Path, *, ranks: int = 2) -> list[dict]:
+    """Run ``recipe`` on ``ranks`` gloo processes; each rank's saved weights and batch share."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "recipe.toml"
+    path.write_text(dump_toml(recipe_mapping(recipe)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+                           str(WORKER), str(path), str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [torch.load(out / f"rank_{r}.pt", weights_only=True) for r in range(ranks)]
+
+
+def assert_same(a: dict, b: dict, *, exact: bool, loose: set[str] = frozenset()) -> None:
+    """Equal state dicts (``exact``), or equal up to float rounding; ``loose`` names are only checked to within
+    Adam's largest possible drift (see :func:`normalised_biases`)."""
+    assert a.keys() == b.keys()
+    for name in a:
+        for key, value in a[name].items():
+            if exact:
+                assert torch.equal(value, b[name][key]), f"{name}.{key} differs"
+            elif f"{name}.{key}" in loose:
+                torch.testing.assert_close(value, b[name][key], rtol=0, atol=1e-3, msg=f"{name}.{key}")
+            else:
+                torch.testing.assert_close(value, b[name][key], rtol=1e-4, atol=1e-6, msg=f"{name}.{key}")
+
+
+def normalised_biases(models: dict[str, nn.Module]) -> set[str]:
+    """``model.bias`` names of convolutions followed directly by an instance norm. The norm subtracts each
+    channel's mean, so these biases get a gradient that is zero up to rounding, and Adam turns rounding noise of
+    either sign into full-size steps: they differ between any two summation orders (one process vs two)."""
+    names = set()
+    for model_name, model in models.items():
+        for prefix, seq in model.named_modules():
+            if isinstance(seq, nn.Sequential):
+                kids = list(seq.named_children())
+                for (name, a), (_, b) in zip(kids, kids[1:]):
+                    if isinstance(a, nn.modules.conv._ConvNd) and isinstance(b, nn.modules.instancenorm._InstanceNorm):
+                        names.add(f"{model_name}.{prefix + '.' if prefix else ''}{name}.bias")
+    return names
+
+
+def models_of(result) -> dict:
+    return {name: module.state_dict() for name, module in result.task.models.items()}
+
+
+def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):  # noqa: F811
+    # Pool and crops are drawn for the global batch, so even they agree with one process.
+    recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3)
+    ranks = torchrun(recipe, tmp_path / "ddp")
+    assert [r["shard"] for r in ranks] == [2, 2] and ranks[0]["global_batch"] == 4
+    assert_same(ranks[0]["models"], ranks[1]["models"], exact=True)
+
+    single = train(tiny_recipe(tones, tmp_path / "one", steps=3, batch_size=4, pool_size=3),
+                   device=torch.device("cpu"))
+    assert_same(ranks[0]["models"], models_of(single), exact=False, loose=normalised_biases(single.task.models))
+    # Only rank 0 wrote the run folder: one line per step.
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):  # noqa: F811
+    torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, checkpoint_every=2), tmp_path / "run")
+    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, checkpoint_every=2), device=torch.device("cpu"))
+    assert continued.resumed_from == 2
+    straight = train(tiny_recipe(tones, tmp_path / "straight", steps=4, checkpoint_every=2),
+                     device=torch.device("cpu"))
+    assert_same(models_of(continued), models_of(straight), exact=False, loose=normalised_biases(straight.task.models))
+
+
+def test_generate_ranks_stay_identical(tmp_path):
+    """DCGAN (batch norm: per-shard statistics on CPU, where SyncBatchNorm does not run) with the gradient penalty's
+    double backward: both ranks end with the same weights."""
+    recipe = gan_recipe(make_two_tone_folder(tmp_path / "images", n=16), tmp_path / "run", steps=3, loss="wgan",
+                        gp_weight=10.0, n_critic=2)
+    ranks = torchrun(recipe, tmp_path / "run")
+    assert [r["shard"] for r in ranks] == [4, 4]
+    # Batch-norm running statistics are each rank's own (rank 0's are saved); the weights must agree exactly.
+    weights = [{name: {k: v for k, v in sd.items() if not k.endswith(("running_mean", "running_var", "_tracked"))}
+                for name, sd in r["models"].items()} for r in ranks]
+    assert_same(weights[0], weights[1], exact=True)
+    assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").exists()
+
+
+@pytest.mark.parametrize("batch_size", [5])
+def test_a_global_batch_that_does_not_split_is_a_config_error(tones, tmp_path, batch_size):  # noqa: F811
+    recipe = tiny_recipe(tones, tmp_path / "odd", steps=1, batch_size=batch_size)
+    out = tmp_path / "odd"
+    out.mkdir()
+    (out / "recipe.toml").write_text(dump_toml(recipe_mapping(recipe)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "specgan", "train", str(out / "recipe.toml")], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "train.batch_size = 5: with 2 processes the global batch must be a multiple of 2" in done.stderr
