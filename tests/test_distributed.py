@@ -93,11 +93,12 @@ def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):  # noq
     assert_same(models_of(continued), models_of(straight), exact=False, loose=normalised_biases(straight.task.models))
 
 
-def test_generate_ranks_stay_identical(tmp_path):
-    """DCGAN (batch norm: per-shard statistics on CPU, where SyncBatchNorm does not run) with the gradient penalty's
-    double backward: both ranks end with the same weights."""
-    recipe = gan_recipe(make_two_tone_folder(tmp_path / "images", n=16), tmp_path / "run", steps=3, loss="wgan",
-                        gp_weight=10.0, n_critic=2)
+@pytest.mark.parametrize("train_keys", [{}, {"loss": "wgan", "gp_weight": 10.0, "n_critic": 2}],
+                         ids=["bce", "wgan-gp"])
+def test_generate_ranks_stay_identical(tmp_path, train_keys):
+    """DCGAN (batch norm: per-shard statistics on CPU, where SyncBatchNorm does not run), also with the gradient
+    penalty's double backward: both ranks end with the same weights."""
+    recipe = gan_recipe(make_two_tone_folder(tmp_path / "images", n=16), tmp_path / "run", steps=3, **train_keys)
     ranks = torchrun(recipe, tmp_path / "run")
     assert [r["shard"] for r in ranks] == [4, 4]
     # Batch-norm running statistics are each rank's own (rank 0's are saved); the weights must agree exactly.

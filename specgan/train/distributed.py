@@ -72,7 +72,10 @@ class Distributed:
         if not self.active:
             return module
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+        # No buffer broadcast: a GAN calls D twice before one backward, and re-broadcasting batch-norm statistics
+        # in place between the calls breaks the first call's graph. BN statistics are synchronised by
+        # SyncBatchNorm on CUDA and are each rank's own on CPUs; rank 0's are saved.
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size % self.world_size:
