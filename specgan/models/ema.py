@@ -49,8 +49,11 @@ class EMA:
         if averaged:
             get_ema_multi_avg_fn(self.current_decay())(averaged, live, None)
         self.updates += 1
-        for mine, theirs in zip(self.module.buffers(), module.buffers(), strict=True):
-            mine.copy_(theirs)
+        mine, theirs = list(self.module.buffers()), list(module.buffers())
+        if len(mine) != len(theirs):
+            raise ValueError(f"EMA.update: module has {len(theirs)} buffers, the average {len(mine)}")
+        if mine:
+            torch._foreach_copy_(mine, theirs)  # one launch for all buffers instead of one per buffer
 
     def state_dict(self) -> dict:
         """The averaged module's state dict (loads into a module of the same class)."""
