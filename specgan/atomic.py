@@ -1,23 +1,36 @@
 """Atomic file writes: a temporary file beside the target, renamed onto it only when writing succeeded.
 
 Every file a user keeps (datasets, checkpoints, audio, images, logs) is written through :class:`atomic_path`, so an
-interrupted write never leaves a half-written file under the real name.
+interrupted write never leaves a half-written file under the real name. The temporary file is named
+``.<name>.<random>.tmp``; a process killed mid-write (``kill -9``, power loss) can leave one behind, never a
+partial ``<name>``. A full disk is a one-line :class:`~specgan.errors.SpecganError` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 from specgan.errors import SpecganError
 
+#: OSError numbers that can only mean the write itself failed (not, say, an unreadable source being copied).
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
 
 class atomic_path:
-    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` only on success."""
+    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` only on success.
 
-    def __init__(self, path: str | os.PathLike):
+    With ``durable``, the data is flushed to the disk (``fsync``) before the rename and the rename itself after
+    it, so that after a power loss ``path`` is either the old file or the whole new one: for files that, once
+    written, allow older ones to be deleted (checkpoints). On any error the temporary file is removed; an OSError
+    that means the disk is full, over quota or read-only becomes a one-line SpecganError naming ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, durable: bool = False):
         self.path = Path(path)
+        self.durable = durable
 
     def __enter__(self) -> Path:
         try:
@@ -34,6 +47,28 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+            try:
+                if self.durable:
+                    _fsync(self.tmp)
+                os.replace(self.tmp, self.path)
+            except OSError as e:
+                self.tmp.unlink(missing_ok=True)
+                raise SpecganError(f"{self.path}: cannot write ({e.strerror or e})") from None
+            if self.durable:
+                try:
+                    _fsync(self.path.parent)
+                except OSError:  # some file systems cannot sync a folder; the file itself is complete
+                    pass
+            return
+        self.tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+            raise SpecganError(f"{self.path}: cannot write ({exc.strerror or os.strerror(exc.errno)})") from None
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

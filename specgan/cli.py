@@ -214,7 +214,7 @@ def train(
         TimeRemainingColumn
 
     from specgan.device import fit_cpu_threads, resolve_device
-    from specgan.errors import TrainingInterrupted
+    from specgan.errors import DatasetError, TrainingInterrupted
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
@@ -249,6 +249,10 @@ def train(
         progress.stop()
         err.print(str(e), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except ConfigError as e:  # a recipe value the data or the machine cannot satisfy: name the recipe too
+        raise ConfigError(f"{recipe}: {e}") from None
+    except DatasetError as e:
+        raise DatasetError(f"{recipe}: data.path = {r.data.path!r}: {e}") from None
     finally:
         progress.stop()
     if result.rank != 0:  # under torchrun, rank 0 reports

@@ -359,7 +359,10 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
     result = convert_waveform(wave.to(translator.device), generator=translator.generator_to(to), audio=audio,
                               n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed)
     rate = sample_rate or audio.sample_rate
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpecganError(f"{dst.parent}: cannot create the output folder ({e.strerror or e})") from None
     save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate), sample_rate=rate)
     image = None
     if plot:

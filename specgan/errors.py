@@ -29,10 +29,26 @@ class CheckpointError(SpecganError):
     """A checkpoint or run folder that is missing, damaged, or does not fit the request."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be used at all: truncated, corrupted (a failed CRC), not a specgan checkpoint,
+    or lacking fields every checkpoint has. Continuing a run falls back to an older checkpoint past such a file;
+    a checkpoint that is merely newer than this specgan understands is a plain :class:`CheckpointError`."""
+
+
 class TrainingError(SpecganError):
     """Training cannot go on (e.g. a loss became NaN); the last good checkpoint is kept. Exit code 3."""
 
     exit_code = 3
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C. ``checkpoint`` is the newest checkpoint on disk (None if there is none)
+    and ``step`` its step (0 if none); the message says where it is and how to continue. A KeyboardInterrupt, so
+    anything that handles Ctrl-C (exit code 130) handles this too."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: object | None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
 
 
 def check_format(document: object, *, path: object, expected: str, version: int, what: str,
@@ -43,6 +59,9 @@ def check_format(document: object, *, path: object, expected: str, version: int,
     """
     if not isinstance(document, dict) or document.get("format") != expected:
         raise error(f"{path}: not a specgan {what}")
-    if document.get("version", 0) > version:
+    found = document.get("version", 0)
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise error(f"{path}: {what} format version {found!r} is not a number")
+    if found > version:
         raise error(f"{path}: {what} format version {document['version']} is newer than this specgan "
                     f"understands ({version}); upgrade specgan")

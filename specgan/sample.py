@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from specgan.audio.inverse import MelInverter
 from specgan.audio.io import save_audio
 from specgan.audio.params import AudioParams
-from specgan.errors import ConfigError
+from specgan.errors import CheckpointError, ConfigError
 from specgan.models import build_model
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import find_checkpoint, load_checkpoint
@@ -60,7 +60,12 @@ def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str 
                                z_dim=model["z_dim"], channels=model["channels"],
                                spectral_norm=model["spectral_norm"], batch_norm_d=True)
     models = state["task"]["models"]
-    generator.load_state_dict(models["G_ema"] if use_ema and "G_ema" in models else models["G"])
+    try:
+        generator.load_state_dict(models["G_ema"] if use_ema and "G_ema" in models else models["G"])
+    except RuntimeError as e:  # "Error(s) in loading state_dict ...:" then one line per mismatch
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).strip())
+        raise CheckpointError(f"{path}: task.models.G does not fit model {model['name']!r} of its recipe "
+                              f"({detail})") from None
     generator.to(device).eval()
     audio = from_mapping(AudioParams, data["audio"], source=str(path), prefix="data.audio.") \
         if data.get("audio") else None

@@ -40,7 +40,8 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
     if domains:
         for i, name in enumerate(domains):
             if name not in available:
-                raise DatasetError(f"{path}: no domain {name!r} (available: {', '.join(available) or 'none'})")
+                raise DatasetError(f"data.domains = {list(domains)}: {path} has no domain {name!r} (available: "
+                                   f"{', '.join(available) or 'none'})")
             if name in domains[:i]:
                 raise DatasetError(f"{path}: domain {name!r} is listed twice in data.domains")
         relabel = np.full(len(available), -1, dtype=np.int64)

@@ -1,24 +1,48 @@
 """Self-describing checkpoints: plain dicts of state_dicts, step, RNG states, the resolved recipe and the data
 description (image shape, class names, audio parameters), loadable with ``torch.load(weights_only=True)`` and
 written atomically. A run folder keeps the most recent few in ``checkpoints/``.
+
+Faults never lose work:
+
+* A checkpoint is written to ``.step_XXXXXXXX.pt.<random>.tmp``, flushed to the disk, then renamed: a process
+  killed mid-write leaves at most such a temporary file (ignored by :func:`list_checkpoints`, removed by the next
+  run), never a partial ``step_XXXXXXXX.pt``. Older checkpoints are deleted only after the new one is complete.
+* A failed write (disk full) is a one-line :class:`~specgan.errors.CheckpointError`; nothing else is touched.
+* Reading verifies the zip archive's CRC-32 of every member, so a truncated or bit-flipped file is a one-line
+  :class:`~specgan.errors.DamagedCheckpointError` instead of silently different weights.
+* Continuing a run (:func:`load_latest_checkpoint`) passes over damaged newest checkpoints to the newest intact
+  one, says so, and renames the damaged files to ``step_XXXXXXXX.pt.damaged`` (kept for inspection, and out of
+  the rotation, which could otherwise count them among the newest ``keep`` and delete the intact one). A
+  checkpoint newer than this specgan understands is an error, not passed over: falling back would discard its work.
+* Ctrl-C (:class:`StopRequest`) stops the loop after the step in progress, so the state saved is a whole step's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import threading
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
 from specgan import __version__
 from specgan.atomic import atomic_path
-from specgan.errors import CheckpointError, check_format
+from specgan.errors import CheckpointError, DamagedCheckpointError, SpecganError, TrainingInterrupted, \
+    check_format
 
 FORMAT = "specgan-checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+_TEMP = re.compile(r"^\.step_\d{8}\.pt\..+\.tmp$")
+#: Suffix given to a damaged checkpoint that a continued run passed over.
+DAMAGED_SUFFIX = ".damaged"
+#: What every checkpoint of a training run holds besides the header and ``step`` (a run continues only from one).
+RUN_FIELDS = ("task", "rng", "recipe", "data")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -26,38 +50,221 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's checkpoints, oldest first."""
+    """The run's checkpoints, oldest first (temporary files of unfinished writes and set-aside damaged files are
+    not checkpoints)."""
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any], *, step: int, keep: int) -> Path:
-    """Write ``state`` (plus format fields and ``step``) as ``checkpoints/step_XXXXXXXX.pt`` atomically, then
-    delete all but the newest ``keep``."""
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files of checkpoint writes that never finished (a process killed mid-write)."""
     folder = checkpoint_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TEMP.match(p.name))
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete :func:`stale_temp_files`; only safe while no other process writes checkpoints into this run."""
+    removed = stale_temp_files(run_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], *, step: int, keep: int) -> Path:
+    """Write ``state`` (plus format fields and ``step``) as ``checkpoints/step_XXXXXXXX.pt`` atomically and
+    durably, then delete all but the newest ``keep`` (never the one just written) and any stale temporary files.
+
+    Raises:
+        CheckpointError: the file could not be written (disk full, read-only, ...); no partial file is left and
+            the existing checkpoints are untouched.
+    """
+    folder = checkpoint_dir(run_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot create the checkpoint folder ({e.strerror or e})") from None
     path = folder / f"step_{step:08d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__, "step": step,
-                    **state}, tmp)
-    for old in list_checkpoints(run_dir)[:-keep]:
+    document = {"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__, "step": step, **state}
+    failure = None
+    try:
+        with atomic_path(path, durable=True) as tmp:
+            _torch_save(document, tmp)
+    except SpecganError as e:  # from atomic_path: disk full, over quota, read-only
+        failure = str(e)
+    except OSError as e:
+        failure = f"{path}: cannot write ({e.strerror or e})"
+    except RuntimeError as e:  # torch's writer, when the OSError did not reach it
+        failure = _one_line(f"{path}: cannot write ({type(e).__name__}: {e})")
+    if failure is not None:
+        kept = list_checkpoints(run_dir)
+        raise CheckpointError(f"{failure}; no checkpoint was written and the existing ones are untouched "
+                              f"(newest: {kept[-1] if kept else 'none'})")
+    older = [p for p in list_checkpoints(run_dir) if p.name < path.name]
+    for old in older[:max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
+    remove_stale_temp_files(run_dir)
     return path
 
 
+class _Sink:
+    """A file object for torch.save that remembers the OSError of a failed write: torch turns it into a
+    RuntimeError without errno ("unexpected pos ..."), and the errno (ENOSPC) is what tells the user why."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _torch_save(document: dict[str, Any], path: Path) -> None:
+    with _crc32_on(), open(path, "wb") as f:
+        sink = _Sink(f)
+        try:
+            torch.save(document, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+
+
+@contextlib.contextmanager
+def _crc32_on() -> Iterator[None]:
+    """torch.save computes each member's CRC-32 unless told not to; :func:`load_checkpoint` relies on it."""
+    config = getattr(getattr(getattr(torch.utils, "serialization", None), "config", None), "save", None)
+    if config is None or getattr(config, "compute_crc32", True):
+        yield
+        return
+    config.compute_crc32 = True
+    try:
+        yield
+    finally:
+        config.compute_crc32 = False
+
+
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (tensors only, no pickled code)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (tensors only, no pickled code), after checking the
+    CRC-32 of every member of its zip archive.
+
+    Raises:
+        DamagedCheckpointError: truncated, corrupted, not a specgan checkpoint, or without a step.
+        CheckpointError: no such file, or a format version newer than this specgan understands.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint file")
+    _check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # truncated or foreign files raise a variety of errors
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})".splitlines()[0]) \
+    except Exception as e:  # foreign files raise a variety of errors
+        raise DamagedCheckpointError(_one_line(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})")) \
             from None
-    check_format(state, path=path, expected=FORMAT, version=FORMAT_VERSION, what="checkpoint", error=CheckpointError)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise DamagedCheckpointError(f"{path}: not a specgan checkpoint")
+    try:
+        check_format(state, path=path, expected=FORMAT, version=FORMAT_VERSION, what="checkpoint",
+                     error=CheckpointError)
+    except CheckpointError as e:
+        if not isinstance(state.get("version"), int) or isinstance(state.get("version"), bool):
+            raise DamagedCheckpointError(str(e)) from None
+        raise
+    if not isinstance(state.get("step"), int) or isinstance(state.get("step"), bool) or state["step"] < 0:
+        raise DamagedCheckpointError(f"{path}: not a readable checkpoint (step = {state.get('step')!r})")
     return state
+
+
+def _check_archive(path: Path) -> None:
+    """DamagedCheckpointError unless ``path`` is a complete zip archive whose members match their CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError) as e:
+        raise DamagedCheckpointError(_one_line(f"{path}: not a readable checkpoint (truncated or not a checkpoint "
+                                               f"file: {e})")) from None
+    if bad is not None:
+        raise DamagedCheckpointError(f"{path}: not a readable checkpoint (corrupted: {bad} fails its CRC check)")
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
+
+
+def load_latest_checkpoint(run_dir: Path, *, map_location: str | torch.device = "cpu",
+                           on_warning: Callable[[str], None] | None = None, tidy: bool = True,
+                           required: tuple[str, ...] = RUN_FIELDS) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint of a run folder and its contents, or None when there are no checkpoints.
+
+    Damaged checkpoints newer than it (see :class:`~specgan.errors.DamagedCheckpointError`; also one without a
+    field in ``required``) are passed over, each with a one-line ``on_warning`` naming it and the checkpoint used.
+    With ``tidy`` they are renamed to ``step_XXXXXXXX.pt.damaged`` (kept, but out of the rotation of
+    :func:`save_checkpoint`, which could otherwise count them among the newest and delete the intact one) and stale
+    temporary files of unfinished writes are deleted. Pass ``tidy=False`` on every process but one when several
+    read the same run folder (distributed training); they skip the same files.
+
+    Raises:
+        CheckpointError: the newest readable checkpoint has a newer format version than this specgan understands
+            (upgrade; falling back past it would discard newer work), or none of the checkpoints is intact
+            (nothing is renamed then: there is nothing to protect, and the user decides).
+    """
+    if tidy:
+        remove_stale_temp_files(run_dir)
+    found = list_checkpoints(run_dir)
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            missing = [key for key in required if key not in state]
+            if missing:
+                raise DamagedCheckpointError(f"{path}: not a readable checkpoint (it has no {missing[0]!r})")
+        except DamagedCheckpointError as e:
+            damaged.append((path, str(e)))
+            continue
+        except CheckpointError:
+            if not path.exists():  # set aside meanwhile by the tidying process of a distributed run
+                continue
+            raise
+        for bad, why in damaged:
+            kept = _set_aside(bad) if tidy else bad
+            note = f"; kept as {kept.name}" if kept != bad else ""
+            if on_warning:
+                on_warning(f"{why}{note}; continuing from {path} (step {state['step']}), the newest intact "
+                           f"checkpoint")
+        return path, state
+    if damaged:
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint to continue from (newest: "
+                              f"{damaged[0][1]}); use another output.dir to start afresh")
+    return None
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint out of the rotation (never over another file); the new path."""
+    target = path.with_name(path.name + DAMAGED_SUFFIX)
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}.{n}")
+        n += 1
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return path
+    return target
 
 
 def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
@@ -85,3 +292,52 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StopRequest:
+    """Ctrl-C during training, deferred to a step boundary.
+
+    While installed (only possible in the main thread; elsewhere it does nothing), the first SIGINT just sets
+    :attr:`requested`: the loop finishes the step in progress, writes a checkpoint of it and stops, so the saved
+    state is that of a whole step and a continued run is exact. A second SIGINT raises KeyboardInterrupt at once
+    (the step in progress is then lost; atomic writes still leave no partial file). In distributed training every
+    process must agree on the step to stop after (e.g. an all-reduce of :attr:`requested`).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            self._installed = False
+
+
+def interruption(run_dir: Path, *, step: int, saved: bool) -> TrainingInterrupted:
+    """The TrainingInterrupted to raise after Ctrl-C: ``saved`` when the loop stopped after step ``step`` and
+    checkpointed it, else it was cut off during that step (whose work is lost). Its ``step`` and ``checkpoint`` are
+    those of the newest checkpoint on disk."""
+    found = list_checkpoints(run_dir)
+    newest = found[-1] if found else None
+    again = f"continue with: specgan train {Path(run_dir) / 'recipe.toml'}"
+    if saved and newest is not None:
+        message = f"interrupted: stopped after step {step}, checkpoint {newest}; {again}"
+    elif newest is not None:
+        message = f"interrupted during step {step}; the newest checkpoint is {newest} (later steps will be redone); " \
+                  f"{again}"
+    else:
+        message = f"interrupted during step {step}; no checkpoint was written yet"
+    return TrainingInterrupted(message, step=int(_NAME.match(newest.name)[1]) if newest else 0, checkpoint=newest)

@@ -24,9 +24,10 @@ from typing import Any, Callable
 import torch
 
 from specgan.atomic import atomic_path
+from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
-from specgan.errors import CheckpointError, TrainingError
+from specgan.errors import CheckpointError, ConfigError, TrainingError
 from specgan.recipe import dump_toml, to_mapping
 from specgan.train.checkpoint import StopRequest, interruption, list_checkpoints, load_latest_checkpoint, \
     restore_rng_state, rng_state, save_checkpoint
@@ -111,6 +112,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # -- data and models -------------------------------------------------------------------------------
     data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
                      image_size=tuple(recipe.data.image_size) or None)
+    _check_audio(recipe, data)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
     start = 0
     if state is not None:
@@ -232,6 +234,23 @@ class _MetricLog:
             self.file.close()
 
 
+#: The audio parameters that define a spectrogram image (the others only choose which chunks prep keeps).
+IMAGE_AUDIO_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_min", "f_max", "min_db",
+                    "max_db", "frames")
+
+
+def _check_audio(recipe: Recipe, data: ImageData) -> None:
+    """A recipe whose [audio] table is not the defaults must describe the dataset it trains on. (A table equal to
+    the defaults cannot be told from no table, so it is not checked.)"""
+    if data.audio is None or recipe.audio == AudioParams():
+        return
+    for key in IMAGE_AUDIO_KEYS:
+        wanted, found = getattr(recipe.audio, key), getattr(data.audio, key)
+        if wanted != found:
+            raise ConfigError(f"audio.{key} = {wanted!r}, but {recipe.data.path} was prepped with {key} = "
+                              f"{found!r}; prep it again with this recipe, or make the recipe's [audio] table match")
+
+
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
     """A run continues only with the recipe it started with (up to RESUMABLE_CHANGES)."""
     for section in sorted(set(saved) | set(wanted)):
@@ -250,8 +269,13 @@ def _truncate_metrics(path: Path, *, after: int) -> None:
     """Drop metric lines past ``after`` (steps an interrupted run logged after its last checkpoint)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= after]
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if line.strip() and json.loads(line)["step"] <= after:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):  # a line torn by a kill in mid-append
+            continue
     with atomic_path(path) as tmp:
         tmp.write_text("".join(kept))
 

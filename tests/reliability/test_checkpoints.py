@@ -1,0 +1,409 @@
+"""Damaged, foreign and too-new checkpoints: a one-line error for the commands that read one checkpoint, and a
+fallback to the newest intact checkpoint (said out loud, the damaged file kept aside) when a run continues."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from specgan.cli import app
+from specgan.errors import CheckpointError, DamagedCheckpointError, TrainingError
+from specgan.models import build_model
+from specgan.recipe import to_mapping
+from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, load_latest_checkpoint, \
+    rng_state, save_checkpoint, stale_temp_files
+from specgan.train.config import load_recipe
+from specgan.train.loop import train
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny models; conftest restores the count
+
+
+# -- a tiny image-folder run ---------------------------------------------------------------------------------
+def two_tone_folder(root: Path, *, n: int = 24, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for name, level in (("dark", 40), ("light", 215)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def tiny_recipe(data: Path, run: Path, **train_keys):
+    table = {"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
+             "model": {"conditional": True, "z_dim": 8, "channels": 8},
+             "train": {"steps": 6, "batch_size": 8, "sample_every": 100, "checkpoint_every": 2, "ema_decay": 0.9,
+                       **train_keys},
+             "output": {"dir": str(run)}}
+    return load_recipe(None, base=table)
+
+
+def flat(value, prefix: str = "") -> dict:
+    """Every leaf of a nested state (tensors, numbers) by its dotted path."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Models, optimisers, batch order, noise and RNG of two checkpoints are exactly equal."""
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"]
+    fa, fb = flat({"task": sa["task"], "rng": sa["rng"]}), flat({"task": sb["task"], "rng": sb["rng"]})
+    assert fa.keys() == fb.keys()
+    assert any(k.startswith("task.models.G.") for k in fa)
+    for key in fa:
+        if isinstance(fa[key], torch.Tensor):
+            assert torch.equal(fa[key], fb[key]), key
+        else:
+            assert fa[key] == fb[key], key
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data")
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory) -> Path:
+    """An uninterrupted 6-step run: the reference every continued run must equal."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    torch.set_num_threads(1)
+    train(tiny_recipe(data, run), device=CPU)
+    return run
+
+
+@pytest.fixture(scope="module")
+def four_steps(data, tmp_path_factory) -> Path:
+    """A run stopped after step 4: checkpoints at steps 2 and 4 (copied by the tests that change it)."""
+    run = tmp_path_factory.mktemp("four") / "run"
+    torch.set_num_threads(1)
+    train(tiny_recipe(data, run, steps=4), device=CPU)
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt"]
+    return run
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- ways a checkpoint file can be bad ---------------------------------------------------------------------
+def flip_a_tensor_byte(path: Path) -> None:
+    """Flip one byte in the middle of the largest tensor's data: the file stays a well-formed zip archive."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        content = archive.read(member)
+    at = raw.find(content)
+    assert at > 0 and raw.find(content, at + 1) < 0
+    raw[at + len(content) // 2] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+class NotATensor:
+    pass
+
+
+def damage(path: Path, how: str) -> None:
+    raw = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated-head":
+        path.write_bytes(raw[:40])
+    elif how == "truncated-half":
+        path.write_bytes(raw[:len(raw) // 2])
+    elif how == "truncated-last-byte":
+        path.write_bytes(raw[:-1])
+    elif how == "bit-flip":
+        flip_a_tensor_byte(path)
+    elif how == "text":
+        path.write_text("not a checkpoint\n")
+    elif how == "foreign-torch-file":
+        torch.save({"weights": torch.ones(3)}, path)
+    elif how == "pickled-code":
+        torch.save({"format": "specgan-checkpoint", "version": 1, "step": 4, "x": NotATensor()}, path)
+    elif how == "no-step":
+        state = torch.load(path, weights_only=True)
+        del state["step"]
+        torch.save(state, path)
+    else:
+        raise AssertionError(how)
+
+
+DAMAGES = ["empty", "truncated-head", "truncated-half", "truncated-last-byte", "bit-flip", "text",
+           "foreign-torch-file", "pickled-code", "no-step"]
+
+
+def make_newer(path: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    state["version"] = 2
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(four_steps, tmp_path, how):
+    path = tmp_path / "step_00000004.pt"
+    path.write_bytes((four_steps / "checkpoints" / "step_00000004.pt").read_bytes())
+    load_checkpoint(path)  # intact before
+    damage(path, how)
+    with pytest.raises(DamagedCheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "not a readable checkpoint" in message or "not a specgan checkpoint" in message
+
+
+def test_a_bit_flip_is_caught_by_the_crc_not_loaded_as_other_weights(four_steps, tmp_path):
+    path = tmp_path / "flipped.pt"
+    path.write_bytes((four_steps / "checkpoints" / "step_00000004.pt").read_bytes())
+    flip_a_tensor_byte(path)
+    torch.load(path, weights_only=True)  # torch itself reads the flipped file without complaint
+    with pytest.raises(DamagedCheckpointError, match=r"corrupted: .*/data/\d+ fails its CRC check"):
+        load_checkpoint(path)
+
+
+def test_a_newer_format_is_an_error_that_says_upgrade_not_damage(four_steps, tmp_path):
+    path = tmp_path / "step_00000004.pt"
+    path.write_bytes((four_steps / "checkpoints" / "step_00000004.pt").read_bytes())
+    make_newer(path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert not isinstance(e.value, DamagedCheckpointError)
+    assert str(e.value) == (f"{path}: checkpoint format version 2 is newer than this specgan understands (1); "
+                            f"upgrade specgan")
+
+
+# -- commands that read one checkpoint ---------------------------------------------------------------------
+def cli(*args):
+    result = CliRunner().invoke(app, [*map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def train_cli(run: Path, *args):
+    """``specgan train RUN/recipe.toml`` into ``run`` (a copied run's recipe still names the original folder)."""
+    return cli("train", run / "recipe.toml", "--set", f"output.dir={run}", "--device", "cpu", "--quiet", *args)
+
+
+def one_line_error(code, stderr, *fragments):
+    assert code == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in stderr, (fragment, stderr)
+
+
+AUDIO = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 32, "frames": 32}
+
+
+def translate_checkpoint(run_dir: Path) -> Path:
+    """A real checkpoint of a tiny translate run (a CycleGAN between domains A and B)."""
+    from specgan.audio.params import AudioParams
+
+    torch.manual_seed(0)
+    params = AudioParams(**AUDIO)
+    shape = (1, params.n_mels, params.frames)
+    models = {}
+    for g, d in (("G_AB", "D_B"), ("G_BA", "D_A")):
+        generator, discriminator = build_model("cyclegan", image_shape=shape, channels=2, n_blocks=1)
+        models[g], models[d] = generator.state_dict(), discriminator.state_dict()
+    state = {"task": {"models": models},
+             "recipe": {"name": run_dir.name, "task": "translate",
+                        "model": {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False,
+                                  "z_dim": 100, "spectral_norm": False}},
+             "data": {"kind": "spectrogram", "class_names": ["A", "B"], "image_shape": list(shape),
+                      "audio": to_mapping(params)}, "rng": rng_state()}
+    return save_checkpoint(run_dir, state, step=1, keep=1)
+
+
+def speech(path: Path) -> Path:
+    import soundfile as sf
+
+    t = np.arange(4000) / 8000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32), 8000)
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated-half", "bit-flip", "text", "newer"])
+def test_sample_convert_and_eval_refuse_a_bad_checkpoint_in_one_line(four_steps, tmp_path, how):
+    generate = tmp_path / "gen.pt"
+    generate.write_bytes((four_steps / "checkpoints" / "step_00000004.pt").read_bytes())
+    translate = translate_checkpoint(tmp_path / "tr")
+    assert cli("sample", generate, "-n", "4", "-o", tmp_path / "ok.png", "--device", "cpu")[0] == 0
+    for path in (generate, translate):
+        make_newer(path) if how == "newer" else damage(path, how)
+    expected = "upgrade specgan" if how == "newer" else "checkpoint"
+    code, _, stderr = cli("sample", generate, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
+    one_line_error(code, stderr, str(generate), expected)
+    assert not (tmp_path / "s.png").exists()
+    code, _, stderr = cli("convert", speech(tmp_path / "in.wav"), "--to", "B", "--model", translate,
+                          "-o", tmp_path / "out.wav", "--iters", "2", "--device", "cpu")
+    one_line_error(code, stderr, str(translate), expected)
+    assert not (tmp_path / "out.wav").exists()
+    code, _, stderr = cli("eval", generate, "-n", "100", "--device", "cpu")
+    one_line_error(code, stderr, str(generate), expected)
+    code, _, stderr = cli("eval", translate, "--pairs", tmp_path, tmp_path, "--device", "cpu")
+    one_line_error(code, stderr, str(translate), expected)
+
+
+def test_a_checkpoint_of_the_other_task_is_refused_in_one_line(four_steps, tmp_path):
+    generate = four_steps / "checkpoints" / "step_00000004.pt"
+    translate = translate_checkpoint(tmp_path / "tr")
+    code, _, stderr = cli("sample", translate, "-o", tmp_path / "s.png", "--device", "cpu")
+    one_line_error(code, stderr, str(translate), "translate run has no generator")
+    code, _, stderr = cli("convert", speech(tmp_path / "in.wav"), "--to", "light", "--model", generate,
+                          "--iters", "2", "--device", "cpu")
+    one_line_error(code, stderr, str(generate), "not a translator")
+    code, _, stderr = cli("eval", translate, "-n", "100", "--device", "cpu")
+    one_line_error(code, stderr, str(translate), "--pairs")
+    code, _, stderr = cli("eval", generate, "--pairs", tmp_path, tmp_path, "--device", "cpu")
+    one_line_error(code, stderr, str(generate), "not a translator")
+
+
+def test_weights_that_do_not_fit_the_checkpoints_own_recipe_are_one_line(four_steps, tmp_path):
+    path = tmp_path / "step_00000004.pt"
+    state = load_checkpoint(four_steps / "checkpoints" / "step_00000004.pt")
+    state["recipe"]["model"]["channels"] = 16  # the recipe of another run, with this run's weights
+    torch.save(state, path)
+    code, _, stderr = cli("sample", path, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
+    one_line_error(code, stderr, str(path), "model")
+
+
+# -- continuing a run --------------------------------------------------------------------------------------
+def test_continuing_past_a_damaged_newest_checkpoint_uses_the_previous_one_and_says_so(four_steps, straight, data,
+                                                                                        tmp_path):
+    run = copy_run(four_steps, tmp_path / "run")
+    damaged = run / "checkpoints" / "step_00000004.pt"
+    damage(damaged, "truncated-half")
+    bad_bytes = damaged.read_bytes()
+    warnings = []
+    result = train(tiny_recipe(data, run), device=CPU, on_warning=warnings.append)
+    assert result.resumed_from == 2 and result.step == 6
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith(f"{damaged}: not a readable checkpoint")
+    assert f"continuing from {run / 'checkpoints' / 'step_00000002.pt'} (step 2)" in warnings[0]
+    assert "kept as step_00000004.pt.damaged" in warnings[0]
+    # The damaged file is kept aside, byte for byte, and is no longer one of the run's checkpoints.
+    assert (run / "checkpoints" / "step_00000004.pt.damaged").read_bytes() == bad_bytes
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000006.pt"]
+    # Steps 3-4 were redone: the result is exactly the uninterrupted run's.
+    assert_same_training_state(run / "checkpoints" / "step_00000006.pt",
+                               straight / "checkpoints" / "step_00000006.pt")
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_cli_prints_the_fallback_warning_and_resume_accepts_it(four_steps, tmp_path):
+    run = copy_run(four_steps, tmp_path / "run")
+    damage(run / "checkpoints" / "step_00000004.pt", "bit-flip")
+    code, stdout, stderr = train_cli(run, "--resume")
+    assert code == 0, stderr
+    warning = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, stderr
+    assert "step_00000004.pt: not a readable checkpoint (corrupted" in warning[0]
+    assert "continuing from" in warning[0] and "step_00000002.pt (step 2)" in warning[0]
+    assert "continuing" in stderr and "from step 2" in stderr
+    assert "finished step 4" in stdout
+
+
+def test_rotation_after_a_fallback_never_deletes_the_last_intact_checkpoint(four_steps, data, tmp_path,
+                                                                            monkeypatch):
+    """keep_checkpoints = 1 after falling back from a damaged step 4 to step 2: once step 3 is written, step 2 may
+    go, but step 3 must stay even when training stops before step 4 is written again (here: a NaN at step 4)."""
+    from specgan.train import generate
+
+    run = copy_run(four_steps, tmp_path / "run")
+    damage(run / "checkpoints" / "step_00000004.pt", "truncated-last-byte")
+    original = generate.GenerateTask.step
+
+    def nan_at_step_4(self, step):
+        out = original(self, step)
+        if step == 4:
+            out["loss/D"] = out["loss/D"] * float("nan")
+        return out
+
+    monkeypatch.setattr(generate.GenerateTask, "step", nan_at_step_4)
+    with pytest.raises(TrainingError, match="step 4: loss/D is nan"):
+        train(tiny_recipe(data, run, checkpoint_every=1, keep_checkpoints=1), device=CPU)
+    intact = list_checkpoints(run)
+    assert [p.name for p in intact] == ["step_00000003.pt"]
+    assert load_checkpoint(intact[0])["step"] == 3
+    assert find_checkpoint(run) == intact[0]
+
+
+def test_when_no_checkpoint_is_intact_nothing_is_renamed_and_the_error_says_so(four_steps, data, tmp_path):
+    run = copy_run(four_steps, tmp_path / "run")
+    for path, how in zip(list_checkpoints(run), ["text", "truncated-head"]):
+        damage(path, how)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError) as e:
+        train(tiny_recipe(data, run), device=CPU)
+    message = str(e.value)
+    assert message.startswith(f"{run / 'checkpoints'}: no intact checkpoint to continue from (newest: "
+                              f"{run / 'checkpoints' / 'step_00000004.pt'}: not a readable checkpoint")
+    assert "\n" not in message and "output.dir" in message
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    code, _, stderr = train_cli(run)
+    one_line_error(code, stderr, "no intact checkpoint")
+
+
+def test_a_newer_newest_checkpoint_is_not_skipped(four_steps, data, tmp_path):
+    """Falling back past a checkpoint a newer specgan wrote would silently discard its work: an error instead."""
+    run = copy_run(four_steps, tmp_path / "run")
+    newest = run / "checkpoints" / "step_00000004.pt"
+    make_newer(newest)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    warnings = []
+    with pytest.raises(CheckpointError, match=r"step_00000004\.pt: checkpoint format version 2 is newer .*upgrade"):
+        train(tiny_recipe(data, run), device=CPU, on_warning=warnings.append)
+    assert warnings == []
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    code, _, stderr = train_cli(run, "--resume")
+    one_line_error(code, stderr, "upgrade specgan")
+
+
+def test_a_checkpoint_of_another_recipe_or_task_is_not_continued(four_steps, data, tmp_path):
+    run = copy_run(four_steps, tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"step_00000004\.pt: this run was trained with model\.z_dim = 8, not 16"):
+        train(load_recipe(None, base={"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
+                                      "model": {"conditional": True, "z_dim": 16, "channels": 8},
+                                      "train": {"steps": 6, "batch_size": 8, "checkpoint_every": 2,
+                                                "ema_decay": 0.9},
+                                      "output": {"dir": str(run)}}), device=CPU)
+    # A translate checkpoint dropped into a generate run folder: refused, not trained over or skipped.
+    translate_checkpoint(tmp_path / "tr")
+    (tmp_path / "tr" / "checkpoints" / "step_00000001.pt").rename(run / "checkpoints" / "step_00000009.pt")
+    code, _, stderr = train_cli(run, "--set", "train.steps=12")
+    one_line_error(code, stderr, "step_00000009.pt: this run was trained with", "use another output.dir")
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000009.pt"]
+
+
+def test_temporary_files_of_unfinished_writes_are_ignored_then_removed(four_steps, data, tmp_path):
+    run = copy_run(four_steps, tmp_path / "run")
+    folder = run / "checkpoints"
+    half = (folder / "step_00000004.pt").read_bytes()[:1000]
+    (folder / ".step_00000005.pt.abc123.tmp").write_bytes(half)  # what kill -9 during a write leaves
+    (folder / ".step_00000006.pt.x_y.tmp").write_bytes(b"")
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt"]
+    assert find_checkpoint(run).name == "step_00000004.pt"
+    path, state = load_latest_checkpoint(run, tidy=False)
+    assert path.name == "step_00000004.pt" and state["step"] == 4 and len(stale_temp_files(run)) == 2
+    result = train(tiny_recipe(data, run), device=CPU)
+    assert result.resumed_from == 4
+    assert stale_temp_files(run) == [] and not list(folder.glob(".*"))
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000006.pt"]

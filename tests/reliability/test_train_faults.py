@@ -1,0 +1,446 @@
+"""Faults during training never lose work: kill -9 at random moments (and once in the middle of a checkpoint
+write), a full disk, a NaN loss, Ctrl-C. After each, what is on disk is complete, and continuing gives exactly the
+weights of an uninterrupted run (CPU, one thread, same seed)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from specgan.cli import app
+from specgan.errors import TrainingInterrupted
+from specgan.recipe import dump_toml
+from specgan.train.checkpoint import list_checkpoints, load_checkpoint, stale_temp_files
+from specgan.train.config import load_recipe, recipe_mapping
+from specgan.train.loop import train
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[2]
+#: Safety net for waiting on a subprocess: a hang fails the test instead of stalling the suite (not a timing test).
+PATIENCE_S = 300
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # determinism across processes, and tiny models; conftest restores the count
+
+
+def two_tone_folder(root: Path, *, n: int = 24, size: int = 16) -> Path:
+    rng = np.random.default_rng(0)
+    for name, level in (("dark", 40), ("light", 215)):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def recipe_table(data: Path, run: Path, **train_keys) -> dict:
+    return {"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
+            "model": {"conditional": True, "z_dim": 8, "channels": 8},
+            "train": {"steps": 6, "batch_size": 8, "sample_every": 1000, "checkpoint_every": 2, "ema_decay": 0.9,
+                      **train_keys},
+            "output": {"dir": str(run)}}
+
+
+def tiny_recipe(data: Path, run: Path, **train_keys):
+    return load_recipe(None, base=recipe_table(data, run, **train_keys))
+
+
+def recipe_file(path: Path, data: Path, run: Path, **train_keys) -> Path:
+    path.write_text(dump_toml(recipe_mapping(tiny_recipe(data, run, **train_keys))))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data")
+
+
+def flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Models (G, D, G_ema), optimisers, batch order, noise and RNG of two checkpoints are exactly equal."""
+    sa, sb = load_checkpoint(a), load_checkpoint(b)
+    assert sa["step"] == sb["step"]
+    fa, fb = flat({"task": sa["task"], "rng": sa["rng"]}), flat({"task": sb["task"], "rng": sb["rng"]})
+    assert fa.keys() == fb.keys()
+    for model in ("G", "D", "G_ema"):
+        assert any(k.startswith(f"task.models.{model}.") for k in fa), model
+    for key in fa:
+        if isinstance(fa[key], torch.Tensor):
+            assert torch.equal(fa[key], fb[key]), key
+        else:
+            assert fa[key] == fb[key], key
+
+
+def metric_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_of(path: Path) -> int:
+    return int(re.fullmatch(r"step_(\d{8})\.pt", path.name)[1])
+
+
+def assert_every_checkpoint_is_complete(run: Path) -> None:
+    """Every file under a checkpoint's name loads (CRC-checked) and holds the step its name says."""
+    folder = run / "checkpoints"
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            assert re.fullmatch(r"\.step_\d{8}\.pt\..+\.tmp", path.name), path  # a temporary file, never a name
+            continue
+        assert load_checkpoint(path)["step"] == step_of(path), path
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [*map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+# -- kill -9 -----------------------------------------------------------------------------------------------
+#: ``specgan train`` in a subprocess with one thread; with KILL_MID_WRITE_AT_STEP=k it writes half of step k's
+#: checkpoint and then SIGKILLs itself, which is a kill landing in the middle of the write. THROTTLE_S=t makes
+#: every step last at least t seconds (a sleep after it; the arithmetic is untouched), so that however fast the
+#: machine, a kill a random fraction of a second after a checkpoint lands a few steps later, not after the end.
+RUNNER = r'''
+import io, os, signal, sys, time
+import torch
+torch.set_num_threads(1)
+throttle = float(os.environ.get("THROTTLE_S", "0"))
+if throttle:
+    from specgan.train import generate
+    real_step = generate.GenerateTask.step
+    def slow_step(self, step):
+        out = real_step(self, step)
+        time.sleep(throttle)
+        return out
+    generate.GenerateTask.step = slow_step
+kill_at = int(os.environ.get("KILL_MID_WRITE_AT_STEP", "0"))
+if kill_at:
+    real_save = torch.save
+    def save_then_die(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == kill_at:
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            f.write(data[:len(data) // 2])
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *args, **kwargs)
+    torch.save = save_then_die
+from specgan.cli import main
+sys.argv = ["specgan", *sys.argv[1:]]
+main()
+'''
+
+
+def start_training(runner: Path | None, recipe: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``runner`` (see RUNNER), or plain ``python -m specgan`` when None."""
+    program = [str(runner)] if runner is not None else ["-m", "specgan"]
+    return subprocess.Popen([sys.executable, *program, "train", str(recipe), "--device", "cpu", "--quiet", *extra],
+                            cwd=recipe.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def newest_step(run: Path) -> int:
+    found = list_checkpoints(run)
+    return step_of(found[-1]) if found else 0
+
+
+def wait_for(condition, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"training ended (exit {proc.returncode}) before the kill: {err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("training made no progress")
+        time.sleep(0.01)
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_resume_is_exact(data, tmp_path):
+    steps = 24
+    reference = tmp_path / "reference"
+    train(tiny_recipe(data, reference, steps=steps, checkpoint_every=1, keep_checkpoints=3), device=CPU)
+
+    run = tmp_path / "run"
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=steps, checkpoint_every=1, keep_checkpoints=3)
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    rng = random.Random(7)
+    for kill in range(3):
+        before = newest_step(run)
+        proc = start_training(runner, recipe, *(["--resume"] if before else []), env={"THROTTLE_S": "0.03"})
+        wait_for(lambda: newest_step(run) > before, proc)  # training (not start-up) is under way
+        time.sleep(rng.uniform(0.0, 0.1))  # at most a few steps further (THROTTLE_S)
+        proc.kill()
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        assert_every_checkpoint_is_complete(run)
+        assert newest_step(run) > before
+
+    # Once more, the kill landing in the middle of writing a checkpoint.
+    at = newest_step(run) + 2
+    proc = start_training(runner, recipe, "--resume", env={"KILL_MID_WRITE_AT_STEP": str(at)})
+    proc.communicate(timeout=PATIENCE_S)
+    assert proc.returncode == -signal.SIGKILL
+    left = stale_temp_files(run)
+    assert [p.name.split(".pt.")[0] for p in left] == [f".step_{at:08d}"] and left[0].stat().st_size > 0
+    assert not (run / "checkpoints" / f"step_{at:08d}.pt").exists() and newest_step(run) == at - 1
+    assert_every_checkpoint_is_complete(run)
+
+    proc = start_training(runner, recipe, "--resume")
+    out, err = proc.communicate(timeout=PATIENCE_S)
+    assert proc.returncode == 0, err
+    assert f"from step {at - 1}" in err and f"finished step {steps}" in out
+    assert stale_temp_files(run) == []
+    assert_every_checkpoint_is_complete(run)
+    assert metric_steps(run) == list(range(1, steps + 1))
+    assert_same_training_state(run / "checkpoints" / f"step_{steps:08d}.pt",
+                               reference / "checkpoints" / f"step_{steps:08d}.pt")
+
+
+# -- a full disk -------------------------------------------------------------------------------------------
+def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous_one(data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2), device=CPU)
+    previous = run / "checkpoints" / "step_00000002.pt"
+    saved = previous.read_bytes()
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=4)
+    real_save = torch.save
+
+    def disk_fills_up(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            f.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == (f"error: {run / 'checkpoints' / 'step_00000004.pt'}: cannot write (No space left on "
+                         f"device); no checkpoint was written and the existing ones are untouched (newest: "
+                         f"{previous})"), stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt"]  # no temp file
+    assert previous.read_bytes() == saved
+
+
+WRITER_FAILS = r'''
+import resource, signal, sys
+from pathlib import Path
+import torch
+from specgan.errors import CheckpointError
+from specgan.train.checkpoint import save_checkpoint
+run = Path(sys.argv[1])
+save_checkpoint(run, {"w": torch.arange(10.0)}, step=1, keep=3)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint(run, {"w": torch.zeros(100000)}, step=2, keep=3)
+except CheckpointError as e:
+    print(e)
+'''
+
+
+def test_the_real_writer_failing_mid_file_is_one_line_with_the_reason(tmp_path):
+    """torch's own writer hitting a file-size limit (EFBIG, like ENOSPC: the disk refuses more bytes mid-file)
+    reports "unexpected pos"; the error names the reason instead, and leaves no partial file."""
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_FAILS)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=PATIENCE_S)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "run" / "checkpoints"
+    assert result.stdout.strip().splitlines() == [
+        f"{folder / 'step_00000002.pt'}: cannot write (File too large); no checkpoint was written and the "
+        f"existing ones are untouched (newest: {folder / 'step_00000001.pt'})"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000001.pt"]
+    assert torch.equal(load_checkpoint(folder / "step_00000001.pt")["w"], torch.arange(10.0))
+
+
+REAL_FULL_DISK = r'''
+import json, sys
+from pathlib import Path
+import torch
+from specgan.errors import CheckpointError
+from specgan.train.checkpoint import load_checkpoint, save_checkpoint
+run = Path(sys.argv[1]) / "run"
+first = save_checkpoint(run, {"w": torch.arange(10.0)}, step=1, keep=3)
+try:
+    save_checkpoint(run, {"w": torch.zeros(200000)}, step=2, keep=3)  # 800 KB on a 256 KB disk
+    error = None
+except CheckpointError as e:
+    error = str(e)
+# The disk lives only as long as this namespace: report what is on it from here.
+print(json.dumps({"error": error, "files": sorted(p.name for p in first.parent.iterdir()),
+                  "intact": torch.equal(load_checkpoint(first)["w"], torch.arange(10.0))}))
+'''
+
+
+def test_a_real_full_disk_on_a_small_tmpfs(tmp_path):
+    """The kernel's own ENOSPC, on a 256 KB tmpfs mounted in a private namespace (nothing outside this test sees
+    it). Skipped where such a mount is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = tmp_path / "fill.py"
+    script.write_text(REAL_FULL_DISK)
+    mount = 'mount -t tmpfs -o size=256k specgan-test "$1" && shift && exec "$@"'
+    for prefix in (["unshare", "--mount", "--propagation", "private"],
+                   ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]):
+        try:
+            done = subprocess.run([*prefix, "sh", "-c", mount, "sh", str(disk), sys.executable, str(script),
+                                   str(disk)], capture_output=True, text=True, timeout=PATIENCE_S,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+        except (FileNotFoundError, subprocess.SubprocessError) as e:
+            pytest.skip(f"unshare unavailable ({e})")
+        if done.returncode == 0 or ("mount" not in done.stderr and "unshare" not in done.stderr):
+            break
+    else:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    folder = disk / "run" / "checkpoints"  # as the process inside the namespace saw it
+    assert result["error"] == (f"{folder / 'step_00000002.pt'}: cannot write (No space left on device); no "
+                               f"checkpoint was written and the existing ones are untouched (newest: "
+                               f"{folder / 'step_00000001.pt'})")
+    assert result["files"] == ["step_00000001.pt"] and result["intact"]  # no partial file, no temporary file
+
+
+# -- a NaN -------------------------------------------------------------------------------------------------
+def test_a_nan_stops_at_its_step_names_the_loss_and_keeps_the_checkpoints(data, tmp_path, monkeypatch):
+    from specgan.train import generate
+
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=3, checkpoint_every=3), device=CPU)
+    good = run / "checkpoints" / "step_00000003.pt"
+    saved = good.read_bytes()
+    original = generate.GenerateTask.step
+
+    def diverges_at_step_5(self, step):
+        if step == 5:  # the weights blow up: every loss of this step is NaN
+            with torch.no_grad():
+                for p in self.G.parameters():
+                    p.fill_(float("nan"))
+        return original(self, step)
+
+    monkeypatch.setattr(generate.GenerateTask, "step", diverges_at_step_5)
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=9, checkpoint_every=3)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 3, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert re.match(rf"error: step 5: loss/[\w/]+ is nan; training stopped\. Last good checkpoint: "
+                    rf"{re.escape(str(good))}\. ", line), stderr
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000003.pt"]
+    assert good.read_bytes() == saved
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(good)["task"]["models"]["G"].values()
+               if v.is_floating_point())
+    assert metric_steps(run) == [1, 2, 3, 4]
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------------
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_continuing_is_exact(data, tmp_path, monkeypatch):
+    from specgan.train import generate
+
+    reference = tmp_path / "reference"
+    train(tiny_recipe(data, reference), device=CPU)
+    run = tmp_path / "run"
+    original = generate.GenerateTask.step
+
+    def ctrl_c_during_step_3(self, step):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)  # arrives while the step is in progress
+        return original(self, step)
+
+    monkeypatch.setattr(generate.GenerateTask, "step", ctrl_c_during_step_3)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(tiny_recipe(data, run), device=CPU)
+    checkpoint = run / "checkpoints" / "step_00000003.pt"
+    assert str(e.value) == (f"interrupted: stopped after step 3, checkpoint {checkpoint}; continue with: specgan "
+                            f"train {run / 'recipe.toml'}")
+    assert e.value.step == 3 and e.value.checkpoint == checkpoint
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert load_checkpoint(checkpoint)["step"] == 3 and metric_steps(run) == [1, 2, 3]
+    monkeypatch.setattr(generate.GenerateTask, "step", original)
+    result = train(tiny_recipe(data, run), device=CPU)
+    assert result.resumed_from == 3 and result.step == 6
+    assert metric_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert_same_training_state(run / "checkpoints" / "step_00000006.pt",
+                               reference / "checkpoints" / "step_00000006.pt")
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving_the_half_done_step(data, tmp_path, monkeypatch):
+    from specgan.train import generate
+
+    reference = tmp_path / "reference"
+    train(tiny_recipe(data, reference), device=CPU)
+    run = tmp_path / "run"
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run)
+    original = generate.GenerateTask.step
+
+    def cut_off_in_step_5(self, step):
+        out = original(self, step)  # the weights have moved on ...
+        if step == 5:
+            raise KeyboardInterrupt  # ... but the step's bookkeeping has not: its state must not be saved
+        return out
+
+    monkeypatch.setattr(generate.GenerateTask, "step", cut_off_in_step_5)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 130, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted during step 5; the newest checkpoint is {run / 'checkpoints' / 'step_00000004.pt'} (later "
+        f"steps will be redone); continue with: specgan train {run / 'recipe.toml'}")
+    assert [step_of(p) for p in list_checkpoints(run)] == [2, 4]
+    monkeypatch.setattr(generate.GenerateTask, "step", original)
+    assert cli("train", recipe, "--device", "cpu", "--quiet")[0] == 0
+    assert metric_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert_same_training_state(run / "checkpoints" / "step_00000006.pt",
+                               reference / "checkpoints" / "step_00000006.pt")
+
+
+def test_sigint_to_the_command_saves_says_where_and_exits_130(data, tmp_path):
+    run = tmp_path / "run"
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=5000, checkpoint_every=5000)
+    proc = start_training(None, recipe)
+    wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip(), proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=PATIENCE_S)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    found = re.fullmatch(r"interrupted: stopped after step (\d+), checkpoint (\S+); continue with: specgan train "
+                         r"(\S+)", last)
+    assert found, err
+    step, checkpoint = int(found[1]), Path(found[2])
+    assert checkpoint == run / "checkpoints" / f"step_{step:08d}.pt" and found[3] == str(run / "recipe.toml")
+    assert list_checkpoints(run) == [checkpoint] and load_checkpoint(checkpoint)["step"] == step
+    assert metric_steps(run) == list(range(1, step + 1))
+    # Continuing (to a few steps further) equals a run that went there in one go.
+    reference = tmp_path / "reference"
+    train(tiny_recipe(data, reference, steps=step + 3, checkpoint_every=5000), device=CPU)
+    result = train(tiny_recipe(data, run, steps=step + 3, checkpoint_every=5000), device=CPU)
+    assert result.resumed_from == step
+    last_name = f"step_{step + 3:08d}.pt"
+    assert_same_training_state(run / "checkpoints" / last_name, reference / "checkpoints" / last_name)
