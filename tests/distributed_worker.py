@@ -1,20 +1,28 @@
 """One rank of the distributed-training tests (run by torchrun from tests/test_distributed.py, not collected).
 
 Trains ``RECIPE`` with :func:`specgan.train.loop.train` and saves this rank's weights and the size of its share of a
-batch to ``OUT/rank_<rank>.pt``.
+batch to ``OUT/rank_<rank>.pt``; writes its process id to ``OUT/pid_<rank>`` first. If training is interrupted
+(Ctrl-C), saves the step of the checkpoint it stopped at instead.
 """
 
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from specgan.errors import TrainingInterrupted
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
 
 recipe_path, out = Path(sys.argv[1]), Path(sys.argv[2])
+(out / f"pid_{os.environ['RANK']}").write_text(str(os.getpid()))
 torch.set_num_threads(1)
-result = train(load_recipe(recipe_path), device=torch.device("cpu"))
+try:
+    result = train(load_recipe(recipe_path), device=torch.device("cpu"))
+except TrainingInterrupted as e:
+    torch.save({"interrupted_at": e.step}, out / f"rank_{os.environ['RANK']}.pt")
+    sys.exit(0)
 task = result.task
 models = task.models if hasattr(task, "models") else {"G": task.G, "D": task.D}
 batches = task.batches_a if hasattr(task, "batches_a") else task.batches

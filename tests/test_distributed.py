@@ -7,15 +7,19 @@ match a single process trained on the same global batch; a checkpoint written by
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 from specgan.recipe import dump_toml
+from specgan.train.checkpoint import list_checkpoints, load_checkpoint
 from specgan.train.config import recipe_mapping
 from specgan.train.loop import train
 from test_train import make_two_tone_folder, tiny_recipe as gan_recipe
@@ -25,15 +29,19 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(recipe, out: Path, *, ranks: int = 2) -> list[dict]:
-    """Run ``recipe`` on ``ranks`` gloo processes; each rank's saved weights and batch share."""
+def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | None = None) -> list[dict]:
+    """Run ``recipe`` on ``ranks`` gloo processes (calling ``during()`` while they run); what each rank saved."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.toml"
     path.write_text(dump_toml(recipe_mapping(recipe)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-                           str(WORKER), str(path), str(out)], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if during:
+        during()
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
     return [torch.load(out / f"rank_{r}.pt", weights_only=True) for r in range(ranks)]
 
 
@@ -120,3 +128,21 @@ def test_a_global_batch_that_does_not_split_is_a_config_error(tones, tmp_path, b
                           text=True, timeout=600, cwd=tmp_path)
     assert done.returncode != 0
     assert "train.batch_size = 5: with 2 processes the global batch must be a multiple of 2" in done.stderr
+
+
+def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(tones, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    recipe = tiny_recipe(tones, run, steps=2000, checkpoint_every=1000, sample_every=1000)
+
+    def interrupt_rank_1():
+        deadline = time.monotonic() + 300  # a hang fails the test; not a timing test
+        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+            assert time.monotonic() < deadline, "training never logged a step"
+            time.sleep(0.2)
+        os.kill(int((run / "pid_1").read_text()), signal.SIGINT)
+
+    ranks = torchrun(recipe, run, during=interrupt_rank_1)
+    stopped = {r["interrupted_at"] for r in ranks}
+    assert len(stopped) == 1 and 0 < stopped.pop() < 2000  # both ranks named the same checkpoint
+    [checkpoint] = list_checkpoints(run)
+    assert load_checkpoint(checkpoint)["step"] == ranks[0]["interrupted_at"]

@@ -67,6 +67,14 @@ class Distributed:
         dist.all_reduce(values)
         return values / self.world_size
 
+    def any(self, flag: bool, *, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on at least one (a collective: every rank must call it)."""
+        if not self.active:
+            return flag
+        value = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def wrap(self, module: nn.Module, *, device: torch.device) -> nn.Module:
         """``module`` inside DistributedDataParallel (gradient averaging), or itself in a single process."""
         if not self.active:

@@ -142,17 +142,21 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     log = _MetricLog(run_dir, writer, images_per_step=task.images_per_step, on_record=on_step,
                      distributed=distributed)
     checkpoint = None
-    # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed (one process only: ranks would
-    # have to agree on the step).
-    stop = StopRequest() if distributed.active else StopRequest().install()
+    # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed. Ranks agree on the step to stop
+    # after at the steps where they exchange scalars anyway (every LOG_EVERY steps at most), so stopping costs
+    # no extra synchronisation. (torchrun passes Ctrl-C on to every rank and kills them 30 s later.)
+    stop = StopRequest().install()
     step, stopping = start, False
     try:
         for step in range(start + 1, t.steps + 1):
             log.add(step, task.step(step))
-            stopping = stop.requested
             sampling = step % t.sample_every == 0 or step == t.steps
-            checkpointing = step % t.checkpoint_every == 0 or step == t.steps or stopping
-            if sampling or checkpointing or len(log.pending) >= LOG_EVERY:
+            checkpointing = step % t.checkpoint_every == 0 or step == t.steps
+            due = sampling or checkpointing or len(log.pending) >= LOG_EVERY
+            if due or not distributed.active:
+                stopping = distributed.any(stop.requested, device=device)
+            checkpointing = checkpointing or stopping
+            if due or stopping:
                 log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
             if (sampling or checkpointing) and main:
                 task.refresh_sampler(seed=t.seed + step)
@@ -172,6 +176,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         if writer is not None:
             writer.close()
     if stopping and step < t.steps:
+        distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
         raise interruption(run_dir, step=step, saved=True)
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
