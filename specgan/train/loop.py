@@ -27,7 +27,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
-from specgan.errors import CheckpointError, ConfigError, TrainingError
+from specgan.errors import CheckpointError, ConfigError, SpecganError, TrainingError
 from specgan.recipe import dump_toml, to_mapping
 from specgan.train.checkpoint import StopRequest, interruption, list_checkpoints, load_latest_checkpoint, \
     restore_rng_state, rng_state, save_checkpoint
@@ -221,18 +221,29 @@ class _MetricLog:
                                     f"(train.lr_g, train.lr_d) or another train.loss")
             record = {"step": step, **{k: round(v, 6) for k, v in zip(names, row)}, "images_per_s": round(rate, 1)}
             self.last = record
-            if self.file is None:
-                continue
-            self.file.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "step":
-                    self.writer.add_scalar(key, value, step)
+            if self.file is not None:
+                self._write(record)
         self.pending = []
         if self.file is None:
             return
-        self.file.flush()
+        self._write(None)
         if self.on_record:
             self.on_record(self.last)
+
+    def _write(self, record: dict[str, Any] | None) -> None:
+        """Append ``record`` to metrics.jsonl and TensorBoard (None: flush); a full disk is one line."""
+        try:
+            if record is None:
+                self.file.flush()
+                return
+            self.file.write(json.dumps(record) + "\n")
+            for key, value in record.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, record["step"])
+        except OSError as e:
+            kept = list_checkpoints(self.run_dir)
+            raise SpecganError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({e.strerror or e}); training stopped. "
+                               f"Last checkpoint: {kept[-1] if kept else 'none'}") from None
 
     def close(self) -> None:
         if self.file is not None:

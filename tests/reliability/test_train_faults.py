@@ -248,6 +248,26 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous_one(da
     assert previous.read_bytes() == saved
 
 
+
+def test_disk_full_while_logging_metrics_is_one_line_and_keeps_the_checkpoint(data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2), device=CPU)
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=4)
+    real_dumps = json.dumps
+
+    def disk_fills_up(obj, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", disk_fills_up)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {run / 'metrics.jsonl'}: cannot write (No space left on device); training stopped. Last checkpoint: "
+        f"{run / 'checkpoints' / 'step_00000002.pt'}")
+    assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+
 WRITER_FAILS = r'''
 import resource, signal, sys
 from pathlib import Path
