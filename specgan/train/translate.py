@@ -181,6 +181,12 @@ class TranslateTask:
             images = crop_windows(images, starts=self.distributed.shard(starts), width=self.crop)
         return self.accel.images(images)
 
+    @staticmethod
+    def _real_and_fake(discriminator, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """D's fp32 logits for ``real`` and ``fake`` from one batched call."""
+        logits = discriminator(torch.cat([real, fake.to(real.dtype)])).float()
+        return logits.split([len(real), len(fake)])
+
     def _from_pool(self, pool: ImagePool, fakes: Tensor) -> Tensor:
         """This rank's shard of the pool's answer to the global batch of ``fakes``."""
         return self.distributed.shard(pool.query(self.distributed.all_gather(fakes.detach())))
@@ -201,14 +207,20 @@ class TranslateTask:
         # Generators, with the discriminators frozen (no gradients computed for their weights).
         self.D_A.requires_grad_(False)
         self.D_B.requires_grad_(False)
+        # Calls that share a network share one batch: instance norm keeps no batch statistics, so this is exact,
+        # and it halves the kernel launches (4 generator and 2 discriminator calls per step instead of 6 and 4).
         with self.accel.autocast():
-            fake_b, fake_a = G_AB(real_a), G_BA(real_b)
+            if identity_on:
+                fake_b, same_b = G_AB(torch.cat([real_a, real_b])).split([len(real_a), len(real_b)])
+                fake_a, same_a = G_BA(torch.cat([real_b, real_a])).split([len(real_b), len(real_a)])
+            else:
+                fake_b, fake_a = G_AB(real_a), G_BA(real_b)
             adv_b = g_loss(self.loss, self.frozen_discriminators["D_B"](fake_b).float())
             adv_a = g_loss(self.loss, self.frozen_discriminators["D_A"](fake_a).float())
             cycle_a = F.l1_loss(G_BA(fake_b).float(), real_a)
             cycle_b = F.l1_loss(G_AB(fake_a).float(), real_b)
-            identity_a = F.l1_loss(G_BA(real_a).float(), real_a) if identity_on else zero
-            identity_b = F.l1_loss(G_AB(real_b).float(), real_b) if identity_on else zero
+            identity_a = F.l1_loss(same_a.float(), real_a) if identity_on else zero
+            identity_b = F.l1_loss(same_b.float(), real_b) if identity_on else zero
         loss_g = (adv_a + adv_b + w.cycle_weight * (cycle_a + cycle_b)
                   + (w.identity_weight * (identity_a + identity_b) if identity_on else zero))
         self.opt_g.zero_grad(set_to_none=True)
@@ -219,10 +231,8 @@ class TranslateTask:
 
         # Discriminators, on real images and on fakes drawn through the history pools.
         with self.accel.autocast():
-            real_logits_a = D_A(real_a).float()
-            fake_logits_a = D_A(self._from_pool(self.pool_a, fake_a)).float()
-            real_logits_b = D_B(real_b).float()
-            fake_logits_b = D_B(self._from_pool(self.pool_b, fake_b)).float()
+            real_logits_a, fake_logits_a = self._real_and_fake(D_A, real_a, self._from_pool(self.pool_a, fake_a))
+            real_logits_b, fake_logits_b = self._real_and_fake(D_B, real_b, self._from_pool(self.pool_b, fake_b))
             loss_d_a = d_loss(self.loss, real_logits_a, fake_logits_a)
             loss_d_b = d_loss(self.loss, real_logits_b, fake_logits_b)
         self.opt_d.zero_grad(set_to_none=True)
