@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
+#: Where GPU results fetched from another machine may be kept under version control (``NAME_cuda.json``);
+#: run_all.py reads ``bench/out`` first, then this folder.
+GPU_RESULTS = ROOT / "bench" / "gpu"
+
+# The benchmarks run from a checkout where specgan may not be installed (the GPU machine): import it from here.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def data_mirror() -> Path:
@@ -36,6 +44,7 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+        info["gpu_count"] = torch.cuda.device_count()
     return info
 
 
@@ -50,8 +59,53 @@ def timed(fn: Callable[[], object], *, repeats: int) -> tuple[float, list[float]
     return statistics.median(times), times, result
 
 
-def write_json(name: str, data: dict) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{name}.json"
+def result_name(name: str, device: torch.device | str) -> str:
+    """The JSON name of a benchmark's result on ``device``: ``NAME`` on the CPU, ``NAME_cuda`` on a GPU (so one
+    folder can hold both, and run_all.py renders them side by side)."""
+    return f"{name}_cuda" if torch.device(device).type == "cuda" else name
+
+
+def write_json(name: str, data: dict, out: Path | None = None) -> Path:
+    out = Path(out) if out is not None else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+def read_json(name: str) -> dict | None:
+    """``bench/out/NAME.json``, else ``bench/gpu/NAME.json``, else None."""
+    for folder in (OUT, GPU_RESULTS):
+        path = folder / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def set_threads(n: int | None) -> None:
+    """Pin the CPU thread count (torch and OMP), so that runs on a shared machine are comparable."""
+    if n:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        torch.set_num_threads(n)
+
+
+def versions() -> dict:
+    """Versions and numeric settings that a throughput figure depends on."""
+    import numpy
+
+    info = {"torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+            else None, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    return info

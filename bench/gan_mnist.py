@@ -14,16 +14,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from common import data_mirror, machine, write_json
-from specgan.data.idx import read_idx
+from reference import run_dcgan_reference
 from specgan.data.loaders import load_data
 from specgan.device import resolve_device
 from specgan.evaluate import evaluate_run
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
-from specgan.models import build_model
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
 
@@ -32,58 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 50
 
 
-class MnistItems(Dataset):
-    """What the usual example code does: one (image, label) pair per __getitem__, normalised on the fly."""
-
-    def __init__(self, folder: Path):
-        self.images = read_idx(folder / "train-images-idx3-ubyte.gz")
-        self.labels = read_idx(folder / "train-labels-idx1-ubyte.gz")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        image = torch.from_numpy(self.images[i]).float().div(255).sub(0.5).div(0.5)[None]
-        return image, int(self.labels[i])
-
-
 def reference_loop(folder: Path, *, steps: int, batch_size: int, channels: int, z_dim: int, seed: int,
                    device: torch.device):
-    torch.manual_seed(seed)
-    G, D = build_model("dcgan", image_shape=(1, 28, 28), n_classes=10, z_dim=z_dim, channels=channels,
-                       spectral_norm=False, batch_norm_d=True)
-    G.to(device)
-    D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = torch.nn.BCEWithLogitsLoss()
-    loader = DataLoader(MnistItems(folder), batch_size=batch_size, shuffle=True, drop_last=True)
-    step, timed_from = 0, None
-    while step < steps:
-        for real, labels in loader:
-            real, labels = real.to(device), labels.to(device)
-            n = real.size(0)
-            fake = G(torch.randn(n, z_dim, device=device), labels)
-            loss_d = bce(D(real, labels), torch.ones(n, device=device)) + \
-                bce(D(fake.detach(), labels), torch.zeros(n, device=device))
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-            loss_g = bce(D(fake, labels), torch.ones(n, device=device))
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            step += 1
-            if step == WARMUP:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                timed_from = time.perf_counter()
-            if step == steps:
-                break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    steady = (steps - WARMUP) * batch_size / (time.perf_counter() - timed_from)
-    return G.eval(), steady
+    """The plain conditional reference loop (:mod:`reference`): its G in eval mode and its steady images/s."""
+    G, _, steady = run_dcgan_reference(folder, steps=steps, batch_size=batch_size, channels=channels, z_dim=z_dim,
+                                       n_classes=10, seed=seed, device=device, warmup=WARMUP)
+    return G, steady
 
 
 def main() -> dict:

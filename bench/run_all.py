@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import OUT, ROOT  # noqa: E402
+from common import OUT, ROOT, read_json, result_name  # noqa: E402
 
+import convert_speed  # noqa: E402
 import gan_mnist  # noqa: E402
 import prep_throughput  # noqa: E402
 import reconstruct_speed  # noqa: E402
+import train_throughput  # noqa: E402
 import voice_convert  # noqa: E402
 
 
@@ -28,14 +31,29 @@ def main() -> None:
     parser.add_argument("--voice", choices=("auto", "yes", "no"), default="auto",
                         help="run the voice-conversion benchmark (auto: only with a GPU, where the full recipe runs; "
                              "on 2 CPU cores a reduced model takes about half an hour)")
-    parser.add_argument("--render-only", action="store_true", help="rewrite results.md from bench/out/*.json")
+    parser.add_argument("--throughput", choices=("yes", "no"), default="yes",
+                        help="run the training-throughput benchmarks (DCGAN and CycleGAN step; a few minutes each "
+                             "on 2 CPU cores, at reduced sizes there)")
+    parser.add_argument("--convert", choices=("yes", "no"), default="yes",
+                        help="run the convert real-time-factor benchmark")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite results.md from bench/out/*.json (and bench/gpu/*_cuda.json)")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # each benchmark parses its own defaults
     if args.render_only:
         prep, recon = (json.loads((OUT / f"{n}.json").read_text()) for n in ("prep_throughput", "reconstruct_speed"))
     else:
         prep = prep_throughput.main()
-        recon = reconstruct_speed.main()
+        recon = reconstruct_speed.main(["--device", "cpu"])
+        if torch.cuda.is_available():  # the GPU figure goes to reconstruct_speed_cuda.json
+            reconstruct_speed.main(["--device", "cuda"])
+        if args.throughput == "yes":
+            train_throughput.main(["dcgan"])
+            train_throughput.main(["cyclegan"])
+            if torch.cuda.is_available():
+                write_flops()
+        if args.convert == "yes":
+            convert_speed.main([])
         if args.gan == "yes" or (args.gan == "auto" and torch.cuda.is_available()):
             sys.argv = [sys.argv[0], "--channels", "64", "--batch-size", "128", "--steps", "3000"]
             gan_mnist.main()
@@ -80,27 +98,34 @@ def main() -> None:
         f"{len(recon['clips'])} clips ({recon['source']}), {recon['n_iter']} Griffin-Lim iterations on both sides. "
         "SC is the spectral convergence of the result's STFT magnitude against the original's (lower is better).",
         "",
-        "| clip | seconds | specgan ms | librosa `mel_to_audio` ms | speed-up | specgan SC | librosa SC |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| clip | seconds | specgan ms | librosa `mel_to_audio` ms | speed-up | specgan × real time | specgan SC "
+        "| librosa SC |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in recon["clips"]:
         lines.append(f"| {r['file']} | {r['seconds']:.1f} | {r['specgan_s'] * 1000:.0f} | {r['librosa_s'] * 1000:.0f} "
-                     f"| {r['speedup']:.1f}× | {r['specgan_sc']:.3f} | {r['librosa_sc']:.3f} |")
+                     f"| {r['speedup']:.1f}× | {r['seconds'] / r['specgan_s']:.0f}× | {r['specgan_sc']:.3f} "
+                     f"| {r['librosa_sc']:.3f} |")
     lines += [
-        f"| **median** | | | | **{recon['median_speedup']:.1f}×** | **{recon['median_specgan_sc']:.3f}** "
-        f"| **{recon['median_librosa_sc']:.3f}** |",
+        f"| **median** | | | | **{recon['median_speedup']:.1f}×** | "
+        f"**{statistics.median(r['seconds'] / r['specgan_s'] for r in recon['clips']):.0f}×** | "
+        f"**{recon['median_specgan_sc']:.3f}** | **{recon['median_librosa_sc']:.3f}** |",
         "",
         f"Goal: {recon['goal_speedup']:.0f}× faster with equal or better SC. "
         + ("Met." if recon["median_speedup"] >= recon["goal_speedup"]
            and recon["median_specgan_sc"] <= recon["median_librosa_sc"] else "Not met."),
         "",
     ]
+    lines += reconstruct_gpu_section(read_json(result_name("reconstruct_speed", "cuda")))
     lines += gan_section(gan) if gan else ["## Conditional MNIST GAN", "", "Not run yet (`make bench` runs it when a "
                                            "GPU is present; `python bench/run_all.py --gan yes` forces it).", ""]
     lines += voice_section(voice) if voice else ["## Voice conversion", "", "Not run yet (`make bench` runs it when "
                                                  "a GPU is present; `python bench/run_all.py --voice yes` forces it).",
                                                  ""]
-    lines += ["Raw figures: `bench/out/*.json` (not committed).", ""]
+    lines += throughput_sections()
+    lines += convert_section()
+    lines += ["Raw figures: `bench/out/*.json` (not committed); GPU figures `NAME_cuda.json`, from `bench/out/` or, "
+              "when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
 
@@ -164,6 +189,181 @@ def voice_section(v: dict) -> list[str]:
         f"convergence of Griffin-Lim against the translated magnitude: {v['spectral_convergence']:.3f}.",
         *([f"Note: {v['note']}.", ""] if v.get("note") else [""]),
     ]
+
+
+def write_flops() -> None:
+    """train_flops_cuda.json from the two throughput results of this machine's GPU."""
+    from common import write_json
+
+    results = {k: read_json(result_name(f"train_{k}", "cuda")) for k in ("dcgan", "cyclegan")}
+    write_json(result_name("train_flops", "cuda"), train_throughput.tflops_report(results, "cuda"))
+
+
+def _fmt(value, spec: str, none: str = "–") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _rate(value) -> str:
+    return "–" if value is None else format(value, ".1f" if value < 100 else ".0f")
+
+
+def _where(r: dict) -> str:
+    m = r["machine"]
+    if r["device"].startswith("cuda"):
+        return f"{m.get('gpu', 'GPU')}, torch {m['torch']}"
+    return f"{m['cpu']}, {r.get('threads', m['torch_threads'])} torch thread(s), torch {m['torch']}"
+
+
+def _size(kind: str, r: dict) -> str:
+    z = r["size"]
+    if kind == "dcgan":
+        return f"batch {z['batch_size']}, {z['channels']} channels, {z['steps']} steps per run"
+    return (f"batch {z['batch_size']}, {z['channels']} channels, {z['n_blocks']} blocks, "
+            f"{z['n_mels']}×{z['crop']} crops, {z['warmup'] + z['window'] * z['windows']} steps per run")
+
+
+THROUGHPUT_TEXT = {
+    "dcgan": ("Training throughput: DCGAN on MNIST",
+              "`recipes/mnist_dcgan.toml` on the real MNIST training set through `specgan.train.loop.train` (the "
+              "whole loop: metrics.jsonl, TensorBoard, the moving average of G), steady state = the loop's own "
+              "images/s over windows of 25 steps after the first 50, against the same architecture, loss, optimiser "
+              "and batch in the PyTorch DCGAN example's loop (per-item `Dataset` + `DataLoader`, fp32; "
+              "`bench/reference.py`). The reference's `DataLoader` workers: the example's default (2) on the GPU, "
+              "none on the CPU (they would take the cores the step computes on)."),
+    "cyclegan": ("Training throughput: CycleGAN translate step",
+                 "The translate step of `recipes/voice_convert.toml` (ResNet generators, PatchGAN discriminators, "
+                 "LSGAN, cycle and identity losses; `TranslateTask.step` in windows of steps after a warm-up) on "
+                 "synthetic random 80-band chunks, against a step written as junyanz/pytorch-CycleGAN-and-pix2pix "
+                 "writes it (two Adam optimisers, the image pool as a Python list queried per image, an unaligned "
+                 "per-item `Dataset` with a random crop per item, `set_requires_grad`, D loss 0.5·(real + fake) MSE, "
+                 "fp32; `bench/reference.py`), same networks and batch. The reference's `DataLoader` workers: the "
+                 "reference code's default (4) on the GPU, none on the CPU."),
+}
+
+
+def throughput_sections() -> list[str]:
+    lines = []
+    for kind in ("dcgan", "cyclegan"):
+        title, text = THROUGHPUT_TEXT[kind]
+        cpu, gpu = read_json(f"train_{kind}"), read_json(result_name(f"train_{kind}", "cuda"))
+        lines += [f"## {title}", ""]
+        if not cpu and not gpu:
+            lines += ["Not run yet (`python bench/train_throughput.py " + kind + "`; on a GPU machine "
+                      "`bench/gpu_session.py`).", ""]
+            continue
+        lines += [text, ""]
+        runs = [(label, r) for label, r in (("CPU", cpu), ("GPU", gpu)) if r]
+        for label, r in runs:
+            later = [f"{', '.join(m['variants'])} in {m['rounds']} later round(s)" + (" with reference runs"
+                                                                                    if m["reference"] else "")
+                     for m in r.get("merged", [])]
+            if r.get("compile_note"):
+                later.append(r["compile_note"])
+            lines.append(f"- {label}: {_where(r)}; {_size(kind, r)} ({r['size_name']} size); {r['rounds']} "
+                         f"interleaved round(s), median of runs, each run the median of its windows"
+                         + (f" ({'; '.join(later)})" if later else "") + ".")
+        if not gpu:
+            lines.append("- GPU: not run (`bench/gpu_session.py` on a GPU machine writes `train_" + kind +
+                         "_cuda.json`).")
+        lines += ["", "| loop | " + " | ".join(f"{label} images/s | {label} × reference" for label, _ in runs) + " |",
+                  "|---|" + "---:|---:|" * len(runs)]
+        lines.append("| reference loop | " + " | ".join(
+            f"{_rate(r['reference'].get('images_per_s'))} | 1.00" for _, r in runs) + " |")
+        names = []
+        for _, r in runs:
+            names += [v for v in r["variants"] if v not in names]
+        for v in names:
+            overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or "defaults"
+            cells = []
+            for _, r in runs:
+                d = r["variants"].get(v, {})
+                cells.append(f"{_rate(d.get('images_per_s'))} | {_fmt(d.get('speedup'), '.2f')}")
+            lines.append(f"| specgan {v} ({overrides}) | " + " | ".join(cells) + " |")
+        lines.append("")
+        for label, r in runs:
+            d = r["variants"].get("default", {})
+            if d.get("speedup"):
+                lines.append(f"Goal on the {label}: ≥ {r['goal_speedup']:.1f}× the reference with the defaults: "
+                             f"{'met' if d['speedup'] >= r['goal_speedup'] else 'not met'} ({d['speedup']:.2f}×). ")
+            problems = {**r.get("errors", {})}
+            if problems:
+                lines.append(f"{label} errors: " + "; ".join(f"{k}: {str(e).splitlines()[-1][:160]}"
+                                                            for k, e in problems.items()) + ". ")
+            if r.get("skipped"):
+                lines.append(f"{label} runs skipped for time: {', '.join(r['skipped'])}. ")
+        lines.append("")
+    flops = read_json(result_name("train_flops", "cuda"))
+    lines += ["## Achieved TFLOP/s of a training step (GPU)", ""]
+    if not flops or not flops.get("rows"):
+        lines += ["Not run yet (`bench/gpu_session.py` on a GPU machine).", ""]
+        return lines
+    peak = flops.get("peak_bf16_tflops")
+    lines += [f"{flops.get('gpu')}; dense bf16 peak {_fmt(peak, '.0f', 'unknown')} TFLOP/s. {flops['note']} "
+              "Step time = batch / median images/s above.", "",
+              "| model | loop | GFLOP per step | step ms | TFLOP/s | % of bf16 peak |", "|---|---|---:|---:|---:|---:|"]
+    for row in flops["rows"]:
+        frac = row.get("fraction_of_peak")
+        lines.append(f"| {row['model']} | {row['side']} | {row['flops_per_step'] / 1e9:.1f} | {row['step_ms']:.2f} | "
+                     f"{row['tflops']:.2f} | {_fmt(frac * 100 if frac is not None else None, '.2f')} |")
+    lines.append("")
+    return lines
+
+
+def reconstruct_gpu_section(r: dict | None) -> list[str]:
+    if not r:
+        return ["GPU: not run yet (`bench/gpu_session.py` on a GPU machine writes `reconstruct_speed_cuda.json`).",
+                ""]
+    lines = [f"On the GPU ({_where(r)}), same clips and iterations; librosa still runs on that machine's CPU:", "",
+             "| clip | seconds | specgan ms | × real time | specgan SC |" + (" librosa ms |" if "median_speedup" in r
+                                                                             else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if "median_speedup" in r else "")]
+    for c in r["clips"]:
+        lines.append(f"| {c['file']} | {c['seconds']:.1f} | {c['specgan_s'] * 1000:.1f} | {c['specgan_x_realtime']:.0f}× "
+                     f"| {c['specgan_sc']:.3f} |" + (f" {c['librosa_s'] * 1000:.0f} |" if "librosa_s" in c else ""))
+    goal = r.get("goal_x_realtime", 500.0)
+    lines += [f"| **median** | | | **{r['median_specgan_x_realtime']:.0f}×** | **{r['median_specgan_sc']:.3f}** |"
+              + (" |" if "median_speedup" in r else ""), "",
+              f"Goal on a GPU: ≥ {goal:.0f}× real time. "
+              + ("Met." if r["median_specgan_x_realtime"] >= goal else "Not met.")
+              + (f" Speed-up over librosa on the CPU: {r['median_speedup']:.0f}×." if "median_speedup" in r else ""),
+              ""]
+    return lines
+
+
+def convert_section() -> list[str]:
+    runs = [(label, r) for label, r in (("CPU", read_json("convert_speed")),
+                                        ("GPU", read_json(result_name("convert_speed", "cuda")))) if r]
+    lines = ["## convert real-time factor", ""]
+    if not runs:
+        return lines + ["Not run yet (`python bench/convert_speed.py`).", ""]
+    lines += ["`specgan convert` of a 60 s input (the demo corpus's kal clips joined; 16 kHz) through a translator "
+              "checkpoint of `recipes/voice_convert.toml`'s architecture (1 training step: weights do not change the "
+              "speed): read, log-mel, 128-frame windows every 64 frames through the generator, cross-faded "
+              "stitching, NNLS mel → linear, Griffin-Lim from the source phase, write. RTF = wall seconds / audio "
+              "seconds (lower is better); medians of the timed repeats after one warm-up. Stages were timed apart "
+              "in a separate pass.", ""]
+    for label, r in runs:
+        m = r["model"]
+        lines.append(f"- {label}: {_where(r)}; model {m['name']} {m['channels']} channels, {m['n_blocks']} blocks; "
+                     f"{r['griffinlim_iters']} Griffin-Lim iterations; {r['repeats']} repeats.")
+    lines += ["", "| | " + " | ".join(label for label, _ in runs) + " |", "|---|" + "---:|" * len(runs),
+              "| RTF (convert_file) | " + " | ".join(f"{r['rtf']:.4f}" for _, r in runs) + " |",
+              "| × real time | " + " | ".join(f"{r['x_realtime']:.0f}×" for _, r in runs) + " |",
+              "| RTF with checkpoint loading (whole convert_path) | "
+              + " | ".join(f"{r['rtf_with_model_load']:.4f}" for _, r in runs) + " |"]
+    stages = []
+    for _, r in runs:
+        stages += [k for k in r["stages_s"] if k not in stages]
+    for k in stages:
+        lines.append(f"| stage: {k}, ms | " + " | ".join(_fmt(r["stages_s"].get(k, None) and r["stages_s"][k] * 1000,
+                                                                  ".0f") for _, r in runs) + " |")
+    naive = [(label, r["naive"]) for label, r in runs if "naive" in r]
+    lines.append("")
+    for label, n in naive:
+        lines.append(f"Naive reference on the {label} ({n['how']}; first {n['seconds']:.0f} s of the input): RTF "
+                     f"{n['rtf']:.3f}, {n['rtf'] / dict(runs)[label]['rtf']:.0f}× slower than specgan convert.")
+    lines.append("")
+    return lines
 
 
 if __name__ == "__main__":
