@@ -57,7 +57,7 @@ class Batches:
         return {"generator": self.generator.get_state(), "order": self.order.cpu(), "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # RNG states are CPU byte tensors, whatever the device
         self.order, self.position = state["order"].to(self.images.device), int(state["position"])
 
 
@@ -210,7 +210,7 @@ class GenerateTask:
         self.opt_g.load_state_dict(state["optimizers"]["G"])
         self.opt_d.load_state_dict(state["optimizers"]["D"])
         self.batches.load_state_dict(state["batches"])
-        self.noise.set_state(state["noise"])
+        self.noise.set_state(state["noise"].cpu())
 
 
 def fixed_latents(*, n_classes: int, z_dim: int, seed: int, n: int = 64) -> tuple[Tensor, Tensor | None, int]:

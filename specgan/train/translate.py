@@ -298,4 +298,4 @@ class TranslateTask:
         self.batches_b.load_state_dict(state["batches"]["B"])
         self.pool_a.load_state_dict(state["pools"]["A"])
         self.pool_b.load_state_dict(state["pools"]["B"])
-        self.noise.set_state(state["noise"])
+        self.noise.set_state(state["noise"].cpu())
