@@ -110,11 +110,13 @@ def test_trimming_records_positions_in_the_untrimmed_file(corpus, tmp_path):
 def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     out = tmp_path / "ds"
     first = prep(corpus, out, params=FAST_PARAMS, workers=1)
-    assert first.processed == 4 + len(BAD)
+    # Every file found is processed, re-used or skipped: exactly one of them.
+    assert (first.found, first.processed, first.reused, len(first.skipped)) == (4 + len(BAD), 4, 0, len(BAD))
     before = json.loads((out / "manifest.json").read_text())
 
     again = prep(corpus, out, params=FAST_PARAMS, workers=1)
     assert again.processed == 0 and again.up_to_date
+    assert (again.reused, len(again.skipped)) == (4, len(BAD))  # skip verdicts are remembered by content hash
     assert json.loads((out / "manifest.json").read_text()) == before
     code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
     assert code == 0 and "up to date" in output
@@ -125,7 +127,7 @@ def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     old_chunks = {s["path"]: np.asarray(old.chunks[s["first_chunk"]:s["first_chunk"] + s["chunks"]])
                   for s in old.manifest["sources"]}
     update = prep(corpus, out, params=FAST_PARAMS, workers=1)
-    assert (update.processed, update.reused) == (1, 4 + len(BAD))
+    assert (update.processed, update.reused, len(update.skipped)) == (1, 4, len(BAD))
     new = open_dataset(out)
     for s in new.manifest["sources"]:
         if s["path"] in old_chunks:
@@ -137,7 +139,7 @@ def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     (corpus / "TM3" / "100004.flac").unlink()
     shutil.copy(vcc / "vcc2016_training" / "SF1" / "100006.flac", corpus / "SF1" / "empty.wav")
     update = prep(corpus, out, params=FAST_PARAMS, workers=1)
-    assert update.processed == 1
+    assert (update.found, update.processed, update.reused, len(update.skipped)) == (4 + len(BAD), 1, 4, len(BAD) - 1)
     paths = {s["path"] for s in update.manifest["sources"]}
     assert "TM3/100004.flac" not in paths and "SF1/empty.wav" in paths
 
@@ -174,8 +176,12 @@ def test_interrupted_prep_keeps_the_previous_dataset(corpus, vcc, tmp_path, monk
     class Crash(Exception):
         pass
 
+    real_atomic_path = dataset_dir.atomic_path
+
     def crash_at_commit(path):
-        raise Crash("power cut just before the manifest is replaced")
+        if Path(path).name == "manifest.json":
+            raise Crash("the run dies just before the manifest is replaced")
+        return real_atomic_path(path)
 
     monkeypatch.setattr(dataset_dir, "atomic_path", crash_at_commit)
     with pytest.raises(Crash):
@@ -183,9 +189,13 @@ def test_interrupted_prep_keeps_the_previous_dataset(corpus, vcc, tmp_path, monk
     monkeypatch.undo()
     after = open_dataset(out)  # still the complete previous dataset
     np.testing.assert_array_equal(after.chunks, expected)
-    assert len(list(out.glob("chunks-*.npy"))) == 2  # the orphan of the failed run...
+    assert [f.name for f in out.glob("chunks-*.npy")] == [before.manifest["files"]["chunks"]]  # new arrays removed
+    # A run killed outright (no clean-up) leaves orphans and temporary files; the next run removes them.
+    orphans = [out / "chunks-0123456789ab.npy", out / ".chunks-0123456789ab.npy.x1y2.tmp", out / ".manifest.json.z.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half-written")
     prep(corpus, out, params=FAST_PARAMS, workers=1)
-    assert len(list(out.glob("chunks-*.npy"))) == 1  # ...is removed by the next one
+    assert len(list(out.glob("chunks-*.npy"))) == 1 and not any(o.exists() for o in orphans)
     assert "TM3/new.flac" in {s["path"] for s in open_dataset(out).manifest["sources"]}
 
 

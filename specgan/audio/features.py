@@ -6,11 +6,15 @@ filterbank as a buffer so it moves with ``.to(device)``.
 
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
+import numpy as np
 import torch
 import torchaudio
 from torch import Tensor, nn
 
 from specgan.audio.params import AudioParams
+from specgan.errors import AudioError
 
 #: Floor for mel power before the logarithm (librosa's ``amin``): -100 dB.
 AMIN = 1e-10
@@ -30,7 +34,7 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, f_min: float = 
 
 def power_to_db(power: Tensor, *, amin: float = AMIN) -> Tensor:
     """``10·log10(max(power, amin))`` with reference 1.0 (no per-signal reference, no top_db clipping)."""
-    return 10.0 * torch.log10(power.clamp_min(amin))
+    return torch.log10(power.clamp_min(amin)).mul_(10.0)
 
 
 def db_to_power(db: Tensor) -> Tensor:
@@ -48,38 +52,149 @@ def denormalize_db(x: Tensor, *, min_db: float, max_db: float) -> Tensor:
     return (x.clamp(-1.0, 1.0) + 1.0) / 2.0 * (max_db - min_db) + min_db
 
 
+def stft_segments(blocks: Iterable[Tensor | np.ndarray], *, n_fft: int, hop_length: int) -> Iterator[Tensor]:
+    """Re-cut a signal that arrives in blocks into segments for a streaming, centred STFT.
+
+    Args:
+        blocks: consecutive pieces ``(samples,)`` of one signal (any sizes, empty ones included).
+        n_fft, hop_length: the STFT's frame size and hop, in samples.
+
+    Yields:
+        1-D float tensors. Their STFTs with ``center=False`` (frame ``t`` of a segment starts at sample
+        ``t * hop_length`` of it), concatenated along time, are the STFT of the whole signal with ``center=True``
+        and reflect padding: ``1 + samples // hop_length`` frames in all. A segment holds whole frames only; it
+        overlaps the next one by ``n_fft - hop_length`` samples, and at most about ``n_fft`` samples are held
+        back between blocks, so memory follows the block size, not the signal's length.
+
+    Raises:
+        ValueError: the signal has ``n_fft // 2`` samples or fewer (reflect padding needs more).
+    """
+    half = n_fft // 2
+    head: list[Tensor] = []   # the first samples, until there are enough to reflect the left edge
+    buf: Tensor | None = None  # padded signal from the next frame's first sample on
+    tail = torch.zeros(0)      # the last half + 1 samples, to reflect the right edge
+    pieces = (t for t in (torch.as_tensor(b).reshape(-1) for b in blocks) if t.numel())
+    for block, last in _with_last(pieces):
+        tail = block[-(half + 1):] if block.numel() > half else torch.cat([tail, block])[-(half + 1):]
+        if buf is None:
+            head.append(block)
+            samples = sum(b.numel() for b in head)
+            if samples <= half:
+                if not last:
+                    continue
+                raise ValueError(f"{samples} samples is too short for a centred STFT of n_fft={n_fft} "
+                                 f"(needs more than {half})")
+            signal = torch.cat(head) if len(head) > 1 else head[0]
+            if last:  # the whole signal at once: one segment, the same numbers as an STFT of it whole
+                yield nn.functional.pad(signal[None, None], (half, half), mode="reflect")[0, 0]
+                return
+            buf = torch.cat([signal[1:half + 1].flip(0), signal])
+        else:
+            buf = torch.cat([buf, block])
+        if last:
+            buf = torch.cat([buf, tail[:-1].flip(0)])
+        segment, buf = _whole_frames(buf, n_fft=n_fft, hop_length=hop_length)
+        if segment is not None:
+            yield segment
+    if buf is None and not head:
+        raise ValueError(f"0 samples is too short for a centred STFT of n_fft={n_fft} (needs more than {half})")
+
+
+def _with_last(items: Iterator) -> Iterator[tuple[Tensor, bool]]:
+    """``(item, is_last)`` for each item."""
+    previous = next(items, None)
+    for item in items:
+        yield previous, False
+        previous = item
+    if previous is not None:
+        yield previous, True
+
+
+def _whole_frames(buf: Tensor, *, n_fft: int, hop_length: int) -> tuple[Tensor | None, Tensor]:
+    """Split ``buf`` into ``(the samples of every whole frame in it, or None; what the next frame starts with)``."""
+    if buf.numel() < n_fft:
+        return None, buf
+    frames = 1 + (buf.numel() - n_fft) // hop_length
+    return buf[:(frames - 1) * hop_length + n_fft], buf[frames * hop_length:]
+
+
 class LogMel(nn.Module):
     """Waveform ``(..., samples)`` → normalised log-mel ``(..., n_mels, frames)`` in [-1, 1].
 
     ``frames = 1 + samples // hop_length`` (centred, reflect-padded STFT with a periodic Hann window), power
     spectrogram, slaney mel filterbank from torchaudio: the definition of ``torchaudio.transforms.MelSpectrogram``
-    and of librosa's ``melspectrogram``. The power is computed as ``re² + im²`` rather than ``|X|²`` because
-    the complex ``abs`` is the slowest step on CPU (prep spends a third less time here). Batched input gives the
-    same result as each signal alone. The window and filterbank are buffers, so the module follows ``.to()``.
+    and of librosa's ``melspectrogram``, and ``torch.stft``'s numbers. The frames are windowed and transformed with
+    one real FFT, squared in place as ``re² + im²`` (the complex ``abs`` is the slowest way to a power on CPU),
+    laid out ``(n_freqs, frames)`` and projected on the mel filters as a sparse matrix on the CPU: prep spends about
+    30% less time here than with ``torch.stft`` and a dense projection. Batched input gives the same result as each
+    signal alone. The window and filterbank are buffers, so the module follows ``.to()``.
     """
 
     def __init__(self, params: AudioParams):
         super().__init__()
         self.params = params
-        self.register_buffer("window", torch.hann_window(params.window_length), persistent=False)
+        window = torch.hann_window(params.window_length)
+        left = (params.n_fft - params.window_length) // 2  # torch.stft centres a shorter window in the frame
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("frame_window", nn.functional.pad(window, (left, params.n_fft - params.window_length
+                                                                        - left)), persistent=False)  # (n_fft,)
         self.register_buffer("fbank_t", mel_filterbank(
             sample_rate=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, f_min=params.f_min,
             f_max=params.mel_f_max).T.contiguous(), persistent=False)  # (n_mels, n_freqs)
+        # The same filters as a sparse matrix, for the CPU: each frequency bin feeds at most two mel bands, so the
+        # projection is about 2 * n_freqs products per frame instead of n_mels * n_freqs (a quarter of mel_power's
+        # time saved).
+        self.register_buffer("fbank_t_sparse", self.fbank_t.to_sparse().coalesce(), persistent=False)
 
-    def mel_power(self, wave: Tensor) -> Tensor:
-        """Mel power spectrogram ``(..., n_mels, frames)``, before the logarithm."""
+    def mel_power(self, wave: Tensor, *, center: bool = True) -> Tensor:
+        """Mel power spectrogram ``(..., n_mels, frames)``, before the logarithm.
+
+        ``center=False`` takes frames from ``wave`` as it is, without padding (``1 + (samples - n_fft) //
+        hop_length`` frames): the form :func:`stft_segments` prepares for a streamed signal.
+        Raises AudioError when ``center`` and the signal has ``n_fft // 2`` samples or fewer (nothing to reflect).
+        """
         p = self.params
         shape = wave.shape
-        spec = torch.stft(wave.reshape(-1, shape[-1]), n_fft=p.n_fft, hop_length=p.hop_length,
-                          win_length=p.window_length, window=self.window, center=True, pad_mode="reflect",
-                          return_complex=True)
-        power = spec.real.square() + spec.imag.square()
-        mel = self.fbank_t @ power
-        return mel.reshape(*shape[:-1], *mel.shape[-2:])
+        if center and shape[-1] <= p.n_fft // 2:
+            raise AudioError(f"too short: {shape[-1]} samples at {p.sample_rate} Hz, less than half an FFT window "
+                             f"(n_fft {p.n_fft})")
+        x = wave.reshape(-1, 1, shape[-1])
+        if center:
+            x = nn.functional.pad(x, (p.n_fft // 2, p.n_fft // 2), mode="reflect")
+        power = self._power(x[:, 0])                                               # (n_freqs, batch * frames)
+        if power.is_cpu:
+            mel = torch.sparse.mm(self.fbank_t_sparse, power)                      # (n_mels, batch * frames)
+        else:  # GPUs multiply dense matrices faster than sparse ones
+            mel = self.fbank_t @ power
+        batch, n_frames = x.shape[0], power.shape[1] // x.shape[0]
+        mel = mel.reshape(p.n_mels, batch, n_frames).transpose(0, 1)               # (batch, n_mels, frames)
+        return mel.reshape(*shape[:-1], p.n_mels, n_frames) if batch == 1 else \
+            mel.contiguous().reshape(*shape[:-1], p.n_mels, n_frames)
+
+    def _power(self, signals: Tensor) -> Tensor:
+        """Power spectra ``re² + im²`` of the frames of ``signals`` ``(batch, samples)`` (no padding), laid out
+        ``(n_freqs, batch * frames)``: frame ``t`` of signal ``b`` is column ``b * frames + t``."""
+        p = self.params
+        frames = signals.unfold(-1, p.n_fft, p.hop_length) * self.frame_window    # (batch, frames, n_fft)
+        spec = torch.view_as_real(torch.fft.rfft(frames))                          # (batch, frames, n_freqs, 2)
+        spec = spec.reshape(-1, spec.shape[-2], 2)                                 # (batch * frames, n_freqs, 2)
+        if spec.requires_grad:
+            squared = spec.square()
+            return (squared[..., 0] + squared[..., 1]).T
+        squared = spec.square_()  # in place, then summed straight into the layout the mel product wants
+        return torch.add(squared[..., 0].T, squared[..., 1].T, out=spec.new_empty(spec.shape[1], spec.shape[0]))
+
+    def stream_mel_power(self, blocks: Iterable[Tensor | np.ndarray]) -> Iterator[Tensor]:
+        """Mel power of a signal that arrives in blocks ``(samples,)``: pieces ``(n_mels, frames_i)`` that
+        concatenate to :meth:`mel_power` of the whole signal (see :func:`stft_segments`, which raises ValueError
+        for a signal of ``n_fft // 2`` samples or fewer)."""
+        for segment in stft_segments(blocks, n_fft=self.params.n_fft, hop_length=self.params.hop_length):
+            yield self.mel_power(segment, center=False)
 
     def normalize(self, mel_power: Tensor) -> Tensor:
         """Mel power → normalised log-mel in [-1, 1] (the fixed dB range of ``params``)."""
-        return normalize_db(power_to_db(mel_power), min_db=self.params.min_db, max_db=self.params.max_db)
+        p = self.params  # normalize_db's arithmetic, in place on the new dB tensor
+        return power_to_db(mel_power).sub_(p.min_db).div_(p.max_db - p.min_db).mul_(2.0).sub_(1.0).clamp_(-1.0, 1.0)
 
     def forward(self, wave: Tensor) -> Tensor:
         return self.normalize(self.mel_power(wave))

@@ -8,9 +8,11 @@ A dataset folder holds ``manifest.json`` and three ``.npy`` arrays whose names c
                          the dataset's sample rate and before any trimming, on which the chunk's first frame
                          is centred
 
-The manifest names the generation it belongs to and is replaced atomically last: it is the commit point. A
-crash before that leaves the previous dataset as it was (the new arrays are orphans, removed by the next prep);
-a crash after it leaves the new one complete.
+The manifest names the generation it belongs to and is replaced atomically last: it is the commit point. Each
+array is written to a temporary file, flushed to disk and renamed; then the manifest the same way. A crash before
+the commit leaves the previous dataset as it was (the new arrays are orphans, removed by the next prep); a crash
+after it leaves the new one complete. A write that fails (disk full) removes what it wrote and raises a
+one-line DatasetError; the previous dataset is still there and loadable.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
 from specgan import __version__
 from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
-from specgan.errors import DatasetError, check_format
+from specgan.errors import DatasetError, SpecganError, check_format
 from specgan.recipe import from_mapping, to_mapping
 
 MANIFEST = "manifest.json"
@@ -90,23 +93,14 @@ def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], l
     ``chunks``, ``labels`` and ``positions`` are per-source pieces, concatenated in order. ``manifest`` holds the
     descriptive fields (domains, sources, skipped); the format fields, audio parameters and file names are added
     here. Returns the manifest written. Arrays of the previous generation are removed after the commit.
+    Raises DatasetError (e.g. disk full) after removing the new generation's files; the previous dataset is kept.
     """
     path.mkdir(parents=True, exist_ok=True)
     generation = uuid.uuid4().hex[:12]
     n_mels, frames = audio.n_mels, audio.frames
     pieces = {"chunks": (chunks, np.float16, (n_mels, frames)), "labels": (labels, np.int64, ()),
               "positions": (positions, np.int64, (2,))}
-    files = {}
-    for name, (parts, dtype, tail) in pieces.items():
-        files[name] = f"{name}-{generation}.npy"
-        total = sum(len(p) for p in parts)
-        out = np.lib.format.open_memmap(path / files[name], mode="w+", dtype=dtype, shape=(total, *tail))
-        row = 0
-        for part in parts:
-            out[row:row + len(part)] = part
-            row += len(part)
-        out.flush()
-        del out
+    files = {name: f"{name}-{generation}.npy" for name in pieces}
     full = {"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__,
             "audio": to_mapping(audio),
             "normalization": {"scale": "10*log10(max(mel_power, 1e-10)) dB, mapped linearly from "
@@ -114,10 +108,60 @@ def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], l
                               "min_db": audio.min_db, "max_db": audio.max_db},
             "shape": [sum(len(c) for c in chunks), n_mels, frames], "dtype": "float16",
             "files": files, **manifest}
-    with atomic_path(path / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(full, indent=1))
+    with _undone_on_failure(path, files=files.values()):
+        for name, (parts, dtype, tail) in pieces.items():
+            write_npy(path / files[name], parts, dtype=dtype, tail=tail)
+        with atomic_path(path / MANIFEST) as tmp, open(tmp, "w") as f:
+            f.write(json.dumps(full, indent=1))
+            _sync(f)
     remove_orphans(path, keep=files.values())
     return full
+
+
+@contextmanager
+def _undone_on_failure(path: Path, *, files) -> Iterator[None]:
+    """Remove ``files`` from ``path`` when the block fails; an OSError becomes a one-line DatasetError."""
+    try:
+        yield
+    except BaseException as e:
+        for name in files:
+            (path / name).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise DatasetError(f"{path}: cannot write the dataset ({e.strerror or e}); the previous dataset, if "
+                               f"any, is unchanged") from None
+        if isinstance(e, SpecganError) and not isinstance(e, DatasetError):  # atomic_path's "cannot write"
+            raise DatasetError(f"{e}; the previous dataset, if any, is unchanged") from None
+        raise
+
+
+def write_npy(file: Path, parts: list[np.ndarray], *, dtype, tail: tuple[int, ...]) -> None:
+    """Write ``parts`` concatenated along axis 0 as one ``.npy`` array of ``dtype``, atomically.
+
+    Each part has shape ``(n_i, *tail)``; the whole array ``(sum n_i, *tail)`` is never held in memory. Plain
+    writes, not a memory map: a full disk is then an OSError (ENOSPC), where a memory map would die of SIGBUS.
+    """
+    dtype = np.dtype(dtype)
+    total = sum(len(p) for p in parts)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total, *tail)}
+    with atomic_path(file) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for part in parts:
+            part = np.ascontiguousarray(part, dtype=dtype)
+            if part.shape[1:] != tail:
+                raise ValueError(f"{file.name}: a part of shape {part.shape} does not fit (n, *{tail})")
+            write_bytes(f, part)
+        _sync(f)
+
+
+def write_bytes(f: BinaryIO, array: np.ndarray) -> None:
+    """Write a contiguous array's bytes to ``f`` (the seam where tests inject a full disk)."""
+    f.write(memoryview(array).cast("B"))
+
+
+def _sync(f) -> None:
+    """Flush ``f`` to the disk before it is renamed into place, so a power cut cannot commit an empty file."""
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def remove_orphans(path: Path, *, keep) -> None:
@@ -127,5 +171,5 @@ def remove_orphans(path: Path, *, keep) -> None:
         for file in path.glob(f"{name}-*.npy"):
             if file.name not in keep:
                 file.unlink(missing_ok=True)
-    for file in path.glob(f".{MANIFEST}.*.tmp"):
+    for file in [*path.glob(f".{MANIFEST}.*.tmp"), *(f for name in ARRAYS for f in path.glob(f".{name}-*.npy.*.tmp"))]:
         file.unlink(missing_ok=True)

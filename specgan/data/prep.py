@@ -2,8 +2,11 @@
 
 Each immediate sub-folder of the source is a domain (label); files directly in it form one domain named after
 the source folder. Files are processed in parallel threads; unchanged files (same content hash, same audio
-parameters) are re-used from the existing dataset instead of being processed again. Bad files are skipped and
-reported with a reason; they never abort the run or enter the dataset.
+parameters) are re-used from the existing dataset instead of being processed again. Bad files (unreadable, not
+audio, truncated, non-finite, silent, too short) are skipped and reported with a reason; they never abort the run
+or enter the dataset. A file is decoded, resampled and turned into log-mel block by block, so a long recording
+needs memory for its spectrogram, not for its waveform. One prep at a time may write a dataset folder (a lock),
+and the dataset is committed only at the end, so an interrupted or failed run leaves the previous one intact.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import fcntl
 import hashlib
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio
+from specgan.audio.io import AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, open_regular
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -35,7 +39,7 @@ SILENCE_PEAK = 1e-4
 @dataclass(frozen=True)
 class SourceFile:
     path: Path
-    relpath: str  # posix path relative to the source folder, as stored in the manifest
+    relpath: str  # posix path relative to the source folder, as stored in the manifest (see printable)
     domain: str
 
 
@@ -50,9 +54,23 @@ class ChunkedFile:
 
 
 @dataclass
+class ClipLogMel:
+    """A clip's normalised log-mel and the loudness of each frame, as :func:`clip_logmel` computes them."""
+
+    spec: torch.Tensor      # float16 (n_mels, frames), normalised log-mel in [-1, 1]
+    frame_db: torch.Tensor  # float32 (frames,), the frame's mel power averaged over bands, in dB
+    samples: int            # length of the clip at params.sample_rate
+    peak: float             # largest absolute sample
+
+
+@dataclass
 class PrepReport:
+    """What a prep run did. Every file found is in exactly one of: processed (decoded this run and in the
+    dataset), reused (unchanged, copied from the previous dataset), skipped (with its reason)."""
+
     out: Path
     manifest: dict
+    found: int = 0
     processed: int = 0
     reused: int = 0
     up_to_date: bool = False
@@ -84,9 +102,10 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
         if pattern is not None:
             match = pattern.search(path.name)
             if not match or not match.group(1):
-                raise DatasetError(f"{path}: --domain-pattern {domain_pattern!r} does not match this name")
+                raise DatasetError(f"{printable(path)}: --domain-pattern {domain_pattern!r} does not match this "
+                                   f"name")
             domain = match.group(1)
-        found.append(SourceFile(path, rel.as_posix(), domain))
+        found.append(SourceFile(path, printable(rel.as_posix()), printable(domain)))
     if domains:
         present = sorted({f.domain for f in found})
         missing = [d for d in domains if d not in present]
@@ -98,62 +117,133 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
     return found
 
 
+def printable(name: str) -> str:
+    """``name`` as valid Unicode: bytes of a file name that are not UTF-8 (kept by Python as surrogate escapes)
+    become ``\\xNN``. The manifest stores names this way, so that it is valid JSON for any reader and every name
+    in it can be printed."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """Hex SHA-256 of the file's bytes. Raises AudioError naming it when it cannot be read (see
+    :func:`~specgan.audio.io.open_regular`)."""
+    with open_regular(path) as f:
+        try:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            raise AudioError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def chunk_waveform(wave: torch.Tensor, *, params: AudioParams, logmel: LogMel) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a mono waveform ``(samples,)`` at ``params.sample_rate`` into kept chunks.
+def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) -> ClipLogMel:
+    """The log-mel of a mono clip that arrives in blocks (float32 ``(samples,)`` at ``logmel.params.sample_rate``).
 
-    One mel spectrogram of the whole clip serves everything: trimming drops leading and trailing frames quieter
-    than the loudest frame minus ``trim_top_db``; a frame is active when it is within ``silence_top_db`` of the
-    loudest and above ``min_db``; a chunk is kept when at least ``min_active`` of its frames are active. Chunks
-    are therefore exact slices of the clip's log-mel.
-
-    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)``, and int64 ``(n,)`` the sample of ``wave`` on
-    which each chunk's first frame is centred (a multiple of ``hop_length``).
-    Raises AudioError when the clip is silent, too short, or has no chunk with enough sound.
+    Each block is turned into mel power as it arrives (:meth:`LogMel.stream_mel_power`); only the float16
+    log-mel and the per-frame loudness are kept, about ``n_mels * 2 / hop_length`` bytes per sample. A clip in one
+    block gives exactly :class:`LogMel` of the whole clip.
+    Raises AudioError (no file name) when the clip is empty, silent, or too short for one STFT frame.
     """
-    peak = float(wave.abs().max()) if wave.numel() else 0.0
+    samples, peak = 0, 0.0
+
+    def measured() -> Iterator[torch.Tensor]:
+        nonlocal samples, peak
+        for block in blocks:
+            block = torch.as_tensor(block)
+            if block.numel():
+                samples += block.numel()
+                peak = max(peak, float(block.abs().max()))
+            yield block
+
+    specs, frame_dbs = [], []
+    too_short = False
+    try:
+        for mel_power in logmel.stream_mel_power(measured()):  # (n_mels, frames of this block)
+            frame_dbs.append(power_to_db(mel_power.mean(dim=-2)))
+            specs.append(logmel.normalize(mel_power).to(torch.float16))
+    except ValueError:
+        if samples > logmel.params.n_fft // 2:
+            raise
+        too_short = True
+    if samples == 0:
+        raise AudioError("empty audio (0 samples)")
     if peak < SILENCE_PEAK:
         raise AudioError(f"silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
-    mel_power = logmel.mel_power(wave)                                  # (n_mels, n_frames)
-    frame_db = power_to_db(mel_power.mean(dim=-2))                      # loudness of each frame, dB
-    first, last = 0, frame_db.numel()
+    if too_short:
+        raise AudioError(f"too short: {samples} samples at {logmel.params.sample_rate} Hz, less than half an FFT "
+                         f"window (n_fft {logmel.params.n_fft})")
+    spec = torch.cat(specs, dim=-1) if len(specs) > 1 else specs[0]
+    frame_db = torch.cat(frame_dbs) if len(frame_dbs) > 1 else frame_dbs[0]
+    return ClipLogMel(spec, frame_db, samples, peak)
+
+
+def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a clip's log-mel into the chunks prep keeps.
+
+    Trimming drops leading and trailing frames quieter than the loudest frame minus ``trim_top_db``; a frame is
+    active when it is within ``silence_top_db`` of the loudest and above ``min_db``; a chunk is kept when at least
+    ``min_active`` of its frames are active. Chunks are therefore exact slices of the clip's log-mel.
+
+    Returns ``(chunks, starts)``: float16 ``(n, n_mels, frames)``, and int64 ``(n,)`` the sample of the clip (at
+    ``params.sample_rate``) on which each chunk's first frame is centred (a multiple of ``hop_length``).
+    Raises AudioError (no file name) when the clip is too short or has no chunk with enough sound.
+    """
+    # Small per-frame vectors: numpy is several times quicker than torch's per-operation overhead here.
+    frame_db = clip.frame_db.numpy()
+    first, last = 0, len(frame_db)
     if params.trim_silence:
-        loud = torch.nonzero(frame_db >= frame_db.max() - params.trim_top_db).squeeze(1)
+        loud = np.flatnonzero(frame_db >= frame_db.max() - np.float32(params.trim_top_db))
         first, last = int(loud[0]), int(loud[-1]) + 1
-    spec = logmel.normalize(mel_power[:, first:last])
+    spec = clip.spec.numpy()[:, first:last]
     frame_db = frame_db[first:last]
-    active = (frame_db >= frame_db.max() - params.silence_top_db) & (frame_db > params.min_db)
+    active = (frame_db >= frame_db.max() - np.float32(params.silence_top_db)) & (frame_db > params.min_db)
     n_frames = spec.shape[-1]
     if n_frames < params.frames:
         if not params.pad_short:
             raise AudioError(f"too short: {n_frames} frames after trimming, one chunk is {params.frames} "
                              f"({params.chunk_seconds:.2f} s; set pad_short to pad it)")
-        spec = torch.nn.functional.pad(spec, (0, params.frames - n_frames), value=-1.0)
-        active = torch.nn.functional.pad(active, (0, params.frames - n_frames), value=False)
+        spec = np.pad(spec, ((0, 0), (0, params.frames - n_frames)), constant_values=-1.0)
+        active = np.pad(active, (0, params.frames - n_frames), constant_values=False)
         n_frames = params.frames
-    starts = window_starts(n_frames, frames=params.frames, hop=params.hop_frames)
-    kept = [s for s in starts if active[s:s + params.frames].float().mean() >= params.min_active]
-    if not kept:
+    starts = np.asarray(window_starts(n_frames, frames=params.frames, hop=params.hop_frames), dtype=np.int64)
+    counts = np.concatenate([[0], np.cumsum(active)])                       # active frames before each frame
+    fraction = (counts[starts + params.frames] - counts[starts]).astype(np.float32) / np.float32(params.frames)
+    kept = starts[fraction >= np.float32(params.min_active)]
+    if not len(kept):
         raise AudioError(f"no chunk with enough sound (all {len(starts)} chunks near-silent)")
-    chunks = torch.stack([spec[:, s:s + params.frames] for s in kept]).to(torch.float16).numpy()
-    return chunks, (first + np.asarray(kept, dtype=np.int64)) * params.hop_length
+    chunks = np.stack([spec[:, s:s + params.frames] for s in kept])
+    return chunks, (first + kept) * params.hop_length
 
 
-def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel) -> ChunkedFile:
-    """Load one file and cut it into chunks (see :func:`chunk_waveform`). Raises AudioError with a reason."""
-    wave, source_rate = load_audio(path, sample_rate=params.sample_rate)
-    chunks, starts = chunk_waveform(wave, params=params, logmel=logmel)
-    return ChunkedFile(chunks, starts, wave.numel() / params.sample_rate, source_rate)
+def chunk_waveform(wave: torch.Tensor | np.ndarray, *, params: AudioParams,
+                   logmel: LogMel) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a mono float32 waveform ``(samples,)`` at ``params.sample_rate`` into kept chunks: :func:`clip_logmel`
+    then :func:`chunk_logmel`. Raises AudioError (no file name) when the clip is unusable."""
+    return chunk_logmel(clip_logmel([wave], logmel=logmel), params=params)
 
 
-def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel) -> ChunkedFile | str:
+def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel,
+               resamplers: Resamplers | None = None) -> ChunkedFile:
+    """Decode one file block by block and cut it into chunks (see :func:`chunk_logmel`).
+
+    ``resamplers`` (one per thread) lets files of the same rate share a resampler. Raises AudioError naming the
+    file, with the reason it cannot be used.
+    """
+    try:
+        with AudioFile(path) as audio:
+            blocks = audio.mono_blocks(sample_rate=params.sample_rate, resamplers=resamplers)
+            clip = clip_logmel(blocks, logmel=logmel)
+        chunks, starts = chunk_logmel(clip, params=params)
+    except AudioError as e:
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise AudioError(f"{path}: {e}") from None
+    return ChunkedFile(chunks, starts, clip.samples / params.sample_rate, audio.sample_rate)
+
+
+def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel,
+                     resamplers: Resamplers | None = None) -> ChunkedFile | str:
     """A ChunkedFile, or the reason the file was skipped."""
     try:
-        return chunk_file(path, params=params, logmel=logmel)
+        return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers)
     except AudioError as e:
         return str(e).removeprefix(f"{path}: ")
 
@@ -161,21 +251,30 @@ def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel) -> Chunked
 def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[tuple[Path, ChunkedFile | str]]:
     """Yield ``(path, result)`` as files finish, ``workers`` files at a time.
 
-    Threads, not processes: decoding (libsndfile), resampling (soxr) and the torch ops all release the GIL, so
-    threads scale like worker processes here (measured on 2 cores: 1.96x vs 1.97x librosa's throughput) without
-    the seconds each process spends importing torch, or pickling chunks back. Each file uses one intra-op
-    thread; files are the unit of parallelism.
+    Threads, not processes: decoding (libsndfile), resampling (soxr) and the torch ops release the GIL. On 2 cores
+    (AMD EPYC, 648 VCC2016 files) a bare per-file loop scales 1.5x with two threads and 1.8x with two forked
+    processes, yet a whole prep with a forked process pool measured the same as with threads (within 4%, either
+    way): the chunks (60 MB here) go back through a pipe, and forking a process that has run torch is fragile.
+    Each file uses one intra-op thread; files are the unit of parallelism. Each thread keeps its own resamplers
+    (see :class:`~specgan.audio.io.Resamplers`).
     """
     logmel = LogMel(params)
+    local = threading.local()
+
+    def work(path: Path) -> ChunkedFile | str:
+        if not hasattr(local, "resamplers"):
+            local.resamplers = Resamplers()
+        return _chunk_or_reason(path, params, logmel, local.resamplers)
+
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         if workers <= 1 or len(paths) <= 1:
             for path in paths:
-                yield path, _chunk_or_reason(path, params, logmel)
+                yield path, work(path)
             return
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-prep") as pool:
-            futures = {pool.submit(_chunk_or_reason, path, params, logmel): path for path in paths}
+            futures = {pool.submit(work, path): path for path in paths}
             try:
                 for future in cf.as_completed(futures):
                     yield futures[future], future.result()
@@ -187,13 +286,18 @@ def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[t
 
 
 class DatasetLock:
-    """An exclusive lock on a dataset folder, so that two preps never interleave their writes."""
+    """An exclusive lock on a dataset folder (``flock`` on ``OUT/.lock``), so that two preps never interleave
+    their writes: the second one is refused at once with a one-line DatasetError. The kernel drops the lock when
+    its holder exits, however it exits, so a killed prep never leaves the folder locked."""
 
     def __init__(self, out: Path):
         self.file = out / ".lock"
 
     def __enter__(self) -> "DatasetLock":
-        self.handle = open(self.file, "a+")
+        try:
+            self.handle = open(self.file, "a+")
+        except OSError as e:
+            raise DatasetError(f"{self.file.parent}: cannot write here ({e.strerror or e})") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -214,32 +318,30 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     """Build or update the dataset at ``out`` from the audio under ``src``.
 
     ``on_start(n_to_process)`` and ``on_file(path)`` report progress. Returns what was done; the dataset is
-    committed only at the end (see :mod:`specgan.data.dataset_dir`).
+    committed only at the end (see :mod:`specgan.data.dataset_dir`). Raises DatasetError when no file could be
+    used, when another prep holds ``out``, or when the dataset cannot be written (the previous one is then kept).
     """
     src, out = Path(src), Path(out)
     sources = discover(src, domains=domains, domain_pattern=domain_pattern)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
     with DatasetLock(out):
-        old = read_manifest(out)
-        if old is not None and old["audio"] != to_mapping(params) and not overwrite:
-            changed = [k for k, v in to_mapping(params).items() if old["audio"].get(k) != v]
-            k = changed[0]
-            raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({k}: "
-                               f"{old['audio'].get(k)} → {to_mapping(params)[k]}); use --overwrite to rebuild it")
-        if old is not None and old["audio"] != to_mapping(params):
-            old = None
+        old = _previous_manifest(out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None
         remove_orphans(out, keep=old["files"].values() if old else ())
 
-        hashes = {s.path: file_sha256(s.path) for s in sources}
+        hashes, unreadable = _hash_all(sources)
         done_rows = {s["sha256"]: s for s in old["sources"]} if old else {}
-        done_skips = {s["sha256"]: s["reason"] for s in old["skipped"]} if old else {}
-        to_process = [s.path for s in sources if hashes[s.path] not in done_rows and hashes[s.path] not in done_skips]
+        done_skips = {s["sha256"]: s["reason"] for s in old["skipped"] if s.get("sha256")} if old else {}
+        to_process = [s.path for s in sources
+                      if s.path in hashes and hashes[s.path] not in done_rows and hashes[s.path] not in done_skips]
         if on_start:
             on_start(len(to_process))
-        results: dict[Path, ChunkedFile | str] = {}
+        results: dict[Path, ChunkedFile | str] = {**unreadable}
         for path, result in _process(to_process, params, workers or os.cpu_count() or 1):
             results[path] = result
             if on_file:
@@ -248,8 +350,9 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         domain_names = sorted({s.domain for s in sources})
         label_of = {name: i for i, name in enumerate(domain_names)}
         chunks, labels, positions, entries, skipped = [], [], [], [], []
+        report = PrepReport(out=out, manifest=old or {}, found=len(sources), skipped=skipped)
         for source in sources:
-            digest = hashes[source.path]
+            digest = hashes.get(source.path)
             result = results.get(source.path)
             if result is None and digest in done_skips:
                 result = done_skips[digest]
@@ -261,6 +364,9 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 rows = slice(entry["first_chunk"], entry["first_chunk"] + entry["chunks"])
                 result = ChunkedFile(np.asarray(previous.chunks[rows]), np.asarray(previous.positions[rows, 1]),
                                      entry["seconds"], entry["sample_rate"])
+                report.reused += 1
+            else:
+                report.processed += 1
             n = len(result.chunks)
             entries.append({"path": source.relpath, "domain": source.domain, "sha256": digest,
                             "sample_rate": result.source_rate, "seconds": round(result.seconds, 4),
@@ -269,8 +375,6 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             labels.append(np.full(n, label_of[source.domain], dtype=np.int64))
             positions.append(np.stack([np.full(n, len(entries) - 1), result.starts], axis=1))
 
-        report = PrepReport(out=out, manifest=old or {}, processed=len(to_process),
-                            reused=len(sources) - len(to_process), skipped=skipped)
         if old is not None and not to_process and _same(old, entries, skipped):
             report.up_to_date = True
             return report
@@ -286,12 +390,37 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                                   "skipped": sum(1 for s in skipped if s["domain"] == name)})
         del previous  # release the memory map before old arrays are removed
         report.manifest = write_dataset(out, audio=params, chunks=chunks, labels=labels, positions=positions,
-                                        manifest={"source": str(src.resolve()), "domains": domains_table,
+                                        manifest={"source": printable(str(src.resolve())), "domains": domains_table,
                                                   "sources": entries, "skipped": skipped})
         return report
 
 
+def _previous_manifest(out: Path, *, params: AudioParams, overwrite: bool) -> dict | None:
+    """The manifest of the dataset already at ``out`` when it can be updated with ``params``; None when there is
+    none or ``overwrite`` replaces one made with other parameters (otherwise that is a DatasetError)."""
+    old = read_manifest(out)
+    if old is None or old["audio"] == to_mapping(params):
+        return old
+    if not overwrite:
+        changed = [k for k, v in to_mapping(params).items() if old["audio"].get(k) != v]
+        k = changed[0]
+        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({k}: "
+                           f"{old['audio'].get(k)} → {to_mapping(params)[k]}); use --overwrite to rebuild it")
+    return None
+
+
+def _hash_all(sources: list[SourceFile]) -> tuple[dict[Path, str], dict[Path, str]]:
+    """``(hashes, unreadable)``: the SHA-256 of each readable file, and the reason for each other one."""
+    hashes, unreadable = {}, {}
+    for source in sources:
+        try:
+            hashes[source.path] = file_sha256(source.path)
+        except AudioError as e:
+            unreadable[source.path] = str(e).removeprefix(f"{source.path}: ")
+    return hashes, unreadable
+
+
 def _same(old: dict, entries: list[dict], skipped: list[dict]) -> bool:
     def key(rows):
-        return [(r["path"], r["domain"], r["sha256"]) for r in rows]
+        return [(r["path"], r["domain"], r["sha256"], r.get("reason")) for r in rows]
     return key(old["sources"]) == key(entries) and key(old["skipped"]) == key(skipped)

@@ -1,0 +1,137 @@
+"""Fuzzing the audio front end at the level of arrays: any finite signal of any length (0 included) at any
+supported sample rate, in any channel count and split into blocks anywhere, either becomes a valid spectrogram
+(finite, the right shape and dtype, in [-1, 1]) or raises a one-line AudioError; never any other exception.
+
+The functions fuzzed are the ones prep and convert run on every decoded file: :func:`mono_blocks` (checks,
+mix-down, streaming resampler), :func:`clip_logmel` and :func:`chunk_logmel` (prep), and :class:`LogMel` on the
+joined waveform (convert, reconstruct, evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from specgan.audio.features import LogMel
+from specgan.audio.io import SOURCE_RATES, mono_blocks
+from specgan.audio.params import AudioParams
+from specgan.data.prep import chunk_logmel, clip_logmel
+from specgan.errors import AudioError
+
+# Target parameters: the defaults, and small ones under which even short signals give whole chunks.
+PARAMS = [
+    AudioParams(),
+    AudioParams(sample_rate=16000, n_fft=512, hop_length=128, n_mels=40, frames=16),
+    AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=8, pad_short=True),
+    AudioParams(sample_rate=48000, n_fft=2048, hop_length=480, win_length=1920, n_mels=64, f_min=50.0, frames=8,
+                trim_silence=False, min_active=0.0),
+]
+LOGMELS = [LogMel(p) for p in PARAMS]
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                         HealthCheck.data_too_large])
+
+
+@st.composite
+def signals(draw) -> tuple[np.ndarray, int, list[np.ndarray]]:
+    """``(signal, source_rate, blocks)``: a finite float array ``(samples,)`` or ``(samples, channels)`` at a
+    supported rate, and the same signal cut into blocks at random places."""
+    length = draw(st.integers(0, 40) | st.sampled_from([127, 128, 129, 511, 512, 513]) | st.integers(1000, 8000))
+    channels = draw(st.sampled_from([None, 1, 2, 3]))
+    shape = (length,) if channels is None else (length, channels)
+    wide = st.floats(allow_nan=False, allow_infinity=False)                       # any finite float64
+    audio = st.floats(-1.5, 1.5, allow_nan=False, width=32)                       # audio-like float32
+    dtype, elements = draw(st.sampled_from([(np.float32, audio), (np.float64, audio), (np.float64, wide)]))
+    signal = draw(arrays(dtype, shape, elements=elements))
+    if length and draw(st.integers(0, 3)):  # mostly a loud sine under the drawn values, so that not all is silence
+        t = np.arange(length) / 4.0
+        signal = signal * 0.1 + (0.5 * np.sin(t)).reshape((length,) + (1,) * (signal.ndim - 1))
+    rate = draw(st.integers(*SOURCE_RATES) | st.sampled_from([8000, 16000, 22050, 44100, 48000, 192000]))
+    cuts = sorted(draw(st.lists(st.integers(0, length), max_size=4)))
+    return signal, rate, np.split(signal, cuts)
+
+
+def check_message(error: AudioError) -> None:
+    message = str(error)
+    assert message and "\n" not in message
+    event(f"AudioError: {message.split(' (')[0].split(':')[0].split(' reach')[0]}")
+
+
+@FUZZ
+@given(data=signals(), which=st.integers(0, len(PARAMS) - 1))
+def test_prep_front_end_gives_valid_chunks_or_an_audio_error(data, which):
+    signal, rate, blocks = data
+    params, logmel = PARAMS[which], LOGMELS[which]
+    try:
+        clip = clip_logmel(mono_blocks(blocks, source_rate=rate, sample_rate=params.sample_rate), logmel=logmel)
+    except AudioError as e:
+        check_message(e)
+        return
+    assert clip.spec.dtype == torch.float16 and clip.frame_db.dtype == torch.float32
+    assert clip.spec.shape == (params.n_mels, 1 + clip.samples // params.hop_length)
+    assert clip.frame_db.shape == (clip.spec.shape[1],)
+    assert torch.isfinite(clip.spec).all() and torch.isfinite(clip.frame_db).all()
+    assert clip.spec.abs().max() <= 1
+    assert 0 < clip.peak <= 200  # inputs above 100 are refused; resampling may overshoot a little
+    try:
+        chunks, starts = chunk_logmel(clip, params=params)
+    except AudioError as e:
+        check_message(e)
+        return
+    assert chunks.dtype == np.float16 and chunks.shape[1:] == (params.n_mels, params.frames) and len(chunks) > 0
+    assert np.isfinite(chunks).all() and np.abs(chunks).max() <= 1
+    assert starts.dtype == np.int64 and starts.shape == (len(chunks),)
+    assert (starts % params.hop_length == 0).all() and (starts >= 0).all()
+    assert (starts // params.hop_length <= max(clip.spec.shape[1] - params.frames, 0)).all()
+    event("chunks")
+
+
+@FUZZ
+@given(data=signals(), which=st.integers(0, len(PARAMS) - 1))
+def test_convert_front_end_gives_a_valid_log_mel_or_an_audio_error(data, which):
+    signal, rate, blocks = data
+    params, logmel = PARAMS[which], LOGMELS[which]
+    try:
+        pieces = list(mono_blocks(blocks, source_rate=rate, sample_rate=params.sample_rate))
+        wave = torch.from_numpy(np.concatenate(pieces)) if pieces else torch.zeros(0)
+        spec = logmel(wave)
+    except AudioError as e:
+        check_message(e)
+        return
+    assert spec.dtype == torch.float32 and spec.shape == (params.n_mels, 1 + wave.numel() // params.hop_length)
+    assert torch.isfinite(spec).all() and spec.abs().max() <= 1
+
+
+@FUZZ
+@given(data=signals())
+def test_the_streamed_resampler_equals_resampling_whole(data):
+    signal, rate, blocks = data
+    try:
+        streamed = list(mono_blocks(blocks, source_rate=rate, sample_rate=22050))
+        whole = list(mono_blocks([signal], source_rate=rate, sample_rate=22050))
+    except AudioError as e:
+        check_message(e)
+        return
+    joined = np.concatenate(streamed) if streamed else np.zeros(0, np.float32)
+    assert joined.dtype == np.float32 and np.isfinite(joined).all()
+    np.testing.assert_array_equal(joined, np.concatenate(whole) if whole else np.zeros(0, np.float32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=st.integers(0, 5000), cuts=st.lists(st.integers(0, 5000), max_size=6), which=st.integers(0, 3))
+def test_streamed_mel_power_equals_the_whole_signals(samples, cuts, which):
+    logmel, params = LOGMELS[which], PARAMS[which]
+    wave = torch.from_numpy(np.random.default_rng(samples).standard_normal(samples).astype(np.float32))
+    blocks = np.split(wave.numpy(), sorted(c for c in cuts if c <= samples))
+    if samples <= params.n_fft // 2:
+        with pytest.raises(ValueError):
+            list(logmel.stream_mel_power(blocks))
+        with pytest.raises(AudioError):
+            logmel.mel_power(wave)
+        return
+    streamed = torch.cat(list(logmel.stream_mel_power(blocks)), dim=-1)
+    whole = logmel.mel_power(wave)
+    assert streamed.shape == whole.shape == (params.n_mels, 1 + samples // params.hop_length)
+    torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-6 * float(whole.max()))
