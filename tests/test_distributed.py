@@ -80,12 +80,12 @@ def models_of(result) -> dict:
 
 def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):  # noqa: F811
     # Pool and crops are drawn for the global batch, so even they agree with one process.
-    recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3)
+    recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3, precision="fp32")
     ranks = torchrun(recipe, tmp_path / "ddp")
     assert [r["shard"] for r in ranks] == [2, 2] and ranks[0]["global_batch"] == 4
     assert_same(ranks[0]["models"], ranks[1]["models"], exact=True)
 
-    single = train(tiny_recipe(tones, tmp_path / "one", steps=3, batch_size=4, pool_size=3),
+    single = train(tiny_recipe(tones, tmp_path / "one", steps=3, batch_size=4, pool_size=3, precision="fp32"),
                    device=torch.device("cpu"))
     assert_same(ranks[0]["models"], models_of(single), exact=False, loose=normalised_biases(single.task.models))
     # Only rank 0 wrote the run folder: one line per step.
@@ -93,10 +93,11 @@ def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):  #
 
 
 def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):  # noqa: F811
-    torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, checkpoint_every=2), tmp_path / "run")
-    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, checkpoint_every=2), device=torch.device("cpu"))
+    torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, checkpoint_every=2, precision="fp32"), tmp_path / "run")
+    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, checkpoint_every=2, precision="fp32"),
+                      device=torch.device("cpu"))
     assert continued.resumed_from == 2
-    straight = train(tiny_recipe(tones, tmp_path / "straight", steps=4, checkpoint_every=2),
+    straight = train(tiny_recipe(tones, tmp_path / "straight", steps=4, checkpoint_every=2, precision="fp32"),
                      device=torch.device("cpu"))
     assert_same(models_of(continued), models_of(straight), exact=False, loose=normalised_biases(straight.task.models))
 

@@ -16,12 +16,26 @@ from torch import Tensor, nn
 from specgan.train.config import TrainConfig
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AVX512-BF16 or AMX tiles.
+
+    Measured on a 2-core AMD EPYC with AVX512-BF16: bf16 autocast made a DCGAN step 1.58x and a CycleGAN step
+    1.70x faster than fp32 (bench/results.md); CPUs without these instructions emulate bf16 and get slower.
+    """
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check() for check in checks if check is not None)
+
+
 class Acceleration:
     """The speed options of one run on one device."""
 
     def __init__(self, train: TrainConfig, *, device: torch.device):
         self.device = device
-        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         self.compile = train.compile
         if device.type == "cuda":
