@@ -53,7 +53,7 @@ VARIANTS = {
 }
 #: What each device measures by default (compile variants separately: they take a while).
 DEFAULT_VARIANTS = {"cuda": ["default", "channels_last", "fp32", "no_cudnn_benchmark"],
-                    "cpu": ["default", "channels_last", "bf16"]}
+                    "cpu": ["default", "fp32", "channels_last"]}
 COMPILE_VARIANTS = ["compile", "compile_channels_last"]
 
 #: Sizes per benchmark: "gpu" is the recipe's size; "cpu" runs in a couple of minutes on 2 cores; "tiny" only
