@@ -25,6 +25,7 @@ from specgan.errors import CheckpointError, ConfigError
 from specgan.models import build_model
 from specgan.recipe import to_mapping
 from specgan.train.checkpoint import rng_state, save_checkpoint
+from helpers import one_line_error
 
 PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
 RATE = PARAMS.sample_rate
@@ -224,13 +225,6 @@ def write_run(run_dir: Path, *, domains=("A", "B"), task="translate", step=1, se
 def cli(*args):
     result = CliRunner().invoke(app, ["convert", *map(str, args), "--iters", "4", "--device", "cpu"])
     return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code, stderr, *fragments):
-    assert code == 2, stderr
-    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in stderr, (fragment, stderr)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +14,7 @@ from specgan.sample import load_generator
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from specgan.train.config import Recipe, load_recipe
 from specgan.train.loop import train
+from helpers import make_two_tone_folder  # noqa: F401  (also imported from here by other tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
@@ -62,17 +62,7 @@ def test_overrides_by_dotted_name(tmp_path):
         load_recipe(ROOT / "recipes" / "mnist_dcgan.toml", overrides=["train.stepz=7"])
 
 
-# -- a tiny image-folder dataset: dark images are class "dark", bright ones class "light" --------------------
-def make_two_tone_folder(root: Path, *, n: int = 48, size: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    for name, level in (("dark", 40), ("light", 215)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
+# -- a tiny image-folder dataset (tests/helpers.py) ----------------------------------------------------------
 def tiny_recipe(data: Path, run: Path, **train) -> Recipe:
     table = {"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
              "model": {"conditional": True, "z_dim": 8, "channels": 8},

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from specgan.cli import app
@@ -21,6 +20,7 @@ from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_che
     rng_state, save_checkpoint, stale_temp_files
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
+from helpers import assert_same_training_state, make_two_tone_folder, one_line_error
 
 CPU = torch.device("cpu")
 
@@ -31,16 +31,6 @@ def _one_thread():
 
 
 # -- a tiny image-folder run ---------------------------------------------------------------------------------
-def two_tone_folder(root: Path, *, n: int = 24, size: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    for name, level in (("dark", 40), ("light", 215)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
-
-
 def tiny_recipe(data: Path, run: Path, **train_keys):
     table = {"name": "tiny", "data": {"kind": "image-folder", "path": str(data)},
              "model": {"conditional": True, "z_dim": 8, "channels": 8},
@@ -50,32 +40,9 @@ def tiny_recipe(data: Path, run: Path, **train_keys):
     return load_recipe(None, base=table)
 
 
-def flat(value, prefix: str = "") -> dict:
-    """Every leaf of a nested state (tensors, numbers) by its dotted path."""
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): value}
-
-
-def assert_same_training_state(a: Path, b: Path) -> None:
-    """Models, optimisers, batch order, noise and RNG of two checkpoints are exactly equal."""
-    sa, sb = load_checkpoint(a), load_checkpoint(b)
-    assert sa["step"] == sb["step"]
-    fa, fb = flat({"task": sa["task"], "rng": sa["rng"]}), flat({"task": sb["task"], "rng": sb["rng"]})
-    assert fa.keys() == fb.keys()
-    assert any(k.startswith("task.models.G.") for k in fa)
-    for key in fa:
-        if isinstance(fa[key], torch.Tensor):
-            assert torch.equal(fa[key], fb[key]), key
-        else:
-            assert fa[key] == fb[key], key
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data")
+    return make_two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data", n=24)
 
 
 @pytest.fixture(scope="module")
@@ -199,13 +166,6 @@ def cli(*args):
 def train_cli(run: Path, *args):
     """``specgan train RUN/recipe.toml`` into ``run`` (a copied run's recipe still names the original folder)."""
     return cli("train", run / "recipe.toml", "--set", f"output.dir={run}", "--device", "cpu", "--quiet", *args)
-
-
-def one_line_error(code, stderr, *fragments):
-    assert code == 2, stderr
-    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in stderr, (fragment, stderr)
 
 
 AUDIO = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 32, "frames": 32}

@@ -19,6 +19,7 @@ from specgan.cli import app
 from specgan.models import build_model
 from specgan.recipe import to_mapping
 from specgan.train.checkpoint import rng_state, save_checkpoint
+from helpers import one_line_error
 
 PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
 RATE = PARAMS.sample_rate
@@ -58,13 +59,6 @@ def convert(model: Path, *args):
     result = CliRunner().invoke(app, ["convert", *map(str, args), "--model", str(model), "--iters", "2",
                                       "--device", "cpu"])
     return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code, stderr, *fragments):
-    assert code == 2, stderr
-    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in stderr, (fragment, stderr)
 
 
 def converted(path: Path, *, frames: int) -> np.ndarray:

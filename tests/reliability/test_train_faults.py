@@ -15,10 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from specgan.cli import app
@@ -27,6 +25,8 @@ from specgan.recipe import dump_toml
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, stale_temp_files
 from specgan.train.config import load_recipe, recipe_mapping
 from specgan.train.loop import train
+from helpers import make_two_tone_folder
+from helpers import assert_same_training_state as _same
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,16 +37,6 @@ PATIENCE_S = 300
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)  # determinism across processes, and tiny models; conftest restores the count
-
-
-def two_tone_folder(root: Path, *, n: int = 24, size: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    for name, level in (("dark", 40), ("light", 215)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            pixels = np.clip(level + rng.normal(0, 12, (size, size)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def recipe_table(data: Path, run: Path, **train_keys) -> dict:
@@ -68,30 +58,11 @@ def recipe_file(path: Path, data: Path, run: Path, **train_keys) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data")
-
-
-def flat(value, prefix: str = "") -> dict:
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-    if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): value}
+    return make_two_tone_folder(tmp_path_factory.mktemp("two-tone") / "data", n=24)
 
 
 def assert_same_training_state(a: Path, b: Path) -> None:
-    """Models (G, D, G_ema), optimisers, batch order, noise and RNG of two checkpoints are exactly equal."""
-    sa, sb = load_checkpoint(a), load_checkpoint(b)
-    assert sa["step"] == sb["step"]
-    fa, fb = flat({"task": sa["task"], "rng": sa["rng"]}), flat({"task": sb["task"], "rng": sb["rng"]})
-    assert fa.keys() == fb.keys()
-    for model in ("G", "D", "G_ema"):
-        assert any(k.startswith(f"task.models.{model}.") for k in fa), model
-    for key in fa:
-        if isinstance(fa[key], torch.Tensor):
-            assert torch.equal(fa[key], fb[key]), key
-        else:
-            assert fa[key] == fb[key], key
+    _same(a, b, models=("G", "D", "G_ema"))
 
 
 def metric_steps(run: Path) -> list[int]:
