@@ -60,7 +60,7 @@ def main() -> None:
         if args.voice == "yes" or (args.voice == "auto" and torch.cuda.is_available()):
             sys.argv = sys.argv[:1]
             voice_convert.main()
-    gan = json.loads((OUT / "gan_mnist.json").read_text()) if (OUT / "gan_mnist.json").exists() else None
+    gan = read_json("gan_mnist")
     voice = json.loads((OUT / "voice_convert.json").read_text()) if (OUT / "voice_convert.json").exists() else None
     m = prep["machine"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -156,7 +156,7 @@ def gan_section(g: dict) -> list[str]:
         f"({'met' if s.get('steady_images_per_s', 0) > r.get('steady_images_per_s', 0) else 'not met'} in steady "
         f"state: {s.get('steady_images_per_s', 0) / max(r.get('steady_images_per_s', 1), 1):.2f}×; overall "
         f"{s['images_per_s'] / r['images_per_s']:.2f}×).",
-        "",
+        *([f"Note: {g['note']}.", ""] if g.get("note") else [""]),
     ]
 
 
