@@ -14,7 +14,6 @@ Faults never lose work:
   one, says so, and renames the damaged files to ``step_XXXXXXXX.pt.damaged`` (kept for inspection, and out of
   the rotation, which could otherwise count them among the newest ``keep`` and delete the intact one). A
   checkpoint newer than this specgan understands is an error, not passed over: falling back would discard its work.
-* Ctrl-C (:class:`StopRequest`) stops the loop after the step in progress, so the state saved is a whole step's.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,8 +29,7 @@ import torch
 
 from specgan import __version__
 from specgan.atomic import atomic_path
-from specgan.errors import CheckpointError, DamagedCheckpointError, SpecganError, TrainingInterrupted, \
-    check_format
+from specgan.errors import CheckpointError, DamagedCheckpointError, SpecganError, check_format
 
 FORMAT = "specgan-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +43,11 @@ RUN_FIELDS = ("task", "rng", "recipe", "data")
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
+
+
+def step_of(path: Path) -> int:
+    """The step a checkpoint's file name ``step_XXXXXXXX.pt`` says."""
+    return int(_NAME.match(Path(path).name)[1])
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -292,52 +293,3 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-class StopRequest:
-    """Ctrl-C during training, deferred to a step boundary.
-
-    While installed (only possible in the main thread; elsewhere it does nothing), the first SIGINT just sets
-    :attr:`requested`: the loop finishes the step in progress, writes a checkpoint of it and stops, so the saved
-    state is that of a whole step and a continued run is exact. A second SIGINT raises KeyboardInterrupt at once
-    (the step in progress is then lost; atomic writes still leave no partial file). In distributed training every
-    process must agree on the step to stop after (e.g. an all-reduce of :attr:`requested`).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
-
-    def install(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-            self._installed = False
-
-
-def interruption(run_dir: Path, *, step: int, saved: bool) -> TrainingInterrupted:
-    """The TrainingInterrupted to raise after Ctrl-C: ``saved`` when the loop stopped after step ``step`` and
-    checkpointed it, else it was cut off during that step (whose work is lost). Its ``step`` and ``checkpoint`` are
-    those of the newest checkpoint on disk."""
-    found = list_checkpoints(run_dir)
-    newest = found[-1] if found else None
-    again = f"continue with: specgan train {Path(run_dir) / 'recipe.toml'}"
-    if saved and newest is not None:
-        message = f"interrupted: stopped after step {step}, checkpoint {newest}; {again}"
-    elif newest is not None:
-        message = f"interrupted during step {step}; the newest checkpoint is {newest} (later steps will be redone); " \
-                  f"{again}"
-    else:
-        message = f"interrupted during step {step}; no checkpoint was written yet"
-    return TrainingInterrupted(message, step=int(_NAME.match(newest.name)[1]) if newest else 0, checkpoint=newest)

@@ -29,11 +29,12 @@ from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError, SpecganError, TrainingError
 from specgan.recipe import dump_toml, to_mapping
-from specgan.train.checkpoint import StopRequest, interruption, list_checkpoints, load_latest_checkpoint, \
+from specgan.train.checkpoint import list_checkpoints, load_latest_checkpoint, \
     restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.config import Recipe, recipe_mapping
 from specgan.train.distributed import Distributed
+from specgan.train.interrupt import StopRequest, interruption
 from specgan.train.generate import GenerateTask
 from specgan.train.translate import TranslateTask
 
