@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from specgan.audio.params import AudioParams
 from specgan.data.idx import load_idx_set
+from specgan.data.prep import prep
 from specgan.data.image_data import ImageData
 from specgan.metrics.classifier import load_or_train_classifier
 
@@ -75,3 +79,24 @@ def _few_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+#: Audio parameters of the ``tones`` dataset.
+TONES_AUDIO = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32, trim_silence=False)
+
+
+@pytest.fixture(scope="session")
+def tones(tmp_path_factory) -> Path:
+    """A tiny prepped two-domain spectrogram dataset: "low" tones (200-500 Hz) and "high" tones (1.8-3 kHz), six
+    1.2 s files each, at TONES_AUDIO."""
+    root = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.2 * TONES_AUDIO.sample_rate)) / TONES_AUDIO.sample_rate
+    for name, (lo, hi) in {"low": (200, 500), "high": (1800, 3000)}.items():
+        (root / "wavs" / name).mkdir(parents=True)
+        for i in range(6):
+            f = rng.uniform(lo, hi)
+            wave = 0.5 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
+            sf.write(root / "wavs" / name / f"{i}.wav", wave.astype(np.float32), TONES_AUDIO.sample_rate)
+    prep(root / "wavs", root / "prepped", params=TONES_AUDIO, workers=1)
+    return root / "prepped"

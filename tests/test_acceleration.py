@@ -11,7 +11,7 @@ from specgan.train.config import TrainConfig
 from specgan.train.loop import train
 from test_distributed import assert_same, normalised_biases
 from test_train import make_two_tone_folder, tiny_recipe
-from test_translate import tiny_recipe as translate_recipe, tones  # noqa: F401
+from test_translate import tiny_recipe as translate_recipe
 
 
 def g_weights(result) -> dict[str, torch.Tensor]:
@@ -41,7 +41,7 @@ def test_generate_options_give_the_same_weights(images, plain, tmp_path, options
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-6, msg=key)
 
 
-def test_translate_channels_last_gives_the_same_weights(tones, tmp_path):  # noqa: F811
+def test_translate_channels_last_gives_the_same_weights(tones, tmp_path):
     torch.set_num_threads(1)
     runs = [train(translate_recipe(tones, tmp_path / str(cl), steps=2, channels_last=cl, precision="fp32"),
                   device=torch.device("cpu")) for cl in (False, True)]

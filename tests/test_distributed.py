@@ -23,7 +23,7 @@ from specgan.train.checkpoint import list_checkpoints, load_checkpoint
 from specgan.train.config import recipe_mapping
 from specgan.train.loop import train
 from test_train import make_two_tone_folder, tiny_recipe as gan_recipe
-from test_translate import tiny_recipe, tones  # noqa: F401  (the tiny two-domain dataset fixture)
+from test_translate import tiny_recipe
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def models_of(result) -> dict:
     return {name: module.state_dict() for name, module in result.task.models.items()}
 
 
-def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):  # noqa: F811
+def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):
     # Pool and crops are drawn for the global batch, so even they agree with one process.
     recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3, precision="fp32")
     ranks = torchrun(recipe, tmp_path / "ddp")
@@ -92,7 +92,7 @@ def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):  #
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):  # noqa: F811
+def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):
     torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, checkpoint_every=2, precision="fp32"), tmp_path / "run")
     continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, checkpoint_every=2, precision="fp32"),
                       device=torch.device("cpu"))
@@ -118,7 +118,7 @@ def test_generate_ranks_stay_identical(tmp_path, train_keys):
 
 
 @pytest.mark.parametrize("batch_size", [5])
-def test_a_global_batch_that_does_not_split_is_a_config_error(tones, tmp_path, batch_size):  # noqa: F811
+def test_a_global_batch_that_does_not_split_is_a_config_error(tones, tmp_path, batch_size):
     recipe = tiny_recipe(tones, tmp_path / "odd", steps=1, batch_size=batch_size)
     out = tmp_path / "odd"
     out.mkdir()
@@ -131,7 +131,7 @@ def test_a_global_batch_that_does_not_split_is_a_config_error(tones, tmp_path, b
     assert "train.batch_size = 5: with 2 processes the global batch must be a multiple of 2" in done.stderr
 
 
-def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(tones, tmp_path):  # noqa: F811
+def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(tones, tmp_path):
     run = tmp_path / "run"
     recipe = tiny_recipe(tones, run, steps=2000, checkpoint_every=1000, sample_every=1000)
 

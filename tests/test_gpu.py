@@ -14,7 +14,7 @@ import torch
 from specgan.convert import convert_file, load_translator
 from specgan.train.loop import train
 from test_train import make_two_tone_folder, tiny_recipe
-from test_translate import tiny_recipe as translate_recipe, tones  # noqa: F401
+from test_translate import tiny_recipe as translate_recipe
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -33,7 +33,7 @@ def test_generate_trains_on_cuda(tmp_path, switches):
 
 
 @pytest.mark.parametrize("switches", SWITCHES, ids=["default", "channels_last", "fp32", "compile"])
-def test_translate_trains_and_converts_on_cuda(tones, tmp_path, switches):  # noqa: F811
+def test_translate_trains_and_converts_on_cuda(tones, tmp_path, switches):
     run = train(translate_recipe(tones, tmp_path / "run", steps=4, **switches), device=CUDA)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from specgan.audio.params import AudioParams
-from specgan.data.prep import prep
 from specgan.data.spectrogram_data import load_spectrogram_data
 from specgan.errors import ConfigError
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint
@@ -21,25 +17,9 @@ from specgan.train.loop import train
 from specgan.train.optim import linear_decay
 from specgan.train.translate import ImagePool, TranslateTask, random_crops
 
-AUDIO = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32, trim_silence=False)
+from conftest import TONES_AUDIO as AUDIO  # noqa: E402  (the audio parameters of the tones fixture)
 LOSS_NAMES = {"loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
               "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy", "lr/G"}
-
-
-# -- a tiny two-domain spectrogram dataset: "low" tones (200-500 Hz) and "high" tones (1.8-3 kHz) ---------------
-@pytest.fixture(scope="module")
-def tones(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tones")
-    rng = np.random.default_rng(0)
-    t = np.arange(int(1.2 * AUDIO.sample_rate)) / AUDIO.sample_rate
-    for name, (lo, hi) in {"low": (200, 500), "high": (1800, 3000)}.items():
-        (root / "wavs" / name).mkdir(parents=True)
-        for i in range(6):
-            f = rng.uniform(lo, hi)
-            wave = 0.5 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
-            sf.write(root / "wavs" / name / f"{i}.wav", wave.astype(np.float32), AUDIO.sample_rate)
-    prep(root / "wavs", root / "prepped", params=AUDIO, workers=1)
-    return root / "prepped"
 
 
 def tiny_recipe(data: Path, run: Path, *, model: str = "cyclegan", loss: dict | None = None, **train_keys):
