@@ -19,8 +19,9 @@ from specgan.train.config import TrainConfig
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AVX512-BF16 or AMX tiles.
 
-    Measured on a 2-core AMD EPYC with AVX512-BF16: bf16 autocast made a DCGAN step 1.58x and a CycleGAN step
-    1.70x faster than fp32 (bench/results.md); CPUs without these instructions emulate bf16 and get slower.
+    Measured on a 2-core AMD EPYC with AVX512-BF16, bf16 autocast against fp32: DCGAN step 1.44x (1 thread) and
+    1.11x (2 threads), CycleGAN step 1.68x and 1.50x (bench/results.md); CPUs without these instructions emulate
+    bf16 and get slower.
     """
     if device.type == "cuda":
         return True
