@@ -15,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import OUT, ROOT, read_json, result_name  # noqa: E402
+from specgan.train.acceleration import native_bf16  # noqa: E402
 
 import convert_speed  # noqa: E402
 import gan_mnist  # noqa: E402
@@ -273,7 +274,9 @@ def throughput_sections() -> list[str]:
         for _, r in runs:
             names += [v for v in r["variants"] if v not in names]
         for v in names:
-            overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or "defaults"
+            overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or \
+                ("defaults: `precision = auto`, bf16 on CUDA and on CPUs with AVX512-BF16 or AMX; this CPU: "
+                 + ("bf16" if native_bf16(torch.device("cpu")) else "fp32"))
             cells = []
             for _, r in runs:
                 d = r["variants"].get(v, {})
