@@ -70,7 +70,10 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` on {datetime.date.today()} at commit `{commit}`.",
+        (f"Rendered by `bench/run_all.py --render-only` on {datetime.date.today()} at commit `{commit}` from the JSON "
+         "of earlier runs (`make bench` here; `bench/gpu_session.py` for the GPU figures; each JSON names its commit "
+         "when it recorded one: " + _measured_at() + ")." if args.render_only else
+         f"Written by `make bench` on {datetime.date.today()} at commit `{commit}`."),
         f"Prep and reconstruction machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "") + ".",
         "Each figure is the median of the timed runs after one untimed warm-up; both sides run on the same input "
@@ -129,6 +132,19 @@ def main() -> None:
               "when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
+
+
+def _measured_at() -> str:
+    """"commit (files), ..." for the result files that name the commit they were measured at."""
+    from common import GPU_RESULTS
+
+    by_commit: dict[str, list[str]] = {}
+    for folder in (OUT, GPU_RESULTS):
+        for path in sorted(folder.glob("*.json")):
+            machine = json.loads(path.read_text()).get("machine")
+            if isinstance(machine, dict) and machine.get("commit"):
+                by_commit.setdefault(machine["commit"], []).append(path.stem)
+    return "; ".join(f"`{c}` ({', '.join(names)})" for c, names in by_commit.items()) or "none"
 
 
 def gan_section(g: dict) -> list[str]:
