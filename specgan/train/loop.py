@@ -6,10 +6,11 @@ A run folder holds::
     metrics.jsonl      one JSON line per step: losses, D(real), D(fake), D accuracy, images/s
     tb/                TensorBoard events of the same scalars
     samples/           step_XXXXXX.png grids from a fixed latent batch (and .wav renderings for spectrograms)
-    checkpoints/       step_XXXXXXXX.pt, the newest ``keep_checkpoints``
+    checkpoints/       step_XXXXXXXX.pt, the newest ``keep_checkpoints`` (and step_XXXXXXXX.pt.damaged, set aside)
 
-Re-running into a run folder that has checkpoints continues from the newest one; the result is the same as an
-uninterrupted run (batches, latents and every RNG are restored).
+Re-running into a run folder that has checkpoints continues from the newest intact one; the result is the same as
+an uninterrupted run (batches, latents and every RNG are restored). Under ``torchrun`` the same loop runs in every
+process (see :mod:`specgan.train.distributed`).
 """
 
 from __future__ import annotations
