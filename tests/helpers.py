@@ -48,8 +48,9 @@ def assert_same_training_state(a: Path, b: Path, *, models: tuple[str, ...] = ("
 
 
 def one_line_error(code: int, stderr: str, *fragments: str) -> None:
-    """A user error: exit code 2, one line, no traceback, naming every fragment."""
+    """A user error: exit code 2, one line starting "error: ", no traceback, naming every fragment."""
     assert code == 2, stderr
-    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
     for fragment in fragments:
-        assert fragment in stderr, (fragment, stderr)
+        assert fragment in lines[0], (fragment, stderr)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from specgan.audio.params import AudioParams
 from specgan.cli import app
 from specgan.data.prep import prep
+from helpers import one_line_error
 
 AUDIO = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32, trim_silence=False)
 
@@ -48,14 +49,6 @@ def train_cli(recipe: Path, *args):
     return result.exit_code, result.stdout, result.stderr
 
 
-def assert_one_line_error(code: int, stderr: str, *fragments: str) -> None:
-    assert code == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, stderr)
-
-
 GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model]\nchannels = 8\n' \
            '[train]\nsteps = 2\nbatch_size = 4\n[output]\ndir = "{run}"\n'
 
@@ -84,7 +77,7 @@ def test_a_bad_key_or_value_is_one_line_naming_file_key_and_value(tmp_path, chan
         text = text.replace(old, new)
     recipe.write_text(text)
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, *fragments)
+    one_line_error(code, stderr, *fragments)
     assert not run.exists()
 
 
@@ -93,11 +86,11 @@ def test_set_overrides_are_checked_like_the_file(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(GENERATE.format(data=tmp_path, run=run))
     code, _, stderr = train_cli(recipe, "--set", "train.steps=-1")
-    assert_one_line_error(code, stderr, "r.toml with --set: train.steps = -1: must be >= 1")
+    one_line_error(code, stderr, "r.toml with --set: train.steps = -1: must be >= 1")
     code, _, stderr = train_cli(recipe, "--set", "train.stepz=1")
-    assert_one_line_error(code, stderr, "unknown key 'train.stepz'")
+    one_line_error(code, stderr, "unknown key 'train.stepz'")
     code, _, stderr = train_cli(recipe, "--set", "nonsense")
-    assert_one_line_error(code, stderr, "--set 'nonsense': expected KEY=VALUE")
+    one_line_error(code, stderr, "--set 'nonsense': expected KEY=VALUE")
     code, _, stderr = train_cli(tmp_path / "missing.toml")
     assert code == 2 and "missing.toml" in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not run.exists()
@@ -111,7 +104,7 @@ def test_a_missing_data_path_is_one_line_naming_file_key_and_value(tmp_path, kin
         GENERATE.format(data=tmp_path / "nowhere", run=run).replace('"image-folder"', f'"{kind}"')
     recipe.write_text(text)
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, f"error: {recipe}: data.path = '{tmp_path / 'nowhere'}': ")
+    one_line_error(code, stderr, f"error: {recipe}: data.path = '{tmp_path / 'nowhere'}': ")
     assert not run.exists()
 
 
@@ -120,7 +113,7 @@ def test_an_option_the_data_kind_cannot_use_is_one_line_naming_the_recipe(tmp_pa
     recipe = tmp_path / "r.toml"
     recipe.write_text(GENERATE.format(data=tmp_path, run=run).replace("[model]", 'domains = ["a", "b"]\n[model]'))
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, f"error: {recipe}: data.domains = ['a', 'b']: only spectrogram datasets")
+    one_line_error(code, stderr, f"error: {recipe}: data.domains = ['a', 'b']: only spectrogram datasets")
     assert not run.exists()
 
 
@@ -129,7 +122,7 @@ def test_a_domain_the_dataset_lacks_is_one_line_naming_it(tones, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(translate_recipe(tones, run, domains='["low", "jazz"]'))
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, f"error: {recipe}: ", "'jazz'", "available: high, low")
+    one_line_error(code, stderr, f"error: {recipe}: ", "'jazz'", "available: high, low")
     assert not run.exists()
 
 
@@ -137,7 +130,7 @@ def test_a_domain_the_dataset_lacks_names_the_key(tones, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(translate_recipe(tones, tmp_path / "run", domains='["low", "jazz"]'))
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, f"error: {recipe}: ", "data.domains", "'jazz'")
+    one_line_error(code, stderr, f"error: {recipe}: ", "data.domains", "'jazz'")
 
 
 def test_a_dataset_prepped_with_other_audio_parameters_is_one_line(tones, tmp_path):
@@ -146,7 +139,7 @@ def test_a_dataset_prepped_with_other_audio_parameters_is_one_line(tones, tmp_pa
     recipe.write_text(translate_recipe(tones, run, extra="[audio]\nsample_rate = 8000\nn_fft = 256\nhop_length = 64\n"
                                                          "n_mels = 64\nframes = 32\n"))
     code, _, stderr = train_cli(recipe)
-    assert_one_line_error(code, stderr, "r.toml", "audio.n_mels = 64", "32", str(tones))
+    one_line_error(code, stderr, "r.toml", "audio.n_mels = 64", "32", str(tones))
     assert not (run / "checkpoints").exists()
 
 
