@@ -114,3 +114,15 @@ def test_mel_inverter_batch_equals_single():
     batch = inverter(logmel, n_iter=4, init="zeros")
     for i in range(2):
         torch.testing.assert_close(batch[i], inverter(logmel[i], n_iter=4, init="zeros"), atol=1e-5, rtol=0)
+
+
+def test_magnitude_in_frame_blocks_equals_the_whole_clip_at_once():
+    p = AudioParams(sample_rate=16000, n_fft=512, hop_length=128, n_mels=40)
+    # In float64: in float32 the matrix products' rounding depends on how many frames share one product, and the
+    # underdetermined NNLS amplifies it (a frame solved alone differs from the same frame in a batch just as much).
+    logmel = torch.rand(2, 40, 53, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    inverter = MelInverter(p).double()
+    whole = inverter.magnitude(logmel, block_frames=10**6)
+    blocks = inverter.magnitude(logmel, block_frames=7)  # 7 blocks of 7 frames and one of 4
+    assert blocks.shape == whole.shape == (2, 257, 53)
+    torch.testing.assert_close(blocks, whole, rtol=1e-9, atol=1e-9)
