@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from specgan.train.checkpoint import load_checkpoint
+from specgan.audio.params import AudioParams
+from specgan.models import build_model
+from specgan.recipe import to_mapping
+from specgan.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+
+#: Audio parameters of the tiny translator checkpoints that :func:`write_run` makes.
+TINY_AUDIO = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
 
 
 def make_two_tone_folder(root: Path, *, n: int = 48, size: int = 16) -> Path:
@@ -54,3 +60,24 @@ def one_line_error(code: int, stderr: str, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, stderr)
+
+
+def write_run(run_dir: Path, *, domains=("A", "B"), task="translate", step=1, seed=0,
+              params: AudioParams = TINY_AUDIO) -> Path:
+    """A real ``translate`` checkpoint of a tiny untrained CycleGAN (2 channels, 1 block) in ``run_dir``, written
+    without training (a ``generate`` one with no weights when ``task`` says so)."""
+    torch.manual_seed(seed)
+    image_shape = (1, params.n_mels, params.frames)
+    model = {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False, "z_dim": 100,
+             "spectral_norm": False}
+    models = {}
+    if task == "translate":
+        for g, d in (("G_AB", "D_B"), ("G_BA", "D_A")):
+            generator, discriminator = build_model("cyclegan", image_shape=image_shape, channels=2, n_blocks=1)
+            models[g], models[d] = generator.state_dict(), discriminator.state_dict()
+    else:
+        model["name"] = "dcgan"
+    state = {"task": {"models": models}, "recipe": {"name": run_dir.name, "task": task, "model": model},
+             "data": {"kind": "spectrogram", "class_names": list(domains), "image_shape": list(image_shape),
+                      "audio": to_mapping(params)}, "rng": rng_state()}
+    return save_checkpoint(run_dir, state, step=step, keep=1)

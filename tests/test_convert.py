@@ -22,10 +22,7 @@ from specgan.cli import app
 from specgan.convert import Translator, convert_file, convert_waveform, find_translator, load_translator, \
     translate_logmel
 from specgan.errors import CheckpointError, ConfigError
-from specgan.models import build_model
-from specgan.recipe import to_mapping
-from specgan.train.checkpoint import rng_state, save_checkpoint
-from helpers import one_line_error
+from helpers import one_line_error, write_run
 
 PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
 RATE = PARAMS.sample_rate
@@ -201,26 +198,6 @@ def test_source_phase_beats_random_phase_on_real_speech(vcc):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints and the command line
-
-def write_run(run_dir: Path, *, domains=("A", "B"), task="translate", step=1, seed=0) -> Path:
-    """A real ``translate`` checkpoint of a tiny CycleGAN (a ``generate`` one when ``task`` says so)."""
-    torch.manual_seed(seed)
-    image_shape = (1, PARAMS.n_mels, PARAMS.frames)
-    model = {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False, "z_dim": 100,
-             "spectral_norm": False}
-    models = {}
-    if task == "translate":
-        for source, target in (domains, domains[::-1]):
-            generator, discriminator = build_model("cyclegan", image_shape=image_shape, channels=2, n_blocks=1)
-            models[f"G_{'AB' if source == domains[0] else 'BA'}"] = generator.state_dict()
-            models[f"D_{'B' if target == domains[1] else 'A'}"] = discriminator.state_dict()
-    else:
-        model["name"] = "dcgan"
-    state = {"task": {"models": models}, "recipe": {"name": run_dir.name, "task": task, "model": model},
-             "data": {"kind": "spectrograms", "class_names": list(domains), "image_shape": list(image_shape),
-                      "audio": to_mapping(PARAMS)}, "rng": rng_state()}
-    return save_checkpoint(run_dir, state, step=step, keep=1)
-
 
 def cli(*args):
     result = CliRunner().invoke(app, ["convert", *map(str, args), "--iters", "4", "--device", "cpu"])

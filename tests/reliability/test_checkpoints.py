@@ -14,13 +14,11 @@ from typer.testing import CliRunner
 
 from specgan.cli import app
 from specgan.errors import CheckpointError, DamagedCheckpointError, TrainingError
-from specgan.models import build_model
-from specgan.recipe import to_mapping
 from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, load_latest_checkpoint, \
-    rng_state, save_checkpoint, stale_temp_files
+    stale_temp_files
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
-from helpers import assert_same_training_state, make_two_tone_folder, one_line_error
+from helpers import assert_same_training_state, make_two_tone_folder, one_line_error, write_run
 
 CPU = torch.device("cpu")
 
@@ -168,27 +166,6 @@ def train_cli(run: Path, *args):
     return cli("train", run / "recipe.toml", "--set", f"output.dir={run}", "--device", "cpu", "--quiet", *args)
 
 
-AUDIO = {"sample_rate": 8000, "n_fft": 256, "hop_length": 64, "n_mels": 32, "frames": 32}
-
-
-def translate_checkpoint(run_dir: Path) -> Path:
-    """A real checkpoint of a tiny translate run (a CycleGAN between domains A and B)."""
-    from specgan.audio.params import AudioParams
-
-    torch.manual_seed(0)
-    params = AudioParams(**AUDIO)
-    shape = (1, params.n_mels, params.frames)
-    models = {}
-    for g, d in (("G_AB", "D_B"), ("G_BA", "D_A")):
-        generator, discriminator = build_model("cyclegan", image_shape=shape, channels=2, n_blocks=1)
-        models[g], models[d] = generator.state_dict(), discriminator.state_dict()
-    state = {"task": {"models": models},
-             "recipe": {"name": run_dir.name, "task": "translate",
-                        "model": {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False,
-                                  "z_dim": 100, "spectral_norm": False}},
-             "data": {"kind": "spectrogram", "class_names": ["A", "B"], "image_shape": list(shape),
-                      "audio": to_mapping(params)}, "rng": rng_state()}
-    return save_checkpoint(run_dir, state, step=1, keep=1)
 
 
 def speech(path: Path) -> Path:
@@ -203,7 +180,7 @@ def speech(path: Path) -> Path:
 def test_sample_convert_and_eval_refuse_a_bad_checkpoint_in_one_line(four_steps, tmp_path, how):
     generate = tmp_path / "gen.pt"
     generate.write_bytes((four_steps / "checkpoints" / "step_00000004.pt").read_bytes())
-    translate = translate_checkpoint(tmp_path / "tr")
+    translate = write_run(tmp_path / "tr")
     assert cli("sample", generate, "-n", "4", "-o", tmp_path / "ok.png", "--device", "cpu")[0] == 0
     for path in (generate, translate):
         make_newer(path) if how == "newer" else damage(path, how)
@@ -223,7 +200,7 @@ def test_sample_convert_and_eval_refuse_a_bad_checkpoint_in_one_line(four_steps,
 
 def test_a_checkpoint_of_the_other_task_is_refused_in_one_line(four_steps, tmp_path):
     generate = four_steps / "checkpoints" / "step_00000004.pt"
-    translate = translate_checkpoint(tmp_path / "tr")
+    translate = write_run(tmp_path / "tr")
     code, _, stderr = cli("sample", translate, "-o", tmp_path / "s.png", "--device", "cpu")
     one_line_error(code, stderr, str(translate), "translate run has no generator")
     code, _, stderr = cli("convert", speech(tmp_path / "in.wav"), "--to", "light", "--model", generate,
@@ -346,7 +323,7 @@ def test_a_checkpoint_of_another_recipe_or_task_is_not_continued(four_steps, dat
                                                 "ema_decay": 0.9},
                                       "output": {"dir": str(run)}}), device=CPU)
     # A translate checkpoint dropped into a generate run folder: refused, not trained over or skipped.
-    translate_checkpoint(tmp_path / "tr")
+    write_run(tmp_path / "tr")
     (tmp_path / "tr" / "checkpoints" / "step_00000001.pt").rename(run / "checkpoints" / "step_00000009.pt")
     code, _, stderr = train_cli(run, "--set", "train.steps=12")
     one_line_error(code, stderr, "step_00000009.pt: this run was trained with", "use another output.dir")

@@ -16,10 +16,7 @@ from typer.testing import CliRunner
 
 from specgan.audio.params import AudioParams
 from specgan.cli import app
-from specgan.models import build_model
-from specgan.recipe import to_mapping
-from specgan.train.checkpoint import rng_state, save_checkpoint
-from helpers import one_line_error
+from helpers import one_line_error, write_run
 
 PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
 RATE = PARAMS.sample_rate
@@ -33,20 +30,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     """A real checkpoint of a tiny translate run between domains A and B."""
-    run = tmp_path_factory.mktemp("runs") / "ab"
-    torch.manual_seed(0)
-    shape = (1, PARAMS.n_mels, PARAMS.frames)
-    models = {}
-    for g, d in (("G_AB", "D_B"), ("G_BA", "D_A")):
-        generator, discriminator = build_model("cyclegan", image_shape=shape, channels=2, n_blocks=1)
-        models[g], models[d] = generator.state_dict(), discriminator.state_dict()
-    state = {"task": {"models": models},
-             "recipe": {"name": "ab", "task": "translate",
-                        "model": {"name": "cyclegan", "channels": 2, "n_blocks": 1, "conditional": False,
-                                  "z_dim": 100, "spectral_norm": False}},
-             "data": {"kind": "spectrogram", "class_names": ["A", "B"], "image_shape": list(shape),
-                      "audio": to_mapping(PARAMS)}, "rng": rng_state()}
-    return save_checkpoint(run, state, step=1, keep=1)
+    return write_run(tmp_path_factory.mktemp("runs") / "ab")
 
 
 def tone(seconds: float, *, rate: int = RATE, channels: int = 1) -> np.ndarray:
