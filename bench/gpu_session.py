@@ -48,6 +48,8 @@ from common import machine, result_name, versions, write_json  # noqa: E402
 SHARES = {"train_dcgan": 0.20, "train_cyclegan": 0.25, "convert_speed": 0.10, "reconstruct_speed": 0.08}
 #: Share of what is left at the end that the DCGAN compile measurement gets (CycleGAN gets the rest).
 DCGAN_COMPILE_SHARE = 0.45
+#: What --sections can pick.
+SECTIONS = ("dcgan", "cyclegan", "flops", "convert", "reconstruct", "compile")
 
 
 class Session:
@@ -177,7 +179,13 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, any device: checks every code path")
     parser.add_argument("--device", default="auto", help="auto: cuda if present (required unless --tiny)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (CPU runs only)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)} (default: all); a training section left out "
+                             "is taken for the TFLOP/s report from the committed bench/gpu JSON, if any")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        raise SystemExit(f"--sections: unknown {', '.join(sorted(sections - set(SECTIONS)))}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -198,19 +206,28 @@ def main() -> None:
 
     def throughput(kind):
         def fn(budget):
-            return tt.measure(kind, device=device, size_name=size, variants=list(tt.DEFAULT_VARIANTS[device.type]),
+            return tt.measure(kind, device=device, size_name=size, variants=tt.default_variants(kind, device.type),
                               rounds=2, budget_s=budget, log=session.log)
         return fn
 
     # 1, 2: throughput without compile
-    session.section("train_dcgan", throughput("dcgan"), budget_s=min(SHARES["train_dcgan"] * B, session.left()))
-    session.section("train_cyclegan", throughput("cyclegan"),
-                    budget_s=min(SHARES["train_cyclegan"] * B, session.left()))
+    for kind in ("dcgan", "cyclegan"):
+        if kind in sections:
+            session.section(f"train_{kind}", throughput(kind),
+                            budget_s=min(SHARES[f"train_{kind}"] * B, session.left()))
 
     # 3: TFLOP/s
     def flops(_budget):
-        return tt.tflops_report({k: session.results.get(f"train_{k}") for k in ("dcgan", "cyclegan")}, device)
-    session.section("train_flops", flops, budget_s=max(session.left(), 0), min_s=0)
+        results = {}
+        for kind in ("dcgan", "cyclegan"):
+            results[kind] = session.results.get(f"train_{kind}")
+            committed = HERE / "gpu" / f"train_{kind}_cuda.json"
+            if results[kind] is None and committed.exists() and not args.tiny:
+                results[kind] = json.loads(committed.read_text())
+                session.log(f"  TFLOP/s of {kind} from the committed {committed.name} (not measured now)")
+        return tt.tflops_report(results, device)
+    if "flops" in sections:
+        session.section("train_flops", flops, budget_s=max(session.left(), 0), min_s=0)
 
     # 5: convert
     def convert(_budget):
@@ -220,7 +237,8 @@ def main() -> None:
         result = convert_speed.main(argv)
         return result
     # convert_speed writes its own JSON; the session rewrites it with the session time added.
-    session.section("convert_speed", convert, budget_s=min(SHARES["convert_speed"] * B, session.left()))
+    if "convert" in sections:
+        session.section("convert_speed", convert, budget_s=min(SHARES["convert_speed"] * B, session.left()))
 
     # 4: reconstruction
     def reconstruct(_budget):
@@ -228,15 +246,20 @@ def main() -> None:
         argv = ["--device", device.type, "--out", str(out), "--librosa-repeats", "1"]
         argv += ["--clips", "2", "--repeats", "1"] if args.tiny else ["--repeats", "3"]
         return reconstruct_speed.main(argv)
-    session.section("reconstruct_speed", reconstruct, budget_s=min(SHARES["reconstruct_speed"] * B, session.left()))
+    if "reconstruct" in sections:
+        session.section("reconstruct_speed", reconstruct,
+                        budget_s=min(SHARES["reconstruct_speed"] * B, session.left()))
 
     # compile variants of 1 and 2 with what is left
-    left = session.left()
-    session.section("train_dcgan", lambda budget: merge_compile(session, "train_dcgan", "dcgan", budget),
-                    budget_s=left * DCGAN_COMPILE_SHARE, min_s=20, key="train_dcgan_compile")
-    session.section("train_cyclegan", lambda budget: merge_compile(session, "train_cyclegan", "cyclegan", budget),
-                    budget_s=session.left() - 3, min_s=20, key="train_cyclegan_compile")
-    session.section("train_flops", flops, budget_s=max(session.left(), 0), min_s=0, key="train_flops_with_compile")
+    if "compile" in sections:
+        left = session.left()
+        session.section("train_dcgan", lambda budget: merge_compile(session, "train_dcgan", "dcgan", budget),
+                        budget_s=left * DCGAN_COMPILE_SHARE, min_s=20, key="train_dcgan_compile")
+        session.section("train_cyclegan", lambda budget: merge_compile(session, "train_cyclegan", "cyclegan", budget),
+                        budget_s=session.left() - 3, min_s=20, key="train_cyclegan_compile")
+        if "flops" in sections:
+            session.section("train_flops", flops, budget_s=max(session.left(), 0), min_s=0,
+                            key="train_flops_with_compile")
 
     session.log("summary:")
     for base in ("train_dcgan", "train_cyclegan"):

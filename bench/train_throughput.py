@@ -48,13 +48,21 @@ VARIANTS = {
     "fp32": ["train.precision=fp32"],
     "bf16": ["train.precision=bf16"],
     "no_cudnn_benchmark": ["train.cudnn_benchmark=false"],
+    "no_cuda_graphs": ["train.cuda_graphs=false"],
     "compile": ["train.compile=true"],
     "compile_channels_last": ["train.compile=true", "train.channels_last=true"],
 }
 #: What each device measures by default (compile variants separately: they take a while).
-DEFAULT_VARIANTS = {"cuda": ["default", "channels_last", "fp32", "no_cudnn_benchmark"],
+DEFAULT_VARIANTS = {"cuda": ["default", "no_cuda_graphs", "fp32", "channels_last", "no_cudnn_benchmark"],
                     "cpu": ["default", "fp32", "channels_last"]}
 COMPILE_VARIANTS = ["compile", "compile_channels_last"]
+#: Variants that only change the generate task (CUDA graphs record its step only).
+GENERATE_ONLY_VARIANTS = {"no_cuda_graphs"}
+
+
+def default_variants(kind: str, device_type: str) -> list[str]:
+    """The variants measured for ``kind`` on ``device_type`` unless asked otherwise."""
+    return [v for v in DEFAULT_VARIANTS[device_type] if kind == "dcgan" or v not in GENERATE_ONLY_VARIANTS]
 
 #: Sizes per benchmark: "gpu" is the recipe's size; "cpu" runs in a couple of minutes on 2 cores; "tiny" only
 #: checks that every code path runs.
@@ -359,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     size = args.size or ("gpu" if device.type == "cuda" else "cpu")
-    variants = args.variants.split(",") if args.variants else list(DEFAULT_VARIANTS[device.type])
+    variants = args.variants.split(",") if args.variants else default_variants(args.kind, device.type)
     if args.compile:
         variants += [v for v in COMPILE_VARIANTS if v not in variants]
     print(f"train_{args.kind} on {device} ({size} size): reference + {', '.join(variants)}, {args.rounds} round(s)")

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from specgan import cuda_graph
 from specgan.audio.features import db_to_power, denormalize_db, mel_filterbank
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
@@ -27,7 +28,8 @@ def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = 
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
 
-def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: Tensor | None = None) -> Tensor:
+def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: Tensor | None = None,
+                  lipschitz: Tensor | None = None, graph: bool = True) -> Tensor:
     """Non-negative least-squares inverse of the mel filterbank.
 
     Solves ``min ||fbankᵀ x - mel||²`` subject to ``x >= 0`` for every frame with accelerated projected gradient
@@ -39,6 +41,8 @@ def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: T
         fbank: ``(n_freqs, n_mels)`` filterbank (see :func:`~specgan.audio.features.mel_filterbank`).
         n_iter: projected-gradient iterations.
         pinv: ``torch.linalg.pinv(fbank.T)``, ``(n_freqs, n_mels)``, if already computed.
+        lipschitz: ``matrix_norm(fbank.T, ord=2) ** 2``, the gradient's Lipschitz constant, if already computed.
+        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`).
 
     Returns:
         ``(..., n_freqs, frames)`` linear power, non-negative.
@@ -48,19 +52,34 @@ def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: T
     x = (pinv @ mel_power).clamp_min(0.0)                         # (..., n_freqs, frames)
     if n_iter <= 0:
         return x
-    step = 1.0 / torch.linalg.matrix_norm(a, ord=2) ** 2          # 1 / Lipschitz constant of the gradient
-    y, t = x, 1.0
+    if lipschitz is None:
+        lipschitz = torch.linalg.matrix_norm(a, ord=2) ** 2
+    step = 1.0 / lipschitz.to(mel_power.dtype)
+    # FISTA's momentum weights depend only on the iteration; they sit on the device and a counter picks this
+    # iteration's, so the loop body is the same every time (and can be replayed as a CUDA graph).
+    weights, t = [], 1.0
     for _ in range(n_iter):
-        x_next = (y - step * (a.T @ (a @ y - mel_power))).clamp_min(0.0)  # two thin matmuls, no gram
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        y = x_next + ((t - 1.0) / t_next) * (x_next - x)
-        x, t = x_next, t_next
+        weights.append((t - 1.0) / t_next)
+        t = t_next
+    weights = torch.tensor(weights, dtype=x.dtype, device=x.device)
+    counter = torch.zeros(1, dtype=torch.long, device=x.device)
+    y = x.clone()
+
+    def iteration() -> None:
+        x_next = (y - step * (a.T @ (a @ y - mel_power))).clamp_min_(0.0)  # two thin matmuls, no gram
+        weight = weights.index_select(0, counter)
+        torch.add(x_next, (x_next - x).mul_(weight), out=y)
+        x.copy_(x_next)
+        counter.add_(1)
+
+    cuda_graph.repeat(iteration, n_iter, device=x.device, graph=graph)
     return x
 
 
 def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
                n_iter: int = 32, momentum: float = 0.99, init: str | Tensor = "random", length: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, graph: bool = True) -> Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013), the algorithm of ``torchaudio.functional.griffinlim`` and
     ``librosa.griffinlim``, with an initial phase that can be given.
 
@@ -73,6 +92,8 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
         init: ``"random"`` (uniform phase, drawn from ``generator``), ``"zeros"``, or a complex tensor shaped like
             ``magnitude`` whose phase is the starting point.
         length: output length in samples (default: what the frames imply).
+        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`): the same kernels,
+            launched once per pair of iterations instead of one by one.
 
     Returns:
         ``(..., samples)`` waveform.
@@ -106,12 +127,19 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
         return istft_frames(torch.view_as_complex(pairs.mul_(mag_pairs)), envelope=envelope, length=out_length,
                             **stft_args)
 
-    for _ in range(n_iter):
+    def iteration(rebuilt: Tensor, previous: Tensor) -> None:
         stft_frames(synthesize(angles, length), out=torch.view_as_complex(rebuilt), **stft_args)
         torch.add(rebuilt, previous, alpha=-momentum / (1 + momentum), out=angles)
         torch.linalg.vector_norm(angles, dim=-1, keepdim=True, out=norm)
         angles.div_(norm.add_(1e-16))
-        rebuilt, previous = previous, rebuilt
+
+    def two_iterations() -> None:  # the buffers swap roles each iteration, so a pair leaves them as it found them
+        iteration(rebuilt, previous)
+        iteration(previous, rebuilt)
+
+    cuda_graph.repeat(two_iterations, n_iter // 2, device=mag.device, graph=graph)
+    if n_iter % 2:
+        iteration(rebuilt, previous)
     wave = synthesize(angles, length)
     return wave.reshape(*shape[:-2], wave.shape[-1])
 
@@ -141,6 +169,7 @@ class MelInverter(nn.Module):
             sample_rate=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels, f_min=params.f_min,
             f_max=params.mel_f_max), persistent=False)
         self.register_buffer("pinv", torch.linalg.pinv(self.fbank.T), persistent=False)
+        self.register_buffer("lipschitz", torch.linalg.matrix_norm(self.fbank.T, ord=2) ** 2, persistent=False)
 
     def magnitude(self, logmel: Tensor, *, block_frames: int = 4096) -> Tensor:
         """Linear STFT magnitude ``(..., n_freqs, frames)`` estimated from normalised log-mel.
@@ -156,7 +185,7 @@ class MelInverter(nn.Module):
         for start in range(0, frames, block_frames):
             block = mel_power[..., start:start + block_frames]
             out[..., start:start + block.shape[-1]] = mel_to_linear(block, fbank=self.fbank, n_iter=self.nnls_iter,
-                                                                    pinv=self.pinv).sqrt_()
+                                                                    pinv=self.pinv, lipschitz=self.lipschitz).sqrt_()
         return out
 
     def forward(self, logmel: Tensor, *, n_iter: int = 32, momentum: float = 0.99, init: str | Tensor = "random",

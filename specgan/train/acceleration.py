@@ -1,5 +1,5 @@
 """How a training step runs fast: the recipe's ``train.precision``, ``train.channels_last``, ``train.compile`` and
-``train.cudnn_benchmark``. None of them changes what is computed, only how (bf16 changes the rounding).
+``train.cudnn_benchmark`` and ``train.cuda_graphs``. None of them changes what is computed, only how (bf16 changes the rounding).
 
 Measured effects and the reasons for each default are in ``docs/architecture.md`` (Performance) and
 ``bench/results.md``.
@@ -39,13 +39,15 @@ class Acceleration:
         self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         self.compile = train.compile
+        # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
+        self.cuda_graphs = train.cuda_graphs and device.type == "cuda" and not train.compile
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = train.cudnn_benchmark
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when asked for (matmuls and convolutions in bf16, reductions and losses in fp32)."""
         if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graphs)
         return contextlib.nullcontext()
 
     def place(self, module: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from specgan.cuda_graph import GraphedCall
 from specgan.data.image_data import ImageData
 from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
@@ -21,7 +22,7 @@ from specgan.sample import render_audio
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
 from specgan.train.distributed import Distributed
-from specgan.train.optim import adam, linear_decay, set_lr
+from specgan.train.optim import adam, linear_decay, make_capturable, portable_state, set_lr
 
 
 class Batches:
@@ -44,14 +45,22 @@ class Batches:
         self.order = torch.empty(0, dtype=torch.long, device=device)
         self.position = 0
 
-    def next(self) -> tuple[Tensor, Tensor]:
-        """This rank's ``(images (n, C, H, W), labels (n,))`` of the next global batch."""
+    def next_index(self) -> Tensor:
+        """This rank's shard ``(n,)`` of the next global batch's indices, on the device."""
         if self.position + self.batch_size > len(self.order):
             self.order = torch.randperm(len(self.images), generator=self.generator).to(self.images.device)
             self.position = 0
         index = self.distributed.shard(self.order[self.position:self.position + self.batch_size])
         self.position += self.batch_size
+        return index
+
+    def gather(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """``(images (n, C, H, W), labels (n,))`` at ``index``."""
         return self.images[index], self.labels[index]
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        """This rank's ``(images (n, C, H, W), labels (n,))`` of the next global batch."""
+        return self.gather(self.next_index())
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "order": self.order.cpu(), "position": self.position}
@@ -96,6 +105,11 @@ class GenerateTask:
         self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas, device=device)
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
+        self._lr_factor: float | None = None
+        # One process only: DDP's gradient hooks do not record as they are.
+        self._graphed_update = GraphedCall(self._update, device=device,
+                                           enabled=self.accel.cuda_graphs and not distributed.active,
+                                           generators=(self.noise,), before_capture=self._make_capturable)
         self.z_fixed, self.labels_fixed, self.nrow = fixed_latents(n_classes=self.n_classes, z_dim=m.z_dim,
                                                                    seed=t.seed)
 
@@ -109,17 +123,37 @@ class GenerateTask:
         """Training step ``step`` (1-based): ``n_critic`` D updates then one G update. Returns detached scalars
         named ``loss/D``, ``loss/G``, ...
 
-        The fakes of the last D update keep their graph and are reused for the G update (as in the DCGAN
-        reference code): one generator forward per step instead of two. D is frozen during the G update (its
-        gradients there would be thrown away).
+        The host-side part happens here (learning rates, which batches); the tensor work is :meth:`_update`, which
+        on CUDA is recorded once and replayed as a CUDA graph (``train.cuda_graphs``).
         """
         t = self.recipe.train
         factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
-        set_lr(self.opt_g, t.lr_g * factor)
-        set_lr(self.opt_d, t.lr_d * factor)
+        if factor != self._lr_factor:  # a tensor learning rate costs a launch to set, so only on a change
+            set_lr(self.opt_g, t.lr_g * factor)
+            set_lr(self.opt_d, t.lr_d * factor)
+            self._lr_factor = factor
+        index = torch.stack([self.batches.next_index() for _ in range(t.n_critic)])
+        scalars = self._graphed_update(index)
+        if self.ema is not None:
+            self.ema.update(self.G)
+        return dict(zip(self.SCALARS, scalars.unbind()))
+
+    #: Names of the scalars :meth:`_update` returns, in order.
+    SCALARS = ("loss/D", "loss/G", "loss/D/gp", "D/real", "D/fake", "D/accuracy")
+
+    def _update(self, index: Tensor) -> Tensor:
+        """The tensor work of one step: ``index`` ``(n_critic, n)`` holds the batch indices of each D update.
+        Returns the :attr:`SCALARS` stacked, ``(6,)`` float32.
+
+        The fakes of the last D update keep their graph and are reused for the G update (as in the DCGAN
+        reference code): one generator forward per step instead of two. D is frozen during the G update (its
+        gradients there would be thrown away). Nothing here reads back to the host or keeps Python state, so that
+        it can be recorded as a CUDA graph.
+        """
+        t = self.recipe.train
         for critic_step in range(t.n_critic):
             last = critic_step == t.n_critic - 1
-            real, labels = self.batches.next()
+            real, labels = self.batches.gather(index[critic_step])
             real = self.accel.images(real)
             cond = labels if self.n_classes else None
             with torch.set_grad_enabled(last), self.accel.autocast():
@@ -146,11 +180,12 @@ class GenerateTask:
         loss_g.backward()
         self.opt_g.step()
         self.D.requires_grad_(True)
-        if self.ema is not None:
-            self.ema.update(self.G)
-        return {"loss/D": loss_d.detach(), "loss/G": loss_g.detach(), "loss/D/gp": gp.detach(),
-                "D/real": real_logits.mean().detach(), "D/fake": fake_logits.mean().detach(),
-                "D/accuracy": d_accuracy(real_logits.detach(), fake_logits.detach())}
+        return torch.stack([loss_d.detach(), loss_g.detach(), gp.detach(), real_logits.detach().mean(),
+                            fake_logits.detach().mean(), d_accuracy(real_logits.detach(), fake_logits.detach())])
+
+    def _make_capturable(self) -> None:
+        make_capturable(self.opt_g)
+        make_capturable(self.opt_d)
 
     # -- sampling ------------------------------------------------------------------------------------------
     @property
@@ -197,7 +232,7 @@ class GenerateTask:
     def state_dict(self) -> dict:
         return {"models": {"G": self.G.state_dict(), "D": self.D.state_dict(),
                            **({"G_ema": self.ema.state_dict()} if self.ema is not None else {})},
-                "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+                "optimizers": {"G": portable_state(self.opt_g), "D": portable_state(self.opt_d)},
                 "batches": self.batches.state_dict(), "noise": self.noise.get_state(),
                 "ema_updates": self.ema.updates if self.ema is not None else 0}
 

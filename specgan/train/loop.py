@@ -52,7 +52,7 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "sample_every"), ("train", "c
                      ("train", "keep_checkpoints"), ("output", "dir"), ("data", "path"),
                      # how the arithmetic runs, not what it computes
                      ("train", "precision"), ("train", "channels_last"), ("train", "compile"),
-                     ("train", "cudnn_benchmark")}
+                     ("train", "cudnn_benchmark"), ("train", "cuda_graphs")}
 
 
 @dataclass

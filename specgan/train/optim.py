@@ -28,5 +28,28 @@ def linear_decay(step: int, *, steps: int, start: float) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a tensor learning rate (see :func:`make_capturable`) is filled in place."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Prepare an optimizer whose ``step`` will be recorded in a CUDA graph: ``capturable`` on, and each learning
+    rate a device tensor, so that :func:`set_lr` changes what the recorded step reads instead of a constant frozen
+    into it. (Fused Adam keeps its step counts on the device already.)"""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        if not isinstance(group["lr"], torch.Tensor):
+            group["lr"] = torch.tensor(float(group["lr"]), device=group["params"][0].device)
+
+
+def portable_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer.state_dict()`` with plain-number learning rates and ``capturable`` off, as an optimizer that
+    was never recorded would save it, so the checkpoint continues on any device and with graphs on or off."""
+    state = optimizer.state_dict()
+    state["param_groups"] = [{**group, "lr": float(group["lr"]), "capturable": False}
+                             for group in state["param_groups"]]
+    return state
