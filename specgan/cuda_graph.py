@@ -72,7 +72,9 @@ class GraphedCall:
     """``fn(*inputs) -> Tensor``, replayed as a CUDA graph after ``warmup`` eager calls.
 
     Each call copies ``inputs`` into the recorded input tensors, replays, and returns a copy of the recorded output,
-    so the caller may keep results of several calls. ``before_capture`` runs once just before recording (e.g. to
+    so the caller may keep results of several calls. ``key`` names the variant of ``fn`` that runs (for Python
+    branches that change rarely, such as a loss switched off after some step): a new key drops the recording and
+    starts again with the warm-up. ``before_capture`` runs once just before recording (e.g. to
     make optimizers capturable). Off CUDA, or with ``enabled`` false, every call is ``fn(*inputs)``.
 
     ``fn`` must meet the module's rules: in particular its Python control flow must not depend on the call.
@@ -84,6 +86,7 @@ class GraphedCall:
         self.enabled = enabled and device.type == "cuda"
         self.generators, self.before_capture = tuple(generators), before_capture
         self.calls = 0
+        self.key: object = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_inputs: tuple[Tensor, ...] = ()
         self.static_output: Tensor | None = None
@@ -92,9 +95,12 @@ class GraphedCall:
     def recorded(self) -> bool:
         return self.graph is not None
 
-    def __call__(self, *inputs: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor, key: object = None) -> Tensor:
         if not self.enabled:
             return self.fn(*inputs)
+        if key != self.key:
+            self.key, self.calls = key, 0
+            self.graph, self.static_inputs, self.static_output = None, (), None
         self.calls += 1
         if self.graph is None and self.calls <= self.warmup:
             return _warm_up(lambda: self.fn(*inputs))

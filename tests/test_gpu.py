@@ -110,3 +110,30 @@ def test_graphed_griffinlim_and_nnls_match_eager():
     mel = torch.rand(3, 80, 500, device=CUDA, generator=g)
     linear = [mel_to_linear(mel, fbank=fbank, n_iter=30, graph=graph) for graph in (True, False)]
     assert torch.allclose(linear[0], linear[1], rtol=1e-5, atol=1e-7)
+
+
+def _translate_weights(task) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v.float().cpu() for name, module in task.models.items()
+            for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("model", ["cyclegan", "cyclegan-vc2"])
+def test_graphed_translate_step_matches_the_eager_one(tones, tmp_path, deterministic_cudnn, model):
+    """Pools full after step 2, then 3 eager steps and a recording; the identity loss switches off after step 7,
+    which records again. 14 steps end at the eager run's weights."""
+    common = dict(model=model, loss={"identity_until": 7}, steps=14, precision="fp32", cudnn_benchmark=False,
+                  lr_decay_start=0.5, checkpoint_every=5, sample_every=5)
+    graphed = train(translate_recipe(tones, tmp_path / "graphed", cuda_graphs=True, **common), device=CUDA)
+    eager = train(translate_recipe(tones, tmp_path / "eager", cuda_graphs=False, **common), device=CUDA)
+    assert graphed.task._graphed_update.recorded and graphed.task._graphed_update.key is False
+    assert not eager.task._graphed_update.recorded
+    _assert_close(_translate_weights(graphed.task), _translate_weights(eager.task), atol=1e-5)
+
+
+def test_graphed_translate_run_continues(tones, tmp_path, deterministic_cudnn):
+    common = dict(loss={"identity_until": 20}, checkpoint_every=4, sample_every=100)
+    straight = train(translate_recipe(tones, tmp_path / "straight", steps=12, **common), device=CUDA)
+    train(translate_recipe(tones, tmp_path / "resumed", steps=8, **common), device=CUDA)
+    resumed = train(translate_recipe(tones, tmp_path / "resumed", steps=12, **common), device=CUDA, resume=True)
+    assert resumed.resumed_from == 8 and straight.task._graphed_update.recorded
+    _assert_close(_translate_weights(straight.task), _translate_weights(resumed.task), atol=1e-4)

@@ -82,9 +82,9 @@ class TrainConfig:
                                  "more; then faster steps).")
     cudnn_benchmark: bool = param(True, "CUDA: let cuDNN time its convolution algorithms on the first steps and keep "
                                         "the fastest (torch.backends.cudnn.benchmark).")
-    cuda_graphs: bool = param(True, "CUDA, task generate, one process: after 3 eager steps, record the training step "
-                                    "as a CUDA graph and replay it (one launch per step instead of hundreds; the same "
-                                    "kernels). Not combined with train.compile.")
+    cuda_graphs: bool = param(True, "CUDA, one process: after 3 eager steps (translate: once the history pools are "
+                                    "full), record the training step as a CUDA graph and replay it (one launch per "
+                                    "step instead of thousands; the same kernels). Not combined with train.compile.")
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from specgan.cuda_graph import GraphedCall
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError
 from specgan.images import save_grid
@@ -35,7 +36,7 @@ from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
 from specgan.train.distributed import Distributed
 from specgan.train.generate import Batches
-from specgan.train.optim import adam, linear_decay, set_lr
+from specgan.train.optim import adam, linear_decay, make_capturable, portable_state, set_lr
 
 #: Fixed examples per direction in each sample grid (rows of real | translated | reconstructed).
 SAMPLE_EXAMPLES = 4
@@ -82,6 +83,11 @@ class ImagePool:
         self.size, self.generator = size, generator
         self.images: Tensor | None = None
         self.count = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the pool holds ``size`` images (from then on a query does the same work every time)."""
+        return self.count >= self.size
 
     def query(self, images: Tensor) -> Tensor:
         """``(N, ...)`` new fakes → ``(N, ...)`` fakes for D (detached)."""
@@ -162,6 +168,12 @@ class TranslateTask:
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 2)
         self.pool_a = ImagePool(t.pool_size, generator=self.noise)
         self.pool_b = ImagePool(t.pool_size, generator=self.noise)
+        self._lr_factor: float | None = None
+        self._identity_on = True
+        # One process only: DDP's gradient hooks and the pools' all_gather do not record as they are.
+        self._graphed_update = GraphedCall(self._update, device=device,
+                                           enabled=self.accel.cuda_graphs and not distributed.active,
+                                           generators=(self.noise,), before_capture=self._make_capturable)
         # Whole chunks, evenly spread over each domain: the generators are fully convolutional along time.
         self.examples = {
             name: part.images[torch.linspace(0, len(part) - 1, min(SAMPLE_EXAMPLES, len(part))).long()].to(device)
@@ -171,10 +183,11 @@ class TranslateTask:
     def models(self) -> dict[str, nn.Module]:
         return {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
 
-    def _crop(self, batches: Batches) -> Tensor:
-        """This rank's shard of the next global batch, each image cropped to a random window (crop starts are
-        drawn for the global batch, so the stream does not depend on the number of ranks)."""
-        images = batches.next()[0]
+    def _crop(self, batches: Batches, index: Tensor) -> Tensor:
+        """The images of ``batches`` at ``index`` (this rank's shard of a global batch), each cropped to a random
+        window (crop starts are drawn for the global batch, so the stream does not depend on the number of
+        ranks)."""
+        images = batches.gather(index)[0]
         if self.crop:
             starts = crop_starts(batches.batch_size, frames=images.shape[-1], width=self.crop,
                                  generator=self.noise, device=self.device)
@@ -192,15 +205,40 @@ class TranslateTask:
         return self.distributed.shard(pool.query(self.distributed.all_gather(fakes.detach())))
 
     # -- one step ------------------------------------------------------------------------------------------
+    #: Names of the scalars :meth:`_update` returns, in order (``lr/G`` is added by :meth:`step`).
+    SCALARS = ("loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
+               "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy")
+
     def step(self, step: int) -> dict[str, Tensor]:
-        """Training step ``step`` (1-based): one update of both generators, then of both discriminators."""
+        """Training step ``step`` (1-based): one update of both generators, then of both discriminators.
+
+        The host-side part happens here (learning rates, which batches, whether the identity loss is on); the
+        tensor work is :meth:`_update`, which on CUDA is recorded once the history pools are full and replayed
+        as a CUDA graph (``train.cuda_graphs``), recorded again when the identity loss switches off.
+        """
         t, w = self.recipe.train, self.recipe.loss
         factor = linear_decay(step, steps=t.steps, start=t.lr_decay_start)
-        set_lr(self.opt_g, t.lr_g * factor)
-        set_lr(self.opt_d, t.lr_d * factor)
-        real_a = self._crop(self.batches_a)
-        real_b = self._crop(self.batches_b)
-        identity_on = w.identity_weight > 0 and step <= w.identity_until
+        if factor != self._lr_factor:  # a tensor learning rate costs a launch to set, so only on a change
+            set_lr(self.opt_g, t.lr_g * factor)
+            set_lr(self.opt_d, t.lr_d * factor)
+            self._lr_factor = factor
+        index_a, index_b = self.batches_a.next_index(), self.batches_b.next_index()
+        self._identity_on = w.identity_weight > 0 and step <= w.identity_until
+        if self.pool_a.full and self.pool_b.full:
+            scalars = self._graphed_update(index_a, index_b, key=self._identity_on)
+        else:  # the pools' fill level is host state that changes every step until they are full
+            scalars = self._update(index_a, index_b)
+        out = dict(zip(self.SCALARS, scalars.unbind()))
+        out["lr/G"] = torch.full((), t.lr_g * factor, device=self.device)
+        return out
+
+    def _update(self, index_a: Tensor, index_b: Tensor) -> Tensor:
+        """The tensor work of one step on the batches at ``index_a`` and ``index_b`` (this rank's shards), with
+        the identity loss as :attr:`_identity_on` says. Returns the :attr:`SCALARS` stacked, ``(13,)``."""
+        w = self.recipe.loss
+        real_a = self._crop(self.batches_a, index_a)
+        real_b = self._crop(self.batches_b, index_b)
+        identity_on = self._identity_on
         zero = torch.zeros((), device=self.device)
         G_AB, G_BA, D_A, D_B = (self.step_modules[k] for k in ("G_AB", "G_BA", "D_A", "D_B"))
 
@@ -239,17 +277,15 @@ class TranslateTask:
         (loss_d_a + loss_d_b).backward()
         self.opt_d.step()
 
-        scalars = {
-            "loss/G": loss_g, "loss/G/adv_a": adv_a, "loss/G/adv_b": adv_b, "loss/G/cycle_a": cycle_a,
-            "loss/G/cycle_b": cycle_b, "loss/G/identity_a": identity_a, "loss/G/identity_b": identity_b,
-            "loss/D": loss_d_a + loss_d_b, "loss/D/a": loss_d_a, "loss/D/b": loss_d_b,
-            "D/real": (real_logits_a.mean() + real_logits_b.mean()) / 2,
-            "D/fake": (fake_logits_a.mean() + fake_logits_b.mean()) / 2,
-            "D/accuracy": (d_accuracy(real_logits_a, fake_logits_a) + d_accuracy(real_logits_b, fake_logits_b)) / 2,
-        }
-        scalars = {k: v.detach() for k, v in scalars.items()}
-        scalars["lr/G"] = torch.full((), t.lr_g * factor, device=self.device)
-        return scalars
+        scalars = [loss_g, adv_a, adv_b, cycle_a, cycle_b, identity_a, identity_b, loss_d_a + loss_d_b, loss_d_a,
+                   loss_d_b, (real_logits_a.mean() + real_logits_b.mean()) / 2,
+                   (fake_logits_a.mean() + fake_logits_b.mean()) / 2,
+                   (d_accuracy(real_logits_a, fake_logits_a) + d_accuracy(real_logits_b, fake_logits_b)) / 2]
+        return torch.stack([v.detach().float() for v in scalars])
+
+    def _make_capturable(self) -> None:
+        make_capturable(self.opt_g)
+        make_capturable(self.opt_d)
 
     # -- samples -------------------------------------------------------------------------------------------
     def refresh_sampler(self, *, seed: int) -> None:
@@ -284,7 +320,7 @@ class TranslateTask:
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"models": {name: module.state_dict() for name, module in self.models.items()},
-                "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
+                "optimizers": {"G": portable_state(self.opt_g), "D": portable_state(self.opt_d)},
                 "batches": {"A": self.batches_a.state_dict(), "B": self.batches_b.state_dict()},
                 "pools": {"A": self.pool_a.state_dict(), "B": self.pool_b.state_dict()},
                 "noise": self.noise.get_state()}
