@@ -117,23 +117,40 @@ def _translate_weights(task) -> dict[str, torch.Tensor]:
             for k, v in module.state_dict().items()}
 
 
+def _worst(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point())
+
+
+def _assert_like_rerun(graphed, eager, rerun) -> None:
+    """``graphed`` drew exactly the random numbers ``eager`` drew (crops, pool choices), and its weights are as
+    close to ``eager``'s as a rerun of the eager run is (the ResNet generator's reflection padding adds gradients
+    with atomics on CUDA, so two eager runs differ too, and Adam amplifies it)."""
+    assert torch.equal(graphed.task.noise.get_state(), eager.task.noise.get_state())
+    assert graphed.task.pool_a.count == eager.task.pool_a.count
+    noise = _worst(_translate_weights(eager.task), _translate_weights(rerun.task))
+    worst = _worst(_translate_weights(graphed.task), _translate_weights(eager.task))
+    assert worst <= max(1e-5, 10 * noise), (worst, noise)
+
+
 @pytest.mark.parametrize("model", ["cyclegan", "cyclegan-vc2"])
 def test_graphed_translate_step_matches_the_eager_one(tones, tmp_path, deterministic_cudnn, model):
     """Pools full after step 2, then 3 eager steps and a recording; the identity loss switches off after step 7,
-    which records again. 14 steps end at the eager run's weights."""
+    which records again. 14 steps end where the eager run ends."""
     common = dict(model=model, loss={"identity_until": 7}, steps=14, precision="fp32", cudnn_benchmark=False,
                   lr_decay_start=0.5, checkpoint_every=5, sample_every=5)
     graphed = train(translate_recipe(tones, tmp_path / "graphed", cuda_graphs=True, **common), device=CUDA)
     eager = train(translate_recipe(tones, tmp_path / "eager", cuda_graphs=False, **common), device=CUDA)
+    rerun = train(translate_recipe(tones, tmp_path / "rerun", cuda_graphs=False, **common), device=CUDA)
     assert graphed.task._graphed_update.recorded and graphed.task._graphed_update.key is False
     assert not eager.task._graphed_update.recorded
-    _assert_close(_translate_weights(graphed.task), _translate_weights(eager.task), atol=1e-5)
+    _assert_like_rerun(graphed, eager, rerun)
 
 
 def test_graphed_translate_run_continues(tones, tmp_path, deterministic_cudnn):
     common = dict(loss={"identity_until": 20}, checkpoint_every=4, sample_every=100)
     straight = train(translate_recipe(tones, tmp_path / "straight", steps=12, **common), device=CUDA)
+    again = train(translate_recipe(tones, tmp_path / "again", steps=12, **common), device=CUDA)
     train(translate_recipe(tones, tmp_path / "resumed", steps=8, **common), device=CUDA)
     resumed = train(translate_recipe(tones, tmp_path / "resumed", steps=12, **common), device=CUDA, resume=True)
     assert resumed.resumed_from == 8 and straight.task._graphed_update.recorded
-    _assert_close(_translate_weights(straight.task), _translate_weights(resumed.task), atol=1e-4)
+    _assert_like_rerun(resumed, straight, again)
