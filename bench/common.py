@@ -46,9 +46,14 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_count"] = torch.cuda.device_count()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    if commit.returncode == 0:
-        info["commit"] = commit.stdout.strip()
+    # A snapshot without .git (git archive, as copied to a GPU machine) says its commit in SPECGAN_COMMIT; git
+    # must not be asked there, or it answers for whatever repository encloses the snapshot.
+    if os.environ.get("SPECGAN_COMMIT"):
+        info["commit"] = os.environ["SPECGAN_COMMIT"]
+    elif (ROOT / ".git").exists():
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
     return info
 
 
