@@ -104,7 +104,8 @@ def test_graphed_griffinlim_and_nnls_match_eager():
     g = torch.Generator(device=CUDA).manual_seed(0)
     magnitude = torch.rand(2, 513, 300, device=CUDA, generator=g)
     runs = [griffinlim(magnitude, n_fft=1024, hop_length=256, n_iter=n, length=70000, graph=graph,
-                       generator=torch.Generator(device=CUDA).manual_seed(1)) for n in (31, 32) for graph in (True, False)]
+                       generator=torch.Generator(device=CUDA).manual_seed(1))
+            for n in (31, 32) for graph in (True, False)]
     assert torch.allclose(runs[0], runs[1], atol=1e-5) and torch.allclose(runs[2], runs[3], atol=1e-5)
     fbank = mel_filterbank(sample_rate=22050, n_fft=1024, n_mels=80, f_min=0.0, f_max=11025.0).to(CUDA)
     mel = torch.rand(3, 80, 500, device=CUDA, generator=g)

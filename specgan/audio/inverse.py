@@ -42,7 +42,8 @@ def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: T
         n_iter: projected-gradient iterations.
         pinv: ``torch.linalg.pinv(fbank.T)``, ``(n_freqs, n_mels)``, if already computed.
         lipschitz: ``matrix_norm(fbank.T, ord=2) ** 2``, the gradient's Lipschitz constant, if already computed.
-        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`).
+        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`) when the problem is
+            small enough to be launch-bound.
 
     Returns:
         ``(..., n_freqs, frames)`` linear power, non-negative.
@@ -73,7 +74,7 @@ def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: T
         x.copy_(x_next)
         counter.add_(1)
 
-    cuda_graph.repeat(iteration, n_iter, device=x.device, graph=graph)
+    cuda_graph.repeat(iteration, n_iter, device=x.device, graph=graph and x.numel() <= cuda_graph.SMALL_ENOUGH)
     return x
 
 
@@ -92,8 +93,9 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
         init: ``"random"`` (uniform phase, drawn from ``generator``), ``"zeros"``, or a complex tensor shaped like
             ``magnitude`` whose phase is the starting point.
         length: output length in samples (default: what the frames imply).
-        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`): the same kernels,
-            launched once per pair of iterations instead of one by one.
+        graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`) when the spectrogram is
+            small enough to be launch-bound (``SMALL_ENOUGH``): the same kernels, launched once per pair of
+            iterations instead of one by one.
 
     Returns:
         ``(..., samples)`` waveform.
@@ -137,7 +139,8 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
         iteration(rebuilt, previous)
         iteration(previous, rebuilt)
 
-    cuda_graph.repeat(two_iterations, n_iter // 2, device=mag.device, graph=graph)
+    cuda_graph.repeat(two_iterations, n_iter // 2, device=mag.device,
+                      graph=graph and mag.numel() <= cuda_graph.SMALL_ENOUGH)
     if n_iter % 2:
         iteration(rebuilt, previous)
     wave = synthesize(angles, length)

@@ -1,5 +1,6 @@
-"""How a training step runs fast: the recipe's ``train.precision``, ``train.channels_last``, ``train.compile`` and
-``train.cudnn_benchmark`` and ``train.cuda_graphs``. None of them changes what is computed, only how (bf16 changes the rounding).
+"""How a training step runs fast: the recipe's ``train.precision``, ``train.channels_last``, ``train.compile``,
+``train.cudnn_benchmark`` and ``train.cuda_graphs`` (the recording itself is :mod:`specgan.cuda_graph`). None of
+them changes what is computed, only how (bf16 changes the rounding).
 
 Measured effects and the reasons for each default are in ``docs/architecture.md`` (Performance) and
 ``bench/results.md``.
