@@ -6,6 +6,7 @@ filterbank as a buffer so it moves with ``.to(device)``.
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -158,10 +159,13 @@ class LogMel(nn.Module):
         if center and shape[-1] <= p.n_fft // 2:
             raise AudioError(f"too short: {shape[-1]} samples at {p.sample_rate} Hz, less than half an FFT window "
                              f"(n_fft {p.n_fft})")
-        x = wave.reshape(-1, 1, shape[-1])
-        if center:
-            x = nn.functional.pad(x, (p.n_fft // 2, p.n_fft // 2), mode="reflect")
-        power = self._power(x[:, 0])                                               # (n_freqs, batch * frames)
+        x = wave.reshape(-1, shape[-1])
+        frames = self._centered_frames(x) if center and not x.requires_grad else None
+        if frames is None:
+            if center:
+                x = nn.functional.pad(x[:, None], (p.n_fft // 2, p.n_fft // 2), mode="reflect")[:, 0]
+            frames = x.unfold(-1, p.n_fft, p.hop_length) * self.frame_window     # (batch, frames, n_fft)
+        power = self._power_of_frames(frames)                                      # (n_freqs, batch * frames)
         if power.is_cpu:
             mel = torch.sparse.mm(self.fbank_t_sparse, power)                      # (n_mels, batch * frames)
         else:  # GPUs multiply dense matrices faster than sparse ones
@@ -171,11 +175,40 @@ class LogMel(nn.Module):
         return mel.reshape(*shape[:-1], p.n_mels, n_frames) if batch == 1 else \
             mel.contiguous().reshape(*shape[:-1], p.n_mels, n_frames)
 
+    def _centered_frames(self, x: Tensor) -> Tensor | None:
+        """The windowed frames ``(batch, frames, n_fft)`` of a centred, reflect-padded STFT of ``x`` ``(batch,
+        samples)``, without copying the whole padded signal: only the few frames that reach into the padding are
+        cut from small padded pieces of each end; the others are windowed straight from ``x``. The same numbers as
+        padding first. None when ``x`` is too short for that (the caller then pads it whole)."""
+        p = self.params
+        half, hop, n = p.n_fft // 2, p.hop_length, x.shape[-1]
+        n_frames = 1 + n // hop
+        first = -(-half // hop)          # the first frame that starts inside x (padded start t * hop >= half)
+        last = (n - half) // hop         # the last frame that ends inside x (t * hop + half <= n)
+        head_end = (first - 1) * hop + half  # samples of x that the frames before ``first`` reach
+        tail_start = (last + 1) * hop - half
+        if last < first or head_end <= half or n - tail_start <= half:
+            return None
+        window = self.frame_window
+        frames = x.new_empty(x.shape[0], n_frames, p.n_fft, dtype=torch.promote_types(x.dtype, window.dtype))
+        if first > 0:
+            head = nn.functional.pad(x[:, None, :head_end], (half, 0), mode="reflect")[:, 0]
+            torch.mul(head.unfold(-1, p.n_fft, hop), window, out=frames[:, :first])
+        inner = x[:, first * hop - half:last * hop + half].unfold(-1, p.n_fft, hop)
+        torch.mul(inner, window, out=frames[:, first:last + 1])
+        if last + 1 < n_frames:
+            tail = nn.functional.pad(x[:, None, tail_start:], (0, half), mode="reflect")[:, 0]
+            torch.mul(tail.unfold(-1, p.n_fft, hop)[:, :n_frames - last - 1], window, out=frames[:, last + 1:])
+        return frames
+
     def _power(self, signals: Tensor) -> Tensor:
         """Power spectra ``re² + im²`` of the frames of ``signals`` ``(batch, samples)`` (no padding), laid out
         ``(n_freqs, batch * frames)``: frame ``t`` of signal ``b`` is column ``b * frames + t``."""
         p = self.params
-        frames = signals.unfold(-1, p.n_fft, p.hop_length) * self.frame_window    # (batch, frames, n_fft)
+        return self._power_of_frames(signals.unfold(-1, p.n_fft, p.hop_length) * self.frame_window)
+
+    def _power_of_frames(self, frames: Tensor) -> Tensor:
+        """:meth:`_power` of windowed frames ``(batch, frames, n_fft)``."""
         spec = torch.view_as_real(torch.fft.rfft(frames))                          # (batch, frames, n_freqs, 2)
         spec = spec.reshape(-1, spec.shape[-2], 2)                                 # (batch * frames, n_freqs, 2)
         if spec.requires_grad:
@@ -188,7 +221,17 @@ class LogMel(nn.Module):
         """Mel power of a signal that arrives in blocks ``(samples,)``: pieces ``(n_mels, frames_i)`` that
         concatenate to :meth:`mel_power` of the whole signal (see :func:`stft_segments`, which raises ValueError
         for a signal of ``n_fft // 2`` samples or fewer)."""
-        for segment in stft_segments(blocks, n_fft=self.params.n_fft, hop_length=self.params.hop_length):
+        pieces = (t for t in (torch.as_tensor(b).reshape(-1) for b in blocks) if t.numel())
+        ahead = [t for t in (next(pieces, None),) if t is not None]
+        if ahead:
+            ahead += [t for t in (next(pieces, None),) if t is not None]
+        if len(ahead) == 1 and ahead[0].numel() > self.params.n_fft // 2:
+            # The whole signal in one block (prep's usual case): centred frames straight from it, without the
+            # padded copy stft_segments would make. The same numbers.
+            yield self.mel_power(ahead[0])
+            return
+        for segment in stft_segments(itertools.chain(ahead, pieces), n_fft=self.params.n_fft,
+                                     hop_length=self.params.hop_length):
             yield self.mel_power(segment, center=False)
 
     def normalize(self, mel_power: Tensor) -> Tensor:

@@ -199,6 +199,41 @@ class Resamplers:
             stream.clear()
         return stream
 
+    def resample_whole(self, signals: list[np.ndarray], *, source_rate: int, sample_rate: int) -> list[np.ndarray]:
+        """Resample whole float32 mono signals ``(samples,)`` of one rate; each result is the same, bit for bit,
+        as :func:`mono_blocks` of that signal alone (one stream, flushed at its end).
+
+        Several signals go through one multi-channel stream, zero-padded to the longest: soxr filters each
+        channel on its own with the same filter, and the end of a signal is flushed with zeros anyway, so a
+        channel's first ``output_length(n)`` samples are that signal's. The filter is then designed once for the
+        group instead of once per signal (a reset costs about half of resampling a 3 s clip).
+        """
+        if len(signals) == 1 or any(not len(s) for s in signals):
+            return [self.stream(source_rate=source_rate, sample_rate=sample_rate).resample_chunk(s, last=True)
+                    for s in signals]
+        lengths = [len(s) for s in signals]
+        key = (source_rate, sample_rate, len(signals))
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = soxr.ResampleStream(source_rate, sample_rate, len(signals), dtype="float32", quality="HQ")
+            self._streams[key] = stream
+        else:
+            stream.clear()
+        padded = np.zeros((max(lengths), len(signals)), dtype=np.float32)
+        for i, s in enumerate(signals):
+            padded[:len(s), i] = s
+        out = stream.resample_chunk(padded, last=True)
+        if len(out) != output_length(max(lengths), source_rate=source_rate, sample_rate=sample_rate):
+            return [self.resample_whole([s], source_rate=source_rate, sample_rate=sample_rate)[0] for s in signals]
+        return [np.ascontiguousarray(out[:output_length(n, source_rate=source_rate, sample_rate=sample_rate), i])
+                for i, n in enumerate(lengths)]
+
+
+def output_length(samples: int, *, source_rate: int, sample_rate: int) -> int:
+    """Samples that a whole soxr stream gives for ``samples`` input samples (libsoxr's own rounding, in double:
+    ``(int64)(samples_in / io_ratio + .5)``)."""
+    return int(samples / (source_rate / sample_rate) + 0.5)
+
 
 def mono_blocks(blocks: Iterable[np.ndarray], *, source_rate: int, sample_rate: int | None,
                 resamplers: Resamplers | None = None) -> Iterator[np.ndarray]:

@@ -26,7 +26,8 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, open_regular
+from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, block_frames_for, mono_blocks,
+                              open_regular)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -220,64 +221,134 @@ def chunk_waveform(wave: torch.Tensor | np.ndarray, *, params: AudioParams,
     return chunk_logmel(clip_logmel([wave], logmel=logmel), params=params)
 
 
-def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel,
-               resamplers: Resamplers | None = None) -> ChunkedFile:
+def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel, resamplers: Resamplers | None = None,
+               decoded: tuple[np.ndarray, int] | None = None) -> ChunkedFile:
     """Decode one file block by block and cut it into chunks (see :func:`chunk_logmel`).
 
-    ``resamplers`` (one per thread) lets files of the same rate share a resampler. Raises AudioError naming the
-    file, with the reason it cannot be used.
+    ``resamplers`` (one per thread) lets files of the same rate share a resampler. ``decoded`` is
+    ``(wave, source_rate)`` when the file has already been decoded and resampled whole (see :func:`_chunk_batch`):
+    the same samples as decoding it here. Raises AudioError naming the file, with the reason it cannot be used.
     """
     try:
-        with AudioFile(path) as audio:
-            blocks = audio.mono_blocks(sample_rate=params.sample_rate, resamplers=resamplers)
-            clip = clip_logmel(blocks, logmel=logmel)
+        if decoded is not None:
+            wave, source_rate = decoded
+            clip = clip_logmel([wave], logmel=logmel)
+        else:
+            with AudioFile(path) as audio:
+                blocks = audio.mono_blocks(sample_rate=params.sample_rate, resamplers=resamplers)
+                clip = clip_logmel(blocks, logmel=logmel)
+            source_rate = audio.sample_rate
         chunks, starts = chunk_logmel(clip, params=params)
     except AudioError as e:
         if str(e).startswith(f"{path}: "):
             raise
         raise AudioError(f"{path}: {e}") from None
-    return ChunkedFile(chunks, starts, clip.samples / params.sample_rate, audio.sample_rate)
+    return ChunkedFile(chunks, starts, clip.samples / params.sample_rate, source_rate)
 
 
-def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel,
-                     resamplers: Resamplers | None = None) -> ChunkedFile | str:
+def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel, resamplers: Resamplers | None = None,
+                     decoded: tuple[np.ndarray, int] | None = None) -> ChunkedFile | str:
     """A ChunkedFile, or the reason the file was skipped."""
     try:
-        return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers)
+        return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers, decoded=decoded)
     except AudioError as e:
         return str(e).removeprefix(f"{path}: ")
 
 
+#: Files a worker takes at a time (see :func:`_chunk_batch`).
+BATCH_FILES = 4
+#: Files up to this many samples at the output rate (12 s at 22050 Hz) are resampled together with the others of
+#: their batch (see :func:`_chunk_batch`); a longer one alone, where one filter design hardly matters, so that a
+#: batch holds at most a few MB of signal.
+GROUP_SAMPLES = 1 << 18
+
+
+def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
+                 resamplers: Resamplers) -> dict[Path, ChunkedFile | str]:
+    """:func:`_chunk_or_reason` of each file, with the same results, but files that are decoded whole and need
+    resampling share their resampler's filter design: those of one source rate, up to :data:`GROUP_SAMPLES` long,
+    are resampled together (:meth:`~specgan.audio.io.Resamplers.resample_whole`). Long files (see
+    :func:`~specgan.audio.io.block_frames_for`) are streamed by :func:`chunk_file` one by one, as are files
+    whose decoding does not end where their header says."""
+    results: dict[Path, ChunkedFile | str] = {}
+    pending: dict[int, list[tuple[Path, np.ndarray]]] = {}
+    for path in paths:
+        try:
+            with AudioFile(path) as audio:
+                rate = audio.sample_rate
+                frames = block_frames_for(source_rate=rate, sample_rate=params.sample_rate,
+                                          channels=audio.channels, frames=audio.frames)
+                if frames <= audio.frames:
+                    wave = None  # a long file: streamed, by chunk_file
+                else:
+                    block = next(audio.blocks(block_frames=frames), None)
+                    if block is None or len(block) >= frames:  # empty, or longer than declared: stream it
+                        wave = None
+                    else:
+                        wave = next(mono_blocks([block], source_rate=rate, sample_rate=None))
+        except AudioError as e:
+            results[path] = str(e).removeprefix(f"{path}: ")
+            continue
+        if wave is None:
+            results[path] = _chunk_or_reason(path, params, logmel, resamplers)
+        elif rate == params.sample_rate:
+            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+        elif len(wave) * params.sample_rate > GROUP_SAMPLES * rate:
+            wave = resamplers.resample_whole([wave], source_rate=rate, sample_rate=params.sample_rate)[0]
+            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+        else:
+            pending.setdefault(rate, []).append((path, wave))
+    for rate, items in pending.items():
+        waves = resamplers.resample_whole([wave for _, wave in items], source_rate=rate,
+                                          sample_rate=params.sample_rate)
+        for (path, _), wave in zip(items, waves):
+            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+    return results
+
+
+def _batches(paths: list[Path], size: int) -> list[list[Path]]:
+    """``paths`` in batches of ``size``, largest files first (so that the last tasks are the quickest, and a
+    batch holds files of similar lengths: less padding when they are resampled together)."""
+    def nbytes(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+    ordered = sorted(paths, key=nbytes, reverse=True)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
 def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[tuple[Path, ChunkedFile | str]]:
-    """Yield ``(path, result)`` as files finish, ``workers`` files at a time.
+    """Yield ``(path, result)`` as files finish, ``workers`` batches of files at a time.
 
     Threads, not processes: decoding (libsndfile), resampling (soxr) and the torch ops release the GIL. On 2 cores
     (AMD EPYC, 648 VCC2016 files) a bare per-file loop scales 1.5x with two threads and 1.8x with two forked
     processes, yet a whole prep with a forked process pool measured the same as with threads (within 4%, either
     way): the chunks (60 MB here) go back through a pipe, and forking a process that has run torch is fragile.
-    Each file uses one intra-op thread; files are the unit of parallelism. Each thread keeps its own resamplers
-    (see :class:`~specgan.audio.io.Resamplers`).
+    Each file uses one intra-op thread; batches of :data:`BATCH_FILES` files (see :func:`_chunk_batch`) are the
+    unit of parallelism. Each thread keeps its own resamplers (see :class:`~specgan.audio.io.Resamplers`).
     """
     logmel = LogMel(params)
     local = threading.local()
 
-    def work(path: Path) -> ChunkedFile | str:
+    def work(batch: list[Path]) -> dict[Path, ChunkedFile | str]:
         if not hasattr(local, "resamplers"):
             local.resamplers = Resamplers()
-        return _chunk_or_reason(path, params, logmel, local.resamplers)
+        return _chunk_batch(batch, params, logmel, local.resamplers)
 
+    batches = _batches(paths, BATCH_FILES)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if workers <= 1 or len(paths) <= 1:
-            for path in paths:
-                yield path, work(path)
+        if workers <= 1 or len(batches) <= 1:
+            for batch in batches:
+                yield from work(batch).items()
             return
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-prep") as pool:
-            futures = {pool.submit(work, path): path for path in paths}
+            futures = [pool.submit(work, batch) for batch in batches]
             try:
                 for future in cf.as_completed(futures):
-                    yield futures[future], future.result()
+                    yield from future.result().items()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -334,7 +405,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         previous = open_dataset(out) if old is not None else None
         remove_orphans(out, keep=old["files"].values() if old else ())
 
-        hashes, unreadable = _hash_all(sources)
+        workers = workers or os.cpu_count() or 1
+        hashes, unreadable = _hash_all(sources, workers=workers)
         done_rows = {s["sha256"]: s for s in old["sources"]} if old else {}
         done_skips = {s["sha256"]: s["reason"] for s in old["skipped"] if s.get("sha256")} if old else {}
         to_process = [s.path for s in sources
@@ -342,7 +414,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         if on_start:
             on_start(len(to_process))
         results: dict[Path, ChunkedFile | str] = {**unreadable}
-        for path, result in _process(to_process, params, workers or os.cpu_count() or 1):
+        for path, result in _process(to_process, params, workers):
             results[path] = result
             if on_file:
                 on_file(path)
@@ -350,6 +422,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         domain_names = sorted({s.domain for s in sources})
         label_of = {name: i for i, name in enumerate(domain_names)}
         chunks, labels, positions, entries, skipped = [], [], [], [], []
+        total_chunks = 0
         report = PrepReport(out=out, manifest=old or {}, found=len(sources), skipped=skipped)
         for source in sources:
             digest = hashes.get(source.path)
@@ -370,7 +443,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             n = len(result.chunks)
             entries.append({"path": source.relpath, "domain": source.domain, "sha256": digest,
                             "sample_rate": result.source_rate, "seconds": round(result.seconds, 4),
-                            "chunks": n, "first_chunk": sum(len(c) for c in chunks)})
+                            "chunks": n, "first_chunk": total_chunks})
+            total_chunks += n
             chunks.append(result.chunks)
             labels.append(np.full(n, label_of[source.domain], dtype=np.int64))
             positions.append(np.stack([np.full(n, len(entries) - 1), result.starts], axis=1))
@@ -409,14 +483,28 @@ def _previous_manifest(out: Path, *, params: AudioParams, overwrite: bool) -> di
     return None
 
 
-def _hash_all(sources: list[SourceFile]) -> tuple[dict[Path, str], dict[Path, str]]:
-    """``(hashes, unreadable)``: the SHA-256 of each readable file, and the reason for each other one."""
-    hashes, unreadable = {}, {}
-    for source in sources:
+def _hash_all(sources: list[SourceFile], *, workers: int = 1) -> tuple[dict[Path, str], dict[Path, str]]:
+    """``(hashes, unreadable)``: the SHA-256 of each readable file, and the reason for each other one.
+
+    ``workers`` threads share the files (reading and hashlib release the GIL)."""
+    def digest(path: Path) -> tuple[str | None, str | None]:
         try:
-            hashes[source.path] = file_sha256(source.path)
+            return file_sha256(path), None
         except AudioError as e:
-            unreadable[source.path] = str(e).removeprefix(f"{source.path}: ")
+            return None, str(e).removeprefix(f"{path}: ")
+
+    paths = [source.path for source in sources]
+    if workers > 1 and len(paths) > 1:
+        with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-hash") as pool:
+            results = list(pool.map(digest, paths))
+    else:
+        results = [digest(path) for path in paths]
+    hashes, unreadable = {}, {}
+    for path, (sha, reason) in zip(paths, results):
+        if sha is not None:
+            hashes[path] = sha
+        else:
+            unreadable[path] = reason
     return hashes, unreadable
 
 
