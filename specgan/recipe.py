@@ -38,7 +38,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def _describe(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -102,7 +102,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{where} = {_describe(value)}: must be <= {meta['max']}")
         if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{where} = {_describe(value)}: must be one of {', '.join(map(str, meta['choices']))}")
+            raise ConfigError(f"{where} = {_describe(value)}: must be one of "
+                              f"{', '.join(str(c).lower() if isinstance(c, bool) else str(c) for c in meta['choices'])}")
         values[name] = value
     try:
         return cls(**values)

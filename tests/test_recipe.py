@@ -41,7 +41,7 @@ def test_builds_frozen_dataclass_with_conversions():
     ({"inner": {"size": 0}}, "r.toml: inner.size = 0: must be >= 1"),
     ({"inner": {"colour": 1}}, "r.toml: unknown key 'inner.colour'"),
     ({"inner": 3}, "r.toml: inner must be a table"),
-    ({"maybe": True}, "r.toml: maybe = True: expected int, got bool"),
+    ({"maybe": True}, "r.toml: maybe = true: expected int, got bool"),
 ])
 def test_errors_name_file_key_and_value(data, message):
     with pytest.raises(ConfigError) as e:

@@ -35,10 +35,14 @@ def native_bf16(device: torch.device) -> bool:
 class Acceleration:
     """The speed options of one run on one device."""
 
-    def __init__(self, train: TrainConfig, *, device: torch.device):
+    def __init__(self, train: TrainConfig, *, device: torch.device, channels_last_on_cpu: bool = True):
         self.device = device
         self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
-        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        # auto: on a CPU as the model family says (specgan.models.MODELS: measured faster for DCGAN and the ResNet
+        # CycleGAN, slower for CycleGAN-VC2); off on CUDA, where an H200 ran both benchmarked models slower.
+        channels_last = train.channels_last is True or (train.channels_last == "auto" and device.type == "cpu"
+                                                         and channels_last_on_cpu)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile = train.compile
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda" and not train.compile

@@ -76,8 +76,11 @@ class TrainConfig:
                                    "and on CPUs with bf16 instructions, AVX512-BF16 or AMX; fp32 elsewhere). Weights, "
                                    "optimiser state and losses stay fp32.",
                            choices=("auto", "bf16", "fp32"))
-    channels_last: bool = param(False, "Keep images and weights in channels-last memory order (NHWC), which the "
-                                       "convolution kernels of some devices run faster.")
+    channels_last: bool | str = param("auto", "Keep images and weights in channels-last memory order (NHWC), which "
+                                              "the convolution kernels of some devices run faster (auto: on a CPU for "
+                                              "dcgan and cyclegan, where it was faster; off on CUDA and for "
+                                              "cyclegan-vc2, where it was slower).",
+                                      choices=("auto", True, False))
     compile: bool = param(False, "torch.compile the generators and discriminators (a one-off compile of a minute or "
                                  "more; then faster steps).")
     cudnn_benchmark: bool = param(True, "CUDA: let cuDNN time its convolution algorithms on the first steps and keep "
