@@ -3,6 +3,8 @@ computes: a tiny seeded run gives the same weights with them as without (compare
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -72,3 +74,30 @@ def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():
     # CycleGAN-VC2 was slower channels-last on the CPU too
     vc2 = Acceleration(TrainConfig(), device=torch.device("cpu"), channels_last_on_cpu=False)
     assert vc2.memory_format == torch.contiguous_format
+
+
+def test_optimizer_state_takes_the_layout_of_its_parameter():
+    """A checkpoint of a contiguous run, continued channels-last (train.channels_last may change on resume). Fused
+    Adam (CUDA's) pairs state and parameter elements by memory position, so the state must be re-laid out."""
+    from specgan.train.optim import match_layouts
+
+    def continued(*, fused: bool, fix: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 3, 5, 5))
+        opt = torch.optim.Adam([w], lr=0.1, fused=fused)
+        w.grad = torch.randn(4, 3, 5, 5)
+        opt.step()
+        saved = copy.deepcopy(opt.state_dict())                    # contiguous state
+        w_cl = torch.nn.Parameter(w.detach().contiguous(memory_format=torch.channels_last))
+        again = torch.optim.Adam([w_cl], lr=0.1, fused=fused)
+        again.load_state_dict(saved)
+        if fix:
+            match_layouts(again)
+            assert again.state[w_cl]["exp_avg"].stride() == w_cl.stride()
+        w_cl.grad = torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+        again.step()
+        return w_cl.detach()
+
+    reference = continued(fused=False, fix=False)                  # the foreach update does not mind layouts
+    assert not torch.allclose(continued(fused=True, fix=False), reference, atol=1e-3)  # the hazard is real
+    torch.testing.assert_close(continued(fused=True, fix=True), reference)

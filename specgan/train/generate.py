@@ -22,7 +22,7 @@ from specgan.sample import render_audio
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
 from specgan.train.distributed import Distributed
-from specgan.train.optim import adam, linear_decay, make_capturable, portable_state, set_lr
+from specgan.train.optim import adam, linear_decay, make_capturable, match_layouts, portable_state, set_lr
 
 
 class Batches:
@@ -244,6 +244,8 @@ class GenerateTask:
             self.ema.updates = int(state["ema_updates"])
         self.opt_g.load_state_dict(state["optimizers"]["G"])
         self.opt_d.load_state_dict(state["optimizers"]["D"])
+        match_layouts(self.opt_g)
+        match_layouts(self.opt_d)
         self.batches.load_state_dict(state["batches"])
         self.noise.set_state(state["noise"].cpu())
 

@@ -36,7 +36,7 @@ from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
 from specgan.train.distributed import Distributed
 from specgan.train.generate import Batches
-from specgan.train.optim import adam, linear_decay, make_capturable, portable_state, set_lr
+from specgan.train.optim import adam, linear_decay, make_capturable, match_layouts, portable_state, set_lr
 
 #: Fixed examples per direction in each sample grid (rows of real | translated | reconstructed).
 SAMPLE_EXAMPLES = 4
@@ -330,6 +330,8 @@ class TranslateTask:
             module.load_state_dict(state["models"][name])
         self.opt_g.load_state_dict(state["optimizers"]["G"])
         self.opt_d.load_state_dict(state["optimizers"]["D"])
+        match_layouts(self.opt_g)
+        match_layouts(self.opt_d)
         self.batches_a.load_state_dict(state["batches"]["A"])
         self.batches_b.load_state_dict(state["batches"]["B"])
         self.pool_a.load_state_dict(state["pools"]["A"])
