@@ -84,3 +84,20 @@ def test_capturable_optimizer_state_is_saved_portably():
     assert fresh.param_groups[0]["lr"] == pytest.approx(0.05)
     set_lr(fresh, 0.2)  # a plain number again
     assert fresh.param_groups[0]["lr"] == 0.2
+
+
+def test_graphed_call_records_again_for_a_new_key(monkeypatch):
+    monkeypatch.setattr(cuda_graph, "_warm_up", lambda fn: fn())
+
+    def fake_capture(fn, generators):
+        output = torch.zeros(1)
+        return _ReplayedLater(fn, output), output
+
+    monkeypatch.setattr(cuda_graph, "_capture", fake_capture)
+    recordings = []
+    f = GraphedCall(lambda x: x + 1, device=CPU, warmup=1, before_capture=lambda: recordings.append(f.key))
+    f.enabled = True
+    outputs = [f(torch.tensor([float(k)]), key=k >= 3).item() for k in range(6)]
+    assert outputs == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    # key False: step 0 warms up, step 1 records; key True from step 3: step 3 warms up again, step 4 records
+    assert recordings == [False, True] and f.recorded and f.key is True

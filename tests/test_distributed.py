@@ -78,27 +78,42 @@ def models_of(result) -> dict:
     return {name: module.state_dict() for name, module in result.task.models.items()}
 
 
-def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path):
+@pytest.fixture
+def one_thread():
+    """This process computes with one thread, as each torchrun rank does (OMP_NUM_THREADS=1)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+#: Runs compared with one process: one thread each and the contiguous layout. Other thread counts, and channels-last
+#: kernels, round a batch summed in two shards differently, and Adam amplifies it (measured: weights 5e-6 apart
+#: after 4 steps channels-last, 2.4e-7 contiguous; a pre-IN bias past 1e-3 with two threads in this process), which
+#: would blur what these tests check: sharding, averaging and the checkpoint. Both ranks always agree exactly.
+COMPARED = dict(precision="fp32", channels_last=False)
+
+
+def test_two_ranks_train_their_shards_and_match_one_process(tones, tmp_path, one_thread):
     # Pool and crops are drawn for the global batch, so even they agree with one process.
-    recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3, precision="fp32")
+    recipe = tiny_recipe(tones, tmp_path / "ddp", steps=3, batch_size=4, pool_size=3, **COMPARED)
     ranks = torchrun(recipe, tmp_path / "ddp")
     assert [r["shard"] for r in ranks] == [2, 2] and ranks[0]["global_batch"] == 4
     assert_same(ranks[0]["models"], ranks[1]["models"], exact=True)
 
-    single = train(tiny_recipe(tones, tmp_path / "one", steps=3, batch_size=4, pool_size=3, precision="fp32"),
+    single = train(tiny_recipe(tones, tmp_path / "one", steps=3, batch_size=4, pool_size=3, **COMPARED),
                    device=torch.device("cpu"))
     assert_same(ranks[0]["models"], models_of(single), exact=False, loose=normalised_biases(single.task.models))
     # Only rank 0 wrote the run folder: one line per step.
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path):
-    torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, checkpoint_every=2, precision="fp32"), tmp_path / "run")
-    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, checkpoint_every=2, precision="fp32"),
-                      device=torch.device("cpu"))
+def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path, one_thread):
+    keys = dict(checkpoint_every=2, **COMPARED)
+    torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, **keys), tmp_path / "run")
+    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, **keys), device=torch.device("cpu"))
     assert continued.resumed_from == 2
-    straight = train(tiny_recipe(tones, tmp_path / "straight", steps=4, checkpoint_every=2, precision="fp32"),
-                     device=torch.device("cpu"))
+    straight = train(tiny_recipe(tones, tmp_path / "straight", steps=4, **keys), device=torch.device("cpu"))
     assert_same(models_of(continued), models_of(straight), exact=False, loose=normalised_biases(straight.task.models))
 
 
