@@ -1,7 +1,9 @@
-"""The CUDA paths, end to end on tiny models: training both tasks with every speed switch, and converting.
+"""The CUDA paths, end to end on tiny models: training both tasks with every speed switch, converting, and the
+CUDA graphs (recorded training steps and Griffin-Lim/NNLS iterations against their eager runs).
 
 Skipped without a CUDA device (CI has none); the same code paths run on CPU in test_acceleration.py,
-test_translate.py and test_convert.py. Run on a GPU machine with ``pytest -m gpu``.
+test_translate.py, test_convert.py and test_cuda_graph.py (the recording logic, with a stand-in recorder). Run on
+a GPU machine with ``pytest -m gpu``.
 """
 
 from __future__ import annotations
