@@ -201,16 +201,18 @@ def run_specgan_cyclegan(a: torch.Tensor, b: torch.Tensor, *, variant: str, size
                         window=size["window"])
     steps = size["warmup"] + size["window"] * size["windows"]
     pending = []
-    for step in range(1, steps + 1):
-        pending.append(task.step(step))
-        if step >= size["warmup"] and (step - size["warmup"]) % size["window"] == 0:
-            # What the training loop does every LOG_EVERY steps: fetch the step scalars in one transfer.
-            torch.stack([torch.stack([v.float() for v in s.values()]) for s in pending]).tolist()
-            pending = []
-        timer.after(step)
+    with task.accel.backend_settings():  # as the training loop runs its steps
+        for step in range(1, steps + 1):
+            pending.append(task.step(step))
+            if step >= size["warmup"] and (step - size["warmup"]) % size["window"] == 0:
+                # What the training loop does every LOG_EVERY steps: fetch the step scalars in one transfer.
+                torch.stack([torch.stack([v.float() for v in s.values()]) for s in pending]).tolist()
+                pending = []
+            timer.after(step)
     out = {"rates": timer.rates, "images_per_s": _median(timer.rates), "wall_s": time.perf_counter() - started}
     if flops:
-        out["flops_per_step"] = count_flops_eagerly(task, step=steps + 1, device=device)
+        with task.accel.backend_settings():
+            out["flops_per_step"] = count_flops_eagerly(task, step=steps + 1, device=device)
     return out
 
 

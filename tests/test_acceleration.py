@@ -101,3 +101,20 @@ def test_optimizer_state_takes_the_layout_of_its_parameter():
     reference = continued(fused=False, fix=False)                  # the foreach update does not mind layouts
     assert not torch.allclose(continued(fused=True, fix=False), reference, atol=1e-3)  # the hazard is real
     torch.testing.assert_close(continued(fused=True, fix=True), reference)
+
+
+def test_cudnn_benchmark_is_set_while_training_and_restored_after():
+    """torch.backends.cudnn.benchmark is process-wide: a run sets it only while its loop runs (on CUDA)."""
+    saved = torch.backends.cudnn.benchmark
+    try:
+        for wanted in (True, False):
+            torch.backends.cudnn.benchmark = not wanted
+            accel = Acceleration(TrainConfig(cudnn_benchmark=wanted), device=torch.device("cuda"))
+            assert torch.backends.cudnn.benchmark is (not wanted)  # building the task changes nothing
+            with accel.backend_settings():
+                assert torch.backends.cudnn.benchmark is wanted
+            assert torch.backends.cudnn.benchmark is (not wanted)
+        with Acceleration(TrainConfig(cudnn_benchmark=True), device=torch.device("cpu")).backend_settings():
+            assert torch.backends.cudnn.benchmark is (not wanted)  # a CPU run leaves it alone
+    finally:
+        torch.backends.cudnn.benchmark = saved

@@ -9,7 +9,7 @@ Measured effects and the reasons for each default are in ``docs/architecture.md`
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -46,8 +46,21 @@ class Acceleration:
         self.compile = train.compile
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda" and not train.compile
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = train.cudnn_benchmark
+        self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def backend_settings(self) -> Iterator[None]:
+        """The process-wide switches the run asks for (cuDNN's algorithm search, on CUDA), set while training and
+        restored afterwards, so that code running later in the process is unaffected."""
+        if self.cudnn_benchmark is None:
+            yield
+            return
+        saved = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = saved
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when asked for (matmuls and convolutions in bf16, reductions and losses in fp32)."""

@@ -43,8 +43,8 @@ from specgan.train.translate import TranslateTask
 LOG_EVERY = 25
 
 #: Task name (the recipe's ``task``) → the class that builds its models and performs one step. A task has
-#: ``step(step) -> {name: scalar tensor}``, ``images_per_step``, ``refresh_sampler(seed=)``,
-#: ``write_samples(folder, step)``, ``state_dict()`` and ``load_state_dict()``.
+#: ``step(step) -> {name: scalar tensor}``, ``images_per_step``, ``accel`` (its Acceleration),
+#: ``refresh_sampler(seed=)``, ``write_samples(folder, step)``, ``state_dict()`` and ``load_state_dict()``.
 TASKS = {"generate": GenerateTask, "translate": TranslateTask}
 
 #: Recipe keys that may change when a run is continued; any other difference is an error.
@@ -149,34 +149,36 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # no extra synchronisation. (torchrun passes Ctrl-C on to every rank and kills them 30 s later.)
     stop = StopRequest().install()
     step, stopping = start, False
-    try:
-        for step in range(start + 1, t.steps + 1):
-            log.add(step, task.step(step))
-            sampling = step % t.sample_every == 0 or step == t.steps
-            checkpointing = step % t.checkpoint_every == 0 or step == t.steps
-            due = sampling or checkpointing or len(log.pending) >= LOG_EVERY
-            if due or not distributed.active:
-                stopping = distributed.any(stop.requested, device=device)
-            checkpointing = checkpointing or stopping
-            if due or stopping:
-                log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
-            if (sampling or checkpointing) and main:
-                task.refresh_sampler(seed=t.seed + step)
-            if sampling and main:
-                task.write_samples(run_dir / "samples", step)
-            if checkpointing and main:
-                checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
-                                                       "recipe": recipe_mapping(recipe), "data": data_info,
-                                                       "metrics": log.last}, step=step, keep=t.keep_checkpoints)
-            if stopping:
-                break
-    except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost, atomic writes leave no partial file
-        raise interruption(run_dir, step=step, saved=False) from None
-    finally:
-        stop.restore()
-        log.close()
-        if writer is not None:
-            writer.close()
+    # cuDNN's algorithm search (train.cudnn_benchmark) is process-wide: set while the loop runs, restored after.
+    with task.accel.backend_settings():
+        try:
+            for step in range(start + 1, t.steps + 1):
+                log.add(step, task.step(step))
+                sampling = step % t.sample_every == 0 or step == t.steps
+                checkpointing = step % t.checkpoint_every == 0 or step == t.steps
+                due = sampling or checkpointing or len(log.pending) >= LOG_EVERY
+                if due or not distributed.active:
+                    stopping = distributed.any(stop.requested, device=device)
+                checkpointing = checkpointing or stopping
+                if due or stopping:
+                    log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
+                if (sampling or checkpointing) and main:
+                    task.refresh_sampler(seed=t.seed + step)
+                if sampling and main:
+                    task.write_samples(run_dir / "samples", step)
+                if checkpointing and main:
+                    checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
+                                                           "recipe": recipe_mapping(recipe), "data": data_info,
+                                                           "metrics": log.last}, step=step, keep=t.keep_checkpoints)
+                if stopping:
+                    break
+        except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost; atomic writes leave no part
+            raise interruption(run_dir, step=step, saved=False) from None
+        finally:
+            stop.restore()
+            log.close()
+            if writer is not None:
+                writer.close()
     if stopping and step < t.steps:
         distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
         raise interruption(run_dir, step=step, saved=True)
