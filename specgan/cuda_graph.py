@@ -34,14 +34,13 @@ def usable(device: torch.device) -> bool:
     return device.type == "cuda" and not torch.cuda.is_current_stream_capturing()
 
 
-def _warm_up(fn: Callable[[], object], times: int = 1) -> object:
+def _warm_up(fn: Callable[[], object]) -> object:
     """Run ``fn`` eagerly on a side stream, as the PyTorch notes ask before a capture (lazy initialisation such
     as cuFFT plans, cuDNN algorithm choice and autograd's streams must not happen inside it)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(times):
-            result = fn()
+        result = fn()
     torch.cuda.current_stream().wait_stream(side)
     if isinstance(result, Tensor):
         result.record_stream(torch.cuda.current_stream())  # the caller uses it on its own stream

@@ -201,14 +201,9 @@ class LogMel(nn.Module):
             torch.mul(tail.unfold(-1, p.n_fft, hop)[:, :n_frames - last - 1], window, out=frames[:, last + 1:])
         return frames
 
-    def _power(self, signals: Tensor) -> Tensor:
-        """Power spectra ``re² + im²`` of the frames of ``signals`` ``(batch, samples)`` (no padding), laid out
-        ``(n_freqs, batch * frames)``: frame ``t`` of signal ``b`` is column ``b * frames + t``."""
-        p = self.params
-        return self._power_of_frames(signals.unfold(-1, p.n_fft, p.hop_length) * self.frame_window)
-
     def _power_of_frames(self, frames: Tensor) -> Tensor:
-        """:meth:`_power` of windowed frames ``(batch, frames, n_fft)``."""
+        """Power spectra ``re² + im²`` of windowed frames ``(batch, frames, n_fft)``, laid out
+        ``(n_freqs, batch * frames)``: frame ``t`` of signal ``b`` is column ``b * frames + t``."""
         spec = torch.view_as_real(torch.fft.rfft(frames))                          # (batch, frames, n_freqs, 2)
         spec = spec.reshape(-1, spec.shape[-2], 2)                                 # (batch * frames, n_freqs, 2)
         if spec.requires_grad:
