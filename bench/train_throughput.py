@@ -182,12 +182,12 @@ def synthetic_chunks(size: dict, *, seed: int = 0) -> tuple[torch.Tensor, torch.
     return torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1
 
 
-def cyclegan_recipe(size: dict, variant: str, work: Path):
+def cyclegan_recipe(size: dict, variant: str, work: Path, *, extra: list[str] = ()):
     steps = size["warmup"] + size["window"] * size["windows"]
     return load_recipe(CYCLEGAN_RECIPE, overrides=[
         f"model.channels={size['channels']}", f"model.n_blocks={size['n_blocks']}",
         f"train.batch_size={size['batch_size']}", f"train.crop_frames={size['crop']}", f"train.steps={steps}",
-        f"output.dir={work / 'cyclegan'}", f"data.path={work / 'unused'}", *VARIANTS[variant]])
+        f"output.dir={work / 'cyclegan'}", f"data.path={work / 'unused'}", *VARIANTS[variant], *extra])
 
 
 def run_specgan_cyclegan(a: torch.Tensor, b: torch.Tensor, *, variant: str, size: dict, device: torch.device,

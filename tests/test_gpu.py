@@ -135,12 +135,13 @@ def _assert_like_rerun(graphed, eager, rerun) -> None:
     assert worst <= max(1e-5, 10 * noise), (worst, noise)
 
 
-@pytest.mark.parametrize("model", ["cyclegan", "cyclegan-vc2"])
-def test_graphed_translate_step_matches_the_eager_one(tones, tmp_path, deterministic_cudnn, model):
+@pytest.mark.parametrize("model, switches", [("cyclegan", {}), ("cyclegan-vc2", {}), ("cyclegan", {"compile": True})],
+                         ids=["cyclegan", "cyclegan-vc2", "cyclegan-compiled"])
+def test_graphed_translate_step_matches_the_eager_one(tones, tmp_path, deterministic_cudnn, model, switches):
     """Pools full after step 2, then 3 eager steps and a recording; the identity loss switches off after step 7,
-    which records again. 14 steps end where the eager run ends."""
+    which records again. 14 steps end where the eager run ends (compiled: where the compiled eager run ends)."""
     common = dict(model=model, loss={"identity_until": 7}, steps=14, precision="fp32", cudnn_benchmark=False,
-                  lr_decay_start=0.5, checkpoint_every=5, sample_every=5)
+                  lr_decay_start=0.5, checkpoint_every=5, sample_every=5, **switches)
     graphed = train(translate_recipe(tones, tmp_path / "graphed", cuda_graphs=True, **common), device=CUDA)
     eager = train(translate_recipe(tones, tmp_path / "eager", cuda_graphs=False, **common), device=CUDA)
     rerun = train(translate_recipe(tones, tmp_path / "rerun", cuda_graphs=False, **common), device=CUDA)

@@ -45,7 +45,7 @@ class Acceleration:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile = train.compile
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
-        self.cuda_graphs = train.cuda_graphs and device.type == "cuda" and not train.compile
+        self.cuda_graphs = train.cuda_graphs and device.type == "cuda"
         self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None
 
     @contextlib.contextmanager
@@ -79,6 +79,9 @@ class Acceleration:
     def compiled(self, module: nn.Module) -> Callable[..., Tensor]:
         """What a training step calls for ``module``: ``torch.compile(module)`` when asked for, else the module.
 
-        The compiled wrapper shares the module's parameters; checkpoints and samples use the module itself.
+        The compiled wrapper shares the module's parameters; checkpoints and samples use the module itself. Shapes
+        are static (``dynamic=False``): a step calls a network at two or three batch sizes that never change, and
+        kernels specialised to each size beat one symbolic-size kernel. Compiled calls record into the step's CUDA
+        graph like eager ones (the warm-up steps compile them).
         """
-        return torch.compile(module) if self.compile else module
+        return torch.compile(module, dynamic=False) if self.compile else module
