@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from common import machine, result_name, versions, write_json  # noqa: E402
 
 #: Share of the budget each section may use at most (what it leaves goes to the compile measurements at the end).
-SHARES = {"train_dcgan": 0.20, "train_cyclegan": 0.25, "convert_speed": 0.10, "reconstruct_speed": 0.08}
+SHARES = {"train_dcgan": 0.20, "train_cyclegan": 0.45, "convert_speed": 0.10, "reconstruct_speed": 0.08}
 #: Share of what is left at the end that the DCGAN compile measurement gets (CycleGAN gets the rest).
 DCGAN_COMPILE_SHARE = 0.45
 #: What --sections can pick.

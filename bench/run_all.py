@@ -293,7 +293,8 @@ def throughput_sections() -> list[str]:
             overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or \
                 ("defaults: `precision = auto`, bf16 on CUDA and on CPUs with AVX512-BF16 or AMX (this CPU: "
                  + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on for "
-                 "these models on a CPU, off on CUDA; `cuda_graphs = true`, the step replayed as a CUDA graph")
+                 "these models on a CPU, off on CUDA; `compile = auto`, on for the ResNet CycleGAN on one GPU; "
+                 "`cuda_graphs = true`, the step replayed as a CUDA graph")
             cells = []
             for _, r in runs:
                 d = r["variants"].get(v, {})

@@ -76,6 +76,40 @@ def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():
     assert vc2.memory_format == torch.contiguous_format
 
 
+def test_compile_auto_is_on_only_for_measured_families_in_one_cuda_process(monkeypatch):
+    """What was measured faster: the ResNet CycleGAN compiled with its step recorded, on one GPU. Nothing else
+    compiles unless the recipe says so, and auto never compiles where kernels cannot be built."""
+    import specgan.train.acceleration as acceleration
+
+    def compiles(device="cuda", value="auto", **family):
+        return Acceleration(TrainConfig(compile=value), device=torch.device(device), **family).compile
+
+    monkeypatch.setattr(acceleration, "compiler_available", lambda: True)
+    assert compiles(compile_on_cuda=True)
+    assert not compiles(compile_on_cuda=False)                          # dcgan, cyclegan-vc2
+    assert not compiles("cpu", compile_on_cuda=True)
+    assert not compiles(compile_on_cuda=True, one_process=False)        # torchrun
+    assert not compiles(value=False, compile_on_cuda=True)
+    assert compiles("cpu", value=True) and compiles(value=True, one_process=False)
+    monkeypatch.setattr(acceleration, "compiler_available", lambda: False)
+    assert not compiles(compile_on_cuda=True)
+    from specgan.models import MODELS
+    assert [name for name, family in MODELS.items() if family.compile_on_cuda] == ["cyclegan"]
+
+
+def test_compiler_available_needs_triton_and_a_c_compiler(monkeypatch):
+    import specgan.train.acceleration as acceleration
+
+    monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
+    assert acceleration.compiler_available()
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
+    assert not acceleration.compiler_available()
+    monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc")
+    monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: None)
+    assert not acceleration.compiler_available()
+
+
 def test_optimizer_state_takes_the_layout_of_its_parameter():
     """A checkpoint of a contiguous run, continued channels-last (train.channels_last may change on resume). Fused
     Adam (CUDA's) pairs state and parameter elements by memory position, so the state must be re-laid out."""

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specgan.models.cyclegan import (GatedGenerator, PatchDiscriminator, ResnetGenerator, build_cyclegan,
-                                     build_cyclegan_vc2, patch_layers)
+from specgan.models.cyclegan import (GatedGenerator, PatchDiscriminator, ReflectionPad2d, ResnetGenerator,
+                                     build_cyclegan, build_cyclegan_vc2, patch_layers)
 
 SIZES = [(80, 64), (64, 128), (36, 40), (80, 63), (9, 8)]
 BUILDERS = [build_cyclegan, build_cyclegan_vc2]
@@ -157,3 +157,24 @@ def test_resnet_generator_learns_the_identity():
     with torch.no_grad():
         after = F.l1_loss(G(held_out), held_out).item()
     assert after < before / 2, (before, after)  # 0.33-0.43 of it over eight seeds
+
+
+def test_reflection_padding_keeps_bf16_under_cpu_autocast():
+    """CPU autocast would pad in fp32 (and the next convolution cast back): the generator's padding stays in the
+    feature map's dtype, with the values the fp32 route gives, and its gradient arrives in fp32 like any
+    autocast input's."""
+    x = torch.randn(2, 3, 6, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = x.to(torch.bfloat16)
+        assert nn.ReflectionPad2d(2)(h).dtype == torch.float32      # what plain padding does under autocast
+        padded = ReflectionPad2d(2)(h)
+    assert padded.dtype == torch.bfloat16
+    assert torch.equal(padded, F.pad(x.detach(), (2, 2, 2, 2), mode="reflect").to(torch.bfloat16))
+    weights = torch.randn(padded.shape)
+    (padded.float() * weights).sum().backward()
+    y = x.detach().requires_grad_()
+    (F.pad(y, (2, 2, 2, 2), mode="reflect") * weights).sum().backward()   # the fp32 route's gradient
+    assert x.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-2, atol=1e-2)  # the bf16 route rounds the incoming gradient
+    generator = ResnetGenerator(channels=4, n_blocks=1)
+    assert sum(isinstance(m, ReflectionPad2d) for m in generator.modules()) == 4

@@ -23,12 +23,14 @@ def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """A ``model.name``: the task it serves, the builder of one (generator, discriminator) pair, and whether
-    ``train.channels_last = "auto"`` uses channels-last memory order on a CPU (where it was measured faster)."""
+    """A ``model.name``: the task it serves, the builder of one (generator, discriminator) pair, and what the
+    ``"auto"`` speed switches do for it where measured faster: ``train.channels_last`` on a CPU,
+    ``train.compile`` on CUDA."""
 
     task: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
     channels_last_on_cpu: bool = False
+    compile_on_cuda: bool = False
 
 
 #: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
@@ -36,10 +38,12 @@ class ModelFamily:
 #: direction.
 #: Channels-last on the 2-core EPYC, two interleaved measurements each: DCGAN step 1.01x and 1.06x, ResNet CycleGAN
 #: step 1.03x and 1.11x faster; CycleGAN-VC2's step 7% slower (its pixel shuffles, channel-split GLUs and 2D↔1D
-#: reshapes), so it keeps the contiguous order.
+#: reshapes), so it keeps the contiguous order. torch.compile with the step recorded as a CUDA graph, on an H100: the
+#: ResNet CycleGAN step 1.64x faster (bench/results.md); the others were not measured that way, so stay eager.
 MODELS: dict[str, ModelFamily] = {
     "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=True),  # DCGAN G and D, from the image shape
-    "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=True),  # ResNet G, PatchGAN D
+    "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=True,  # ResNet G, PatchGAN D
+                            compile_on_cuda=True),
     "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2),  # CycleGAN-VC2's 2-1-2D gated G, PatchGAN D
 }
 

@@ -9,6 +9,9 @@ Measured effects and the reasons for each default are in ``docs/architecture.md`
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import shutil
 from typing import Callable, Iterator
 
 import torch
@@ -32,10 +35,18 @@ def native_bf16(device: torch.device) -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def compiler_available() -> bool:
+    """Whether ``torch.compile`` can build GPU kernels here: Triton is installed, and a C compiler, with which Triton
+    builds its kernel launchers."""
+    compilers = (os.environ.get("CC"), "cc", "gcc", "clang")
+    return importlib.util.find_spec("triton") is not None and any(shutil.which(c) for c in compilers if c)
+
+
 class Acceleration:
     """The speed options of one run on one device."""
 
-    def __init__(self, train: TrainConfig, *, device: torch.device, channels_last_on_cpu: bool = True):
+    def __init__(self, train: TrainConfig, *, device: torch.device, channels_last_on_cpu: bool = True,
+                 compile_on_cuda: bool = False, one_process: bool = True):
         self.device = device
         self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
         # auto: on a CPU as the model family says (specgan.models.MODELS: measured faster for DCGAN and the ResNet
@@ -43,7 +54,10 @@ class Acceleration:
         channels_last = train.channels_last is True or (train.channels_last == "auto" and device.type == "cpu"
                                                          and channels_last_on_cpu)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.compile = train.compile
+        # auto: on CUDA for the families measured faster compiled (specgan.models.MODELS), in one process (DDP's
+        # compiled runs were not measured), and only where torch.compile can build kernels at all.
+        self.compile = train.compile is True or (train.compile == "auto" and device.type == "cuda" and compile_on_cuda
+                                                 and one_process and compiler_available())
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda"
         self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None

@@ -81,13 +81,15 @@ class TrainConfig:
                                               "dcgan and cyclegan, where it was faster; off on CUDA and for "
                                               "cyclegan-vc2, where it was slower).",
                                       choices=("auto", True, False))
-    compile: bool = param(False, "torch.compile the generators and discriminators (a one-off compile of a minute or "
-                                 "more; then faster steps).")
+    compile: bool | str = param("auto", "torch.compile the generators and discriminators: a one-off compile of a "
+                                        "minute or so, then faster steps (auto: on CUDA in one process for cyclegan, "
+                                        "where it was faster, when Triton and a C compiler are installed).",
+                                choices=("auto", True, False))
     cudnn_benchmark: bool = param(True, "CUDA: let cuDNN time its convolution algorithms on the first steps and keep "
                                         "the fastest (torch.backends.cudnn.benchmark).")
     cuda_graphs: bool = param(True, "CUDA, one process: after 3 eager steps (translate: once the history pools are "
                                     "full), record the training step as a CUDA graph and replay it (one launch per "
-                                    "step instead of thousands; the same kernels), compiled or not.")
+                                    "step instead of thousands; the same kernels), compiled or not. Not under torchrun.")
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

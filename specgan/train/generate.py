@@ -78,7 +78,9 @@ class GenerateTask:
         self.recipe, self.device, self.distributed = recipe, device, distributed
         self.class_names, self.audio = data.class_names, data.audio
         m, t = recipe.model, recipe.train
-        self.accel = Acceleration(t, device=device, channels_last_on_cpu=MODELS[m.name].channels_last_on_cpu)
+        family = MODELS[m.name]
+        self.accel = Acceleration(t, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
+                                  compile_on_cuda=family.compile_on_cuda, one_process=not distributed.active)
         self.loss = recipe.adversarial_loss
         self.images_per_step = t.batch_size * t.n_critic
         self.n_classes = data.n_classes if m.conditional else 0

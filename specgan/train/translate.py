@@ -127,7 +127,9 @@ class TranslateTask:
                  distributed: Distributed = Distributed()):
         self.recipe, self.device, self.distributed = recipe, device, distributed
         m, t = recipe.model, recipe.train
-        self.accel = Acceleration(t, device=device, channels_last_on_cpu=MODELS[m.name].channels_last_on_cpu)
+        family = MODELS[m.name]
+        self.accel = Acceleration(t, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
+                                  compile_on_cuda=family.compile_on_cuda, one_process=not distributed.active)
         if data.n_classes != 2:
             raise ConfigError(f"{data.source}: task = 'translate' needs exactly two domains, got "
                               f"{', '.join(data.class_names) or 'none'}")
