@@ -159,6 +159,9 @@ def merge_compile(session: Session, base: str, kind: str, budget_s: float) -> di
         main["errors"]["compile"] = str(e)
         session.log(f"  {kind} compile: {e}")
     else:
+        for data in sub["variants"].values():  # not paired with this file's reference runs: measured later
+            for run in data["runs"]:
+                run.pop("round", None)
         main["variants"].update(sub["variants"])
         main["errors"].update({f"compile/{k}": v for k, v in sub["errors"].items()})
         main["skipped"] += [f"compile/{s}" for s in sub["skipped"]]
@@ -168,7 +171,7 @@ def merge_compile(session: Session, base: str, kind: str, budget_s: float) -> di
     for v in tt.COMPILE_VARIANTS:
         data = main["variants"].get(v)
         if data and data.get("images_per_s"):
-            session.log(f"  {kind} {v}: {data['images_per_s']:.1f} images/s, {data['speedup']:.2f}x the reference")
+            session.log(f"  {kind} {v}: {data['images_per_s']:.1f} images/s, {tt.goal_speedup(data):.2f}x the reference")
     return main
 
 
@@ -267,7 +270,7 @@ def main() -> None:
         if not r:
             continue
         session.log(f"  {base}: reference {r['reference'].get('images_per_s') or float('nan'):.0f} images/s; "
-                    + "; ".join(f"{v} {d['images_per_s']:.0f} ({d['speedup']:.2f}x)"
+                    + "; ".join(f"{v} {d['images_per_s']:.0f} ({tt.goal_speedup(d):.2f}x)"
                                 for v, d in r["variants"].items() if d.get("images_per_s") and d.get("speedup")))
     if session.results.get("train_flops"):
         for row in session.results["train_flops"]["rows"]:

@@ -269,7 +269,7 @@ def throughput_sections() -> list[str]:
                       "`bench/gpu_session.py`).", ""]
             continue
         lines += [text, ""]
-        runs = [(label, r) for label, r in (("CPU", cpu), ("GPU", gpu)) if r]
+        runs = [(label, train_throughput.summarize(r)) for label, r in (("CPU", cpu), ("GPU", gpu)) if r]
         for label, r in runs:
             later = [f"{', '.join(m['variants'])} in {m['rounds']} later round(s)" + (" with reference runs"
                                                                                     if m["reference"] else "")
@@ -282,13 +282,16 @@ def throughput_sections() -> list[str]:
         if not gpu:
             lines.append("- GPU: not run (`bench/gpu_session.py` on a GPU machine writes `train_" + kind +
                          "_cuda.json`).")
-        lines += ["", "| loop | " + " | ".join(f"{label} images/s | {label} × reference" for label, _ in runs) + " |",
+        lines += ["", "images/s: median of the runs. × reference: median over rounds of a run's images/s over the "
+                  "reference run of the same round (the machine's speed drifts between rounds; where rounds were "
+                  "not recorded, the ratio of the medians). The range is over rounds.",
+                  "", "| loop | " + " | ".join(f"{label} images/s | {label} × reference" for label, _ in runs) + " |",
                   "|---|" + "---:|---:|" * len(runs)]
         lines.append("| reference loop | " + " | ".join(
             f"{_rate(r['reference'].get('images_per_s'))} | 1.00" for _, r in runs) + " |")
         names = []
         for _, r in runs:
-            names += [v for v in r["variants"] if v not in names]
+            names += [v for v in r["variants"] if v not in names and r["variants"][v].get("images_per_s")]
         for v in names:
             overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or \
                 ("defaults: `precision = auto`, bf16 on CUDA and on CPUs with AVX512-BF16 or AMX (this CPU: "
@@ -298,14 +301,18 @@ def throughput_sections() -> list[str]:
             cells = []
             for _, r in runs:
                 d = r["variants"].get(v, {})
-                cells.append(f"{_rate(d.get('images_per_s'))} | {_fmt(d.get('speedup'), '.2f')}")
+                ratios = d.get("round_speedups") or []
+                spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+                cells.append(f"{_rate(d.get('images_per_s'))} | {_fmt(train_throughput.goal_speedup(d), '.2f')}"
+                             f"{spread}")
             lines.append(f"| specgan {v} ({overrides}) | " + " | ".join(cells) + " |")
         lines.append("")
         for label, r in runs:
             d = r["variants"].get("default", {})
-            if d.get("speedup"):
+            speedup = train_throughput.goal_speedup(d)
+            if speedup:
                 lines.append(f"Goal on the {label}: ≥ {r['goal_speedup']:.1f}× the reference with the defaults: "
-                             f"{'met' if d['speedup'] >= r['goal_speedup'] else 'not met'} ({d['speedup']:.2f}×). ")
+                             f"{'met' if speedup >= r['goal_speedup'] else 'not met'} ({speedup:.2f}×). ")
             problems = {**r.get("errors", {})}
             if problems:
                 lines.append(f"{label} errors: " + "; ".join(f"{k}: {str(e).splitlines()[-1][:160]}"
