@@ -215,6 +215,7 @@ def train(
 
     from specgan.device import fit_cpu_threads, resolve_device
     from specgan.errors import DatasetError, TrainingInterrupted
+    from specgan.train.acceleration import Acceleration
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
@@ -231,6 +232,9 @@ def train(
                   highlight=False)
         if threads_note:
             err.print(threads_note, highlight=False)
+        if Acceleration.for_recipe(r, device=dev, one_process=int(os.environ.get("WORLD_SIZE", "1")) <= 1).compile:
+            err.print("compiling the networks (torch.compile): the first steps take a minute or so; "
+                      "train.compile = false skips it", highlight=False)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 

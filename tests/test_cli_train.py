@@ -119,3 +119,26 @@ def test_spectrogram_gan_on_spoken_digits(fsdd, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("s_*.wav")) == ["s_000_7.wav", "s_001_7.wav"]
     code, _, stderr = specgan("sample", run, "--label", "9", "-o", tmp_path / "t.png", cwd=tmp_path)
     assert code == 2 and "--label 9: not a class of this model (classes: 3, 7)" in stderr
+
+
+def test_train_says_when_it_compiles_the_networks(tmp_path, monkeypatch):
+    """torch.compile makes the first steps take a minute: the command says so, and how to skip it."""
+    import torch
+    from typer.testing import CliRunner
+
+    from helpers import make_two_tone_folder
+    from specgan.cli import app
+
+    data = make_two_tone_folder(tmp_path / "img", n=8)
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f'name = "tiny"\n[data]\nkind = "image-folder"\npath = "{data}"\n'
+                      '[model]\nz_dim = 8\nchannels = 4\n'
+                      '[train]\nsteps = 1\nbatch_size = 4\nsample_every = 1\ncheckpoint_every = 1\n')
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: module)  # the note is under test, not Inductor
+    for compiled in (False, True):
+        result = CliRunner().invoke(app, ["train", str(recipe), "--set", f"train.compile={str(compiled).lower()}",
+                                          "--set", f"output.dir={tmp_path / str(compiled)}", "--device", "cpu",
+                                          "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert ("compiling the networks" in result.output) is compiled
+        assert ("train.compile = false skips it" in result.output) is compiled

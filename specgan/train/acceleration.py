@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from specgan.train.config import TrainConfig
+from specgan.models import MODELS
+from specgan.train.config import Recipe, TrainConfig
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -61,6 +62,13 @@ class Acceleration:
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda"
         self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, *, device: torch.device, one_process: bool = True) -> Acceleration:
+        """The options of ``recipe``'s run on ``device``, with the ``"auto"`` choices of its model family."""
+        family = MODELS[recipe.model.name]
+        return cls(recipe.train, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
+                   compile_on_cuda=family.compile_on_cuda, one_process=one_process)
 
     @contextlib.contextmanager
     def backend_settings(self) -> Iterator[None]:

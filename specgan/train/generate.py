@@ -16,7 +16,7 @@ from specgan.cuda_graph import GraphedCall
 from specgan.data.image_data import ImageData
 from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss, gradient_penalty
-from specgan.models import MODELS, build_model
+from specgan.models import build_model
 from specgan.models.ema import EMA, standing_statistics
 from specgan.sample import render_audio
 from specgan.train.acceleration import Acceleration
@@ -78,9 +78,7 @@ class GenerateTask:
         self.recipe, self.device, self.distributed = recipe, device, distributed
         self.class_names, self.audio = data.class_names, data.audio
         m, t = recipe.model, recipe.train
-        family = MODELS[m.name]
-        self.accel = Acceleration(t, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
-                                  compile_on_cuda=family.compile_on_cuda, one_process=not distributed.active)
+        self.accel = Acceleration.for_recipe(recipe, device=device, one_process=not distributed.active)
         self.loss = recipe.adversarial_loss
         self.images_per_step = t.batch_size * t.n_critic
         self.n_classes = data.n_classes if m.conditional else 0

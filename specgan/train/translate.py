@@ -30,7 +30,7 @@ from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError
 from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss
-from specgan.models import MODELS, build_model
+from specgan.models import build_model
 from specgan.sample import render_audio
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
@@ -127,9 +127,7 @@ class TranslateTask:
                  distributed: Distributed = Distributed()):
         self.recipe, self.device, self.distributed = recipe, device, distributed
         m, t = recipe.model, recipe.train
-        family = MODELS[m.name]
-        self.accel = Acceleration(t, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
-                                  compile_on_cuda=family.compile_on_cuda, one_process=not distributed.active)
+        self.accel = Acceleration.for_recipe(recipe, device=device, one_process=not distributed.active)
         if data.n_classes != 2:
             raise ConfigError(f"{data.source}: task = 'translate' needs exactly two domains, got "
                               f"{', '.join(data.class_names) or 'none'}")
