@@ -84,30 +84,36 @@ def test_compile_auto_is_on_only_for_measured_families_in_one_cuda_process(monke
     def compiles(device="cuda", value="auto", **family):
         return Acceleration(TrainConfig(compile=value), device=torch.device(device), **family).compile
 
-    monkeypatch.setattr(acceleration, "compiler_available", lambda: True)
+    monkeypatch.setattr(acceleration, "compiler_available", lambda device: True)
     assert compiles(compile_on_cuda=True)
     assert not compiles(compile_on_cuda=False)                          # dcgan, cyclegan-vc2
     assert not compiles("cpu", compile_on_cuda=True)
     assert not compiles(compile_on_cuda=True, one_process=False)        # torchrun
     assert not compiles(value=False, compile_on_cuda=True)
     assert compiles("cpu", value=True) and compiles(value=True, one_process=False)
-    monkeypatch.setattr(acceleration, "compiler_available", lambda: False)
+    monkeypatch.setattr(acceleration, "compiler_available", lambda device: False)
     assert not compiles(compile_on_cuda=True)
     from specgan.models import MODELS
     assert [name for name, family in MODELS.items() if family.compile_on_cuda] == ["cyclegan"]
 
 
-def test_compiler_available_needs_triton_and_a_c_compiler(monkeypatch):
+def test_compiler_available_needs_triton_a_c_compiler_and_a_recent_card(monkeypatch):
     import specgan.train.acceleration as acceleration
 
+    cuda = torch.device("cuda")
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
-    assert acceleration.compiler_available()
+    monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert acceleration.compiler_available(cuda)
+    monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (6, 0))  # a P100
+    assert not acceleration.compiler_available(cuda)
+    monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (7, 0))
+    assert acceleration.compiler_available(cuda)
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
-    assert not acceleration.compiler_available()
+    assert not acceleration.compiler_available(cuda)
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc")
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: None)
-    assert not acceleration.compiler_available()
+    assert not acceleration.compiler_available(cuda)
 
 
 def test_optimizer_state_takes_the_layout_of_its_parameter():

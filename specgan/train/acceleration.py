@@ -36,11 +36,16 @@ def native_bf16(device: torch.device) -> bool:
     return any(check() for check in checks if check is not None)
 
 
-def compiler_available() -> bool:
-    """Whether ``torch.compile`` can build GPU kernels here: Triton is installed, and a C compiler, with which Triton
-    builds its kernel launchers."""
+#: The oldest CUDA compute capability Triton builds kernels for (Volta).
+TRITON_MIN_CAPABILITY = (7, 0)
+
+
+def compiler_available(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels for the CUDA ``device``: Triton is installed, the card is one
+    Triton supports, and a C compiler is there, with which Triton builds its kernel launchers."""
     compilers = (os.environ.get("CC"), "cc", "gcc", "clang")
-    return importlib.util.find_spec("triton") is not None and any(shutil.which(c) for c in compilers if c)
+    return (importlib.util.find_spec("triton") is not None and any(shutil.which(c) for c in compilers if c)
+            and torch.cuda.get_device_capability(device) >= TRITON_MIN_CAPABILITY)
 
 
 class Acceleration:
@@ -58,7 +63,7 @@ class Acceleration:
         # auto: on CUDA for the families measured faster compiled (specgan.models.MODELS), in one process (DDP's
         # compiled runs were not measured), and only where torch.compile can build kernels at all.
         self.compile = train.compile is True or (train.compile == "auto" and device.type == "cuda" and compile_on_cuda
-                                                 and one_process and compiler_available())
+                                                 and one_process and compiler_available(device))
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda"
         self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None
