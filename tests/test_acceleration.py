@@ -101,6 +101,8 @@ def test_compiler_available_needs_triton_a_c_compiler_and_a_recent_card(monkeypa
     import specgan.train.acceleration as acceleration
 
     cuda = torch.device("cuda")
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(acceleration, "python_headers_installed", lambda: True)
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
     monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (9, 0))
@@ -111,9 +113,25 @@ def test_compiler_available_needs_triton_a_c_compiler_and_a_recent_card(monkeypa
     assert acceleration.compiler_available(cuda)
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
     assert not acceleration.compiler_available(cuda)
-    monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc")
+    monkeypatch.setenv("CC", "/opt/cc")                     # Triton takes CC first
+    assert acceleration.compiler_available(cuda)
+    monkeypatch.setattr(acceleration, "python_headers_installed", lambda: False)  # no python3-dev
+    assert not acceleration.compiler_available(cuda)
+    monkeypatch.setattr(acceleration, "python_headers_installed", lambda: True)
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: None)
     assert not acceleration.compiler_available(cuda)
+
+
+def test_python_headers_are_looked_for_where_triton_looks(monkeypatch, tmp_path):
+    import specgan.train.acceleration as acceleration
+
+    asked = []
+    monkeypatch.setattr(acceleration.sysconfig, "get_default_scheme", lambda: "posix_local")
+    monkeypatch.setattr(acceleration.sysconfig, "get_paths",
+                        lambda scheme: asked.append(scheme) or {"include": str(tmp_path)})
+    assert not acceleration.python_headers_installed()
+    (tmp_path / "Python.h").write_text("")
+    assert acceleration.python_headers_installed() and asked == ["posix_prefix", "posix_prefix"]
 
 
 def test_optimizer_state_takes_the_layout_of_its_parameter():

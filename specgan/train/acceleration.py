@@ -12,6 +12,8 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import sysconfig
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -42,10 +44,19 @@ TRITON_MIN_CAPABILITY = (7, 0)
 
 def compiler_available(device: torch.device) -> bool:
     """Whether ``torch.compile`` can build kernels for the CUDA ``device``: Triton is installed, the card is one
-    Triton supports, and a C compiler is there, with which Triton builds its kernel launchers."""
-    compilers = (os.environ.get("CC"), "cc", "gcc", "clang")
-    return (importlib.util.find_spec("triton") is not None and any(shutil.which(c) for c in compilers if c)
+    Triton supports, and Triton can build its kernel launchers, which are C extension modules: a C compiler (``CC``,
+    else gcc or clang, as Triton looks for them) and Python's headers."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    return (importlib.util.find_spec("triton") is not None and bool(compiler) and python_headers_installed()
             and torch.cuda.get_device_capability(device) >= TRITON_MIN_CAPABILITY)
+
+
+def python_headers_installed() -> bool:
+    """Whether ``Python.h`` is where Triton looks for it (distributions ship it apart, e.g. Debian's python3-dev)."""
+    scheme = sysconfig.get_default_scheme()
+    if scheme == "posix_local":  # Debian's; Triton reads the headers of posix_prefix instead
+        scheme = "posix_prefix"
+    return (Path(sysconfig.get_paths(scheme=scheme)["include"]) / "Python.h").exists()
 
 
 class Acceleration:
