@@ -90,7 +90,8 @@ class TrainConfig:
                                         "the fastest (torch.backends.cudnn.benchmark).")
     cuda_graphs: bool = param(True, "CUDA, one process: after 3 eager steps (translate: once the history pools are "
                                     "full), record the training step as a CUDA graph and replay it (one launch per "
-                                    "step instead of thousands; the same kernels), compiled or not. Not under torchrun.")
+                                    "step instead of thousands; the same kernels), compiled or not. Not under "
+                                    "torchrun.")
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
