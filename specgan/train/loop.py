@@ -15,9 +15,6 @@ process (see :mod:`specgan.train.distributed`).
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,14 +25,14 @@ from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
-from specgan.errors import CheckpointError, ConfigError, SpecganError, TrainingError
+from specgan.errors import CheckpointError, ConfigError
 from specgan.recipe import dump_toml, to_mapping
-from specgan.train.checkpoint import list_checkpoints, load_latest_checkpoint, \
-    restore_rng_state, rng_state, save_checkpoint
+from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.config import Recipe, recipe_mapping
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import StopRequest, interruption
+from specgan.train.metric_log import MetricLog, writer_thread_errors_left_to_the_log
 from specgan.train.generate import GenerateTask
 from specgan.train.translate import TranslateTask
 
@@ -125,24 +122,19 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                  "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
 
     # -- run folder (rank 0) ---------------------------------------------------------------------------
-    writer = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "recipe.toml") as tmp:
             tmp.write_text(f"# resolved recipe of this run; continue it with: specgan train {run_dir}/recipe.toml\n"
                            + dump_toml(recipe_mapping(recipe)))
-        _truncate_metrics(run_dir / "metrics.jsonl", after=start)
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
-        if on_start:
-            on_start(start, t.steps, data)
-
-    # -- the loop --------------------------------------------------------------------------------------
     # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
     # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
-    log = _MetricLog(run_dir, writer, images_per_step=task.images_per_step, on_record=on_step,
-                     distributed=distributed)
+    log = MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,
+                    distributed=distributed)
+    if main and on_start:
+        on_start(start, t.steps, data)
+
+    # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
     # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed. Ranks agree on the step to stop
     # after at the steps where they exchange scalars anyway (every LOG_EVERY steps at most), so stopping costs
@@ -150,7 +142,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     stop = StopRequest().install()
     step, stopping = start, False
     # cuDNN's algorithm search (train.cudnn_benchmark) is process-wide: set while the loop runs, restored after.
-    with task.accel.backend_settings():
+    failing = True
+    with task.accel.backend_settings(), writer_thread_errors_left_to_the_log():
         try:
             for step in range(start + 1, t.steps + 1):
                 log.add(step, task.step(step))
@@ -172,86 +165,18 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                                                            "metrics": log.last}, step=step, keep=t.keep_checkpoints)
                 if stopping:
                     break
+            failing = False
         except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost; atomic writes leave no part
             raise interruption(run_dir, step=step, saved=False) from None
         finally:
             stop.restore()
-            log.close()
-            if writer is not None:
-                writer.close()
+            log.close(failing=failing)  # with an error on its way out, that error is the one reported
     if stopping and step < t.steps:
         distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
         raise interruption(run_dir, step=step, saved=True)
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
                        rank=distributed.rank, task=task)
-
-
-class _MetricLog:
-    """metrics.jsonl and TensorBoard: one record per step, fetched from the device in batches of steps.
-
-    With several ranks, each scalar is the mean over ranks (every rank sees the same values, so a NaN stops them
-    all at once), and rank 0 writes.
-    """
-
-    def __init__(self, run_dir: Path, writer, *, images_per_step: int,
-                 on_record: Callable[[dict[str, Any]], None] | None, distributed: Distributed):
-        self.run_dir, self.writer, self.images_per_step, self.on_record = run_dir, writer, images_per_step, on_record
-        self.distributed = distributed
-        self.file = open(run_dir / "metrics.jsonl", "a") if distributed.is_main else None
-        self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
-        self.last: dict[str, Any] = {}
-        self.tick = time.perf_counter()
-
-    def add(self, step: int, scalars: dict[str, torch.Tensor]) -> None:
-        self.pending.append((step, scalars))
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        names = list(self.pending[0][1])
-        values = torch.stack([torch.stack([v.float() for v in s.values()]) for _, s in self.pending])
-        values = self.distributed.mean(values).tolist()
-        now = time.perf_counter()
-        rate = self.images_per_step * len(self.pending) / max(now - self.tick, 1e-9)
-        self.tick = now
-        for (step, _), row in zip(self.pending, values):
-            bad = [(k, v) for k, v in zip(names, row) if not math.isfinite(v)]
-            if bad:
-                self.pending = []
-                kept = list_checkpoints(self.run_dir)
-                raise TrainingError(f"step {step}: {bad[0][0]} is {bad[0][1]}; training stopped. Last good "
-                                    f"checkpoint: {kept[-1] if kept else 'none'}. Try lower learning rates "
-                                    f"(train.lr_g, train.lr_d) or another train.loss")
-            record = {"step": step, **{k: round(v, 6) for k, v in zip(names, row)}, "images_per_s": round(rate, 1)}
-            self.last = record
-            if self.file is not None:
-                self._write(record)
-        self.pending = []
-        if self.file is None:
-            return
-        self._write(None)
-        if self.on_record:
-            self.on_record(self.last)
-
-    def _write(self, record: dict[str, Any] | None) -> None:
-        """Append ``record`` to metrics.jsonl and TensorBoard (None: flush); a full disk is one line."""
-        try:
-            if record is None:
-                self.file.flush()
-                return
-            self.file.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key != "step":
-                    self.writer.add_scalar(key, value, record["step"])
-        except OSError as e:
-            kept = list_checkpoints(self.run_dir)
-            raise SpecganError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({e.strerror or e}); training stopped. "
-                               f"Last checkpoint: {kept[-1] if kept else 'none'}") from None
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 #: The audio parameters that define a spectrogram image (the others only choose which chunks prep keeps).
@@ -283,19 +208,3 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
         elif a != b:
             raise CheckpointError(f"{path}: this run was trained with {section} = {a!r}, not {b!r}; use another "
                                   f"output.dir for a new run")
-
-
-def _truncate_metrics(path: Path, *, after: int) -> None:
-    """Drop metric lines past ``after`` (steps an interrupted run logged after its last checkpoint)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            if line.strip() and json.loads(line)["step"] <= after:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, KeyError, TypeError):  # a line torn by a kill in mid-append
-            continue
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(kept))
-

@@ -239,6 +239,33 @@ def test_disk_full_while_logging_metrics_is_one_line_and_keeps_the_checkpoint(da
         f"{run / 'checkpoints' / 'step_00000002.pt'}")
     assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # the writer thread stays quiet
+def test_disk_full_in_tensorboards_writer_thread_is_one_line_and_keeps_the_checkpoint(data, tmp_path, monkeypatch):
+    """TensorBoard writes its events on a thread, which keeps the error for the next write in the main thread (and
+    would print a traceback as it dies). The error is one line naming tb/, even though closing the writer at the
+    end raises it once more."""
+    from tensorboard.summary.writer import record_writer
+
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2), device=CPU)
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=60, checkpoint_every=50, sample_every=50)
+    real_write, events = record_writer.RecordWriter.write, []
+
+    def disk_fills_up(self, event):
+        events.append(event)
+        if len(events) > 3:  # the file header and a couple of scalars fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, event)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", disk_fills_up)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {run / 'tb'}: cannot write (No space left on device); training stopped. Last checkpoint: "
+        f"{run / 'checkpoints' / 'step_00000002.pt'}")
+    assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+
+
 WRITER_FAILS = r'''
 import resource, signal, sys
 from pathlib import Path
