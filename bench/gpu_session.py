@@ -5,12 +5,14 @@
 Sections, in priority order, each in its own try/except (a failure is recorded and the next section runs), each
 writing its JSON into ``--out`` as soon as it finishes:
 
-1. ``train_dcgan_cuda.json``      DCGAN on MNIST, specgan's loop (default, channels_last, fp32, cudnn_benchmark off)
-                                  vs the reference loop
-2. ``train_cyclegan_cuda.json``   CycleGAN translate step, same variants, vs the reference step
+1. ``train_dcgan_cuda.json``      DCGAN on MNIST, specgan's loop (the variants of
+                                  ``train_throughput.DEFAULT_VARIANTS``) vs the reference loop
+2. ``train_cyclegan_cuda.json``   CycleGAN translate step, its variants, vs the reference step
 3. ``train_flops_cuda.json``      achieved TFLOP/s of both against the card's dense bf16 peak
 5. ``convert_speed_cuda.json``    convert real-time factor on a 60 s input
 4. ``reconstruct_speed_cuda.json`` mel → audio, x faster than real time (and librosa on the CPU)
+6. ``profile_translate_cuda.json`` the CycleGAN step's top kernels, compiled (the default) and eager (only with
+                                  ``--sections ...,profile``: not part of the default set)
 then the torch.compile variants of 1 and 2 in a subprocess each, with what is left of the budget (killed when
 it runs out), merged into files 1-3, which are rewritten. ``gpu_session_cuda.json`` holds the log, each
 section's status and wall time, and any errors.
@@ -49,7 +51,7 @@ SHARES = {"train_dcgan": 0.20, "train_cyclegan": 0.45, "convert_speed": 0.10, "r
 #: Share of what is left at the end that the DCGAN compile measurement gets (CycleGAN gets the rest).
 DCGAN_COMPILE_SHARE = 0.45
 #: What --sections can pick.
-SECTIONS = ("dcgan", "cyclegan", "flops", "convert", "reconstruct", "compile")
+SECTIONS = ("dcgan", "cyclegan", "flops", "convert", "reconstruct", "compile", "profile")
 
 
 class Session:
@@ -182,7 +184,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, any device: checks every code path")
     parser.add_argument("--device", default="auto", help="auto: cuda if present (required unless --tiny)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (CPU runs only)")
-    parser.add_argument("--sections", default=",".join(SECTIONS),
+    parser.add_argument("--sections", default=",".join(s for s in SECTIONS if s != "profile"),
                         help=f"comma-separated, of {', '.join(SECTIONS)} (default: all); a training section left out "
                              "is taken for the TFLOP/s report from the committed bench/gpu JSON, if any")
     args = parser.parse_args()
@@ -252,6 +254,14 @@ def main() -> None:
     if "reconstruct" in sections:
         session.section("reconstruct_speed", reconstruct,
                         budget_s=min(SHARES["reconstruct_speed"] * B, session.left()))
+
+    # where the CycleGAN step's kernel time goes, as it runs by default (compiled on CUDA) and eager
+    def profile(_budget):
+        from profile_step import profile_translate
+        return {variant: profile_translate(size_name=size, device=device, overrides=tt.VARIANTS[variant])
+                for variant in ("default", "no_compile")}
+    if "profile" in sections:
+        session.section("profile_translate", profile, budget_s=session.left(), min_s=60)
 
     # compile variants of 1 and 2 with what is left
     if "compile" in sections:
