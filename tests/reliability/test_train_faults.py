@@ -232,12 +232,18 @@ def test_disk_full_while_logging_metrics_is_one_line_and_keeps_the_checkpoint(da
         return real_dumps(obj, *args, **kwargs)
 
     monkeypatch.setattr(json, "dumps", disk_fills_up)
+    assert_disk_full_stops_in_one_line(recipe, run, refused=run / "metrics.jsonl")
+
+
+def assert_disk_full_stops_in_one_line(recipe: Path, run: Path, *, refused: Path) -> None:
+    """``specgan train RECIPE`` exits with 2 and one line naming ``refused``, and step 2's checkpoint stays."""
     code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
     assert code == 2 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"error: {run / 'metrics.jsonl'}: cannot write (No space left on device); training stopped. Last checkpoint: "
+        f"error: {refused}: cannot write (No space left on device); training stopped. Last checkpoint: "
         f"{run / 'checkpoints' / 'step_00000002.pt'}")
     assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # the writer thread stays quiet
 def test_disk_full_in_tensorboards_writer_thread_is_one_line_and_keeps_the_checkpoint(data, tmp_path, monkeypatch):
@@ -258,12 +264,7 @@ def test_disk_full_in_tensorboards_writer_thread_is_one_line_and_keeps_the_check
         return real_write(self, event)
 
     monkeypatch.setattr(record_writer.RecordWriter, "write", disk_fills_up)
-    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
-    assert code == 2 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == (
-        f"error: {run / 'tb'}: cannot write (No space left on device); training stopped. Last checkpoint: "
-        f"{run / 'checkpoints' / 'step_00000002.pt'}")
-    assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+    assert_disk_full_stops_in_one_line(recipe, run, refused=run / "tb")
 
 
 WRITER_FAILS = r'''
