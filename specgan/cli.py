@@ -232,9 +232,13 @@ def train(
                   highlight=False)
         if threads_note:
             err.print(threads_note, highlight=False)
-        if Acceleration.for_recipe(r, device=dev, one_process=int(os.environ.get("WORLD_SIZE", "1")) <= 1).compile:
+        accel = Acceleration.for_recipe(r, device=dev, one_process=int(os.environ.get("WORLD_SIZE", "1")) <= 1)
+        if accel.compile:
             err.print("compiling the networks (torch.compile): the first steps take a minute or so; "
                       "train.compile = false skips it", highlight=False)
+        elif accel.compile_skipped:
+            err.print(f"not compiling the networks: {accel.compile_skipped} (steps are slower; see train.compile)",
+                      highlight=False, markup=False)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 

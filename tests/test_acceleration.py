@@ -78,26 +78,31 @@ def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():
 
 def test_compile_auto_is_on_only_for_measured_families_in_one_cuda_process(monkeypatch):
     """What was measured faster: the ResNet CycleGAN compiled with its step recorded, on one GPU. Nothing else
-    compiles unless the recipe says so, and auto never compiles where kernels cannot be built."""
+    compiles unless the recipe says so, and auto never compiles where kernels cannot be built (and says why)."""
     import specgan.train.acceleration as acceleration
 
-    def compiles(device="cuda", value="auto", **family):
-        return Acceleration(TrainConfig(compile=value), device=torch.device(device), **family).compile
+    def accel(device="cuda", value="auto", **family):
+        return Acceleration(TrainConfig(compile=value), device=torch.device(device), **family)
 
-    monkeypatch.setattr(acceleration, "compiler_available", lambda device: True)
+    def compiles(*args, **kwargs):
+        return accel(*args, **kwargs).compile
+
+    monkeypatch.setattr(acceleration, "compile_unavailable", lambda device: None)
     assert compiles(compile_on_cuda=True)
     assert not compiles(compile_on_cuda=False)                          # dcgan, cyclegan-vc2
     assert not compiles("cpu", compile_on_cuda=True)
     assert not compiles(compile_on_cuda=True, one_process=False)        # torchrun
     assert not compiles(value=False, compile_on_cuda=True)
     assert compiles("cpu", value=True) and compiles(value=True, one_process=False)
-    monkeypatch.setattr(acceleration, "compiler_available", lambda device: False)
-    assert not compiles(compile_on_cuda=True)
+    monkeypatch.setattr(acceleration, "compile_unavailable", lambda device: "Triton is not installed")
+    skipped = accel(compile_on_cuda=True)
+    assert not skipped.compile and skipped.compile_skipped == "Triton is not installed"
+    assert accel(compile_on_cuda=False).compile_skipped is None         # nothing was skipped: it was not wanted
     from specgan.models import MODELS
     assert [name for name, family in MODELS.items() if family.compile_on_cuda] == ["cyclegan"]
 
 
-def test_compiler_available_needs_triton_a_c_compiler_and_a_recent_card(monkeypatch):
+def test_compile_unavailable_names_what_is_missing(monkeypatch):
     import specgan.train.acceleration as acceleration
 
     cuda = torch.device("cuda")
@@ -106,20 +111,37 @@ def test_compiler_available_needs_triton_a_c_compiler_and_a_recent_card(monkeypa
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: "/usr/bin/gcc" if name == "gcc" else None)
     monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (9, 0))
-    assert acceleration.compiler_available(cuda)
+    monkeypatch.setattr(acceleration, "_test_kernel", lambda device: None)
+    assert acceleration.compile_unavailable(cuda) is None
     monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (6, 0))  # a P100
-    assert not acceleration.compiler_available(cuda)
+    assert acceleration.compile_unavailable(cuda) == ("the card's compute capability 6.0 is older than Triton "
+                                                      "supports (7.0)")
     monkeypatch.setattr(acceleration.torch.cuda, "get_device_capability", lambda device: (7, 0))
-    assert acceleration.compiler_available(cuda)
+    assert acceleration.compile_unavailable(cuda) is None
     monkeypatch.setattr(acceleration.shutil, "which", lambda name: None)
-    assert not acceleration.compiler_available(cuda)
+    assert "no C compiler" in acceleration.compile_unavailable(cuda)
     monkeypatch.setenv("CC", "/opt/cc")                     # Triton takes CC first
-    assert acceleration.compiler_available(cuda)
+    assert acceleration.compile_unavailable(cuda) is None
     monkeypatch.setattr(acceleration, "python_headers_installed", lambda: False)  # no python3-dev
-    assert not acceleration.compiler_available(cuda)
+    assert "Python.h" in acceleration.compile_unavailable(cuda)
     monkeypatch.setattr(acceleration, "python_headers_installed", lambda: True)
+    monkeypatch.setattr(acceleration, "_test_kernel", lambda device: "a test kernel did not compile (...)")
+    assert acceleration.compile_unavailable(cuda) == "a test kernel did not compile (...)"  # the rest of the toolchain
     monkeypatch.setattr(acceleration.importlib.util, "find_spec", lambda name: None)
-    assert not acceleration.compiler_available(cuda)
+    assert acceleration.compile_unavailable(cuda) == "Triton is not installed"
+
+
+def test_a_test_kernel_that_fails_to_compile_is_one_line(monkeypatch):
+    import specgan.train.acceleration as acceleration
+
+    def broken(fn, **kwargs):
+        raise RuntimeError("ptxas fatal: Unsupported .version 8.7\nmore detail")
+
+    run = acceleration._test_kernel.__wrapped__  # not the per-process cache
+    monkeypatch.setattr(acceleration.torch, "compile", lambda fn, **kwargs: fn)
+    assert run("cpu") is None
+    monkeypatch.setattr(acceleration.torch, "compile", broken)
+    assert run("cpu") == "a test kernel did not compile (RuntimeError: ptxas fatal: Unsupported .version 8.7)"
 
 
 def test_python_headers_are_looked_for_where_triton_looks(monkeypatch, tmp_path):

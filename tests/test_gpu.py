@@ -51,6 +51,13 @@ def test_translate_trains_and_converts_on_cuda(tones, tmp_path, switches):
     assert (tmp_path / "out.wav").stat().st_size > 1000
 
 
+def test_torch_compile_is_usable_on_this_gpu():
+    """train.compile = "auto" finds the toolchain complete here (its test kernel compiles and runs)."""
+    from specgan.train.acceleration import compile_unavailable
+
+    assert compile_unavailable(CUDA) is None
+
+
 # -- CUDA graphs -------------------------------------------------------------------------------------------------
 GRAPH_CASES = [{}, {"loss": "wgan", "gp_weight": 10.0, "n_critic": 2}]
 

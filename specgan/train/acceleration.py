@@ -9,6 +9,7 @@ Measured effects and the reasons for each default are in ``docs/architecture.md`
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -42,13 +43,36 @@ def native_bf16(device: torch.device) -> bool:
 TRITON_MIN_CAPABILITY = (7, 0)
 
 
-def compiler_available(device: torch.device) -> bool:
-    """Whether ``torch.compile`` can build kernels for the CUDA ``device``: Triton is installed, the card is one
-    Triton supports, and Triton can build its kernel launchers, which are C extension modules: a C compiler (``CC``,
-    else gcc or clang, as Triton looks for them) and Python's headers."""
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
-    return (importlib.util.find_spec("triton") is not None and bool(compiler) and python_headers_installed()
-            and torch.cuda.get_device_capability(device) >= TRITON_MIN_CAPABILITY)
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot build kernels for the CUDA ``device`` here, or None when it can.
+
+    Cheap checks first: Triton, a card it supports, and what its kernel launchers (C extension modules) are built
+    with: the C compiler Triton looks for (``CC``, else gcc or clang) and Python's headers. Then one tiny kernel is
+    compiled and run, which meets the rest of the toolchain (ptxas, the cache folders); its answer is kept for
+    the process.
+    """
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < TRITON_MIN_CAPABILITY:
+        return f"the card's compute capability {major}.{minor} is older than Triton supports (7.0)"
+    if not (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")):
+        return "no C compiler (gcc or clang, or CC) to build Triton's kernel launchers"
+    if not python_headers_installed():
+        return "Python's headers (Python.h, e.g. the python3-dev package) are not installed"
+    return _test_kernel(str(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _test_kernel(device: str) -> str | None:
+    """Compile and run ``2 * x + 1`` on ``device``: None, or why it failed (one line)."""
+    try:
+        x = torch.arange(8.0, device=device)
+        torch.compile(lambda t: 2 * t + 1, dynamic=False)(x).sum().item()
+    except Exception as e:  # any failure of the toolchain means: do not compile automatically
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"a test kernel did not compile ({type(e).__name__}{': ' + first if first else ''})"
+    return None
 
 
 def python_headers_installed() -> bool:
@@ -72,9 +96,11 @@ class Acceleration:
                                                          and channels_last_on_cpu)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # auto: on CUDA for the families measured faster compiled (specgan.models.MODELS), in one process (DDP's
-        # compiled runs were not measured), and only where torch.compile can build kernels at all.
-        self.compile = train.compile is True or (train.compile == "auto" and device.type == "cuda" and compile_on_cuda
-                                                 and one_process and compiler_available(device))
+        # compiled runs were not measured), and only where torch.compile can build kernels at all; if it cannot,
+        # compile_skipped says why.
+        wanted = train.compile == "auto" and device.type == "cuda" and compile_on_cuda and one_process
+        self.compile_skipped = compile_unavailable(device) if wanted else None
+        self.compile = train.compile is True or (wanted and self.compile_skipped is None)
         # Recorded steps need autocast's weight cache off (a cached cast would be frozen into the graph).
         self.cuda_graphs = train.cuda_graphs and device.type == "cuda"
         self.cudnn_benchmark = train.cudnn_benchmark if device.type == "cuda" else None

@@ -84,7 +84,8 @@ class TrainConfig:
     compile: bool | str = param("auto", "torch.compile the generators and discriminators: a one-off compile of a "
                                         "minute or so, then faster steps (auto: on CUDA in one process for cyclegan, "
                                         "where it was faster, when Triton can build kernels: Triton, a C compiler "
-                                        "and Python's headers are installed and the card is Volta or newer).",
+                                        "and Python's headers are installed, the card is Volta or newer, and a "
+                                        "test kernel compiles; train says why when it does not).",
                                 choices=("auto", True, False))
     cudnn_benchmark: bool = param(True, "CUDA: let cuDNN time its convolution algorithms on the first steps and keep "
                                         "the fastest (torch.backends.cudnn.benchmark).")
