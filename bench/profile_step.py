@@ -1,5 +1,6 @@
-"""Where a CycleGAN translate step spends its time: ``torch.profiler`` over a few eager steps, the top operators
-(CPU) or kernels (CUDA) by self time, as a table and as JSON. A tool for speed work, not a benchmark (it compares
+"""Where a CycleGAN translate step spends its time: ``torch.profiler`` over a few steps run without CUDA graphs
+(compiled where ``train.compile`` says so), the top operators (CPU) or kernels (CUDA) by self time, as a table and
+as JSON. A tool for speed work, not a benchmark (it compares
 nothing); sizes are those of ``train_throughput.py``.
 
     python bench/profile_step.py --size cpu --threads 2
@@ -25,7 +26,8 @@ from train_throughput import SIZES, VARIANTS, cyclegan_recipe, synthetic_chunks
 def profile_translate(*, size_name: str, device: torch.device, overrides: list[str], steps: int = 5,
                       top: int = 30) -> dict:
     """Top ``top`` entries by self device time (CUDA kernels) or self CPU time (CPU operators) over ``steps``
-    eager steps after a warm-up that fills the history pools."""
+    steps, not recorded as CUDA graphs (the profiler sees their kernels), after a warm-up that fills the history
+    pools (and compiles, when the recipe compiles)."""
     size = SIZES["cyclegan"][size_name]
     a, b = synthetic_chunks(size)
     with tempfile.TemporaryDirectory() as work:

@@ -27,6 +27,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -187,7 +188,7 @@ def synthetic_chunks(size: dict, *, seed: int = 0) -> tuple[torch.Tensor, torch.
     return torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1
 
 
-def cyclegan_recipe(size: dict, variant: str, work: Path, *, extra: list[str] = ()):
+def cyclegan_recipe(size: dict, variant: str, work: Path, *, extra: Sequence[str] = ()):
     steps = size["warmup"] + size["window"] * size["windows"]
     return load_recipe(CYCLEGAN_RECIPE, overrides=[
         f"model.channels={size['channels']}", f"model.n_blocks={size['n_blocks']}",
