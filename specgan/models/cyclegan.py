@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from specgan.models.one_channel_conv import OneChannelConv2d
+
 #: Total down-sampling factor of both generators: inputs are padded to a multiple of it.
 FACTOR = 4
 #: Smallest height and width any network here accepts.
@@ -108,7 +110,7 @@ class ResnetGenerator(nn.Module):
         if n_blocks < 0:
             raise ValueError(f"n_blocks = {n_blocks}: must be >= 0")
         c = channels
-        layers: list[nn.Module] = [ReflectionPad2d(3), nn.Conv2d(1, c, 7), nn.InstanceNorm2d(c), nn.ReLU(True)]
+        layers: list[nn.Module] = [ReflectionPad2d(3), OneChannelConv2d(1, c, 7), nn.InstanceNorm2d(c), nn.ReLU(True)]
         for mult in (1, 2):
             layers += [nn.Conv2d(c * mult, c * mult * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(c * mult * 2),
                        nn.ReLU(True)]
@@ -116,7 +118,7 @@ class ResnetGenerator(nn.Module):
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(c * mult, c * mult // 2, 3, stride=2, padding=1, output_padding=1),
                        nn.InstanceNorm2d(c * mult // 2), nn.ReLU(True)]
-        layers += [ReflectionPad2d(3), nn.Conv2d(c, 1, 7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), OneChannelConv2d(c, 1, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.apply(init_normal_weights)
 

@@ -101,8 +101,8 @@ class GenerateTask:
         self.G_step = self.accel.compiled(distributed.wrap(self.G, device=device))
         self.D_step = self.accel.compiled(distributed.wrap(self.D, device=device))
         self.D_local = self.accel.compiled(self.D) if distributed.active else self.D_step
-        self.opt_g = adam(self.G.parameters(), lr=t.lr_g, betas=t.betas, device=device)
-        self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas, device=device)
+        self.opt_g = adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
+        self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
         self._lr_factor: float | None = None

@@ -8,15 +8,17 @@ import torch
 from torch import nn
 
 
-def adam(params: Iterable[nn.Parameter], *, lr: float, betas: tuple[float, ...],
-         device: torch.device) -> torch.optim.Adam:
-    """Adam with fused updates on CUDA (one kernel per step; small GANs are bound by kernel launches).
+def adam(params: Iterable[nn.Parameter], *, lr: float, betas: tuple[float, ...]) -> torch.optim.Adam:
+    """Adam with fused updates: one kernel per step for all parameters (small GANs are bound by kernel launches on
+    CUDA, and by per-parameter operator calls on the CPU).
 
-    Not on the CPU: fused CPU Adam was faster per update (0.26 ms against 0.70 ms for the 28x28 DCGAN) but made a
-    2-process run continued in one process drift 100x further from an uninterrupted one than the foreach update
-    (test_distributed), for a gain of a few percent of a step.
+    Measured on the 2-core CPU, in one process with the steps of the two optimizers interleaved: the 28x28 DCGAN
+    step (batch 64, 32 channels) 2.9% faster than with the per-parameter update; the CycleGAN step no different
+    (0.3%). Runs continued from a two-process checkpoint stay as close to an uninterrupted run with it as without
+    (test_distributed: the largest normalised-bias difference 9.8e-4 either way), and its results do not depend
+    on the number of threads.
     """
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=device.type == "cuda")
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
 
 
 def match_layouts(optimizer: torch.optim.Optimizer) -> None:

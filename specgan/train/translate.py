@@ -153,10 +153,8 @@ class TranslateTask:
                              for name, module in self.models.items()}
         self.frozen_discriminators = {name: self.accel.compiled(self.models[name]) if distributed.active
                                       else self.step_modules[name] for name in ("D_A", "D_B")}
-        self.opt_g = adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=t.lr_g, betas=t.betas,
-                          device=device)
-        self.opt_d = adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=t.lr_d, betas=t.betas,
-                          device=device)
+        self.opt_g = adam(itertools.chain(self.G_AB.parameters(), self.G_BA.parameters()), lr=t.lr_g, betas=t.betas)
+        self.opt_d = adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=t.lr_d, betas=t.betas)
 
         def domain(label: int) -> ImageData:
             keep = data.labels == label

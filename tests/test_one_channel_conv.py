@@ -1,0 +1,91 @@
+"""OneChannelConv2d against its oracle, nn.Conv2d with the same weights: outputs and every gradient, in fp32 (equal
+up to float rounding) and under bf16 autocast (within bf16 rounding), in both memory layouts."""
+
+import pytest
+import torch
+from torch import nn
+
+from specgan.models.cyclegan import ResnetGenerator
+from specgan.models.one_channel_conv import OneChannelConv2d
+
+#: (in_channels, out_channels, kernel, padding): the generator's 7x7 edge layers, and other square kernels.
+SHAPES = [(16, 1, 7, 0), (1, 16, 7, 0), (8, 1, 3, 1), (1, 8, 5, 2), (5, 1, 4, 1)]
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def forward_backward(conv: nn.Module, x: torch.Tensor, *, bf16: bool) -> list[torch.Tensor]:
+    """Output, and the gradients of x, weight and bias for a fixed random output gradient (float32)."""
+    conv.zero_grad()
+    x = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = conv(x)
+    assert y.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (y.float() * grad).sum().backward()
+    return [y.detach().float(), x.grad, conv.weight.grad, conv.bias.grad]
+
+
+def pair(in_channels: int, out_channels: int, kernel: int, padding: int, memory_format) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    oracle = nn.Conv2d(in_channels, out_channels, kernel, padding=padding).to(memory_format=memory_format)
+    fast = OneChannelConv2d(in_channels, out_channels, kernel, padding=padding).to(memory_format=memory_format)
+    fast.load_state_dict(oracle.state_dict())
+    return oracle, fast
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("in_channels,out_channels,kernel,padding", SHAPES)
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_matches_nn_conv2d(in_channels, out_channels, kernel, padding, layout, bf16):
+    oracle, fast = pair(in_channels, out_channels, kernel, padding, LAYOUTS[layout])
+    x = torch.randn(3, in_channels, 21, 18).contiguous(memory_format=LAYOUTS[layout])
+    assert fast._takes_depthwise_route(x.requires_grad_())
+    names = ["output", "grad of x", "grad of weight", "grad of bias"]
+    for name, want, got in zip(names, forward_backward(oracle, x, bf16=bf16), forward_backward(fast, x, bf16=bf16)):
+        if bf16:  # both round to bf16, each its own way: at most a couple of bf16 steps (2^-8) of the largest value
+            torch.testing.assert_close(got, want, rtol=0, atol=2 ** -7 * float(want.abs().max()), msg=name)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_without_gradients_the_output_is_the_same():
+    oracle, fast = pair(16, 1, 7, 0, torch.channels_last)
+    x = torch.randn(2, 16, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), oracle(x), rtol=1e-5, atol=1e-5)
+
+
+def test_other_convolutions_are_left_to_nn_conv2d():
+    x = torch.randn(2, 1, 20, 20)
+    assert not OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x)                # no input gradient to compute
+    assert OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x.requires_grad_())
+    assert not OneChannelConv2d(1, 8, 7, stride=2)._takes_depthwise_route(x)
+    assert not OneChannelConv2d(1, 8, (5, 15))._takes_depthwise_route(x)           # oneDNN: minutes in bf16
+    assert not OneChannelConv2d(1, 8, 3, dilation=2)._takes_depthwise_route(x)
+    assert not OneChannelConv2d(1, 8, 3, padding="same")._takes_depthwise_route(x)
+    assert not OneChannelConv2d(1, 8, 3, padding=1, padding_mode="reflect")._takes_depthwise_route(x)
+    assert not OneChannelConv2d(4, 8, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, requires_grad=True))
+    assert not OneChannelConv2d(4, 1, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, device="meta"))
+
+
+def test_the_generator_is_unchanged_by_it():
+    """ResnetGenerator's 7x7 edge layers take the route; the same generator with plain nn.Conv2d layers gives the
+    same images and gradients, and loads the same state dict."""
+    torch.manual_seed(0)
+    fast = ResnetGenerator(channels=4, n_blocks=1)
+    edges = [m for m in fast.modules() if isinstance(m, OneChannelConv2d)]
+    assert [(m.in_channels, m.out_channels) for m in edges] == [(1, 4), (4, 1)]
+    plain = ResnetGenerator(channels=4, n_blocks=1)
+    for m in plain.modules():
+        if isinstance(m, OneChannelConv2d):
+            m.__class__ = nn.Conv2d
+    plain.load_state_dict(fast.state_dict())
+    x = torch.rand(2, 1, 24, 20) * 2 - 1
+    ys = []
+    for G in (fast, plain):
+        x_in = x.clone().requires_grad_()  # as in the cycle pass, where the input is a generated image
+        y = G(x_in)
+        y.square().sum().backward()
+        ys.append((y.detach(), x_in.grad, G.model[1].weight.grad, G.model[-2].weight.grad))
+    for got, want in zip(*ys):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
