@@ -215,7 +215,6 @@ def train(
 
     from specgan.device import fit_cpu_threads, resolve_device
     from specgan.errors import DatasetError, TrainingInterrupted
-    from specgan.train.acceleration import Acceleration
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
@@ -226,13 +225,12 @@ def train(
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
     task = progress.add_task("train", total=r.train.steps, info="")
 
-    def on_start(first: int, last: int, data) -> None:
+    def on_start(first: int, last: int, data, accel) -> None:
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
         err.print(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}",
                   highlight=False)
         if threads_note:
             err.print(threads_note, highlight=False)
-        accel = Acceleration.for_recipe(r, device=dev, one_process=int(os.environ.get("WORLD_SIZE", "1")) <= 1)
         if accel.compile:
             err.print("compiling the networks (torch.compile): the first steps take a minute or so; "
                       "train.compile = false skips it", highlight=False)

@@ -29,6 +29,7 @@ from specgan.errors import CheckpointError, ConfigError
 from specgan.recipe import dump_toml, to_mapping
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
+from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe, recipe_mapping
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import StopRequest, interruption
@@ -66,17 +67,17 @@ class TrainResult:
 
 
 def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
-          on_start: Callable[[int, int, ImageData], None] | None = None,
+          on_start: Callable[[int, int, ImageData, Acceleration], None] | None = None,
           on_step: Callable[[dict[str, Any]], None] | None = None,
           on_warning: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``recipe`` in its run folder, continuing from the newest intact checkpoint there if any (damaged
     newer ones are set aside and reported through ``on_warning``, one line each).
 
-    ``on_start(first_step, last_step, data)`` and ``on_step(record)`` report progress (``record`` is the newest
-    line written to metrics.jsonl; lines are written LOG_EVERY steps at a time). Raises TrainingError if a loss
-    becomes NaN or infinite (nothing is written for that step; the last good checkpoint stays). Ctrl-C finishes
-    the step in progress, checkpoints it and raises :class:`~specgan.errors.TrainingInterrupted` (a second Ctrl-C
-    stops at once, losing that step).
+    ``on_start(first_step, last_step, data, accel)`` (``accel``: how the steps run, e.g. whether they are compiled)
+    and ``on_step(record)`` report progress (``record`` is the newest line written to metrics.jsonl; lines are
+    written LOG_EVERY steps at a time). Raises TrainingError if a loss becomes NaN or infinite (nothing is written
+    for that step; the last good checkpoint stays). Ctrl-C finishes the step in progress, checkpoints it and raises
+    :class:`~specgan.errors.TrainingInterrupted` (a second Ctrl-C stops at once, losing that step).
 
     Started by ``torchrun``, each process trains its shard of every batch with DistributedDataParallel on its own
     device (see :mod:`specgan.train.distributed`); only rank 0 reports progress and writes the run folder.
@@ -90,7 +91,7 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
 
 
 def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, resume: bool,
-           on_start: Callable[[int, int, ImageData], None] | None,
+           on_start: Callable[[int, int, ImageData, Acceleration], None] | None,
            on_step: Callable[[dict[str, Any]], None] | None,
            on_warning: Callable[[str], None] | None = None) -> TrainResult:
     t = recipe.train
@@ -132,7 +133,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     log = MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,
                     distributed=distributed)
     if main and on_start:
-        on_start(start, t.steps, data)
+        on_start(start, t.steps, data, task.accel)
 
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
