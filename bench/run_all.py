@@ -319,6 +319,8 @@ def throughput_sections() -> list[str]:
                                                             for k, e in problems.items()) + ". ")
             if r.get("skipped"):
                 lines.append(f"{label} runs skipped for time: {', '.join(r['skipped'])}. ")
+            if r.get("note"):
+                lines.append(f"{label} note: {r['note']} ")
         lines.append("")
     flops = read_json(result_name("train_flops", "cuda"))
     lines += ["## Achieved TFLOP/s of a training step (GPU)", ""]
