@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from specgan.models.cyclegan import ResnetGenerator
+from specgan.models.cyclegan import GatedGenerator, ResnetGenerator
 from specgan.models.one_channel_conv import OneChannelConv2d
 
-#: (in_channels, out_channels, kernel, padding): the generator's 7x7 edge layers, and other square kernels.
-SHAPES = [(16, 1, 7, 0), (1, 16, 7, 0), (8, 1, 3, 1), (1, 8, 5, 2), (5, 1, 4, 1)]
+#: (in_channels, out_channels, kernel, padding): the ResNet generator's 7x7 edge layers, CycleGAN-VC2's first
+#: layer, and others.
+SHAPES = [(16, 1, 7, 0), (1, 16, 7, 0), (1, 8, (5, 15), (2, 7)), (8, 1, 3, 1), (1, 8, 5, 2), (5, 1, 4, 1)]
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -25,7 +26,7 @@ def forward_backward(conv: nn.Module, x: torch.Tensor, *, bf16: bool) -> list[to
     return [y.detach().float(), x.grad, conv.weight.grad, conv.bias.grad]
 
 
-def pair(in_channels: int, out_channels: int, kernel: int, padding: int, memory_format) -> tuple[nn.Module, nn.Module]:
+def pair(in_channels: int, out_channels: int, kernel, padding, memory_format) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     oracle = nn.Conv2d(in_channels, out_channels, kernel, padding=padding).to(memory_format=memory_format)
     fast = OneChannelConv2d(in_channels, out_channels, kernel, padding=padding).to(memory_format=memory_format)
@@ -60,7 +61,8 @@ def test_other_convolutions_are_left_to_nn_conv2d():
     assert not OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x)                # no input gradient to compute
     assert OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x.requires_grad_())
     assert not OneChannelConv2d(1, 8, 7, stride=2)._takes_depthwise_route(x)
-    assert not OneChannelConv2d(1, 8, (5, 15))._takes_depthwise_route(x)           # oneDNN: minutes in bf16
+    assert not OneChannelConv2d(8, 1, (5, 15))._takes_depthwise_route(torch.randn(2, 8, 20, 20))  # minutes in bf16
+    assert OneChannelConv2d(1, 8, (5, 15))._takes_depthwise_route(x)               # its transpose is quick
     assert not OneChannelConv2d(1, 8, 3, dilation=2)._takes_depthwise_route(x)
     assert not OneChannelConv2d(1, 8, 3, padding="same")._takes_depthwise_route(x)
     assert not OneChannelConv2d(1, 8, 3, padding=1, padding_mode="reflect")._takes_depthwise_route(x)
@@ -68,24 +70,26 @@ def test_other_convolutions_are_left_to_nn_conv2d():
     assert not OneChannelConv2d(4, 1, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, device="meta"))
 
 
-def test_the_generator_is_unchanged_by_it():
-    """ResnetGenerator's 7x7 edge layers take the route; the same generator with plain nn.Conv2d layers gives the
-    same images and gradients, and loads the same state dict."""
+@pytest.mark.parametrize("make,edges", [(lambda: ResnetGenerator(channels=4, n_blocks=1), [(1, 4), (4, 1)]),
+                                        (lambda: GatedGenerator(n_mels=24, channels=4, n_blocks=1), [(1, 16)])],
+                         ids=["resnet", "gated"])
+def test_the_generators_are_unchanged_by_it(make, edges):
+    """The generators' edge layers take the route; the same generator with plain nn.Conv2d layers gives the same
+    images and gradients, and loads the same state dict."""
     torch.manual_seed(0)
-    fast = ResnetGenerator(channels=4, n_blocks=1)
-    edges = [m for m in fast.modules() if isinstance(m, OneChannelConv2d)]
-    assert [(m.in_channels, m.out_channels) for m in edges] == [(1, 4), (4, 1)]
-    plain = ResnetGenerator(channels=4, n_blocks=1)
-    for m in plain.modules():
-        if isinstance(m, OneChannelConv2d):
-            m.__class__ = nn.Conv2d
+    fast = make()
+    layers = [name for name, m in fast.named_modules() if isinstance(m, OneChannelConv2d)]
+    assert [(fast.get_submodule(n).in_channels, fast.get_submodule(n).out_channels) for n in layers] == edges
+    plain = make()
+    for name in layers:
+        plain.get_submodule(name).__class__ = nn.Conv2d
     plain.load_state_dict(fast.state_dict())
     x = torch.rand(2, 1, 24, 20) * 2 - 1
-    ys = []
+    results = []
     for G in (fast, plain):
         x_in = x.clone().requires_grad_()  # as in the cycle pass, where the input is a generated image
         y = G(x_in)
         y.square().sum().backward()
-        ys.append((y.detach(), x_in.grad, G.model[1].weight.grad, G.model[-2].weight.grad))
-    for got, want in zip(*ys):
+        results.append([y.detach(), x_in.grad] + [G.get_submodule(n).weight.grad for n in layers])
+    for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

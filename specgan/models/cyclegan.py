@@ -136,8 +136,9 @@ def _pair(kernel_size) -> tuple[int, int]:
 def _glu_conv2d(in_channels: int, out_channels: int, kernel_size, *, stride: int = 1, norm: bool = True,
                 shuffle: bool = False) -> nn.Sequential:
     """Conv producing ``2·out_channels`` (×4 before a pixel shuffle), [PixelShuffle(2)], [IN], GLU over channels."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, 2 * out_channels * (4 if shuffle else 1), kernel_size,
-                                         stride=stride, padding=tuple(k // 2 for k in _pair(kernel_size)))]
+    conv = OneChannelConv2d if in_channels == 1 else nn.Conv2d
+    layers: list[nn.Module] = [conv(in_channels, 2 * out_channels * (4 if shuffle else 1), kernel_size,
+                                    stride=stride, padding=tuple(k // 2 for k in _pair(kernel_size)))]
     if shuffle:
         layers.append(nn.PixelShuffle(2))
     if norm:

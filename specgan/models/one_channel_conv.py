@@ -14,11 +14,13 @@ EPYC, bf16 autocast, channels-last, the CycleGAN generator's 7×7 layers on a ba
 ======================================  ========  =========================
 
 The CycleGAN step (16 channels, 3 blocks, batch 8) took 4.5% less time with both layers of each generator so
-computed. :class:`OneChannelConv2d` takes that route for those two directions only, and only for square kernels:
-depthwise convolutions with a 5×15 kernel were slower in every layout measured, and in bf16 channels-last oneDNN
-ran one for minutes. Every other direction, and every other device, is the library's. The results are the
-convolution's own up to rounding: each channel's term is rounded to the compute dtype before the terms are added
-in float32.
+computed, and the CycleGAN-VC2 step 2.8% less with its first layer's (1 → 4c, 5×15) input gradient so computed.
+:class:`OneChannelConv2d` takes that route for those two directions only, and the forward one only for square
+kernels: a depthwise convolution with a 5×15 kernel was slower than oneDNN's one-channel output in every layout
+measured, and in bf16 channels-last oneDNN ran one for minutes (the transposed one behind the input gradient ran
+in milliseconds in all four). Every other direction, and every other device, is the library's. The results are
+the convolution's own up to rounding: each channel's term is rounded to the compute dtype before the terms are
+added in float32.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _channel_sum(terms: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class _OneChannelConv(torch.autograd.Function):
-    """``conv2d(x, weight, bias, padding=padding)`` (stride 1) with ``weight`` ``(1, C, k, k)`` or ``(C, 1, k, k)``:
+    """``conv2d(x, weight, bias, padding=padding)`` (stride 1) with ``weight`` ``(1, C, kh, kw)`` or ``(C, 1, kh, kw)``:
     the one-channel output (forward) or the one-channel input's gradient (backward) as a depthwise convolution and
     a channel sum, every other part by ``aten.convolution_backward``."""
 
@@ -70,14 +72,17 @@ class _OneChannelConv(torch.autograd.Function):
 
 class OneChannelConv2d(nn.Conv2d):
     """``nn.Conv2d`` (the same parameters and state dict) that computes the one-channel direction as a depthwise
-    convolution and a channel sum (see the module docstring) on the CPU, when it has one input or one output
-    channel, a square kernel, stride 1, no dilation, no groups and zero padding. Anywhere else it is
-    ``nn.Conv2d``. Under CPU autocast it computes in the autocast dtype, as ``nn.Conv2d`` does."""
+    convolution and a channel sum (see the module docstring) on the CPU, when it has one input channel (whose
+    gradient is wanted) or one output channel and a square kernel, with stride 1, no dilation, no groups and zero
+    padding. Anywhere else it is ``nn.Conv2d``. Under CPU autocast it computes in the autocast dtype, as
+    ``nn.Conv2d`` does."""
 
     def _takes_depthwise_route(self, x: Tensor) -> bool:
-        # A one-channel input only gains in the backward pass, and only when its gradient is wanted.
-        one_channel = self.out_channels == 1 or (self.in_channels == 1 and x.requires_grad)
-        return (x.is_cpu and one_channel and self.kernel_size[0] == self.kernel_size[1]
+        # A one-channel input only gains in the backward pass, and only when its gradient is wanted; a one-channel
+        # output's depthwise forward only with a square kernel (see the module docstring).
+        one_channel = ((self.out_channels == 1 and self.kernel_size[0] == self.kernel_size[1])
+                       or (self.in_channels == 1 and x.requires_grad))
+        return (x.is_cpu and one_channel
                 and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str))
 
