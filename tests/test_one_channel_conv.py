@@ -68,6 +68,7 @@ def test_other_convolutions_are_left_to_nn_conv2d():
     assert not OneChannelConv2d(1, 8, 3, padding=1, padding_mode="reflect")._takes_depthwise_route(x)
     assert not OneChannelConv2d(4, 8, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, requires_grad=True))
     assert not OneChannelConv2d(4, 1, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, device="meta"))
+    assert not OneChannelConv2d(1, 1, 3)._takes_depthwise_route(x)                 # nothing to sum
 
 
 @pytest.mark.parametrize("make,edges", [(lambda: ResnetGenerator(channels=4, n_blocks=1), [(1, 4), (4, 1)]),

@@ -31,21 +31,32 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 
+def _depthwise_forward(weight: Tensor) -> bool:
+    """Whether a convolution with ``weight`` ``(out, in, kh, kw)`` computes its forward pass as a depthwise one: one
+    output channel from several, with a square kernel."""
+    return weight.shape[0] == 1 and weight.shape[1] > 1 and weight.shape[2] == weight.shape[3]
+
+
+def _depthwise_input_gradient(weight: Tensor) -> bool:
+    """Whether it computes the gradient of its input as a transposed depthwise one: one input channel to several."""
+    return weight.shape[1] == 1 and weight.shape[0] > 1
+
+
 def _channel_sum(terms: Tensor, dtype: torch.dtype) -> Tensor:
     """``(N, C, H, W)`` → ``(N, 1, H, W)``, summed in float32, returned in ``dtype``."""
     return terms.sum(1, keepdim=True, dtype=torch.float32).to(dtype)
 
 
 class _OneChannelConv(torch.autograd.Function):
-    """``conv2d(x, weight, bias, padding=padding)`` (stride 1) with ``weight`` ``(1, C, kh, kw)`` or ``(C, 1, kh, kw)``:
-    the one-channel output (forward) or the one-channel input's gradient (backward) as a depthwise convolution and
-    a channel sum, every other part by ``aten.convolution_backward``."""
+    """``conv2d(x, weight, bias, padding=padding)`` (stride 1): the one-channel output (forward) or the one-channel
+    input's gradient (backward) as a depthwise convolution and a channel sum where :func:`_depthwise_forward` and
+    :func:`_depthwise_input_gradient` say so, every other part by ``F.conv2d`` and ``aten.convolution_backward``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.has_bias = padding, bias is not None
-        if weight.shape[0] != 1:
+        if not _depthwise_forward(weight):
             return F.conv2d(x, weight, bias, padding=padding)
         channels = weight.shape[1]
         terms = F.conv2d(x, weight.reshape(channels, 1, *weight.shape[2:]), padding=padding, groups=channels)
@@ -59,7 +70,7 @@ class _OneChannelConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias, _ = ctx.needs_input_grad
-        one_input = weight.shape[1] == 1
+        one_input = _depthwise_input_gradient(weight)
         grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], list(ctx.padding), [1, 1],
             False, [0, 0], 1, [need_x and not one_input, need_weight, need_bias])
@@ -72,18 +83,14 @@ class _OneChannelConv(torch.autograd.Function):
 
 class OneChannelConv2d(nn.Conv2d):
     """``nn.Conv2d`` (the same parameters and state dict) that computes the one-channel direction as a depthwise
-    convolution and a channel sum (see the module docstring) on the CPU, when it has one input channel (whose
-    gradient is wanted) or one output channel and a square kernel, with stride 1, no dilation, no groups and zero
-    padding. Anywhere else it is ``nn.Conv2d``. Under CPU autocast it computes in the autocast dtype, as
-    ``nn.Conv2d`` does."""
+    convolution and a channel sum (see the module docstring) on the CPU: the forward pass when it has one output
+    channel and a square kernel, the gradient of the input when it has one input channel and that gradient is
+    wanted; with stride 1, no dilation, no groups and zero padding. Anywhere else it is ``nn.Conv2d``. Under CPU
+    autocast it computes in the autocast dtype, as ``nn.Conv2d`` does."""
 
     def _takes_depthwise_route(self, x: Tensor) -> bool:
-        # A one-channel input only gains in the backward pass, and only when its gradient is wanted; a one-channel
-        # output's depthwise forward only with a square kernel (see the module docstring).
-        one_channel = ((self.out_channels == 1 and self.kernel_size[0] == self.kernel_size[1])
-                       or (self.in_channels == 1 and x.requires_grad))
-        return (x.is_cpu and one_channel
-                and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
+        gains = _depthwise_forward(self.weight) or (_depthwise_input_gradient(self.weight) and x.requires_grad)
+        return (x.is_cpu and gains and self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str))
 
     def forward(self, x: Tensor) -> Tensor:
