@@ -113,6 +113,34 @@ def test_projection_term():
     torch.testing.assert_close(D(x, y), expected)
 
 
+@pytest.mark.parametrize("n_classes,spectral_norm", [(0, False), (3, False), (3, True)])
+def test_discriminator_is_the_same_function_channels_last(n_classes, spectral_norm):
+    """Channels-last, the discriminator reads its last features in memory order (H, W, C) with its head and
+    projection weights permuted to match: the same logits and gradients as the contiguous layout's flattening."""
+    torch.manual_seed(0)
+    D = Discriminator(image_shape=(1, 32, 32), channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
+    D_cl = Discriminator(image_shape=(1, 32, 32), channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
+    D_cl.load_state_dict(D.state_dict())
+    D_cl.to(memory_format=torch.channels_last)
+    x = torch.randn(6, 1, 32, 32)
+    y = torch.tensor([0, 1, 2, 0, 1, 2]) if n_classes else None
+    assert not D_cl.stages(x.contiguous(memory_format=torch.channels_last)).is_contiguous()  # the permuted route
+    results = []
+    for model, layout in ((D, torch.contiguous_format), (D_cl, torch.channels_last)):
+        model.zero_grad()
+        x_in = x.contiguous(memory_format=layout).requires_grad_()
+        logits = model(x_in, y)
+        logits.square().sum().backward()
+        grads = {name: p.grad.contiguous() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((logits.detach(), x_in.grad.contiguous(), grads))
+    (logits, grad_x, grads), (logits_cl, grad_x_cl, grads_cl) = results
+    torch.testing.assert_close(logits_cl, logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_x_cl, grad_x, rtol=1e-4, atol=1e-6)
+    assert grads_cl.keys() == grads.keys() and any(name.startswith("head.") and "weight" in name for name in grads)
+    for name in grads:
+        torch.testing.assert_close(grads_cl[name], grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_registry():
     assert "dcgan" in MODELS
     G, D = build_model("dcgan", image_shape=(1, 28, 28), n_classes=0, z_dim=8, channels=4, spectral_norm=False,

@@ -10,6 +10,7 @@ projection discriminator (Miyato & Koyama 2018).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
@@ -149,7 +150,6 @@ class Discriminator(nn.Module):
             stages.append(nn.LeakyReLU(0.2))
             in_channels = _width(channels, level)
         self.stages = nn.Sequential(*stages)
-        self.last_conv = max(i for i, m in enumerate(stages) if isinstance(m, nn.Conv2d))
         features = in_channels * h0 * w0
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(n_classes, features) if n_classes else None
@@ -167,12 +167,25 @@ class Discriminator(nn.Module):
             raise ValueError(f"discriminator: input of shape {tuple(x.shape)}; expected (N, "
                              f"{', '.join(map(str, self.image_shape))})")
         _check_labels(labels, self.n_classes, x.shape[0], "discriminator")
-        x = self.stages[:self.last_conv + 1](x)
-        # The flattening below needs the (C, H, W) order. Going there right after the last convolution (a no-op
-        # unless channels-last) keeps the batch norm and activation after it, and their gradients, in one layout:
-        # with the flatten's gradient in another, LeakyReLU's backward took 10x longer on CPU.
-        features = self.stages[self.last_conv + 1:](x.contiguous()).flatten(1)
-        logits = self.head(features).squeeze(1)
-        if self.embed is not None:
-            logits = logits + (self.embed(labels) * features).sum(dim=1)
+        x = self.stages(x)                              # (N, C, h0, w0), in the convolutions' memory order
+        n, c, h, w = x.shape
+        weight = self.head.weight                       # (1, C·h0·w0), in (C, h0, w0) order
+        projection = self.embed(labels) if self.embed is not None else None
+        if x.is_contiguous():
+            features = x.flatten(1)
+        else:
+            # Channels-last: read the features in their memory order (h0, w0, C), a view, and the weights in the
+            # same order, instead of copying x into (C, h0, w0) order and its gradient back. The 28×28 DCGAN step
+            # on the 2-core CPU was 6% faster so (interleaved in one process) than with that copy made before the
+            # last batch norm (made after it, LeakyReLU's backward had taken 10× longer: mixed layouts).
+            features = x.permute(0, 2, 3, 1).reshape(n, -1)
+
+            def in_memory_order(t: Tensor) -> Tensor:
+                return t.view(-1, c, h, w).permute(0, 2, 3, 1).reshape(t.shape[0], -1)
+
+            weight = in_memory_order(weight)
+            projection = in_memory_order(projection) if projection is not None else None
+        logits = F.linear(features, weight, self.head.bias).squeeze(1)
+        if projection is not None:
+            logits = logits + (projection * features).sum(dim=1)
         return logits
