@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", default=None, help="JSON name (default train_KIND, _cuda on a GPU)")
     parser.add_argument("--merge", action="store_true",
                         help="add these variants (and reference runs) to the existing JSON of the same name, e.g. "
-                             "compile variants measured later")
+                             "compile variants measured later; the runs of a variant already there are pooled with "
+                             "the new ones (more rounds)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -412,7 +413,11 @@ def main(argv: list[str] | None = None) -> dict:
             for run in side["runs"]:
                 run["round"] += offset
         earlier["reference"]["runs"] += result["reference"]["runs"]
-        earlier["variants"].update(result["variants"])
+        for name, variant in result["variants"].items():  # more rounds of a variant pool with the earlier ones
+            if name in earlier["variants"]:
+                earlier["variants"][name]["runs"] += variant["runs"]
+            else:
+                earlier["variants"][name] = variant
         earlier["errors"].update(result["errors"])
         earlier["skipped"] += result["skipped"]
         earlier.setdefault("merged", []).append({"variants": variants, "rounds": args.rounds,
