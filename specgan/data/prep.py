@@ -151,7 +151,7 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
             block = torch.as_tensor(block)
             if block.numel():
                 samples += block.numel()
-                peak = max(peak, float(block.abs().max()))
+                peak = max(peak, _peak(block))
             yield block
 
     specs, frame_dbs = [], []
@@ -174,6 +174,14 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
     spec = torch.cat(specs, dim=-1) if len(specs) > 1 else specs[0]
     frame_db = torch.cat(frame_dbs) if len(frame_dbs) > 1 else frame_dbs[0]
     return ClipLogMel(spec, frame_db, samples, peak)
+
+
+def _peak(wave: torch.Tensor) -> float:
+    """The largest absolute sample of a float signal (0 when empty), in one pass without a temporary."""
+    if not wave.numel():
+        return 0.0
+    low, high = torch.aminmax(wave)
+    return max(-float(low), float(high))
 
 
 def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, np.ndarray]:
@@ -221,36 +229,67 @@ def chunk_waveform(wave: torch.Tensor | np.ndarray, *, params: AudioParams,
     return chunk_logmel(clip_logmel([wave], logmel=logmel), params=params)
 
 
-def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel, resamplers: Resamplers | None = None,
-               decoded: tuple[np.ndarray, int] | None = None) -> ChunkedFile:
+#: Whole clips whose log-mels :func:`clip_logmels` computes together hold up to this many samples in all (47 s
+#: at 22050 Hz: 16 MB of windowed frames at the default FFT size).
+MEL_BATCH_SAMPLES = 1 << 17
+
+
+def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> list[ClipLogMel | AudioError]:
+    """:func:`clip_logmel` of each whole clip (float32 ``(samples,)``), or the AudioError it raises: the same
+    numbers, but the usable clips go through the FFT, the mel projection and the normalisation together, up to
+    :data:`MEL_BATCH_SAMPLES` at a time (fewer, larger operations than one clip at a time)."""
+    results: list[ClipLogMel | AudioError | None] = [None] * len(waves)
+    usable: list[tuple[int, torch.Tensor, float]] = []
+    for i, wave in enumerate(waves):
+        wave = torch.as_tensor(wave)
+        peak = _peak(wave)
+        if wave.numel() > logmel.params.n_fft // 2 and peak >= SILENCE_PEAK:
+            usable.append((i, wave, peak))
+            continue
+        try:  # empty, silent or too short: clip_logmel says which
+            results[i] = clip_logmel([wave], logmel=logmel)
+        except AudioError as e:
+            results[i] = e
+    batch: list[tuple[int, torch.Tensor, float]] = []
+    for k, item in enumerate(usable):
+        batch.append(item)
+        samples = sum(wave.numel() for _, wave, _ in batch)
+        if k + 1 < len(usable) and samples + usable[k + 1][1].numel() <= MEL_BATCH_SAMPLES:
+            continue
+        mel_power, counts = logmel.mel_power_many([wave for _, wave, _ in batch])  # (n_mels, all frames)
+        # Each clip's mean over bands from its own columns: a reduction's rounding may depend on the tensor's width
+        frame_dbs = [power_to_db(piece.mean(dim=-2)) for piece in torch.split(mel_power, counts, dim=-1)]
+        spec = logmel.normalize(mel_power).to(torch.float16)
+        for (i, wave, peak), piece, frame_db in zip(batch, torch.split(spec, counts, dim=-1), frame_dbs):
+            results[i] = ClipLogMel(piece, frame_db, wave.numel(), peak)
+        batch = []
+    return results
+
+
+def chunk_file(path: Path, *, params: AudioParams, logmel: LogMel,
+               resamplers: Resamplers | None = None) -> ChunkedFile:
     """Decode one file block by block and cut it into chunks (see :func:`chunk_logmel`).
 
-    ``resamplers`` (one per thread) lets files of the same rate share a resampler. ``decoded`` is
-    ``(wave, source_rate)`` when the file has already been decoded and resampled whole (see :func:`_chunk_batch`):
-    the same samples as decoding it here. Raises AudioError naming the file, with the reason it cannot be used.
+    ``resamplers`` (one per thread) lets files of the same rate share a resampler. Raises AudioError naming the
+    file, with the reason it cannot be used.
     """
     try:
-        if decoded is not None:
-            wave, source_rate = decoded
-            clip = clip_logmel([wave], logmel=logmel)
-        else:
-            with AudioFile(path) as audio:
-                blocks = audio.mono_blocks(sample_rate=params.sample_rate, resamplers=resamplers)
-                clip = clip_logmel(blocks, logmel=logmel)
-            source_rate = audio.sample_rate
+        with AudioFile(path) as audio:
+            blocks = audio.mono_blocks(sample_rate=params.sample_rate, resamplers=resamplers)
+            clip = clip_logmel(blocks, logmel=logmel)
         chunks, starts = chunk_logmel(clip, params=params)
     except AudioError as e:
         if str(e).startswith(f"{path}: "):
             raise
         raise AudioError(f"{path}: {e}") from None
-    return ChunkedFile(chunks, starts, clip.samples / params.sample_rate, source_rate)
+    return ChunkedFile(chunks, starts, clip.samples / params.sample_rate, audio.sample_rate)
 
 
-def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel, resamplers: Resamplers | None = None,
-                     decoded: tuple[np.ndarray, int] | None = None) -> ChunkedFile | str:
+def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel,
+                     resamplers: Resamplers | None = None) -> ChunkedFile | str:
     """A ChunkedFile, or the reason the file was skipped."""
     try:
-        return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers, decoded=decoded)
+        return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers)
     except AudioError as e:
         return str(e).removeprefix(f"{path}: ")
 
@@ -263,46 +302,62 @@ BATCH_FILES = 4
 GROUP_SAMPLES = 1 << 18
 
 
+def decode_whole(path: Path, *, sample_rate: int) -> tuple[np.ndarray | None, int]:
+    """``(wave, source_rate)``: the file decoded whole as checked float32 mono ``(samples,)`` at its own rate, or
+    ``wave`` None when it is to be streamed (long, empty, or longer than its header says; see
+    :func:`~specgan.audio.io.block_frames_for`). Raises AudioError naming the file."""
+    with AudioFile(path) as audio:
+        rate = audio.sample_rate
+        frames = block_frames_for(source_rate=rate, sample_rate=sample_rate, channels=audio.channels,
+                                  frames=audio.frames)
+        if frames <= audio.frames:
+            return None, rate
+        block = next(audio.blocks(block_frames=frames), None)
+        if block is None or len(block) >= frames:
+            return None, rate
+        return next(mono_blocks([block], source_rate=rate, sample_rate=None)), rate
+
+
 def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
                  resamplers: Resamplers) -> dict[Path, ChunkedFile | str]:
-    """:func:`_chunk_or_reason` of each file, with the same results, but files that are decoded whole and need
-    resampling share their resampler's filter design: those of one source rate, up to :data:`GROUP_SAMPLES` long,
-    are resampled together (:meth:`~specgan.audio.io.Resamplers.resample_whole`). Long files (see
-    :func:`~specgan.audio.io.block_frames_for`) are streamed by :func:`chunk_file` one by one, as are files
-    whose decoding does not end where their header says."""
+    """:func:`_chunk_or_reason` of each file, with the same results, with fewer and larger operations.
+
+    Files decoded whole share work: those of one source rate, up to :data:`GROUP_SAMPLES` long, are resampled
+    together (:meth:`~specgan.audio.io.Resamplers.resample_whole` designs the filter once), and all of them go
+    through one FFT and mel projection (:func:`clip_logmels`). Long files (see
+    :func:`~specgan.audio.io.block_frames_for`) are streamed by :func:`chunk_file` one by one, as are files whose
+    decoding does not end where their header says."""
     results: dict[Path, ChunkedFile | str] = {}
+    decoded: list[tuple[Path, np.ndarray, int]] = []  # (path, whole signal at params.sample_rate, source rate)
     pending: dict[int, list[tuple[Path, np.ndarray]]] = {}
     for path in paths:
         try:
-            with AudioFile(path) as audio:
-                rate = audio.sample_rate
-                frames = block_frames_for(source_rate=rate, sample_rate=params.sample_rate,
-                                          channels=audio.channels, frames=audio.frames)
-                if frames <= audio.frames:
-                    wave = None  # a long file: streamed, by chunk_file
-                else:
-                    block = next(audio.blocks(block_frames=frames), None)
-                    if block is None or len(block) >= frames:  # empty, or longer than declared: stream it
-                        wave = None
-                    else:
-                        wave = next(mono_blocks([block], source_rate=rate, sample_rate=None))
+            wave, rate = decode_whole(path, sample_rate=params.sample_rate)
         except AudioError as e:
             results[path] = str(e).removeprefix(f"{path}: ")
             continue
         if wave is None:
             results[path] = _chunk_or_reason(path, params, logmel, resamplers)
         elif rate == params.sample_rate:
-            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+            decoded.append((path, wave, rate))
         elif len(wave) * params.sample_rate > GROUP_SAMPLES * rate:
-            wave = resamplers.resample_whole([wave], source_rate=rate, sample_rate=params.sample_rate)[0]
-            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+            decoded.append((path, resamplers.resample_whole([wave], source_rate=rate,
+                                                            sample_rate=params.sample_rate)[0], rate))
         else:
             pending.setdefault(rate, []).append((path, wave))
     for rate, items in pending.items():
         waves = resamplers.resample_whole([wave for _, wave in items], source_rate=rate,
                                           sample_rate=params.sample_rate)
-        for (path, _), wave in zip(items, waves):
-            results[path] = _chunk_or_reason(path, params, logmel, resamplers, decoded=(wave, rate))
+        decoded += [(path, wave, rate) for (path, _), wave in zip(items, waves)]
+    clips = clip_logmels([wave for _, wave, _ in decoded], logmel=logmel)
+    for (path, _, rate), clip in zip(decoded, clips):
+        try:
+            if isinstance(clip, AudioError):
+                raise clip
+            chunks, starts = chunk_logmel(clip, params=params)
+            results[path] = ChunkedFile(chunks, starts, clip.samples / params.sample_rate, rate)
+        except AudioError as e:
+            results[path] = str(e)
     return results
 
 
@@ -318,8 +373,13 @@ def _batches(paths: list[Path], size: int) -> list[list[Path]]:
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
-def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[tuple[Path, ChunkedFile | str]]:
-    """Yield ``(path, result)`` as files finish, ``workers`` batches of files at a time.
+def _process(paths: list[Path], params: AudioParams, workers: int, *,
+             hash_files: bool = False) -> Iterator[tuple[Path, str | None, ChunkedFile | str]]:
+    """Yield ``(path, sha256, result)`` as files finish, ``workers`` batches of files at a time.
+
+    With ``hash_files`` each worker hashes its files before decoding them (the digest is None when a file cannot
+    be read, and the result is then the reason); otherwise the digest is None. A fresh dataset hashes this way,
+    in parallel with the decoding, since no file can be re-used anyway.
 
     Threads, not processes: decoding (libsndfile), resampling (soxr) and the torch ops release the GIL. On 2 cores
     (AMD EPYC, 648 VCC2016 files) a bare per-file loop scales 1.5x with two threads and 1.8x with two forked
@@ -331,10 +391,17 @@ def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[t
     logmel = LogMel(params)
     local = threading.local()
 
-    def work(batch: list[Path]) -> dict[Path, ChunkedFile | str]:
+    def work(batch: list[Path]) -> list[tuple[Path, str | None, ChunkedFile | str]]:
         if not hasattr(local, "resamplers"):
             local.resamplers = Resamplers()
-        return _chunk_batch(batch, params, logmel, local.resamplers)
+        digests: dict[Path, str | None] = {}
+        results: dict[Path, ChunkedFile | str] = {}
+        for path in batch:
+            digests[path], reason = _digest_or_reason(path) if hash_files else (None, None)
+            if reason is not None:
+                results[path] = reason
+        results.update(_chunk_batch([p for p in batch if p not in results], params, logmel, local.resamplers))
+        return [(path, digests[path], results[path]) for path in batch]
 
     batches = _batches(paths, BATCH_FILES)
     threads_before = torch.get_num_threads()
@@ -342,13 +409,13 @@ def _process(paths: list[Path], params: AudioParams, workers: int) -> Iterator[t
     try:
         if workers <= 1 or len(batches) <= 1:
             for batch in batches:
-                yield from work(batch).items()
+                yield from work(batch)
             return
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-prep") as pool:
             futures = [pool.submit(work, batch) for batch in batches]
             try:
                 for future in cf.as_completed(futures):
-                    yield from future.result().items()
+                    yield from future.result()
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -404,17 +471,22 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         old = _previous_manifest(out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None
         remove_orphans(out, keep=old["files"].values() if old else ())
-
-        workers = workers or os.cpu_count() or 1
-        hashes, unreadable = _hash_all(sources, workers=workers)
         done_rows = {s["sha256"]: s for s in old["sources"]} if old else {}
         done_skips = {s["sha256"]: s["reason"] for s in old["skipped"] if s.get("sha256")} if old else {}
-        to_process = [s.path for s in sources
-                      if s.path in hashes and hashes[s.path] not in done_rows and hashes[s.path] not in done_skips]
+
+        workers = workers or os.cpu_count() or 1
+        if old is None:  # nothing to re-use: the workers hash each file as they decode it
+            hashes, results = {}, {}
+            to_process = [s.path for s in sources]
+        else:
+            hashes, results = _hash_all(sources, workers=workers)
+            to_process = [s.path for s in sources if s.path in hashes and hashes[s.path] not in done_rows
+                          and hashes[s.path] not in done_skips]
         if on_start:
             on_start(len(to_process))
-        results: dict[Path, ChunkedFile | str] = {**unreadable}
-        for path, result in _process(to_process, params, workers):
+        for path, digest, result in _process(to_process, params, workers, hash_files=old is None):
+            if digest is not None:
+                hashes[path] = digest
             results[path] = result
             if on_file:
                 on_file(path)
@@ -483,22 +555,34 @@ def _previous_manifest(out: Path, *, params: AudioParams, overwrite: bool) -> di
     return None
 
 
+#: Files one hashing task takes (one task per file costs more in thread hand-offs than hashing a short file).
+HASH_BATCH_FILES = 32
+
+
+def _digest_or_reason(path: Path) -> tuple[str | None, str | None]:
+    """``(sha256, None)``, or ``(None, the reason the file cannot be read)``."""
+    try:
+        return file_sha256(path), None
+    except AudioError as e:
+        return None, str(e).removeprefix(f"{path}: ")
+
+
 def _hash_all(sources: list[SourceFile], *, workers: int = 1) -> tuple[dict[Path, str], dict[Path, str]]:
     """``(hashes, unreadable)``: the SHA-256 of each readable file, and the reason for each other one.
 
-    ``workers`` threads share the files (reading and hashlib release the GIL)."""
-    def digest(path: Path) -> tuple[str | None, str | None]:
-        try:
-            return file_sha256(path), None
-        except AudioError as e:
-            return None, str(e).removeprefix(f"{path}: ")
-
+    ``workers`` threads share the files, :data:`HASH_BATCH_FILES` at a time (reading and hashlib release the
+    GIL)."""
     paths = [source.path for source in sources]
-    if workers > 1 and len(paths) > 1:
+    batches = [paths[i:i + HASH_BATCH_FILES] for i in range(0, len(paths), HASH_BATCH_FILES)]
+
+    def digests(batch: list[Path]) -> list[tuple[str | None, str | None]]:
+        return [_digest_or_reason(path) for path in batch]
+
+    if workers > 1 and len(batches) > 1:
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="specgan-hash") as pool:
-            results = list(pool.map(digest, paths))
+            results = [r for batch in pool.map(digests, batches) for r in batch]
     else:
-        results = [digest(path) for path in paths]
+        results = [r for batch in batches for r in digests(batch)]
     hashes, unreadable = {}, {}
     for path, (sha, reason) in zip(paths, results):
         if sha is not None:

@@ -18,7 +18,7 @@ from hypothesis.extra.numpy import arrays
 from specgan.audio.features import LogMel
 from specgan.audio.io import SOURCE_RATES, Resamplers, mono_blocks
 from specgan.audio.params import AudioParams
-from specgan.data.prep import chunk_logmel, clip_logmel
+from specgan.data.prep import ClipLogMel, chunk_logmel, clip_logmel, clip_logmels
 from specgan.errors import AudioError
 
 # Target parameters: the defaults, and small ones under which even short signals give whole chunks.
@@ -165,3 +165,45 @@ def test_centred_frames_cut_from_the_signal_equal_padding_it_first(samples, whic
         return
     padded_first = logmel.mel_power(wave.clone().requires_grad_()).detach()
     assert torch.equal(logmel.mel_power(wave), padded_first)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 5000) | st.sampled_from([128, 129, 256, 257, 1024, 1025]), min_size=1,
+                        max_size=6),
+       which=st.integers(0, 3))
+def test_mel_power_of_many_signals_equals_each_alone(lengths, which):
+    """prep computes the log-mel of a batch of short files with one FFT: each signal's columns must be its own
+    mel power, bit for bit (including signals short enough that their frames are cut from a padded copy)."""
+    logmel, params = LOGMELS[which], PARAMS[which]
+    rng = np.random.default_rng(sum(lengths) + which)
+    waves = [torch.from_numpy(rng.standard_normal(n).astype(np.float32)) for n in lengths]
+    if any(n <= params.n_fft // 2 for n in lengths):
+        with pytest.raises(AudioError, match="too short"):
+            logmel.mel_power_many(waves)
+        waves = [w for w in waves if w.numel() > params.n_fft // 2]
+        if not waves:
+            return
+    mel, frames = logmel.mel_power_many(waves)
+    assert frames == [1 + w.numel() // params.hop_length for w in waves]
+    assert mel.shape == (params.n_mels, sum(frames))
+    for wave, piece in zip(waves, torch.split(mel, frames, dim=1), strict=True):
+        assert torch.equal(piece, logmel.mel_power(wave))
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["speech", "empty", "silent", "short", "long"]), min_size=1, max_size=6),
+       which=st.integers(0, 3))
+def test_log_mels_of_many_clips_equal_each_alone(kinds, which):
+    """clip_logmels (prep's batched path) gives each clip what clip_logmel gives it alone, or the same error."""
+    logmel, params = LOGMELS[which], PARAMS[which]
+    rng = np.random.default_rng(len(kinds) + which)
+    sizes = {"speech": 3000, "empty": 0, "silent": 4000, "short": params.n_fft // 2, "long": 200_000}
+    waves = [(rng.standard_normal(sizes[k]) * (1e-6 if k == "silent" else 0.3)).astype(np.float32) for k in kinds]
+    for wave, many in zip(waves, clip_logmels(waves, logmel=logmel), strict=True):
+        try:
+            alone = clip_logmel([wave], logmel=logmel)
+        except AudioError as e:
+            assert isinstance(many, AudioError) and str(many) == str(e)
+            continue
+        assert isinstance(many, ClipLogMel) and (many.samples, many.peak) == (alone.samples, alone.peak)
+        assert torch.equal(many.spec, alone.spec) and torch.equal(many.frame_db, alone.frame_db)

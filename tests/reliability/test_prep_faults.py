@@ -72,14 +72,14 @@ PAUSED_PREP = textwrap.dedent("""
     import sys
     import specgan.data.prep as prep_module
     from specgan.cli import main
-    real = prep_module.chunk_file
+    real = prep_module.decode_whole  # every file is opened by it first
     def paused(path, **kwargs):
         if not getattr(paused, "done", False):
             paused.done = True
             print("working", flush=True)
             sys.stdin.readline()
         return real(path, **kwargs)
-    prep_module.chunk_file = paused
+    prep_module.decode_whole = paused
     sys.argv = ["specgan", *sys.argv[1:]]
     main()
 """)
@@ -217,7 +217,7 @@ def test_real_full_disk_on_a_small_tmpfs(tmp_path):
 def test_ctrl_c_while_files_are_processed_keeps_the_previous_dataset(existing, monkeypatch, workers):
     """A real SIGINT arrives while files are being processed (raised from inside the second one)."""
     src, out, before = existing
-    real = prep_module.chunk_file
+    real = prep_module.decode_whole  # every file is opened by it first
     calls = {"n": 0}
 
     def interrupted(path, **kwargs):
@@ -226,7 +226,7 @@ def test_ctrl_c_while_files_are_processed_keeps_the_previous_dataset(existing, m
             signal.raise_signal(signal.SIGINT)  # Python turns it into KeyboardInterrupt in the main thread
         return real(path, **kwargs)
 
-    monkeypatch.setattr(prep_module, "chunk_file", interrupted)
+    monkeypatch.setattr(prep_module, "decode_whole", interrupted)
     monkeypatch.setattr(prep_module, "file_sha256", lambda path: f"changed-{path.name}")  # all new: reprocess all
     with pytest.raises(KeyboardInterrupt):
         prep(src, out, params=PARAMS, workers=workers)
@@ -250,13 +250,13 @@ INTERRUPTIBLE_PREP = textwrap.dedent("""
     import sys, time
     import specgan.data.prep as prep_module
     from specgan.cli import main
-    real = prep_module.chunk_file
+    real = prep_module.decode_whole  # every file is opened by it first
     def slow(path, **kwargs):
         if path.name == "new.wav":
             print("working", flush=True)
             time.sleep(60)
         return real(path, **kwargs)
-    prep_module.chunk_file = slow
+    prep_module.decode_whole = slow
     sys.argv = ["specgan", *sys.argv[1:]]
     main()
 """)
