@@ -229,8 +229,9 @@ def chunk_waveform(wave: torch.Tensor | np.ndarray, *, params: AudioParams,
     return chunk_logmel(clip_logmel([wave], logmel=logmel), params=params)
 
 
-#: Whole clips whose log-mels :func:`clip_logmels` computes together hold up to this many samples in all (47 s
-#: at 22050 Hz: 16 MB of windowed frames at the default FFT size).
+#: Whole clips whose log-mels :func:`clip_logmels` computes together hold up to this many samples in all (5.9 s
+#: at 22050 Hz: 2 MB of windowed frames at the default FFT size). The FFT's cost per frame grows past about 660
+#: frames, as its buffers leave the cache (see docs/architecture.md, Performance).
 MEL_BATCH_SAMPLES = 1 << 17
 
 
@@ -251,9 +252,10 @@ def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> l
         except AudioError as e:
             results[i] = e
     batch: list[tuple[int, torch.Tensor, float]] = []
+    samples = 0
     for k, item in enumerate(usable):
         batch.append(item)
-        samples = sum(wave.numel() for _, wave, _ in batch)
+        samples += item[1].numel()
         if k + 1 < len(usable) and samples + usable[k + 1][1].numel() <= MEL_BATCH_SAMPLES:
             continue
         mel_power, counts = logmel.mel_power_many([wave for _, wave, _ in batch])  # (n_mels, all frames)
@@ -262,7 +264,7 @@ def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> l
         spec = logmel.normalize(mel_power).to(torch.float16)
         for (i, wave, peak), piece, frame_db in zip(batch, torch.split(spec, counts, dim=-1), frame_dbs):
             results[i] = ClipLogMel(piece, frame_db, wave.numel(), peak)
-        batch = []
+        batch, samples = [], 0
     return results
 
 
