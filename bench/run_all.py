@@ -94,6 +94,9 @@ def main() -> None:
         f"| specgan prep, {workers_key.rsplit('_', 1)[1]} workers | {prep[workers_key]['median_s']:.2f} | "
         f"{prep[workers_key]['audio_s_per_s']:.0f} | {prep['ratio']:.2f} |",
         "",
+        *([f"Ratio within each of the {len(prep['ratio_per_round'])} interleaved rounds: median "
+           f"{statistics.median(prep['ratio_per_round']):.2f}, range {min(prep['ratio_per_round']):.2f}–"
+           f"{max(prep['ratio_per_round']):.2f}.", ""] if prep.get("ratio_per_round") else []),
         f"Goal: {prep['goal_ratio']:.0f}× librosa's throughput. "
         + ("Met." if prep["ratio"] >= prep["goal_ratio"] else "Not met; see docs/architecture.md (Performance)."),
         "",
