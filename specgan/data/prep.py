@@ -27,7 +27,7 @@ import torch
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, block_frames_for, mono_blocks,
-                              open_regular)
+                              open_regular, resample_whole)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -325,7 +325,7 @@ def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
     """:func:`_chunk_or_reason` of each file, with the same results, with fewer and larger operations.
 
     Files decoded whole share work: those of one source rate, up to :data:`GROUP_SAMPLES` long, are resampled
-    together (:meth:`~specgan.audio.io.Resamplers.resample_whole` designs the filter once), and all of them go
+    together (:func:`~specgan.audio.io.resample_whole` designs the filter once), and all of them go
     through one FFT and mel projection (:func:`clip_logmels`). Long files (see
     :func:`~specgan.audio.io.block_frames_for`) are streamed by :func:`chunk_file` one by one, as are files whose
     decoding does not end where their header says."""
@@ -343,13 +343,11 @@ def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
         elif rate == params.sample_rate:
             decoded.append((path, wave, rate))
         elif len(wave) * params.sample_rate > GROUP_SAMPLES * rate:
-            decoded.append((path, resamplers.resample_whole([wave], source_rate=rate,
-                                                            sample_rate=params.sample_rate)[0], rate))
+            decoded.append((path, resample_whole([wave], source_rate=rate, sample_rate=params.sample_rate)[0], rate))
         else:
             pending.setdefault(rate, []).append((path, wave))
     for rate, items in pending.items():
-        waves = resamplers.resample_whole([wave for _, wave in items], source_rate=rate,
-                                          sample_rate=params.sample_rate)
+        waves = resample_whole([wave for _, wave in items], source_rate=rate, sample_rate=params.sample_rate)
         decoded += [(path, wave, rate) for (path, _), wave in zip(items, waves)]
     clips = clip_logmels([wave for _, wave, _ in decoded], logmel=logmel)
     for (path, _, rate), clip in zip(decoded, clips):
