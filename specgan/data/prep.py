@@ -27,7 +27,7 @@ import torch
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, block_frames_for, mono_blocks,
-                              open_regular, resample_whole)
+                              open_regular, peak_amplitude, resample_whole)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -151,7 +151,7 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
             block = torch.as_tensor(block)
             if block.numel():
                 samples += block.numel()
-                peak = max(peak, _peak(block))
+                peak = max(peak, peak_amplitude(block))
             yield block
 
     specs, frame_dbs = [], []
@@ -174,14 +174,6 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
     spec = torch.cat(specs, dim=-1) if len(specs) > 1 else specs[0]
     frame_db = torch.cat(frame_dbs) if len(frame_dbs) > 1 else frame_dbs[0]
     return ClipLogMel(spec, frame_db, samples, peak)
-
-
-def _peak(wave: torch.Tensor) -> float:
-    """The largest absolute sample of a float signal (0 when empty), in one pass without a temporary."""
-    if not wave.numel():
-        return 0.0
-    low, high = torch.aminmax(wave)
-    return max(-float(low), float(high))
 
 
 def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +235,7 @@ def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> l
     usable: list[tuple[int, torch.Tensor, float]] = []
     for i, wave in enumerate(waves):
         wave = torch.as_tensor(wave)
-        peak = _peak(wave)
+        peak = peak_amplitude(wave)
         if wave.numel() > logmel.params.n_fft // 2 and peak >= SILENCE_PEAK:
             usable.append((i, wave, peak))
             continue

@@ -8,6 +8,8 @@ joined waveform (convert, reconstruct, evaluate)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from specgan.audio.features import LogMel
-from specgan.audio.io import SOURCE_RATES, mono_blocks, resample_whole
+from specgan.audio.io import SOURCE_RATES, mono_blocks, peak_amplitude, resample_whole
 from specgan.audio.params import AudioParams
 from specgan.data.prep import ClipLogMel, chunk_logmel, clip_logmel, clip_logmels
 from specgan.errors import AudioError
@@ -207,3 +209,15 @@ def test_log_mels_of_many_clips_equal_each_alone(kinds, which):
             continue
         assert isinstance(many, ClipLogMel) and (many.samples, many.peak) == (alone.samples, alone.peak)
         assert torch.equal(many.spec, alone.spec) and torch.equal(many.frame_db, alone.frame_db)
+
+
+@settings(max_examples=100, deadline=None)
+@given(signal=arrays(st.sampled_from([np.float32, np.float64]), st.tuples(st.integers(0, 300), st.integers(1, 3)),
+                     elements=st.floats(width=32)),
+       step=st.sampled_from([1, 2, -1]))
+def test_peak_amplitude_is_numpys_largest_absolute_sample(signal, step):
+    """The peak from the minimum and maximum against numpy's abs-max, on any shape and strides, NaN and infinities included."""
+    signal = signal[::step]
+    expected = float(np.abs(signal).max()) if signal.size else 0.0
+    for got in (peak_amplitude(signal), peak_amplitude(torch.from_numpy(signal.copy()))):
+        assert (math.isnan(got) and math.isnan(expected)) or got == expected
