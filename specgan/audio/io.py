@@ -182,8 +182,9 @@ class Resamplers:
     """soxr "HQ" streams by ``(source_rate, sample_rate)``, each reused for one signal after another.
 
     A new stream designs its filter, which costs about half as much as resampling a 3 s clip; resetting one
-    (``clear``) costs less, so prep keeps one per rate pair and thread and resets it between files (5% of prep's
-    time per file). The output is the same, bit for bit, as a new stream's. Not thread-safe: one per thread.
+    (``clear``) costs less, so prep keeps one per rate pair and thread for the long files it streams and resets it
+    between them (short files go through :func:`resample_whole`). The output is the same, bit for bit, as a new
+    stream's. Not thread-safe: one per thread.
     """
 
     def __init__(self) -> None:
