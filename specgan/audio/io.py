@@ -214,12 +214,12 @@ def resample_whole(signals: list[np.ndarray], *, source_rate: int, sample_rate: 
     lengths = [len(s) for s in signals]
     if not any(lengths):
         return [np.zeros(0, np.float32) for _ in signals]
+    if len(signals) == 1:
+        return [soxr.resample(signals[0], source_rate, sample_rate, quality="HQ")]
     padded = np.zeros((len(signals), max(lengths)), dtype=np.float32)  # (channels, samples): channel-major memory
     for i, signal in enumerate(signals):
         padded[i, :len(signal)] = signal
     out = soxr.resample(padded.T, source_rate, sample_rate, quality="HQ")  # (samples, channels), channel-major
-    if len(signals) == 1:
-        return [out[:, 0]]
     if len(out) != output_length(max(lengths), source_rate=source_rate, sample_rate=sample_rate):
         # libsoxr rounded otherwise than output_length: the padding's share cannot be cut off, so one at a time
         return [resample_whole([signal], source_rate=source_rate, sample_rate=sample_rate)[0] for signal in signals]

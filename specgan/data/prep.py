@@ -343,13 +343,15 @@ def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
         decoded += [(path, wave, rate) for (path, _), wave in zip(items, waves)]
     clips = clip_logmels([wave for _, wave, _ in decoded], logmel=logmel)
     for (path, _, rate), clip in zip(decoded, clips):
+        if isinstance(clip, AudioError):
+            results[path] = str(clip)
+            continue
         try:
-            if isinstance(clip, AudioError):
-                raise clip
             chunks, starts = chunk_logmel(clip, params=params)
-            results[path] = ChunkedFile(chunks, starts, clip.samples / params.sample_rate, rate)
         except AudioError as e:
             results[path] = str(e)
+            continue
+        results[path] = ChunkedFile(chunks, starts, clip.samples / params.sample_rate, rate)
     return results
 
 
