@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import specgan.data.dataset_dir as dataset_dir
+import specgan.data.prep as prep_module
 from specgan.audio.features import LogMel
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
@@ -224,3 +225,21 @@ def test_only_bad_files_is_an_error(tmp_path):
     (src / "a.wav").write_bytes(b"RIFF....garbage")
     code, output = run("prep", src, "-o", tmp_path / "ds", "--quiet")
     assert code == 2 and "none of the 1 audio files could be used" in output and "a.wav" in output
+
+
+def test_worker_tasks_hold_a_bounded_number_of_bytes_and_files(tmp_path):
+    """Tasks take files largest first, up to max_bytes (a larger file alone) and max_files; every file once."""
+    sizes = [5000, 300, 300, 300, 2500, 1200, 50, 50, 50, 50, 50, 7000]
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.wav")
+        paths[-1].write_bytes(b"x" * size)
+    batches = prep_module._batches(paths, max_files=3, max_bytes=2600)
+    assert sorted(p for batch in batches for p in batch) == sorted(paths)
+    flat = [p.stat().st_size for batch in batches for p in batch]
+    assert flat == sorted(sizes, reverse=True)
+    for batch in batches:
+        total = sum(p.stat().st_size for p in batch)
+        assert len(batch) <= 3 and (total <= 2600 or len(batch) == 1)
+    # 7000 | 5000 | 2500 (each over the budget with the one before) | 1200 300 300 | 300 50 50 | 50 50 50
+    assert [len(b) for b in batches] == [1, 1, 1, 3, 3, 3]
