@@ -295,8 +295,9 @@ def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel,
 BATCH_FILES = 64
 TASK_BYTES = 1 << 20
 #: Files up to this many samples at the output rate (12 s at 22050 Hz) are resampled together with the others of
-#: their batch (see :func:`_chunk_batch`); a longer one alone, where one filter design hardly matters, so that a
-#: batch holds at most a few MB of signal.
+#: their task's rate (see :func:`_chunk_batch`); a longer one alone, where one filter design hardly matters and
+#: padding the others to its length would waste the most. A group is bounded by its task (TASK_BYTES of encoded
+#: audio: a few MB of float32 signal for PCM or FLAC, more for lossy formats).
 GROUP_SAMPLES = 1 << 18
 
 
