@@ -285,7 +285,12 @@ def _chunk_or_reason(path: Path, params: AudioParams, logmel: LogMel,
     try:
         return chunk_file(path, params=params, logmel=logmel, resamplers=resamplers)
     except AudioError as e:
-        return str(e).removeprefix(f"{path}: ")
+        return _reason(e, path)
+
+
+def _reason(error: AudioError, path: Path) -> str:
+    """The reason the manifest records for a skipped file: the error's message without the file name."""
+    return str(error).removeprefix(f"{path}: ")
 
 
 #: A worker's task takes files, largest first, until they hold TASK_BYTES bytes or BATCH_FILES files (see
@@ -333,7 +338,7 @@ def _chunk_batch(paths: list[Path], params: AudioParams, logmel: LogMel,
         try:
             wave, rate = decode_whole(path, sample_rate=params.sample_rate)
         except AudioError as e:
-            results[path] = str(e).removeprefix(f"{path}: ")
+            results[path] = _reason(e, path)
             continue
         if wave is None:
             results[path] = _chunk_or_reason(path, params, logmel, resamplers)
@@ -573,7 +578,7 @@ def _digest_or_reason(path: Path) -> tuple[str | None, str | None]:
     try:
         return file_sha256(path), None
     except AudioError as e:
-        return None, str(e).removeprefix(f"{path}: ")
+        return None, _reason(e, path)
 
 
 def _hash_all(sources: list[SourceFile], *, workers: int = 1) -> tuple[dict[Path, str], dict[Path, str]]:
