@@ -1,5 +1,6 @@
 """dr_flac against libsndfile, the oracle: whole FLAC files decode to the same float32 samples, bit for bit, and a
-damaged file is left to libsndfile, so that reading it gives what libsndfile alone gives."""
+damaged file is left to libsndfile, so that reading it gives what libsndfile alone gives. prep's bytes-only path
+(STREAMINFO read without libsndfile) gives what opening the file gives, damaged files included."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import specgan.audio.io as audio_io
-from specgan.audio.flac import decode_flac
-from specgan.audio.io import AudioFile, load_audio
+from specgan.audio.flac import decode_flac, stream_info
+from specgan.audio.io import AudioFile, decode_flac_bytes, load_audio
+from specgan.data.prep import decode_whole
 from specgan.errors import AudioError
 
 
@@ -110,3 +112,89 @@ def test_a_damaged_file_reads_as_libsndfile_alone_reads_it(tmp_path, monkeypatch
         assert ours == theirs
     else:
         np.testing.assert_array_equal(ours, theirs)
+
+
+# -- prep's path: FLAC bytes decoded without libsndfile ----------------------------------------------------------
+@pytest.mark.parametrize("subtype,bits", [("PCM_S8", 8), ("PCM_16", 16), ("PCM_24", 24)])
+@pytest.mark.parametrize("channels", [1, 2, 5])
+@pytest.mark.parametrize("sample_rate", [8000, 44100, 192000])
+def test_stream_info_declares_what_libsndfile_reports(subtype, bits, channels, sample_rate):
+    data = flac_bytes(noise(3001 + channels, channels), sample_rate=sample_rate, subtype=subtype)
+    info = stream_info(data)
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        assert (info.sample_rate, info.channels, info.frames) == (f.samplerate, f.channels, f.frames)
+    assert info.bits_per_sample == bits
+
+
+def test_stream_info_needs_a_flac_stream_that_begins_with_it():
+    data = flac_bytes(noise(100, 1))
+    assert stream_info(data) is not None
+    assert stream_info(data[:41]) is None  # cut inside STREAMINFO
+    assert stream_info(b"RIFF" + data[4:]) is None
+    other_block = bytearray(data)
+    other_block[4] = (data[4] & 0x80) | 4  # a VORBIS_COMMENT where STREAMINFO must be
+    assert stream_info(bytes(other_block)) is None
+
+
+def with_streaminfo(data: bytes, **fields) -> bytes:
+    """``data`` with STREAMINFO's sample rate, bits per sample or total samples replaced."""
+    packed = int.from_bytes(data[18:26], "big")
+    if "sample_rate" in fields:
+        packed = packed & (1 << 44) - 1 | fields["sample_rate"] << 44
+    if "bits_per_sample" in fields:
+        packed = packed & ~(0x1F << 36) | fields["bits_per_sample"] - 1 << 36
+    if "frames" in fields:
+        packed = packed & ~((1 << 36) - 1) | fields["frames"]
+    return data[:18] + packed.to_bytes(8, "big") + data[26:]
+
+
+def test_flac_bytes_decode_to_what_audio_file_gives(tmp_path, vcc):
+    files = [sorted((vcc / "vcc2016_training" / "SM1").glob("*.flac"))[0]]
+    for i, (channels, subtype) in enumerate([(1, "PCM_16"), (2, "PCM_24"), (3, "PCM_S8")]):
+        files.append(tmp_path / f"{i}.flac")
+        files[-1].write_bytes(flac_bytes(noise(20011, channels, seed=i), sample_rate=44100, subtype=subtype))
+    for path in files:
+        with AudioFile(path) as audio:
+            expected = next(audio.blocks(block_frames=audio.frames + 1))
+            rate = audio.sample_rate
+        samples, decoded_rate = decode_flac_bytes(path.read_bytes(), sample_rate=22050)
+        assert decoded_rate == rate
+        np.testing.assert_array_equal(samples, expected)
+
+
+def test_flac_bytes_leave_to_libsndfile_what_it_must_decide(monkeypatch):
+    data = flac_bytes(noise(20000, 2))
+    assert decode_flac_bytes(data, sample_rate=22050) is not None
+    assert decode_flac_bytes(data[: len(data) // 2], sample_rate=22050) is None  # truncated: decodes short
+    assert decode_flac_bytes(with_streaminfo(data, frames=20001), sample_rate=22050) is None
+    assert decode_flac_bytes(with_streaminfo(data, frames=0), sample_rate=22050) is None  # length not declared
+    assert decode_flac_bytes(with_streaminfo(data, sample_rate=500), sample_rate=22050) is None  # outside SOURCE_RATES
+    assert decode_flac_bytes(with_streaminfo(data, bits_per_sample=12), sample_rate=22050) is None
+    monkeypatch.setattr(audio_io, "WHOLE_SAMPLES", 20000)  # long enough at 22050 Hz to be streamed in blocks
+    monkeypatch.setattr(audio_io, "BLOCK_SAMPLES", 4096)
+    assert decode_flac_bytes(data, sample_rate=22050) is None
+    assert decode_flac_bytes(data, sample_rate=8000) is not None  # 10000 samples at 8 kHz: read whole
+
+
+def decoded_or_error(path, data: bytes | None):
+    try:
+        wave, rate = decode_whole(path, sample_rate=22050, data=data)
+        return wave if wave is None else (wave.tobytes(), rate)
+    except AudioError as e:
+        return str(e)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.floats(0, 1), channels=st.sampled_from([1, 2]))
+def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp_path, damage, cut, channels):
+    """Damage anywhere after ``fLaC``, STREAMINFO included: the bytes read once for hashing decode to what
+    opening the file with libsndfile first gives, or to the same error."""
+    data = bytearray(flac_bytes(noise(9000, channels, seed=channels), subtype="PCM_16"))
+    for where, value in damage:
+        data[4 + int(where * (len(data) - 4))] = value
+    if cut is not None:
+        data = data[: 4 + int(cut * (len(data) - 4))]
+    path = tmp_path / "damaged.flac"
+    path.write_bytes(bytes(data))
+    assert decoded_or_error(path, bytes(data)) == decoded_or_error(path, None)

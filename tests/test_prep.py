@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -143,6 +144,35 @@ def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     assert (update.found, update.processed, update.reused, len(update.skipped)) == (4 + len(BAD), 1, 4, len(BAD) - 1)
     paths = {s["path"] for s in update.manifest["sources"]}
     assert "TM3/100004.flac" not in paths and "SF1/empty.wav" in paths
+
+
+def test_manifest_holds_each_files_sha256_whether_read_whole_or_streamed(corpus, tmp_path, monkeypatch):
+    """A fresh prep hashes the bytes it decodes (files up to SMALL_FILE_BYTES) or streams the file through the
+    hash (larger ones); both are the file's SHA-256, which an update computes again to find what changed."""
+    monkeypatch.setattr(prep_module, "SMALL_FILE_BYTES", 50_000)
+    out = tmp_path / "ds"
+    report = prep(corpus, out, params=FAST_PARAMS, workers=2)
+    rows = report.manifest["sources"] + [s for s in report.manifest["skipped"] if s["sha256"] is not None]
+    sizes = [(corpus / row["path"]).stat().st_size for row in rows]
+    assert min(sizes) <= 50_000 < max(sizes) and len(rows) == 4 + len(BAD)
+    for row in rows:
+        assert row["sha256"] == hashlib.sha256((corpus / row["path"]).read_bytes()).hexdigest(), row["path"]
+    assert prep(corpus, out, params=FAST_PARAMS, workers=2).up_to_date
+
+
+def test_plain_flac_files_are_decoded_without_libsndfile_and_the_others_with_it(corpus, tmp_path, monkeypatch):
+    opened = []
+
+    class RecordingAudioFile(prep_module.AudioFile):
+        def __enter__(self):
+            opened.append(Path(self.path).name)
+            return super().__enter__()
+
+    monkeypatch.setattr(prep_module, "AudioFile", RecordingAudioFile)
+    report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1)
+    assert report.processed == 4
+    # the good FLAC files never reach libsndfile; the truncated one decodes short and goes to it, as WAVs do
+    assert sorted(opened) == sorted(BAD)
 
 
 def test_other_parameters_need_overwrite(corpus, tmp_path):

@@ -23,7 +23,7 @@ import soxr
 import torch
 
 from specgan.atomic import atomic_path
-from specgan.audio.flac import decode_flac
+from specgan.audio.flac import decode_flac, stream_info
 from specgan.errors import AudioError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -185,6 +185,30 @@ class AudioFile:
             if str(e).startswith(f"{self.path}: "):
                 raise
             raise AudioError(f"{self.path}: {e}") from None
+
+
+#: FLAC bit depths that :func:`decode_flac_bytes` decodes without libsndfile: those libsndfile reads, and that
+#: ``tests/test_flac.py`` checks dr_flac against it on.
+FLAC_BITS = (8, 16, 24)
+
+
+def decode_flac_bytes(data: bytes, *, sample_rate: int | None) -> tuple[np.ndarray, int] | None:
+    """``(samples, source_rate)`` of a whole FLAC file's bytes, decoded by dr_flac without opening libsndfile:
+    float32 ``(frames, channels)``, the same as :class:`AudioFile` gives in one block for that file.
+
+    Only for a file that :class:`AudioFile` would decode whole with dr_flac anyway: a STREAMINFO of
+    :data:`FLAC_BITS` bits at a rate in :data:`SOURCE_RATES`, short enough at ``sample_rate`` to be read in one
+    block (:func:`block_frames_for`), that decodes to exactly the frames and channels it declares. Otherwise None,
+    and the caller opens the file with :class:`AudioFile`, whose checks and errors then decide.
+    """
+    info = stream_info(data)
+    if (info is None or info.bits_per_sample not in FLAC_BITS or info.frames <= 0
+            or not SOURCE_RATES[0] <= info.sample_rate <= SOURCE_RATES[1]
+            or block_frames_for(source_rate=info.sample_rate, sample_rate=sample_rate, channels=info.channels,
+                                frames=info.frames) <= info.frames):
+        return None
+    samples = decode_flac(data, frames=info.frames, channels=info.channels)
+    return None if samples is None else (samples, info.sample_rate)
 
 
 def block_frames_for(*, source_rate: int, sample_rate: int | None, channels: int = 1, frames: int = 0) -> int:
