@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import soundfile as sf
 import torch
 from typer.testing import CliRunner
@@ -16,7 +18,7 @@ from typer.testing import CliRunner
 import specgan.data.dataset_dir as dataset_dir
 import specgan.data.prep as prep_module
 from specgan.audio.features import LogMel
-from specgan.audio.io import load_audio
+from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio
 from specgan.audio.params import AudioParams
 from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
@@ -173,6 +175,46 @@ def test_plain_flac_files_are_decoded_without_libsndfile_and_the_others_with_it(
     assert report.processed == 4
     # the good FLAC files never reach libsndfile; the truncated one decodes short and goes to it, as WAVs do
     assert sorted(opened) == sorted(BAD)
+
+
+def test_discovery_finds_files_in_pathlib_order(tmp_path):
+    """Discovery works on strings; its order is still that of sorted Path objects (part by part, which is not
+    the order of the strings: "a-b/x" sorts after "a/x" as paths, before it as text)."""
+    names = ["a/b.wav", "a-b/c.wav", "a.b/d.flac", "a b/e.wav", "A/f.WAV", "a/b/c.mp3", "ab.wav", "a.wav",
+             "é/x.ogg", "a/b-c.wav", "a/b.c.wav", "a/b/c/d.opus", "z/.hidden.wav", ".h/x.wav", "a/notes.txt",
+             "a/x.wav.", "b/\udcff.flac"]
+    for name in names:
+        path = tmp_path / "src" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    src = tmp_path / "src"
+    expected = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+                      and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    assert len(expected) == 13
+    assert audio_files(src) == expected
+    sources = prep_module.discover(src)
+    assert [s.path for s in sources] == expected
+    assert [s.relpath for s in sources] == [prep_module.printable(p.relative_to(src).as_posix()) for p in expected]
+    assert [s.domain for s in sources][:3] == ["A", "a", "a"] and sources[expected.index(src / "ab.wav")].domain == "src"
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(manifest=st.dictionaries(st.text(), json_values | st.lists(st.dictionaries(st.text(), json_values), max_size=4)))
+def test_manifest_text_is_json_of_the_manifest(manifest):
+    assert json.loads(dataset_dir.manifest_text(manifest)) == manifest
+
+
+def test_the_manifest_has_a_line_for_each_source(corpus, tmp_path):
+    report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1)
+    lines = (tmp_path / "ds" / "manifest.json").read_text().splitlines()
+    assert json.loads("\n".join(lines)) == report.manifest
+    for row in report.manifest["sources"] + report.manifest["skipped"]:
+        assert sum(json.dumps(row["path"]) in line for line in lines) == 1
 
 
 def test_other_parameters_need_overwrite(corpus, tmp_path):

@@ -112,10 +112,21 @@ def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], l
         for name, (parts, dtype, tail) in pieces.items():
             write_npy(path / files[name], parts, dtype=dtype, tail=tail)
         with atomic_path(path / MANIFEST) as tmp, open(tmp, "w") as f:
-            f.write(json.dumps(full, indent=1))
+            f.write(manifest_text(full))
             _sync(f)
     remove_orphans(path, keep=files.values())
     return full
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest as JSON with a line for each top-level key and for each row of its tables (sources, skipped,
+    domains): one line per file is easy to read and to diff, and each line is encoded by json's C encoder
+    (``indent`` would use the pure-Python one: 7 ms instead of 2 ms for VCC2016's 648 files)."""
+    def value_text(value: Any) -> str:
+        if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+            return "[\n" + ",\n".join(f"  {json.dumps(row)}" for row in value) + "\n ]"
+        return json.dumps(value)
+    return "{\n" + ",\n".join(f" {json.dumps(key)}: {value_text(value)}" for key, value in manifest.items()) + "\n}\n"
 
 
 @contextmanager

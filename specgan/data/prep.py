@@ -26,8 +26,8 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, audio_files, block_frames_for,
-                              decode_flac_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole)
+from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_flac_bytes, mono_blocks,
+                              open_regular, peak_amplitude, relative_audio_files, resample_whole)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
@@ -97,16 +97,18 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
     if not src.is_dir():
         raise DatasetError(f"{src}: not a folder (prep reads a folder of audio files)")
     found = []
-    for path in audio_files(src):
-        rel = path.relative_to(src)
-        domain = rel.parts[0] if len(rel.parts) > 1 else (src.resolve().name or "audio")
+    folder_domain = src.resolve().name or "audio"  # for files directly in src
+    for relative in relative_audio_files(src):
+        parts = relative.split(os.sep)
+        path = Path(src, relative)
+        domain = parts[0] if len(parts) > 1 else folder_domain
         if pattern is not None:
-            match = pattern.search(path.name)
+            match = pattern.search(parts[-1])
             if not match or not match.group(1):
-                raise DatasetError(f"{printable(path)}: --domain-pattern {domain_pattern!r} does not match this "
-                                   f"name")
+                raise DatasetError(f"{printable(str(path))}: --domain-pattern {domain_pattern!r} does not match "
+                                   f"this name")
             domain = match.group(1)
-        found.append(SourceFile(path, printable(rel.as_posix()), printable(domain)))
+        found.append(SourceFile(path, printable("/".join(parts)), printable(domain)))
     if domains:
         present = sorted({f.domain for f in found})
         missing = [d for d in domains if d not in present]
