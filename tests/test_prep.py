@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -215,6 +216,19 @@ def test_the_manifest_has_a_line_for_each_source(corpus, tmp_path):
     assert json.loads("\n".join(lines)) == report.manifest
     for row in report.manifest["sources"] + report.manifest["skipped"]:
         assert sum(json.dumps(row["path"]) in line for line in lines) == 1
+
+
+def test_array_files_are_handed_to_the_disk_in_ranges_as_they_are_written(tmp_path, monkeypatch):
+    ranges = []
+    monkeypatch.setattr(dataset_dir, "WRITEBACK_BYTES", 10_000)
+    monkeypatch.setattr(dataset_dir.os, "posix_fadvise", lambda fd, start, length, advice: ranges.append(
+        (start, length, advice, os.fstat(fd).st_size)), raising=False)
+    parts = [np.random.default_rng(i).normal(size=(i % 5 + 1, 8, 64)).astype(np.float16) for i in range(40)]
+    dataset_dir.write_npy(tmp_path / "a.npy", parts, dtype=np.float16, tail=(8, 64))
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.concatenate(parts))
+    assert len(ranges) >= 10 and all(advice == os.POSIX_FADV_DONTNEED for _, _, advice, _ in ranges)
+    assert [start for start, *_ in ranges] == [0] + [start + length for start, length, *_ in ranges[:-1]]
+    assert all(start + length == size and length >= 10_000 for start, length, _, size in ranges)  # what was written
 
 
 def test_other_parameters_need_overwrite(corpus, tmp_path):

