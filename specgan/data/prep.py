@@ -252,8 +252,8 @@ def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> l
     results: list[ClipLogMel | AudioError | None] = [None] * len(waves)
     usable: list[tuple[int, torch.Tensor, float]] = []
     for i, wave in enumerate(waves):
+        peak = peak_amplitude(wave)  # before as_tensor: numpy's min and max are twice as quick as torch's aminmax
         wave = torch.as_tensor(wave)
-        peak = peak_amplitude(wave)
         if wave.numel() > logmel.params.n_fft // 2 and peak >= SILENCE_PEAK:
             usable.append((i, wave, peak))
             continue
