@@ -57,6 +57,24 @@ def machine() -> dict:
     return info
 
 
+def cpu_jiffies() -> tuple[int, int] | None:
+    """``(stolen, total)`` CPU time of the whole machine since boot, in clock ticks (``/proc/stat``'s first line);
+    None where there is no /proc/stat. Stolen time is what the hypervisor gave to other guests while this one
+    wanted to run: on a shared VM it is why a two-worker run can be slow in one round and not in the next."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def stolen_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen between two :func:`cpu_jiffies` readings (None when unknown)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
 def timed(fn: Callable[[], object], *, repeats: int) -> tuple[float, list[float], object]:
     """Median wall seconds of ``repeats`` calls (after one untimed warm-up call), all times, last result."""
     result = fn()

@@ -6,7 +6,9 @@ write of the dataset. The librosa pipeline only computes the spectrograms.
 
 The machine may be shared, so the three pipelines run in interleaved rounds (librosa, specgan with all cores,
 specgan with one worker, then again): a busy spell slows all three alike. Reported: medians of each side over the
-rounds, their ratios, the ratio within each round, and the load average before and after.
+rounds, their ratios, the ratio within each round, the load average before and after, and the share of CPU time
+the hypervisor stole during each run (``/proc/stat``): a spell that takes one of two cores slows the two-worker
+prep and not the single-threaded librosa pipeline.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import librosa
 import soundfile as sf
 
-from common import data_mirror, machine, write_json
+from common import cpu_jiffies, data_mirror, machine, stolen_fraction, write_json
 from specgan.audio.params import AudioParams
 from specgan.data.prep import prep
 
@@ -42,17 +44,21 @@ def librosa_pipeline(files: list[Path], params: AudioParams) -> None:
         librosa.power_to_db(mel)
 
 
-def interleaved(runs: dict[str, callable], *, rounds: int) -> dict[str, list[float]]:
-    """Wall seconds of each run, ``rounds`` times, the runs taking turns (after one untimed warm-up each)."""
+def interleaved(runs: dict[str, callable], *, rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Wall seconds of each run, ``rounds`` times, the runs taking turns (after one untimed warm-up each), and the
+    share of the machine's CPU time stolen by the hypervisor during each (None where unknown)."""
     for run in runs.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
+    stolen: dict[str, list] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
+            before = cpu_jiffies()
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return times
+            stolen[name].append(stolen_fraction(before, cpu_jiffies()))
+    return times, stolen
 
 
 def main() -> dict:
@@ -80,8 +86,8 @@ def main() -> dict:
                 shutil.rmtree(out)
             return run
 
-        times = interleaved({"librosa": lambda: librosa_pipeline(files, params), "workers": specgan_prep(workers),
-                             "one": specgan_prep(1)}, rounds=args.repeats)
+        times, stolen = interleaved({"librosa": lambda: librosa_pipeline(files, params),
+                                     "workers": specgan_prep(workers), "one": specgan_prep(1)}, rounds=args.repeats)
     load_after = os.getloadavg()
     med = {name: statistics.median(t) for name, t in times.items()}
     per_round = [lib / ours for lib, ours in zip(times["librosa"], times["workers"])]
@@ -101,13 +107,20 @@ def main() -> dict:
                                    "audio_s_per_s": seconds / med["one"]},
         "ratio": med["librosa"] / med["workers"], "ratio_workers_1": med["librosa"] / med["one"],
         "ratio_per_round": per_round, "goal_ratio": 3.0,
+        "stolen_per_round": {"librosa": stolen["librosa"], f"specgan_prep_workers_{workers}": stolen["workers"],
+                             "specgan_prep_workers_1": stolen["one"]},
     }
     print(f"prep: {seconds:.0f} s of audio in {len(files)} files; librosa {seconds / med['librosa']:.0f}× real time, "
           f"specgan ({workers} workers) {seconds / med['workers']:.0f}× real time: {result['ratio']:.2f}× "
           f"(1 worker: {result['ratio_workers_1']:.2f}×; per round {', '.join(f'{r:.2f}' for r in per_round)}; "
-          f"load {load_before[0]:.1f} → {load_after[0]:.1f})")
+          f"load {load_before[0]:.1f} → {load_after[0]:.1f}; CPU time stolen during the {workers}-worker runs: "
+          f"{_percents(stolen['workers'])})")
     write_json("prep_throughput", result)
     return result
+
+
+def _percents(fractions: list) -> str:
+    return ", ".join("?" if f is None else f"{100 * f:.0f}%" for f in fractions)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def main() -> None:
         *([f"Ratio within each of the {len(prep['ratio_per_round'])} interleaved rounds: median "
            f"{statistics.median(prep['ratio_per_round']):.2f}, range {min(prep['ratio_per_round']):.2f}–"
            f"{max(prep['ratio_per_round']):.2f}.", ""] if prep.get("ratio_per_round") else []),
+        *_stolen_lines(prep, workers_key),
         f"Goal: {prep['goal_ratio']:.0f}× librosa's throughput. "
         + ("Met." if prep["ratio"] >= prep["goal_ratio"] else "Not met; see docs/architecture.md (Performance)."),
         "",
@@ -135,6 +136,17 @@ def main() -> None:
               "when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
+
+
+def _stolen_lines(prep: dict, workers_key: str) -> list[str]:
+    """The share of CPU time the hypervisor stole during the multi-worker prep runs, round by round, beside each
+    round's ratio (recorded since the prep benchmark measured it)."""
+    stolen = (prep.get("stolen_per_round") or {}).get(workers_key)
+    if not stolen or any(f is None for f in stolen):
+        return []
+    rounds = ", ".join(f"{r:.2f}× ({100 * f:.0f}%)" for r, f in zip(prep["ratio_per_round"], stolen))
+    return [f"CPU time stolen by the hypervisor during each round's {workers_key.rsplit('_', 1)[1]}-worker run "
+            f"(`/proc/stat`), beside that round's ratio: {rounds}.", ""]
 
 
 def _measured_at() -> str:
