@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import specgan.audio.io as audio_io
 from specgan.audio.flac import decode_flac, stream_info
-from specgan.audio.io import AudioFile, decode_flac_bytes, load_audio
+from specgan.audio.io import AudioFile, decode_bytes, load_audio
 from specgan.data.prep import decode_whole
 from specgan.errors import AudioError
 
@@ -157,23 +157,23 @@ def test_flac_bytes_decode_to_what_audio_file_gives(tmp_path, vcc):
         with AudioFile(path) as audio:
             expected = next(audio.blocks(block_frames=audio.frames + 1))
             rate = audio.sample_rate
-        samples, decoded_rate = decode_flac_bytes(path.read_bytes(), sample_rate=22050)
+        samples, decoded_rate = decode_bytes(path.read_bytes(), sample_rate=22050)
         assert decoded_rate == rate
         np.testing.assert_array_equal(samples, expected)
 
 
 def test_flac_bytes_leave_to_libsndfile_what_it_must_decide(monkeypatch):
     data = flac_bytes(noise(20000, 2))
-    assert decode_flac_bytes(data, sample_rate=22050) is not None
-    assert decode_flac_bytes(data[: len(data) // 2], sample_rate=22050) is None  # truncated: decodes short
-    assert decode_flac_bytes(with_streaminfo(data, frames=20001), sample_rate=22050) is None
-    assert decode_flac_bytes(with_streaminfo(data, frames=0), sample_rate=22050) is None  # length not declared
-    assert decode_flac_bytes(with_streaminfo(data, sample_rate=500), sample_rate=22050) is None  # outside SOURCE_RATES
-    assert decode_flac_bytes(with_streaminfo(data, bits_per_sample=12), sample_rate=22050) is None
+    assert decode_bytes(data, sample_rate=22050) is not None
+    assert decode_bytes(data[: len(data) // 2], sample_rate=22050) is None  # truncated: decodes short
+    assert decode_bytes(with_streaminfo(data, frames=20001), sample_rate=22050) is None
+    assert decode_bytes(with_streaminfo(data, frames=0), sample_rate=22050) is None  # length not declared
+    assert decode_bytes(with_streaminfo(data, sample_rate=500), sample_rate=22050) is None  # outside SOURCE_RATES
+    assert decode_bytes(with_streaminfo(data, bits_per_sample=12), sample_rate=22050) is None
     monkeypatch.setattr(audio_io, "WHOLE_SAMPLES", 20000)  # long enough at 22050 Hz to be streamed in blocks
     monkeypatch.setattr(audio_io, "BLOCK_SAMPLES", 4096)
-    assert decode_flac_bytes(data, sample_rate=22050) is None
-    assert decode_flac_bytes(data, sample_rate=8000) is not None  # 10000 samples at 8 kHz: read whole
+    assert decode_bytes(data, sample_rate=22050) is None
+    assert decode_bytes(data, sample_rate=8000) is not None  # 10000 samples at 8 kHz: read whole
 
 
 def decoded_or_error(path, data: bytes | None):

@@ -163,7 +163,8 @@ def test_manifest_holds_each_files_sha256_whether_read_whole_or_streamed(corpus,
     assert prep(corpus, out, params=FAST_PARAMS, workers=2).up_to_date
 
 
-def test_plain_flac_files_are_decoded_without_libsndfile_and_the_others_with_it(corpus, tmp_path, monkeypatch):
+def test_plain_flac_and_wav_files_are_decoded_without_libsndfile_and_the_others_with_it(corpus, tmp_path,
+                                                                                        monkeypatch):
     opened = []
 
     class RecordingAudioFile(prep_module.AudioFile):
@@ -174,8 +175,9 @@ def test_plain_flac_files_are_decoded_without_libsndfile_and_the_others_with_it(
     monkeypatch.setattr(prep_module, "AudioFile", RecordingAudioFile)
     report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1)
     assert report.processed == 4
-    # the good FLAC files never reach libsndfile; the truncated one decodes short and goes to it, as WAVs do
-    assert sorted(opened) == sorted(BAD)
+    # Good FLAC files and 16-bit WAVs (silent.wav and short.wav too: their samples are read, then judged) never
+    # reach libsndfile; the truncated FLAC decodes short, and the others are not plain WAV files.
+    assert sorted(opened) == ["empty.wav", "noise.wav", "truncated.flac", "truncated.wav"]
 
 
 def test_discovery_finds_files_in_pathlib_order(tmp_path):
@@ -196,7 +198,8 @@ def test_discovery_finds_files_in_pathlib_order(tmp_path):
     sources = prep_module.discover(src)
     assert [s.path for s in sources] == expected
     assert [s.relpath for s in sources] == [prep_module.printable(p.relative_to(src).as_posix()) for p in expected]
-    assert [s.domain for s in sources][:3] == ["A", "a", "a"] and sources[expected.index(src / "ab.wav")].domain == "src"
+    assert [s.domain for s in sources][:3] == ["A", "a", "a"]
+    assert sources[expected.index(src / "ab.wav")].domain == "src"  # directly in the source folder
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -1,5 +1,6 @@
 """Reading and writing audio files with soundfile (libsndfile: wav, flac, ogg, mp3, ...); a FLAC file read whole
-is decoded by dr_flac (:mod:`specgan.audio.flac`, the same samples, faster).
+is decoded by dr_flac (:mod:`specgan.audio.flac`, the same samples, faster), and prep decodes plain FLAC and
+16-bit PCM WAV files from their bytes without libsndfile (:func:`decode_bytes`, :mod:`specgan.audio.wav`).
 
 Files are decoded in blocks (:class:`AudioFile`), mixed down to mono and resampled with a streaming resampler
 (:func:`mono_blocks`), so that a long file never has to be held whole: prep turns a 30-minute recording into
@@ -24,6 +25,7 @@ import torch
 
 from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
+from specgan.audio.wav import pcm16_samples, pcm16_wav
 from specgan.errors import AudioError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -197,28 +199,37 @@ class AudioFile:
             raise AudioError(f"{self.path}: {e}") from None
 
 
-#: FLAC bit depths that :func:`decode_flac_bytes` decodes without libsndfile: those libsndfile reads, and that
+#: FLAC bit depths that :func:`decode_bytes` decodes without libsndfile: those libsndfile reads, and that
 #: ``tests/test_flac.py`` checks dr_flac against it on.
 FLAC_BITS = (8, 16, 24)
 
 
-def decode_flac_bytes(data: bytes, *, sample_rate: int | None) -> tuple[np.ndarray, int] | None:
-    """``(samples, source_rate)`` of a whole FLAC file's bytes, decoded by dr_flac without opening libsndfile:
-    float32 ``(frames, channels)``, the same as :class:`AudioFile` gives in one block for that file.
+def decode_bytes(data: bytes, *, sample_rate: int | None) -> tuple[np.ndarray, int] | None:
+    """``(samples, source_rate)`` of a whole file's bytes, decoded without opening libsndfile: float32 ``(frames,
+    channels)``, the same as :class:`AudioFile` gives in one block for that file.
 
-    Only for a file that :class:`AudioFile` would decode whole with dr_flac anyway: a STREAMINFO of
-    :data:`FLAC_BITS` bits at a rate in :data:`SOURCE_RATES`, short enough at ``sample_rate`` to be read in one
-    block (:func:`block_frames_for`), that decodes to exactly the frames and channels it declares. Otherwise None,
+    Two kinds of file: FLAC (:func:`~specgan.audio.flac.stream_info`, a STREAMINFO of :data:`FLAC_BITS` bits,
+    decoded by dr_flac to exactly the frames and channels it declares) and 16-bit PCM WAV
+    (:func:`~specgan.audio.wav.pcm16_wav`). Only when :class:`AudioFile` would read the file in one block anyway:
+    a rate in :data:`SOURCE_RATES`, short enough at ``sample_rate`` for :func:`block_frames_for`. Otherwise None,
     and the caller opens the file with :class:`AudioFile`, whose checks and errors then decide.
     """
-    info = stream_info(data)
-    if (info is None or info.bits_per_sample not in FLAC_BITS or info.frames <= 0
-            or not SOURCE_RATES[0] <= info.sample_rate <= SOURCE_RATES[1]
-            or block_frames_for(source_rate=info.sample_rate, sample_rate=sample_rate, channels=info.channels,
-                                frames=info.frames) <= info.frames):
+    flac = stream_info(data)
+    if flac is not None:
+        if flac.bits_per_sample not in FLAC_BITS:
+            return None
+        rate, channels, frames = flac.sample_rate, flac.channels, flac.frames
+    else:
+        wav = pcm16_wav(data)
+        if wav is None:
+            return None
+        rate, channels, frames = wav.sample_rate, wav.channels, wav.frames
+    if (frames <= 0 or not SOURCE_RATES[0] <= rate <= SOURCE_RATES[1]
+            or block_frames_for(source_rate=rate, sample_rate=sample_rate, channels=channels,
+                                frames=frames) <= frames):
         return None
-    samples = decode_flac(data, frames=info.frames, channels=info.channels)
-    return None if samples is None else (samples, info.sample_rate)
+    samples = decode_flac(data, frames=frames, channels=channels) if flac else pcm16_samples(data, wav)
+    return None if samples is None else (samples, rate)
 
 
 def block_frames_for(*, source_rate: int, sample_rate: int | None, channels: int = 1, frames: int = 0) -> int:

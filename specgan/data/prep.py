@@ -26,7 +26,7 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_flac_bytes, mono_blocks,
+from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_bytes, mono_blocks,
                               open_regular, peak_amplitude, relative_audio_files, resample_whole)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
@@ -329,9 +329,10 @@ def decode_whole(path: Path, *, sample_rate: int, data: bytes | None = None) -> 
     ``wave`` None when it is to be streamed (long, empty, or longer than its header says; see
     :func:`~specgan.audio.io.block_frames_for`). Raises AudioError naming the file.
 
-    ``data``, the file's bytes when the caller has read them (:func:`read_small`), lets a plain FLAC file be
-    decoded without opening it with libsndfile (:func:`~specgan.audio.io.decode_flac_bytes`: the same samples)."""
-    whole = decode_flac_bytes(data, sample_rate=sample_rate) if data is not None else None
+    ``data``, the file's bytes when the caller has read them (:func:`read_small`), lets a plain FLAC or 16-bit
+    PCM WAV file be decoded without opening it with libsndfile (:func:`~specgan.audio.io.decode_bytes`: the same
+    samples)."""
+    whole = decode_bytes(data, sample_rate=sample_rate) if data is not None else None
     if whole is not None:
         samples, rate = whole
         return next(mono_blocks([samples], source_rate=rate, sample_rate=None)), rate

@@ -1,0 +1,125 @@
+"""16-bit PCM WAV files read from their bytes (prep's path) against libsndfile, the oracle: the same float32
+samples, bit for bit; anything else, damaged headers included, is left to libsndfile, so that prep reads it as
+opening the file does."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from specgan.audio.io import AudioFile, decode_bytes
+from specgan.audio.wav import pcm16_samples, pcm16_wav
+from specgan.data.prep import decode_whole
+from specgan.errors import AudioError
+
+
+def wav_bytes(signal: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, signal, sample_rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def libsndfile_samples(data: bytes) -> np.ndarray:
+    return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
+
+
+def noise(frames: int, channels: int, *, seed: int = 0) -> np.ndarray:
+    signal = np.clip(np.random.default_rng(seed).normal(0, 0.3, (frames, channels)), -1, 1)
+    signal[: min(frames, 7)] = 1.0  # both ends of the integer range
+    signal[min(frames, 7): min(frames, 14)] = -1.0
+    return signal
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5])
+@pytest.mark.parametrize("frames", [1, 4095, 30011])
+@pytest.mark.parametrize("sample_rate", [8000, 44100])
+def test_pcm16_samples_are_libsndfiles(channels, frames, sample_rate):
+    data = wav_bytes(noise(frames, channels), sample_rate=sample_rate)
+    wav = pcm16_wav(data)
+    assert (wav.sample_rate, wav.channels, wav.frames) == (sample_rate, channels, frames)
+    samples = pcm16_samples(data, wav)
+    assert samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, libsndfile_samples(data))
+
+
+def test_real_recordings_read_as_libsndfile_reads_them(fsdd):
+    for path in sorted(fsdd.glob("*.wav"))[:20]:
+        data = path.read_bytes()
+        samples, rate = decode_bytes(data, sample_rate=22050)
+        assert rate == sf.info(path).samplerate
+        np.testing.assert_array_equal(samples, libsndfile_samples(data))
+
+
+def chunked(fmt: bytes, data: bytes, *, fmt_first: bool = True, extra: bytes = b"") -> bytes:
+    """A RIFF/WAVE file of the given ``fmt `` body and sample bytes, with ``extra`` chunks before them."""
+    chunks = [b"fmt " + struct.pack("<I", len(fmt)) + fmt, b"data" + struct.pack("<I", len(data)) + data]
+    body = b"WAVE" + extra + b"".join(chunks if fmt_first else chunks[::-1])
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def pcm_fmt(*, tag=1, channels=1, rate=16000, byte_rate=None, align=None, bits=16) -> bytes:
+    align = 2 * channels if align is None else align
+    return struct.pack("<HHIIHH", tag, channels, rate, rate * align if byte_rate is None else byte_rate, align, bits)
+
+
+def test_other_files_are_left_to_libsndfile():
+    samples = (np.arange(200, dtype=np.int16) * 100).tobytes()
+    plain = chunked(pcm_fmt(), samples)
+    assert pcm16_wav(plain) is not None
+    # an odd-sized chunk before fmt is padded to an even size, as RIFF says
+    assert pcm16_wav(chunked(pcm_fmt(), samples, extra=b"LIST" + struct.pack("<I", 3) + b"abc\0")).frames == 200
+    for subtype in ["PCM_24", "PCM_32", "FLOAT", "PCM_U8", "ULAW"]:
+        assert pcm16_wav(wav_bytes(noise(100, 1), subtype=subtype)) is None, subtype
+    assert pcm16_wav(wav_bytes(noise(100, 2), fmt="WAVEX")) is None  # WAVE_FORMAT_EXTENSIBLE
+    assert pcm16_wav(wav_bytes(noise(100, 1), fmt="RF64")) is None
+    assert pcm16_wav(plain[:-2]) is None  # the data chunk does not fit: libsndfile's "truncated" check decides
+    assert pcm16_wav(chunked(pcm_fmt(), b"")) is None
+    assert pcm16_wav(chunked(pcm_fmt(), samples, fmt_first=False)) is None
+    assert pcm16_wav(chunked(pcm_fmt(byte_rate=1), samples)) is None
+    assert pcm16_wav(chunked(pcm_fmt(align=4), samples)) is None
+    assert pcm16_wav(chunked(pcm_fmt(bits=8), samples)) is None
+    assert pcm16_wav(b"RIFX" + plain[4:]) is None
+    assert decode_bytes(chunked(pcm_fmt(rate=500), samples), sample_rate=22050) is None  # outside SOURCE_RATES
+
+
+def test_decode_bytes_gives_what_audio_file_gives(tmp_path):
+    for i, channels in enumerate([1, 2, 3]):
+        path = tmp_path / f"{i}.wav"
+        path.write_bytes(wav_bytes(noise(12345, channels, seed=i), sample_rate=22050))
+        with AudioFile(path) as audio:
+            expected = next(audio.blocks(block_frames=audio.frames + 1))
+        samples, rate = decode_bytes(path.read_bytes(), sample_rate=16000)
+        assert rate == 22050
+        np.testing.assert_array_equal(samples, expected)
+
+
+def decoded_or_error(path, data: bytes | None):
+    try:
+        wave, rate = decode_whole(path, sample_rate=22050, data=data)
+        return wave if wave is None else (wave.tobytes(), rate)
+    except AudioError as e:
+        return str(e)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.floats(0, 1), channels=st.sampled_from([1, 2]), header_only=st.booleans())
+def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp_path, damage, cut, channels,
+                                                                             header_only):
+    """Damage in the header (half the examples) or anywhere: the bytes read once for hashing decode to what
+    opening the file with libsndfile gives, or to the same error."""
+    data = bytearray(wav_bytes(noise(3000, channels, seed=channels)))
+    span = 44 if header_only else len(data)
+    for where, value in damage:
+        data[int(where * span)] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    path = tmp_path / "damaged.wav"
+    path.write_bytes(bytes(data))
+    assert decoded_or_error(path, bytes(data)) == decoded_or_error(path, None)
