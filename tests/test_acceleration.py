@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 
+import specgan.train.acceleration as acceleration
 from specgan.train.acceleration import Acceleration, native_bf16
 from specgan.train.config import TrainConfig
 from specgan.train.loop import train
@@ -64,6 +65,22 @@ def test_bf16_precision_is_autocast_and_changes_the_result_only_slightly(images,
     low = g_weights(train(tiny_recipe(images, tmp_path, steps=4, precision="bf16"), device=torch.device("cpu")))
     drift = max(float((low[k] - plain[k]).abs().max()) for k in plain)
     assert 0 < drift < 5e-3  # rounding differs, four Adam steps of 2e-4 cannot move a weight further than 1e-3
+
+
+@pytest.mark.parametrize("vendor,avx512_bf16,expected", [("AuthenticAMD", True, True), ("AuthenticAMD", False, False),
+                                                          ("GenuineIntel", True, False), (None, True, False)])
+def test_bf16_is_auto_only_where_it_was_measured_faster(monkeypatch, vendor, avx512_bf16, expected):
+    """AMD's AVX512-BF16 made both steps faster; an Intel Xeon with AVX512-BF16 and no AMX made them slower."""
+    monkeypatch.setattr(acceleration, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert native_bf16(torch.device("cpu")) is expected
+    assert Acceleration(TrainConfig(), device=torch.device("cpu")).bf16 is expected
+    assert native_bf16(torch.device("cuda"))
+
+
+def test_cpu_vendor_is_read_from_linux():
+    vendor = acceleration.cpu_vendor()
+    assert vendor is None or vendor in open("/proc/cpuinfo").read()
 
 
 def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():

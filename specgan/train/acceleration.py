@@ -25,18 +25,34 @@ from specgan.train.config import Recipe, TrainConfig
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` multiplies bf16 matrices in hardware: CUDA, or a CPU with AVX512-BF16 or AMX tiles.
+    """Whether bf16 autocast was measured faster than fp32 on ``device``'s kind: CUDA, or an AMD CPU with
+    AVX512-BF16 (``train.precision = auto`` follows it).
 
-    Measured on a 2-core AMD EPYC with AVX512-BF16, bf16 autocast against fp32: DCGAN step 1.44x (1 thread) and
-    1.11x (2 threads), CycleGAN step 1.68x and 1.50x (bench/results.md); CPUs without these instructions emulate
-    bf16 and get slower.
+    Measured on 2-core VMs, bf16 autocast against fp32 (``bench/train_throughput.py``, images/s):
+    - AMD EPYC with AVX512-BF16: DCGAN step 1.44x (1 thread) and 1.11x (2 threads), CycleGAN step 1.68x and 1.50x;
+    - Intel Xeon with AVX512-BF16 (and AVX512-FP16) but no AMX: DCGAN step 0.81x, CycleGAN step 0.87x (2 threads,
+      7 interleaved rounds): slower, so fp32 there.
+    AMX (Intel's bf16 matrix tiles) has not been measured, so it does not make bf16 the default yet; CPUs without
+    bf16 instructions emulate it and get slower.
     """
     if device.type == "cuda":
         return True
     if device.type != "cpu":
         return False
-    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(check() for check in checks if check is not None)
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return check is not None and check() and cpu_vendor() == "AuthenticAMD"
+
+
+def cpu_vendor() -> str | None:
+    """The CPU's vendor string as Linux reports it (``GenuineIntel``, ``AuthenticAMD``, ...), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 #: The oldest CUDA compute capability Triton builds kernels for (Volta).

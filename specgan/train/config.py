@@ -72,9 +72,9 @@ class TrainConfig:
                                 "whole chunk); the only augmentation, so pitch and timbre stay as recorded.", min=0)
     pool_size: int = param(50, "translate: generated images kept in the history pool that D also sees (0: none).",
                            min=0)
-    precision: str = param("auto", "Arithmetic of the forward passes: bf16 autocast or plain fp32 (auto: bf16 on CUDA "
-                                   "and on CPUs with bf16 instructions, AVX512-BF16 or AMX; fp32 elsewhere). Weights, "
-                                   "optimiser state and losses stay fp32.",
+    precision: str = param("auto", "Arithmetic of the forward passes: bf16 autocast or plain fp32 (auto: bf16 where "
+                                   "it was measured faster, on CUDA and on AMD CPUs with AVX512-BF16; fp32 elsewhere). "
+                                   "Weights, optimiser state and losses stay fp32.",
                            choices=("auto", "bf16", "fp32"))
     channels_last: bool | str = param("auto", "Keep images and weights in channels-last memory order (NHWC), which "
                                               "the convolution kernels of some devices run faster (auto: on a CPU for "
