@@ -35,6 +35,7 @@ from common import OUT, ROOT, data_mirror, machine, result_name, set_threads, sy
 from reference import CycleGanReference, DcganReference, WindowTimer, run_cyclegan_reference, \
     run_dcgan_reference
 from specgan.data.image_data import ImageData
+from specgan.train.acceleration import native_bf16
 from specgan.train.config import load_recipe
 from specgan.train.loop import LOG_EVERY, train
 from specgan.train.translate import TranslateTask
@@ -59,14 +60,17 @@ VARIANTS = {
 #: other precision or memory order compiles again (about 45 s each), so fewer variants are measured there.
 DEFAULT_VARIANTS = {("dcgan", "cuda"): ["default", "compile", "no_cuda_graphs", "fp32", "channels_last"],
                     ("cyclegan", "cuda"): ["default", "no_compile", "no_cuda_graphs"],
-                    ("dcgan", "cpu"): ["default", "fp32", "no_channels_last"],
-                    ("cyclegan", "cpu"): ["default", "fp32", "no_channels_last"]}
+                    ("dcgan", "cpu"): ["default", "other_precision", "no_channels_last"],
+                    ("cyclegan", "cpu"): ["default", "other_precision", "no_channels_last"]}
 COMPILE_VARIANTS = ["compile", "compile_channels_last"]
 
 
 def default_variants(kind: str, device_type: str) -> list[str]:
-    """The variants measured for ``kind`` on ``device_type`` unless asked otherwise."""
-    return list(DEFAULT_VARIANTS[(kind, device_type)])
+    """The variants measured for ``kind`` on ``device_type`` unless asked otherwise; ``other_precision`` stands for
+    the precision ``train.precision = auto`` does not choose on this CPU (bf16 where auto is fp32, and the other way
+    round), so that a run shows what auto gains."""
+    other = "fp32" if native_bf16(torch.device(device_type)) else "bf16"
+    return [other if v == "other_precision" else v for v in DEFAULT_VARIANTS[(kind, device_type)]]
 
 #: Sizes per benchmark: "gpu" is the recipe's size; "cpu" runs in a couple of minutes on 2 cores; "tiny" only
 #: checks that every code path runs.
