@@ -1,4 +1,5 @@
-"""Helpers shared by several test modules: a tiny image dataset, state comparison, one-line CLI errors."""
+"""Helpers shared by several test modules: a tiny image dataset, state comparison, one-line CLI errors, test
+signals and prep's decoding of a file's bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from PIL import Image
 
 from specgan.audio.params import AudioParams
+from specgan.data.prep import decode_whole
+from specgan.errors import AudioError
 from specgan.models import build_model
 from specgan.recipe import to_mapping
 from specgan.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
@@ -81,3 +84,22 @@ def write_run(run_dir: Path, *, domains=("A", "B"), task="translate", step=1, se
              "data": {"kind": "spectrogram", "class_names": list(domains), "image_shape": list(image_shape),
                       "audio": to_mapping(params)}, "rng": rng_state()}
     return save_checkpoint(run_dir, state, step=step, keep=1)
+
+
+def noise(frames: int, channels: int, *, seed: int = 0) -> np.ndarray:
+    """Gaussian noise ``(frames, channels)`` in [-1, 1] that starts at full scale both ways (the ends of the
+    integer range of a PCM or FLAC file)."""
+    signal = np.clip(np.random.default_rng(seed).normal(0, 0.3, (frames, channels)), -1, 1)
+    signal[: min(frames, 7)] = 1.0
+    signal[min(frames, 7): min(frames, 14)] = -1.0
+    return signal
+
+
+def decoded_whole_or_error(path: Path, data: bytes | None) -> tuple[bytes, int] | str | None:
+    """What prep's :func:`~specgan.data.prep.decode_whole` makes of ``path`` (given its bytes ``data``, or None to
+    open the file): ``(samples' bytes, source rate)``, None when it is to be streamed, or the error's message."""
+    try:
+        wave, rate = decode_whole(path, sample_rate=22050, data=data)
+        return wave if wave is None else (wave.tobytes(), rate)
+    except AudioError as e:
+        return str(e)

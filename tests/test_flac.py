@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 import specgan.audio.io as audio_io
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.io import AudioFile, decode_bytes, load_audio
-from specgan.data.prep import decode_whole
 from specgan.errors import AudioError
+from helpers import decoded_whole_or_error, noise
 
 
 def flac_bytes(signal: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16") -> bytes:
@@ -27,13 +27,6 @@ def flac_bytes(signal: np.ndarray, *, sample_rate: int = 16000, subtype: str = "
 
 def libsndfile_samples(data: bytes) -> np.ndarray:
     return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
-
-
-def noise(frames: int, channels: int, *, seed: int = 0) -> np.ndarray:
-    signal = np.clip(np.random.default_rng(seed).normal(0, 0.3, (frames, channels)), -1, 1)
-    signal[: min(frames, 7)] = 1.0  # full scale both ways: the ends of the integer range
-    signal[min(frames, 7): min(frames, 14)] = -1.0
-    return signal
 
 
 @pytest.mark.parametrize("subtype", ["PCM_S8", "PCM_16", "PCM_24"])
@@ -176,14 +169,6 @@ def test_flac_bytes_leave_to_libsndfile_what_it_must_decide(monkeypatch):
     assert decode_bytes(data, sample_rate=8000) is not None  # 10000 samples at 8 kHz: read whole
 
 
-def decoded_or_error(path, data: bytes | None):
-    try:
-        wave, rate = decode_whole(path, sample_rate=22050, data=data)
-        return wave if wave is None else (wave.tobytes(), rate)
-    except AudioError as e:
-        return str(e)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(damage=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
        cut=st.none() | st.floats(0, 1), channels=st.sampled_from([1, 2]))
@@ -197,4 +182,4 @@ def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp
         data = data[: 4 + int(cut * (len(data) - 4))]
     path = tmp_path / "damaged.flac"
     path.write_bytes(bytes(data))
-    assert decoded_or_error(path, bytes(data)) == decoded_or_error(path, None)
+    assert decoded_whole_or_error(path, bytes(data)) == decoded_whole_or_error(path, None)

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from specgan.audio.io import AudioFile, decode_bytes
 from specgan.audio.wav import pcm16_samples, pcm16_wav
-from specgan.data.prep import decode_whole
-from specgan.errors import AudioError
+from helpers import decoded_whole_or_error, noise
 
 
 def wav_bytes(signal: np.ndarray, *, sample_rate: int = 16000, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
@@ -27,13 +26,6 @@ def wav_bytes(signal: np.ndarray, *, sample_rate: int = 16000, subtype: str = "P
 
 def libsndfile_samples(data: bytes) -> np.ndarray:
     return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
-
-
-def noise(frames: int, channels: int, *, seed: int = 0) -> np.ndarray:
-    signal = np.clip(np.random.default_rng(seed).normal(0, 0.3, (frames, channels)), -1, 1)
-    signal[: min(frames, 7)] = 1.0  # both ends of the integer range
-    signal[min(frames, 7): min(frames, 14)] = -1.0
-    return signal
 
 
 @pytest.mark.parametrize("channels", [1, 2, 5])
@@ -99,14 +91,6 @@ def test_decode_bytes_gives_what_audio_file_gives(tmp_path):
         np.testing.assert_array_equal(samples, expected)
 
 
-def decoded_or_error(path, data: bytes | None):
-    try:
-        wave, rate = decode_whole(path, sample_rate=22050, data=data)
-        return wave if wave is None else (wave.tobytes(), rate)
-    except AudioError as e:
-        return str(e)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(damage=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
        cut=st.none() | st.floats(0, 1), channels=st.sampled_from([1, 2]), header_only=st.booleans())
@@ -122,4 +106,4 @@ def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp
         data = data[: int(cut * len(data))]
     path = tmp_path / "damaged.wav"
     path.write_bytes(bytes(data))
-    assert decoded_or_error(path, bytes(data)) == decoded_or_error(path, None)
+    assert decoded_whole_or_error(path, bytes(data)) == decoded_whole_or_error(path, None)
