@@ -228,7 +228,7 @@ def decode_bytes(data: bytes, *, sample_rate: int | None) -> tuple[np.ndarray, i
             or block_frames_for(source_rate=rate, sample_rate=sample_rate, channels=channels,
                                 frames=frames) <= frames):
         return None
-    samples = decode_flac(data, frames=frames, channels=channels) if flac else pcm16_samples(data, wav)
+    samples = decode_flac(data, frames=frames, channels=channels) if flac is not None else pcm16_samples(data, wav)
     return None if samples is None else (samples, rate)
 
 

@@ -147,7 +147,9 @@ def read_small(path: Path) -> bytes | None:
     it when it cannot be read (the same reasons as :func:`file_sha256`)."""
     with open_regular(path) as f:
         try:
-            data = f.read(SMALL_FILE_BYTES + 1)
+            if os.fstat(f.fileno()).st_size > SMALL_FILE_BYTES:  # not read at all: hashed and decoded as a stream
+                return None
+            data = f.read(SMALL_FILE_BYTES + 1)  # + 1: a file that grew since fstat is still caught
         except OSError as e:
             raise AudioError(f"{path}: cannot read ({e.strerror or e})") from None
     return data if len(data) <= SMALL_FILE_BYTES else None
