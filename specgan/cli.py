@@ -15,6 +15,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from specgan.errors import ConfigError, SpecganError
 
@@ -24,6 +25,12 @@ app = typer.Typer(name="specgan", no_args_is_help=True, add_completion=False, pr
 out = Console()
 err = Console(stderr=True)
 _debug = False
+
+
+def say(text: str, *, to: Console = out, style: str | None = None) -> None:
+    """Print a message as plain text: no markup (a path may hold brackets, which rich would read as tags), no
+    highlighting, and no hard wrap at the terminal's width (a path broken across lines cannot be copied)."""
+    to.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.callback()
@@ -41,16 +48,16 @@ def guarded(fn: Callable) -> Callable:
         except typer.Exit:
             raise
         except SpecganError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted; nothing half-written was kept", highlight=False)
+            say("interrupted; nothing half-written was kept", to=err)
             raise typer.Exit(130) from None
         except Exception as e:
             if _debug:
                 raise
-            err.print(f"internal error: {type(e).__name__}: {e} (run 'specgan --debug ...' for the traceback, and "
-                      f"please report it)", highlight=False, soft_wrap=True, markup=False)
+            say(f"internal error: {type(e).__name__}: {e} (run 'specgan --debug ...' for the traceback, and "
+                f"please report it)", to=err)
             raise typer.Exit(1) from None
     return wrapper
 
@@ -148,18 +155,17 @@ def _print_prep_summary(report) -> None:
                   f"{sum(d['seconds'] for d in m['domains']) / 3600:.3f}", str(len(m["skipped"])), style="bold")
     out.print(table)
     a = m["audio"]
-    out.print(f"chunks of {a['n_mels']} mels × {a['frames']} frames at {a['sample_rate']} Hz "
-              f"(n_fft {a['n_fft']}, hop {a['hop_length']}); dB range [{a['min_db']}, {a['max_db']}] → [-1, 1]",
-              highlight=False)
+    say(f"chunks of {a['n_mels']} mels × {a['frames']} frames at {a['sample_rate']} Hz "
+        f"(n_fft {a['n_fft']}, hop {a['hop_length']}); dB range [{a['min_db']}, {a['max_db']}] → [-1, 1]")
     state = "up to date, nothing to do" if report.up_to_date else \
         f"processed {report.processed} file(s), re-used {report.reused} unchanged"
-    out.print(state, highlight=False)
+    say(state)
     if m["skipped"]:
-        out.print(f"skipped {len(m['skipped'])} file(s):", style="yellow", highlight=False)
+        say(f"skipped {len(m['skipped'])} file(s):", style="yellow")
         for s in m["skipped"][:20]:
-            out.print(f"  {s['path']}: {s['reason']}", highlight=False, markup=False, soft_wrap=True)
+            say(f"  {s['path']}: {s['reason']}")
         if len(m["skipped"]) > 20:
-            out.print(f"  … and {len(m['skipped']) - 20} more (see {report.out}/manifest.json)", highlight=False)
+            say(f"  … and {len(m['skipped']) - 20} more (see {report.out}/manifest.json)")
 
 
 @command
@@ -190,10 +196,9 @@ def reconstruct(
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
     r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(resolve_device(device)))
-    out.print(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)",
-              highlight=False)
-    out.print(f"spectral convergence {r.spectral_convergence:.4f} after {r.n_iter} Griffin-Lim iterations "
-              f"(0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})", highlight=False)
+    say(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)")
+    say(f"spectral convergence {r.spectral_convergence:.4f} after {r.n_iter} Griffin-Lim iterations "
+        f"(0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,16 +232,14 @@ def train(
 
     def on_start(first: int, last: int, data, accel) -> None:
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
-        err.print(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}",
-                  highlight=False)
+        say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
         if threads_note:
-            err.print(threads_note, highlight=False)
+            say(threads_note, to=err)
         if accel.compile:
-            err.print("compiling the networks (torch.compile): the first steps take a minute or so; "
-                      "train.compile = false skips it", highlight=False)
+            say("compiling the networks (torch.compile): the first steps take a minute or so; "
+                "train.compile = false skips it", to=err)
         elif accel.compile_skipped:
-            err.print(f"not compiling the networks: {accel.compile_skipped} (steps are slower; see train.compile)",
-                      highlight=False, markup=False)
+            say(f"not compiling the networks: {accel.compile_skipped} (steps are slower; see train.compile)", to=err)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 
@@ -246,14 +249,14 @@ def train(
         progress.update(task, completed=record["step"], info=info)
 
     def on_warning(text: str) -> None:
-        err.print(f"warning: {text}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+        say(f"warning: {text}", to=err, style="yellow")
 
     try:
         result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step,
                               on_warning=on_warning)
     except TrainingInterrupted as e:  # Ctrl-C: say where the checkpoint is and how to go on
         progress.stop()
-        err.print(str(e), highlight=False, markup=False, soft_wrap=True)
+        say(str(e), to=err)
         raise typer.Exit(130) from None
     except ConfigError as e:  # a recipe value the data or the machine cannot satisfy: name the recipe too
         raise ConfigError(f"{recipe}: {e}") from None
@@ -264,12 +267,10 @@ def train(
     if result.rank != 0:  # under torchrun, rank 0 reports
         return
     if result.resumed_from >= r.train.steps:
-        out.print(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on",
-                  highlight=False)
+        say(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on")
         return
-    out.print(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}", highlight=False)
-    out.print(f"samples: {result.run_dir / 'samples'}; more: specgan sample {result.run_dir} -o grid.png",
-              highlight=False)
+    say(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}")
+    say(f"samples: {result.run_dir / 'samples'}; more: specgan sample {result.run_dir} -o grid.png")
 
 
 @command
@@ -290,10 +291,9 @@ def sample(
 
     report = draw(run, output=output, n=n, label=label, seed=seed, interpolate=interpolate, audio=audio,
                   n_iter=iters, device=resolve_device(device))
-    out.print(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})",
-              highlight=False)
+    say(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})")
     for path in report.audio:
-        out.print(f"wrote {path}", highlight=False)
+        say(f"wrote {path}")
 
 
 @command
@@ -324,26 +324,24 @@ def convert(
         how = f" (picked automatically: the newest run under runs/ with domain {to}; choose with --model)" \
             if picked else ""
         a, b = translator.domains
-        out.print(f"model {translator.checkpoint} (step {translator.step}, {a} ↔ {b}){how}", highlight=False,
-                  soft_wrap=True, markup=False)
+        say(f"model {translator.checkpoint} (step {translator.step}, {a} ↔ {b}){how}")
 
     def on_file(item) -> None:
         if isinstance(item, ConvertedFile):
             plot_note = f" and {item.plot}" if item.plot else ""
-            out.print(f"wrote {item.output}{plot_note} ({item.seconds:.2f} s; spectral convergence "
-                      f"{item.spectral_convergence:.4f}; {item.real_time_factor:.3f} s per s of audio)",
-                      highlight=False, soft_wrap=True, markup=False)
+            say(f"wrote {item.output}{plot_note} ({item.seconds:.2f} s; spectral convergence "
+                f"{item.spectral_convergence:.4f}; {item.real_time_factor:.3f} s per s of audio)")
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
                           device=resolve_device(device), on_model=on_model, on_file=on_file)
     if len(report.converted) + len(report.failed) > 1:
-        out.print(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
-                  f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "
-                  f"of audio)", highlight=False, soft_wrap=True, markup=False)
+        say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
+            f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "
+            f"of audio)")
     if report.failed:
         for f in report.failed:
-            err.print(f"skipped {f.reason}", highlight=False, markup=False, soft_wrap=True)
+            say(f"skipped {f.reason}", to=err)
         raise SpecganError(f"{len(report.failed)} of {len(report.failed) + len(report.converted)} file(s) could not "
                            f"be converted (listed above); the others are in {report.output}")
 
@@ -452,7 +450,7 @@ def data_fetch(
         raise ConfigError(f"dataset {name!r}: must be one of {', '.join(IDX_SETS)}")
     dest = output or Path("data") / name
     path = fetch_idx(name, dest, mirror=mirror)
-    out.print(f"{name}: the four IDX files are in {path} (checksums verified)", highlight=False)
+    say(f"{name}: the four IDX files are in {path} (checksums verified)")
 
 
 def main() -> None:

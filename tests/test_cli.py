@@ -55,6 +55,21 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     assert sf.read(wav)[0].shape == (8000,)  # the input was not overwritten
 
 
+def test_messages_print_paths_whole_and_as_they_are(tmp_path):
+    """A path is printed as it is, brackets included (rich would read ``[b]`` or ``[/x]`` as markup), and on one
+    line however long (rich wraps at 80 columns when stderr is not a terminal), so a user can copy it."""
+    folder = tmp_path / ("a [b] [/x] " + "long" * 30)  # the slash makes two folders, "a [b] [" and "x] long…"
+    folder.mkdir(parents=True)
+    wav = folder / "tone [1].wav"
+    sf.write(wav, (0.3 * np.sin(np.arange(4000) / 8000 * 2 * np.pi * 220)).astype(np.float32), 8000)
+    code, stdout, stderr = specgan("reconstruct", folder / "missing.wav", "-o", tmp_path / "b.wav")
+    assert code == 2 and stderr == f"error: {folder / 'missing.wav'}: no such file\n"
+    out = folder / "out [2].wav"
+    code, stdout, stderr = specgan("reconstruct", wav, "-o", out, "--iters", "2", "--device", "cpu")
+    assert code == 0, stderr
+    assert stdout.splitlines()[0].startswith(f"wrote {out} (")
+
+
 def test_help_lists_commands():
     code, stdout, _ = specgan("--help")
     assert code == 0 and "prep" in stdout and "reconstruct" in stdout
