@@ -8,7 +8,8 @@ import scipy.optimize
 import torch
 
 from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank
-from specgan.audio.inverse import MelInverter, griffinlim, mel_to_linear, spectral_convergence, stft
+from specgan.audio.inverse import MelInverter, griffinlim, mel_to_linear, spectral_convergence, stft, \
+    with_magnitude
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
@@ -45,6 +46,19 @@ def test_griffinlim_matches_librosa_from_zero_phase(fsdd):
                                  momentum=0.99, length=wave.numel(), pad_mode="reflect")
         # Same algorithm, float32 vs float64: differences grow slowly with iterations (measured 2e-5 at 32).
         np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max() * n_iter ** 0.5 + 1e-5)
+
+
+def test_with_magnitude_keeps_the_phase_and_sets_the_magnitude():
+    """Against complex arithmetic: ``magnitude · z / (|z| + 1e-16)``, zeros staying zero, on a non-square batch."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.complex(torch.randn(3, 7, 5, generator=gen), torch.randn(3, 7, 5, generator=gen))
+    z[0, 0, :2] = 0
+    magnitude = torch.rand(3, 7, 5, generator=gen) * 4
+    want = magnitude * z / (z.abs() + 1e-16)
+    pairs = torch.view_as_real(z).clone()
+    assert with_magnitude(pairs, magnitude) is pairs
+    torch.testing.assert_close(torch.view_as_complex(pairs), want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(pairs[0, 0, :2], torch.zeros(2, 2))
 
 
 def test_griffinlim_is_batched_and_follows_given_phase():
