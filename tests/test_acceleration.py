@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import specgan.train.acceleration as acceleration
+from specgan.models import MODELS
 from specgan.train.acceleration import Acceleration, native_bf16
 from specgan.train.config import TrainConfig
 from specgan.train.loop import train
@@ -84,15 +85,22 @@ def test_cpu_vendor_is_read_from_linux():
 
 
 def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():
-    """What was measured faster: channels-last on the 2-core CPU (both models), contiguous on an H200."""
-    def layout(device, value="auto"):
-        return Acceleration(TrainConfig(channels_last=value), device=torch.device(device)).memory_format
+    """What was measured faster: channels-last on 2-core CPUs (DCGAN in both precisions, the ResNet CycleGAN in
+    bf16 only), contiguous on an H200."""
+    def layout(device, value="auto", model="dcgan", precision="fp32"):
+        family = MODELS[model]
+        return Acceleration(TrainConfig(channels_last=value, precision=precision), device=torch.device(device),
+                            channels_last_on_cpu=family.channels_last_on_cpu).memory_format
 
     assert layout("cpu") == torch.channels_last and layout("cuda") == torch.contiguous_format
+    assert layout("cpu", precision="bf16") == torch.channels_last
     assert layout("cpu", False) == torch.contiguous_format and layout("cuda", True) == torch.channels_last
-    # CycleGAN-VC2 was slower channels-last on the CPU too
-    vc2 = Acceleration(TrainConfig(), device=torch.device("cpu"), channels_last_on_cpu=False)
-    assert vc2.memory_format == torch.contiguous_format
+    # The ResNet CycleGAN: channels-last in bf16; contiguous in fp32, where its instance norms run faster
+    assert layout("cpu", model="cyclegan", precision="bf16") == torch.channels_last
+    assert layout("cpu", model="cyclegan", precision="fp32") == torch.contiguous_format
+    assert layout("cpu", True, model="cyclegan", precision="fp32") == torch.channels_last  # the recipe decides
+    # CycleGAN-VC2 was slower channels-last on the CPU
+    assert layout("cpu", model="cyclegan-vc2", precision="bf16") == torch.contiguous_format
 
 
 def test_compile_auto_is_on_only_for_measured_families_in_one_cuda_process(monkeypatch):

@@ -24,25 +24,30 @@ def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim:
 @dataclass(frozen=True)
 class ModelFamily:
     """A ``model.name``: the task it serves, the builder of one (generator, discriminator) pair, and what the
-    ``"auto"`` speed switches do for it where measured faster: ``train.channels_last`` on a CPU,
-    ``train.compile`` on CUDA."""
+    ``"auto"`` speed switches do for it where measured faster: ``train.channels_last`` on a CPU, for the
+    precisions it names (``"fp32"``, ``"bf16"``: the one the run computes in), and ``train.compile`` on CUDA."""
 
     task: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
-    channels_last_on_cpu: bool = False
+    channels_last_on_cpu: tuple[str, ...] = ()
     compile_on_cuda: bool = False
 
 
 #: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
 #: batch_norm_d``; ``translate`` builders take ``image_shape, channels, n_blocks`` and are called once per
 #: direction.
-#: Channels-last on the 2-core EPYC, two interleaved measurements each: DCGAN step 1.01x and 1.06x, ResNet CycleGAN
-#: step 1.03x and 1.11x faster; CycleGAN-VC2's step 7% slower (its pixel shuffles, channel-split GLUs and 2D↔1D
-#: reshapes), so it keeps the contiguous order. torch.compile with the step recorded as a CUDA graph, on an H100: the
-#: ResNet CycleGAN step 1.64x faster (bench/results.md); the others were not measured that way, so stay eager.
+#: Channels-last on CPUs: on the 2-core AMD EPYC with AVX512-BF16 (bf16), two interleaved measurements each, DCGAN
+#: step 1.01x and 1.06x, ResNet CycleGAN step 1.03x and 1.11x faster; CycleGAN-VC2's step 7% slower (its pixel
+#: shuffles, channel-split GLUs and 2D↔1D reshapes), so it keeps the contiguous order. In fp32 the DCGAN gains on an
+#: Intel Xeon (1.25x the reference against 1.08x contiguous) and on an AMD Zen 3 (1483 and 1568 against 1431 images/s),
+#: but the ResNet CycleGAN's step was 1.06x faster contiguous on the Zen 3 (interleaved in one process), and 1.13x
+#: with its instance norms as group norms, which only the contiguous layout makes faster (models/instance_norm.py);
+#: so in fp32 it stays contiguous. torch.compile with the step recorded as a CUDA graph, on an H100: the ResNet
+#: CycleGAN step 1.64x faster (bench/results.md); the others were not measured that way, so stay eager.
 MODELS: dict[str, ModelFamily] = {
-    "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=True),  # DCGAN G and D, from the image shape
-    "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=True,  # ResNet G, PatchGAN D
+    # DCGAN G and D, from the image shape
+    "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=("fp32", "bf16")),
+    "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=("bf16",),  # ResNet G, PatchGAN D
                             compile_on_cuda=True),
     "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2),  # CycleGAN-VC2's 2-1-2D gated G, PatchGAN D
 }

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from specgan.models.instance_norm import InstanceNorm2d
 from specgan.models.one_channel_conv import OneChannelConv2d
 
 #: Total down-sampling factor of both generators: inputs are padded to a multiple of it.
@@ -86,8 +87,8 @@ class ResnetBlock(nn.Module):
     def __init__(self, *, channels: int):
         super().__init__()
         self.body = nn.Sequential(
-            ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels), nn.ReLU(True),
-            ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels))
+            ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), InstanceNorm2d(channels), nn.ReLU(True),
+            ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), InstanceNorm2d(channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -110,14 +111,14 @@ class ResnetGenerator(nn.Module):
         if n_blocks < 0:
             raise ValueError(f"n_blocks = {n_blocks}: must be >= 0")
         c = channels
-        layers: list[nn.Module] = [ReflectionPad2d(3), OneChannelConv2d(1, c, 7), nn.InstanceNorm2d(c), nn.ReLU(True)]
+        layers: list[nn.Module] = [ReflectionPad2d(3), OneChannelConv2d(1, c, 7), InstanceNorm2d(c), nn.ReLU(True)]
         for mult in (1, 2):
-            layers += [nn.Conv2d(c * mult, c * mult * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(c * mult * 2),
+            layers += [nn.Conv2d(c * mult, c * mult * 2, 3, stride=2, padding=1), InstanceNorm2d(c * mult * 2),
                        nn.ReLU(True)]
         layers += [ResnetBlock(channels=4 * c) for _ in range(n_blocks)]
         for mult in (4, 2):
             layers += [nn.ConvTranspose2d(c * mult, c * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(c * mult // 2), nn.ReLU(True)]
+                       InstanceNorm2d(c * mult // 2), nn.ReLU(True)]
         layers += [ReflectionPad2d(3), OneChannelConv2d(c, 1, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.apply(init_normal_weights)
@@ -142,7 +143,7 @@ def _glu_conv2d(in_channels: int, out_channels: int, kernel_size, *, stride: int
     if shuffle:
         layers.append(nn.PixelShuffle(2))
     if norm:
-        layers.append(nn.InstanceNorm2d(2 * out_channels, affine=True))
+        layers.append(InstanceNorm2d(2 * out_channels, affine=True))
     layers.append(nn.GLU(dim=1))
     return nn.Sequential(*layers)
 
@@ -258,7 +259,7 @@ class PatchDiscriminator(nn.Module):
         for level in range(1, self.n_layers + 1):
             stride = 2 if level < self.n_layers else 1
             new_width = c * min(2 ** level, MAX_WIDTH_FACTOR)
-            layers += [nn.Conv2d(width, new_width, 4, stride=stride, padding=1), nn.InstanceNorm2d(new_width),
+            layers += [nn.Conv2d(width, new_width, 4, stride=stride, padding=1), InstanceNorm2d(new_width),
                        nn.LeakyReLU(0.2, True)]
             width = new_width
         layers.append(nn.Conv2d(width, 1, 4, stride=1, padding=1))

@@ -102,14 +102,17 @@ def python_headers_installed() -> bool:
 class Acceleration:
     """The speed options of one run on one device."""
 
-    def __init__(self, train: TrainConfig, *, device: torch.device, channels_last_on_cpu: bool = True,
-                 compile_on_cuda: bool = False, one_process: bool = True):
+    def __init__(self, train: TrainConfig, *, device: torch.device,
+                 channels_last_on_cpu: tuple[str, ...] = ("fp32", "bf16"), compile_on_cuda: bool = False,
+                 one_process: bool = True):
         self.device = device
         self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
-        # auto: on a CPU as the model family says (specgan.models.MODELS: measured faster for DCGAN and the ResNet
-        # CycleGAN, slower for CycleGAN-VC2); off on CUDA, where an H200 ran both benchmarked models slower.
-        channels_last = train.channels_last is True or (train.channels_last == "auto" and device.type == "cpu"
-                                                         and channels_last_on_cpu)
+        # auto: on a CPU as the model family says for the run's precision (specgan.models.MODELS: measured faster
+        # for DCGAN, and for the ResNet CycleGAN in bf16 only; slower for CycleGAN-VC2); off on CUDA, where an H200
+        # ran both benchmarked models slower.
+        channels_last = train.channels_last is True or (
+            train.channels_last == "auto" and device.type == "cpu"
+            and ("bf16" if self.bf16 else "fp32") in channels_last_on_cpu)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # auto: on CUDA for the families measured faster compiled (specgan.models.MODELS), in one process (DDP's
         # compiled runs were not measured), and only where torch.compile can build kernels at all; if it cannot,
