@@ -310,8 +310,9 @@ def throughput_sections() -> list[str]:
         for v in names:
             overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or \
                 ("defaults: `precision = auto`, bf16 on CUDA and on AMD CPUs with AVX512-BF16 (this CPU: "
-                 + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on for "
-                 "these models on a CPU, off on CUDA; `compile = auto`, on for the ResNet CycleGAN on one GPU; "
+                 + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on a CPU "
+                 "for DCGAN, and for the ResNet CycleGAN in bf16 only, off on CUDA; `compile = auto`, on for the "
+                 "ResNet CycleGAN on one GPU; "
                  "`cuda_graphs = true`, the step replayed as a CUDA graph")
             cells = []
             for _, r in runs:

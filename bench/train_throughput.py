@@ -35,8 +35,9 @@ from common import OUT, ROOT, data_mirror, machine, result_name, set_threads, sy
 from reference import CycleGanReference, DcganReference, WindowTimer, run_cyclegan_reference, \
     run_dcgan_reference
 from specgan.data.image_data import ImageData
-from specgan.train.acceleration import native_bf16
-from specgan.train.config import load_recipe
+from specgan.models import MODELS
+from specgan.train.acceleration import Acceleration, native_bf16
+from specgan.train.config import TrainConfig, load_recipe
 from specgan.train.loop import LOG_EVERY, train
 from specgan.train.translate import TranslateTask
 
@@ -60,17 +61,33 @@ VARIANTS = {
 #: other precision or memory order compiles again (about 45 s each), so fewer variants are measured there.
 DEFAULT_VARIANTS = {("dcgan", "cuda"): ["default", "compile", "no_cuda_graphs", "fp32", "channels_last"],
                     ("cyclegan", "cuda"): ["default", "no_compile", "no_cuda_graphs"],
-                    ("dcgan", "cpu"): ["default", "other_precision", "no_channels_last"],
-                    ("cyclegan", "cpu"): ["default", "other_precision", "no_channels_last"]}
+                    ("dcgan", "cpu"): ["default", "other_precision", "other_layout"],
+                    ("cyclegan", "cpu"): ["default", "other_precision", "other_layout"]}
 COMPILE_VARIANTS = ["compile", "compile_channels_last"]
+#: The model family each benchmark trains (its "auto" choices decide what other_layout means).
+FAMILY = {"dcgan": "dcgan", "cyclegan": "cyclegan"}
+
+
+def cpu_has_bf16_instructions() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles); without either, bf16 is emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def default_variants(kind: str, device_type: str) -> list[str]:
-    """The variants measured for ``kind`` on ``device_type`` unless asked otherwise; ``other_precision`` stands for
-    the precision ``train.precision = auto`` does not choose on this CPU (bf16 where auto is fp32, and the other way
-    round), so that a run shows what auto gains."""
-    other = "fp32" if native_bf16(torch.device(device_type)) else "bf16"
-    return [other if v == "other_precision" else v for v in DEFAULT_VARIANTS[(kind, device_type)]]
+    """The variants measured for ``kind`` on ``device_type`` unless asked otherwise, so that a run shows what each
+    ``auto`` choice gains. ``other_precision`` is the precision ``train.precision = auto`` does not choose on this
+    CPU (bf16 where auto is fp32, and the other way round); it is left out on a CPU without bf16 instructions,
+    which emulates it (the DCGAN step ran about 12x slower so on an AMD Zen 3, and the CycleGAN runs would take
+    most of an hour). ``other_layout`` is the memory order ``train.channels_last = auto`` does not choose for the
+    benchmark's model family at auto's precision."""
+    device = torch.device(device_type)
+    other_precision = "fp32" if native_bf16(device) else "bf16"
+    family = MODELS[FAMILY[kind]]
+    auto = Acceleration(TrainConfig(), device=device, channels_last_on_cpu=family.channels_last_on_cpu)
+    other_layout = "no_channels_last" if auto.memory_format == torch.channels_last else "channels_last"
+    chosen = {"other_precision": other_precision, "other_layout": other_layout}
+    return [chosen.get(v, v) for v in DEFAULT_VARIANTS[(kind, device_type)]
+            if not (v == "other_precision" and other_precision == "bf16" and not cpu_has_bf16_instructions())]
 
 #: Sizes per benchmark: "gpu" is the recipe's size; "cpu" runs in a couple of minutes on 2 cores; "tiny" only
 #: checks that every code path runs.
