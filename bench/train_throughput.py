@@ -36,7 +36,7 @@ from reference import CycleGanReference, DcganReference, WindowTimer, run_cycleg
     run_dcgan_reference
 from specgan.data.image_data import ImageData
 from specgan.models import MODELS
-from specgan.train.acceleration import Acceleration, native_bf16
+from specgan.train.acceleration import Acceleration, cpu_has_bf16_instructions, native_bf16
 from specgan.train.config import TrainConfig, load_recipe
 from specgan.train.loop import LOG_EVERY, train
 from specgan.train.translate import TranslateTask
@@ -66,11 +66,6 @@ DEFAULT_VARIANTS = {("dcgan", "cuda"): ["default", "compile", "no_cuda_graphs", 
 COMPILE_VARIANTS = ["compile", "compile_channels_last"]
 #: The model family each benchmark trains (its "auto" choices decide what other_layout means).
 FAMILY = {"dcgan": "dcgan", "cyclegan": "cyclegan"}
-
-
-def cpu_has_bf16_instructions() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles); without either, bf16 is emulated."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def default_variants(kind: str, device_type: str) -> list[str]:

@@ -235,6 +235,8 @@ def train(
         say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
         if threads_note:
             say(threads_note, to=err)
+        if accel.precision_note:
+            say(f"warning: {accel.precision_note}", to=err, style="yellow")
         if accel.compile:
             say("compiling the networks (torch.compile): the first steps take a minute or so; "
                 "train.compile = false skips it", to=err)

@@ -84,6 +84,20 @@ def test_cpu_vendor_is_read_from_linux():
     assert vendor is None or vendor in open("/proc/cpuinfo").read()
 
 
+@pytest.mark.parametrize("avx512_bf16,amx", [(False, False), (True, False), (False, True)])
+def test_bf16_asked_of_a_cpu_that_emulates_it_is_warned_about(monkeypatch, avx512_bf16, amx):
+    """Without AVX512-BF16 or AMX, bf16 is emulated (the DCGAN step ran about 12x slower): the run warns."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    emulated = not (avx512_bf16 or amx)
+    note = Acceleration(TrainConfig(precision="bf16"), device=torch.device("cpu")).precision_note
+    assert (note is not None) == emulated
+    if emulated:
+        assert note.startswith("train.precision = bf16 on a CPU without bf16 instructions")
+    assert Acceleration(TrainConfig(precision="fp32"), device=torch.device("cpu")).precision_note is None
+    assert Acceleration(TrainConfig(precision="bf16"), device=torch.device("cuda")).precision_note is None
+
+
 def test_channels_last_auto_is_on_for_cpus_and_off_for_cuda():
     """What was measured faster: channels-last on 2-core CPUs (DCGAN in both precisions, the ResNet CycleGAN in
     bf16 only), contiguous on an H200."""
