@@ -41,7 +41,8 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cpu_features": cpu_features(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
@@ -55,6 +56,15 @@ def machine() -> dict:
         if commit.returncode == 0:
             info["commit"] = commit.stdout.strip()
     return info
+
+
+def cpu_features() -> str:
+    """The vector and matrix instructions PyTorch's CPU kernels can use here, e.g. ``"AVX2"`` or ``"AVX2, AVX-512,
+    AVX512-BF16"``: two CPUs of one model name (``AMD EPYC``) can differ in them, and so can their speed."""
+    checks = [("AVX2", "_is_avx2_supported"), ("AVX-512", "_is_avx512_supported"),
+              ("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported")]
+    found = [name for name, check in checks if getattr(torch.cpu, check, lambda: False)()]
+    return ", ".join(found) or "none of AVX2, AVX-512, AMX"
 
 
 def cpu_jiffies() -> tuple[int, int] | None:

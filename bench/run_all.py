@@ -25,6 +25,11 @@ import train_throughput  # noqa: E402
 import voice_convert  # noqa: E402
 
 
+def _cpu(machine: dict) -> str:
+    """The CPU's model name, with its instruction sets where the JSON recorded them (since they were recorded)."""
+    return machine["cpu"] + (f" ({machine['cpu_features']})" if machine.get("cpu_features") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gan", choices=("auto", "yes", "no"), default="auto",
@@ -74,7 +79,7 @@ def main() -> None:
          "of earlier runs (`make bench` here; `bench/gpu_session.py` for the GPU figures; each JSON names its commit "
          "when it recorded one: " + _measured_at() + ")." if args.render_only else
          f"Written by `make bench` on {datetime.date.today()} at commit `{commit}`."),
-        f"Prep and reconstruction machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
+        f"Prep and reconstruction machine: {_cpu(m)}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "") + ".",
         "Each figure is the median of the timed runs after one untimed warm-up; both sides run on the same input "
         "in the same process.",
@@ -243,7 +248,7 @@ def _where(r: dict) -> str:
     m = r["machine"]
     if r["device"].startswith("cuda"):
         return f"{m.get('gpu', 'GPU')}, torch {m['torch']}"
-    return f"{m['cpu']}, {r.get('threads', m['torch_threads'])} torch thread(s), torch {m['torch']}"
+    return f"{_cpu(m)}, {r.get('threads', m['torch_threads'])} torch thread(s), torch {m['torch']}"
 
 
 def _size(kind: str, r: dict) -> str:
