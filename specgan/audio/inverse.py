@@ -109,11 +109,12 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
     # and updated in place: complex kernels are several times slower on CPU, and fresh multi-megabyte allocations
     # page-fault on every iteration.
     if isinstance(init, Tensor):
+        # a copy: the caller's tensor is not overwritten
         spec = torch.view_as_real(init.reshape(-1, *shape[-2:]).transpose(1, 2).contiguous()).clone()
         with_magnitude(spec, mag)
     elif init == "random":
         phase = torch.rand(mag.shape, generator=generator, device=mag.device, dtype=mag.dtype)
-        spec = torch.view_as_real(torch.polar(mag, 2 * math.pi * phase)).clone()
+        spec = torch.view_as_real(torch.polar(mag, 2 * math.pi * phase))
     elif init == "zeros":
         spec = torch.stack([mag, torch.zeros_like(mag)], dim=-1)
     else:
@@ -147,15 +148,17 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
 def with_magnitude(pairs: Tensor, magnitude: Tensor, *, scale: Tensor | None = None) -> Tensor:
     """Give each complex number its target magnitude and keep its phase, in place: ``z ← magnitude · z / (|z| + ε)``.
 
+    The real and imaginary parts are handled as two strided views: a norm over the last dimension of size 2, and a
+    division broadcast along it, ran 4× slower on the CPU (2.2 ms against 0.56 ms for a 7 s clip's 603 × 513 bins,
+    AMD Zen 3).
+
     Args:
         pairs: ``(..., 2)`` (real, imaginary) pairs, contiguous; overwritten.
         magnitude: ``pairs.shape[:-1]``, non-negative.
         scale: optional preallocated buffer shaped like ``magnitude``.
 
     Returns:
-        ``pairs``. The real and imaginary parts are handled as two strided views: a norm over the last dimension
-        of size 2, and a division broadcast along it, ran 4× slower on the CPU (2.2 ms against 0.56 ms for a 7 s
-        clip's 603 × 513 bins, AMD Zen 3).
+        ``pairs``.
     """
     real, imag = pairs[..., 0], pairs[..., 1]
     scale = torch.mul(real, real, out=scale)
