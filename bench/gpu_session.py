@@ -275,7 +275,7 @@ def main() -> None:
         from profile_step import profile_translate
         profiles = {}
         for variant in PROFILE_VARIANTS:
-            profiles[variant] = profile_translate(size_name=size, device=device, overrides=tt.VARIANTS[variant])
+            profiles[variant] = profile_translate(size_name=size, device=device, variant=variant)
             session.log(f"  profiled {variant}: {profiles[variant]['ms_per_step_total']:.1f} ms of kernels per step")
         return profiles
     if "profile" in sections:

@@ -20,14 +20,21 @@ from torch.profiler import ProfilerActivity, profile
 from common import machine, set_threads, sync
 from specgan.data.image_data import ImageData
 from specgan.train.translate import TranslateTask
-from train_throughput import SIZES, VARIANTS, cyclegan_recipe, synthetic_chunks
+from train_throughput import SIZES, VARIANTS, cyclegan_recipe, synthetic_chunks, variant_context
 
 
-def profile_translate(*, size_name: str, device: torch.device, overrides: list[str], steps: int = 5,
-                      top: int = 30) -> dict:
+def profile_translate(*, size_name: str, device: torch.device, variant: str = "default", extra: list[str] = (),
+                      steps: int = 5, top: int = 30) -> dict:
     """Top ``top`` entries by self device time (CUDA kernels) or self CPU time (CPU operators) over ``steps``
     steps, not recorded as CUDA graphs (the profiler sees their kernels), after a warm-up that fills the history
-    pools (and compiles, when the recipe compiles)."""
+    pools (and compiles, when the recipe compiles). ``variant`` names one of ``train_throughput.VARIANTS`` (its
+    recipe overrides and its patches), ``extra`` more recipe overrides."""
+    with variant_context(variant):
+        return _profile_translate(size_name=size_name, device=device, overrides=[*VARIANTS[variant], *extra],
+                                  steps=steps, top=top)
+
+
+def _profile_translate(*, size_name: str, device: torch.device, overrides: list[str], steps: int, top: int) -> dict:
     size = SIZES["cyclegan"][size_name]
     a, b = synthetic_chunks(size)
     with tempfile.TemporaryDirectory() as work:
@@ -70,7 +77,7 @@ def main() -> None:
     if args.threads:
         set_threads(args.threads)
     device = torch.device(args.device)
-    result = profile_translate(size_name=args.size, device=device, overrides=VARIANTS[args.variant] + args.set,
+    result = profile_translate(size_name=args.size, device=device, variant=args.variant, extra=args.set,
                                steps=args.steps)
     print(f"{result['measured']} per step: {result['ms_per_step_total']:.1f} ms ({device}, {args.variant} "
           f"{' '.join(args.set)})")

@@ -1,12 +1,13 @@
 """specgan's InstanceNorm2d against its oracle, nn.InstanceNorm2d with the same parameters: outputs and every
-gradient, on the group-norm route (contiguous float32 CPU maps) and on the maps that keep nn.InstanceNorm2d."""
+gradient, on the group-norm route (contiguous float32 CPU maps), on the moments route (compiled GPU code) and on
+the maps that keep nn.InstanceNorm2d."""
 
 import pytest
 import torch
 from torch import nn
 
 from specgan.models.cyclegan import GatedGenerator, PatchDiscriminator, ResnetGenerator
-from specgan.models.instance_norm import InstanceNorm2d
+from specgan.models.instance_norm import InstanceNorm2d, instance_norm_from_moments
 
 
 def forward_backward(norm: nn.Module, x: torch.Tensor, *, bf16: bool = False) -> list[torch.Tensor]:
@@ -80,3 +81,56 @@ def test_the_networks_use_it_and_are_unchanged_by_it(make):
         results.append([y.detach(), x_in.grad])
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+class FromMoments(nn.InstanceNorm2d):
+    """The moments route on its own, with nn.InstanceNorm2d's parameters."""
+
+    def forward(self, x):
+        return instance_norm_from_moments(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_moments_route_matches_nn_instance_norm(affine, layout):
+    torch.manual_seed(0)
+    oracle = nn.InstanceNorm2d(5, affine=affine)
+    if affine:
+        nn.init.normal_(oracle.weight, 1.0, 0.5)
+        nn.init.normal_(oracle.bias, 0.0, 0.5)
+    ours = FromMoments(5, affine=affine)
+    ours.load_state_dict(oracle.state_dict())
+    x = (torch.randn(3, 5, 12, 7) * 3 - 1).contiguous(
+        memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    for want, got in zip(forward_backward(oracle, x), forward_backward(ours, x)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_moments_route_in_bf16_is_the_exact_norm_rounded_once():
+    """A bf16 map gives a bf16 result within one rounding step of the norm computed in float64 on its values."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, 16, 10) * 4 + 3).bfloat16()
+    got = instance_norm_from_moments(x, weight=None, bias=None, eps=1e-5)
+    assert got.dtype == torch.bfloat16
+    x64 = x.double()
+    var, mean = torch.var_mean(x64, dim=(2, 3), keepdim=True, correction=0)
+    exact = (x64 - mean) / torch.sqrt(var + 1e-5)
+    step = torch.finfo(torch.bfloat16).eps * exact.abs().clamp(min=2 ** -8)  # one bf16 step at each value
+    assert ((got.double() - exact).abs() <= step).all()
+    # and a result off by two steps at one value fails that bound
+    off = got.double().clone()
+    off[0, 0, 0, 0] += 2 * step[0, 0, 0, 0]
+    assert not ((off - exact).abs() <= step).all()
+
+
+def test_moments_route_is_taken_in_compiled_gpu_code_only(monkeypatch):
+    norm = InstanceNorm2d(4)
+    gpu_like = torch.randn(2, 4, 8, 8, device="meta")  # not a CPU tensor
+    assert not norm._takes_moments_route(gpu_like)     # eager
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert norm._takes_moments_route(gpu_like)
+    assert not norm._takes_moments_route(torch.randn(2, 4, 8, 8))
+    assert not norm._takes_moments_route(torch.randn(4, 8, 8, device="meta"))
+    assert not InstanceNorm2d(4, track_running_stats=True)._takes_moments_route(gpu_like)
+    monkeypatch.setattr(InstanceNorm2d, "moments_under_compile", False)
+    assert not norm._takes_moments_route(gpu_like)
