@@ -313,12 +313,18 @@ def throughput_sections() -> list[str]:
         for _, r in runs:
             names += [v for v in r["variants"] if v not in names and r["variants"][v].get("images_per_s")]
         for v in names:
-            overrides = ", ".join(f"`{o}`" for o in train_throughput.VARIANTS.get(v, [])) or \
-                ("defaults: `precision = auto`, bf16 on CUDA and on AMD CPUs with AVX512-BF16 (this CPU: "
-                 + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on a CPU "
-                 "for DCGAN, and for the ResNet CycleGAN in bf16 only, off on CUDA; `compile = auto`, on for the "
-                 "ResNet CycleGAN on one GPU; "
-                 "`cuda_graphs = true`, the step replayed as a CUDA graph")
+            # What was measured: the overrides the result records (a variant's name may have meant something
+            # else when it ran), else today's.
+            recorded = next((r["variants"][v]["overrides"] for _, r in runs
+                             if v in r["variants"] and "overrides" in r["variants"][v]), None)
+            listed = recorded if recorded is not None else train_throughput.VARIANTS.get(v, [])
+            overrides = ", ".join(f"`{o}`" for o in listed) or (
+                "a patch no recipe key reaches: `PATCHES` in bench/train_throughput.py" if v in train_throughput.PATCHES
+                else "defaults: `precision = auto`, bf16 on CUDA and on AMD CPUs with AVX512-BF16 (this CPU: "
+                + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on a CPU "
+                "for DCGAN, and for the ResNet CycleGAN in bf16 only; on CUDA only inside the compiled ResNet "
+                "CycleGAN's networks; `compile = auto`, on for the ResNet CycleGAN on one GPU; "
+                "`cuda_graphs = true`, the step replayed as a CUDA graph")
             cells = []
             for _, r in runs:
                 d = r["variants"].get(v, {})

@@ -25,12 +25,16 @@ def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim:
 class ModelFamily:
     """A ``model.name``: the task it serves, the builder of one (generator, discriminator) pair, and what the
     ``"auto"`` speed switches do for it where measured faster: ``train.channels_last`` on a CPU, for the
-    precisions it names (``"fp32"``, ``"bf16"``: the one the run computes in), and ``train.compile`` on CUDA."""
+    precisions it names (``"fp32"``, ``"bf16"``: the one the run computes in), and in compiled CUDA code; and
+    ``train.compile`` on CUDA."""
 
     task: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
     channels_last_on_cpu: tuple[str, ...] = ()
     compile_on_cuda: bool = False
+    #: Compiled on CUDA, whether TorchInductor's layout optimisation is forced on: the compiled code computes the
+    #: convolutions channels-last whatever the memory order of the weights and images it is given.
+    channels_last_compiled_on_cuda: bool = False
 
 
 #: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
@@ -43,12 +47,15 @@ class ModelFamily:
 #: but the ResNet CycleGAN's step was 1.06x faster contiguous on the Zen 3 (interleaved in one process), and 1.13x
 #: with its instance norms as group norms, which only the contiguous layout makes faster (models/instance_norm.py);
 #: so in fp32 it stays contiguous. torch.compile with the step recorded as a CUDA graph, on an H100: the ResNet
-#: CycleGAN step 1.64x faster (bench/results.md); the others were not measured that way, so stay eager.
+#: CycleGAN step 1.64x faster (bench/results.md); the others were not measured that way, so stay eager. Compiled
+#: with Inductor's layout optimisation forced on (its heuristic leaves it off for these networks, whose last
+#: convolutions have one output channel), the ResNet CycleGAN step ran 837 against 715 images/s on an H200, in one
+#: round of one process: cuDNN's NCHW <-> NHWC conversions had taken 26% of the compiled step's kernel time.
 MODELS: dict[str, ModelFamily] = {
     # DCGAN G and D, from the image shape
     "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=("fp32", "bf16")),
     "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=("bf16",),  # ResNet G, PatchGAN D
-                            compile_on_cuda=True),
+                            compile_on_cuda=True, channels_last_compiled_on_cuda=True),
     "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2),  # CycleGAN-VC2's 2-1-2D gated G, PatchGAN D
 }
 

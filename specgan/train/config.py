@@ -78,8 +78,10 @@ class TrainConfig:
                            choices=("auto", "bf16", "fp32"))
     channels_last: bool | str = param("auto", "Keep images and weights in channels-last memory order (NHWC), which "
                                               "the convolution kernels of some devices run faster (auto: on a CPU for "
-                                              "dcgan, and for cyclegan in bf16, where it was faster; off on CUDA, "
-                                              "for cyclegan in fp32 and for cyclegan-vc2, where it was slower).",
+                                              "dcgan, and for cyclegan in bf16, where it was faster; off for "
+                                              "cyclegan in fp32 on a CPU, for cyclegan-vc2 and on CUDA, where it was "
+                                              "slower, except inside compiled cyclegan networks on CUDA, which "
+                                              "compute their convolutions channels-last; false: nowhere).",
                                       choices=("auto", True, False))
     compile: bool | str = param("auto", "torch.compile the generators and discriminators: a one-off compile of a "
                                         "minute or so, then faster steps (auto: on CUDA in one process for cyclegan, "
