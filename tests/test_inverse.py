@@ -8,8 +8,8 @@ import scipy.optimize
 import torch
 
 from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank
-from specgan.audio.inverse import MelInverter, griffinlim, mel_to_linear, spectral_convergence, stft, \
-    with_magnitude
+from specgan.audio.inverse import MelInverter, band_blocks, griffinlim, mel_to_linear, spectral_convergence, \
+    stft, with_magnitude
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
@@ -91,6 +91,45 @@ def test_mel_to_linear_reaches_the_nnls_optimum(fsdd):
     assert residual(reference) < 1e-8
     assert residual(converged) < 1e-6                     # the same optimum as scipy's active-set solver
     assert residual(default) < 0.2 * residual(start)      # 30 iterations already remove most of the error
+
+
+def plain_fista(mel: torch.Tensor, a: torch.Tensor, n_iter: int) -> torch.Tensor:
+    """The slow reference: FISTA for min ||a x - mel||², x >= 0, written out with dense products, one frame set."""
+    step = 1.0 / torch.linalg.matrix_norm(a, ord=2) ** 2
+    x = (torch.linalg.pinv(a) @ mel).clamp_min(0.0)
+    y, t = x.clone(), 1.0
+    for _ in range(n_iter):
+        x_next = (y - step * (a.T @ (a @ y - mel))).clamp_min(0.0)
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        y = x_next + (t - 1.0) / t_next * (x_next - x)
+        x, t = x_next, t_next
+    return x
+
+
+@pytest.mark.parametrize("n_iter", [1, 2, 7, 30])
+@pytest.mark.parametrize("rows_per_block", [1, 3, 8, 40])
+def test_mel_to_linear_is_plain_fista(n_iter, rows_per_block):
+    """The banded, fused, buffer-swapping loop computes the textbook iteration, for odd and even counts and any
+    block size, on a batch of items (float64, so that only the order of additions differs)."""
+    fbank = mel_filterbank(sample_rate=16000, n_fft=512, n_mels=40, f_min=50.0, f_max=7000.0).double()
+    a = fbank.T
+    mel = a @ torch.rand(2, 257, 19, generator=torch.Generator().manual_seed(0), dtype=torch.float64) ** 3
+    got = mel_to_linear(mel, fbank=fbank, n_iter=n_iter, rows_per_block=rows_per_block)
+    assert got.shape == (2, 257, 19) and got.is_contiguous()
+    for item in range(2):
+        torch.testing.assert_close(got[item], plain_fista(mel[item], a, n_iter), rtol=1e-9, atol=1e-12)
+
+
+def test_band_blocks_cover_every_non_zero_entry():
+    fbank = mel_filterbank(sample_rate=22050, n_fft=1024, n_mels=80)
+    a = torch.cat([fbank.T, torch.zeros(5, fbank.shape[0])])  # and a block of rows that are all zero
+    blocks = band_blocks(a, rows_per_block=5)
+    assert blocks[-1][1] == slice(0, 0)
+    assert sum(b.numel() for _, _, b in blocks) < a.numel() / 5  # most of the dense matrix is left out
+    rebuilt = torch.zeros_like(a)
+    for rows, columns, block in blocks:
+        rebuilt[rows, columns] = block
+    assert torch.equal(rebuilt, a)
 
 
 def _sc_of(rebuilt: torch.Tensor, wave: torch.Tensor, p: AudioParams) -> float:

@@ -28,8 +28,31 @@ def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = 
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
 
+#: Mel bands per block of the banded filterbank products on a CPU (:func:`band_blocks`). A filterbank row is zero
+#: outside its band, so products with blocks of 8 rows and the frequencies they span do a ninth of the dense work:
+#: for 80 bands, 513 bins and 4096 frames, 1.1 and 1.0 ms against 3.2 and 2.7 ms for ``a @ y`` and ``aᵀ @ r`` on the
+#: 2-core AMD Zen 3 (blocks of 4 and 16 were slower; a sparse CSR ``aᵀ`` took 10.7 ms). Other devices take the
+#: matrix as one block: their dense products are not what limits them.
+CPU_BAND_ROWS = 8
+
+
+def band_blocks(a: Tensor, *, rows_per_block: int) -> list[tuple[slice, slice, Tensor]]:
+    """The non-zero part of ``a`` ``(n_mels, n_freqs)`` as blocks of ``rows_per_block`` consecutive rows, each with
+    the columns between its rows' first and last non-zero entries: ``[(rows, columns, a[rows, columns])]``. A block
+    of rows that are all zero gets an empty column range. ``a @ y`` is then ``a[rows, columns] @ y[columns]`` for
+    each block's rows, exactly (the entries left out are zeros)."""
+    nonzero = a != 0
+    blocks = []
+    for first in range(0, a.shape[0], rows_per_block):
+        rows = slice(first, min(first + rows_per_block, a.shape[0]))
+        used = nonzero[rows].any(0).nonzero()
+        columns = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 0)
+        blocks.append((rows, columns, a[rows, columns].contiguous()))
+    return blocks
+
+
 def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: Tensor | None = None,
-                  lipschitz: Tensor | None = None, graph: bool = True) -> Tensor:
+                  lipschitz: Tensor | None = None, graph: bool = True, rows_per_block: int | None = None) -> Tensor:
     """Non-negative least-squares inverse of the mel filterbank.
 
     Solves ``min ||fbankᵀ x - mel||²`` subject to ``x >= 0`` for every frame with accelerated projected gradient
@@ -44,37 +67,72 @@ def mel_to_linear(mel_power: Tensor, *, fbank: Tensor, n_iter: int = 30, pinv: T
         lipschitz: ``matrix_norm(fbank.T, ord=2) ** 2``, the gradient's Lipschitz constant, if already computed.
         graph: on CUDA, replay the iterations as a CUDA graph (:mod:`specgan.cuda_graph`) when the problem is
             small enough to be launch-bound.
+        rows_per_block: mel bands per block of the filterbank products (:func:`band_blocks`; default
+            :data:`CPU_BAND_ROWS` on a CPU, all bands in one block elsewhere). The result does not depend on it
+            beyond float rounding.
 
     Returns:
         ``(..., n_freqs, frames)`` linear power, non-negative.
     """
-    a = fbank.T.to(mel_power.dtype)                               # (n_mels, n_freqs): mel = a @ x
-    pinv = torch.linalg.pinv(a) if pinv is None else pinv.to(mel_power.dtype)
-    x = (pinv @ mel_power).clamp_min(0.0)                         # (..., n_freqs, frames)
-    if n_iter <= 0:
-        return x
-    if lipschitz is None:
-        lipschitz = torch.linalg.matrix_norm(a, ord=2) ** 2
-    step = 1.0 / lipschitz.to(mel_power.dtype)
+    lead, (n_mels, frames) = mel_power.shape[:-2], mel_power.shape[-2:]
+    # Every frame of every item is its own problem: solve them as the columns of one (n_mels, items · frames) matrix.
+    mel = mel_power.movedim(-2, 0).reshape(n_mels, -1)
+    a = fbank.T.to(mel.dtype)                                     # (n_mels, n_freqs): mel = a @ x
+    pinv = torch.linalg.pinv(a) if pinv is None else pinv.to(mel.dtype)
+    x = (pinv @ mel).clamp_min_(0.0)                              # (n_freqs, items · frames)
+    if n_iter > 0:
+        if lipschitz is None:
+            lipschitz = torch.linalg.matrix_norm(a, ord=2) ** 2
+        rows_per_block = rows_per_block or (CPU_BAND_ROWS if mel.device.type == "cpu" else n_mels)
+        x = _fista(x, mel, blocks=band_blocks(a, rows_per_block=rows_per_block),
+                   step=1.0 / lipschitz.to(mel.dtype), n_iter=n_iter, graph=graph)
+    return x.reshape(x.shape[0], *lead, frames).movedim(0, -2).contiguous()
+
+
+def _fista(x: Tensor, mel: Tensor, *, blocks: list[tuple[slice, slice, Tensor]], step: Tensor, n_iter: int,
+           graph: bool) -> Tensor:
+    """``n_iter`` FISTA iterations of ``min ||a x - mel||²``, ``x >= 0``, from ``x`` ``(n_freqs, columns)``, which
+    they overwrite; ``a`` given by its :func:`band_blocks`, ``step`` ``1 / ||a||²``. Returns the last iterate (in
+    ``x`` or a buffer like it).
+
+    Every buffer is allocated once (fresh multi-megabyte tensors page-fault on the CPU each time), the two iterate
+    buffers swap roles each iteration instead of being copied, and the update is fused: ``x_next = y - step · aᵀr``
+    is one ``addmm`` per block into a copy of ``y``, the momentum step one ``lerp``. For 80 bands, 513 bins and
+    4096 frames, 30 iterations took 309 ms against 954 ms for the unfused dense loop (interleaved, 2-core Zen 3).
+    """
     # FISTA's momentum weights depend only on the iteration; they sit on the device and a counter picks this
     # iteration's, so the loop body is the same every time (and can be replayed as a CUDA graph).
     weights, t = [], 1.0
     for _ in range(n_iter):
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        weights.append((t - 1.0) / t_next)
+        weights.append(1.0 + (t - 1.0) / t_next)   # y = x + (1 + w)(x_next - x) = x_next + w (x_next - x)
         t = t_next
     weights = torch.tensor(weights, dtype=x.dtype, device=x.device)
     counter = torch.zeros(1, dtype=torch.long, device=x.device)
-    y = x.clone()
+    descent = [(rows, columns, -step * block.T) for rows, columns, block in blocks]  # -step · aᵀ, by block
+    y, other = x.clone(), torch.empty_like(x)
+    residual = torch.empty_like(mel)
 
-    def iteration() -> None:
-        x_next = (y - step * (a.T @ (a @ y - mel_power))).clamp_min_(0.0)  # two thin matmuls, no gram
-        weight = weights.index_select(0, counter)
-        torch.add(x_next, (x_next - x).mul_(weight), out=y)
-        x.copy_(x_next)
+    def iteration(previous: Tensor, newest: Tensor) -> None:
+        for rows, columns, block in blocks:
+            torch.mm(block, y[columns], out=residual[rows])
+        residual.sub_(mel)                                        # a y - mel
+        newest.copy_(y)
+        for rows, columns, block in descent:
+            newest[columns].addmm_(block, residual[rows])         # y - step · aᵀ (a y - mel)
+        newest.clamp_min_(0.0)
+        torch.lerp(previous, newest, weights.index_select(0, counter), out=y)
         counter.add_(1)
 
-    cuda_graph.repeat(iteration, n_iter, device=x.device, graph=graph and x.numel() <= cuda_graph.SMALL_ENOUGH)
+    def two_iterations() -> None:  # the iterate buffers swap roles each iteration, so a pair leaves them in place
+        iteration(x, other)
+        iteration(other, x)
+
+    cuda_graph.repeat(two_iterations, n_iter // 2, device=x.device,
+                      graph=graph and x.numel() <= cuda_graph.SMALL_ENOUGH)
+    if n_iter % 2:
+        iteration(x, other)
+        return other
     return x
 
 
