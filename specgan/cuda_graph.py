@@ -85,6 +85,25 @@ def repeat(body: Callable[[], None], times: int, *, device: torch.device, graph:
         recorded.replay()
 
 
+def repeat_swapping(iteration: Callable[[Tensor, Tensor], None], times: int, buffers: tuple[Tensor, Tensor], *,
+                    device: torch.device, graph: bool = True) -> tuple[Tensor, Tensor]:
+    """Call ``iteration(first, second)`` ``times`` times, the two buffers trading places after each call: for loops
+    whose buffers swap roles every iteration (the one written becomes the one read). A pair of calls leaves them
+    where it found them, so pairs are what :func:`repeat` runs and replays. Returns the buffers in the order the
+    next call would get them."""
+    first, second = buffers
+
+    def pair() -> None:
+        iteration(first, second)
+        iteration(second, first)
+
+    repeat(pair, times // 2, device=device, graph=graph)
+    if times % 2:
+        iteration(first, second)
+        return second, first
+    return first, second
+
+
 class GraphedCall:
     """``fn(*inputs) -> Tensor``, replayed as a CUDA graph after ``warmup`` eager calls.
 

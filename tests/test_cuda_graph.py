@@ -24,6 +24,17 @@ def test_repeat_calls_the_body_the_given_number_of_times(times):
     assert len(calls) == times
 
 
+@pytest.mark.parametrize("times", [0, 1, 2, 3, 6])
+def test_repeat_swapping_alternates_the_buffers(times):
+    a, b = torch.zeros(1), torch.ones(1)
+    calls = []
+    order = cuda_graph.repeat_swapping(lambda first, second: calls.append((first, second)), times, (a, b),
+                                       device=CPU)
+    assert [(first is a, second is b) for first, second in calls] == [(k % 2 == 0, k % 2 == 0) for k in range(times)]
+    assert all({id(first), id(second)} == {id(a), id(b)} for first, second in calls)
+    assert order[0] is (b if times % 2 else a) and order[1] is (a if times % 2 else b)  # what the next call gets
+
+
 def test_graphed_call_is_plain_off_cuda():
     f = GraphedCall(lambda x: x * 2, device=CPU)
     for k in range(6):

@@ -125,16 +125,9 @@ def _fista(x: Tensor, mel: Tensor, *, blocks: list[tuple[slice, slice, Tensor]],
         torch.lerp(previous, newest, weights.index_select(0, counter), out=y)
         counter.add_(1)
 
-    def two_iterations() -> None:  # the iterate buffers swap roles each iteration, so a pair leaves them in place
-        iteration(x, other)
-        iteration(other, x)
-
-    cuda_graph.repeat(two_iterations, n_iter // 2, device=x.device,
-                      graph=graph and x.numel() <= cuda_graph.SMALL_ENOUGH)
-    if n_iter % 2:
-        iteration(x, other)
-        return other
-    return x
+    newest, _ = cuda_graph.repeat_swapping(iteration, n_iter, (x, other), device=x.device,
+                                           graph=graph and x.numel() <= cuda_graph.SMALL_ENOUGH)
+    return newest
 
 
 def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
@@ -192,14 +185,8 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
         torch.add(rebuilt, previous, alpha=-momentum / (1 + momentum), out=spec)
         with_magnitude(spec, mag, scale=scale)
 
-    def two_iterations() -> None:  # the buffers swap roles each iteration, so a pair leaves them as it found them
-        iteration(rebuilt, previous)
-        iteration(previous, rebuilt)
-
-    cuda_graph.repeat(two_iterations, n_iter // 2, device=mag.device,
-                      graph=graph and mag.numel() <= cuda_graph.SMALL_ENOUGH)
-    if n_iter % 2:
-        iteration(rebuilt, previous)
+    cuda_graph.repeat_swapping(iteration, n_iter, (rebuilt, previous), device=mag.device,
+                               graph=graph and mag.numel() <= cuda_graph.SMALL_ENOUGH)
     wave = synthesize(length)
     return wave.reshape(*shape[:-2], wave.shape[-1])
 
