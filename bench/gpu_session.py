@@ -188,7 +188,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto: cuda if present (required unless --tiny)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (CPU runs only)")
     parser.add_argument("--dcgan-variants", default=None,
-                        help="comma-separated variants of the DCGAN section (default: train_throughput's for the device)")
+                        help="comma-separated variants of the DCGAN section (default: train_throughput's for the "
+                             "device)")
     parser.add_argument("--cyclegan-variants", default=None,
                         help="comma-separated variants of the CycleGAN section (default: train_throughput's)")
     parser.add_argument("--sections", default=",".join(s for s in SECTIONS if s != "profile"),

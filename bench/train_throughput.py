@@ -28,6 +28,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from unittest import mock
 from typing import Sequence
 
 import torch
@@ -62,22 +63,12 @@ VARIANTS = {
 }
 
 
-@contextlib.contextmanager
-def _class_attribute(cls, name: str, value):
-    saved = getattr(cls, name)
-    setattr(cls, name, value)
-    try:
-        yield
-    finally:
-        setattr(cls, name, saved)
-
-
 #: Variants that switch what no recipe key reaches: name → the context a run of it is made in.
 #: native_instance_norm: compiled GPU code keeps PyTorch's instance norm (models/instance_norm.py). (The
 #: ResNet CycleGAN's compiled channels-last default was first measured as such a variant, with Inductor's
 #: ``force_layout_optimization`` patched on.)
 PATCHES = {
-    "native_instance_norm": lambda: _class_attribute(InstanceNorm2d, "moments_under_compile", False),
+    "native_instance_norm": lambda: mock.patch.object(InstanceNorm2d, "moments_under_compile", False),
 }
 
 
@@ -88,6 +79,8 @@ def variant_context(variant: str):
     torch._dynamo.reset()
     with PATCHES.get(variant, contextlib.nullcontext)():
         yield
+
+
 #: What each benchmark measures on each device by default. The CycleGAN's default is compiled on CUDA, and each
 #: other precision or memory order compiles again (about 45-60 s each), so fewer variants are measured there;
 #: no_channels_last is its compiled step without channels-last inside the compiled code.

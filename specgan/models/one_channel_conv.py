@@ -15,6 +15,12 @@ EPYC, bf16 autocast, channels-last, the CycleGAN generator's 7×7 layers on a ba
 
 The CycleGAN step (16 channels, 3 blocks, batch 8) took 4.5% less time with both layers of each generator so
 computed, and the CycleGAN-VC2 step 2.8% less with its first layer's (1 → 4c, 5×15) input gradient so computed.
+:class:`OneChannelConv2d` takes that route for those two directions only, and the forward one only for square
+kernels: a depthwise convolution with a 5×15 kernel was slower than oneDNN's one-channel output in every layout
+measured, and in bf16 channels-last oneDNN ran one for minutes (the transposed one behind the input gradient ran
+in milliseconds in all four). Every other direction (but the float32 ones below), and every other device, is the
+library's. The results are the convolution's own up to rounding: each channel's term is rounded to the compute
+dtype before the terms are added in float32.
 
 In float32 two more parts of the backward pass leave oneDNN's convolution backward, which is slow wherever one
 side has a single channel. Measured on the 2-core AMD Zen 3, contiguous float32, 16 channels, 80×64 outputs,
@@ -32,12 +38,6 @@ interleaved (batch 8 / batch 16):
 With them the CycleGAN step took 529 against 564 ms (median of 16 interleaved rounds of 4 steps; the per-round
 ratio ranged from 0.91 to 1.26 on that noisy VM). CycleGAN-VC2's 5×15 weight gradient was slower that way, so
 that one stays with oneDNN; bf16 was not measured, so it keeps the library's backward there too.
-:class:`OneChannelConv2d` takes that route for those two directions only, and the forward one only for square
-kernels: a depthwise convolution with a 5×15 kernel was slower than oneDNN's one-channel output in every layout
-measured, and in bf16 channels-last oneDNN ran one for minutes (the transposed one behind the input gradient ran
-in milliseconds in all four). Every other direction, and every other device, is the library's. The results are
-the convolution's own up to rounding: each channel's term is rounded to the compute dtype before the terms are
-added in float32.
 """
 
 from __future__ import annotations
