@@ -223,3 +223,41 @@ def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(ton
     assert len(stopped) == 1 and 0 < stopped.pop() < 2000  # both ranks named the same checkpoint
     [checkpoint] = list_checkpoints(run)
     assert load_checkpoint(checkpoint)["step"] == ranks[0]["interrupted_at"]
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_more_ranks_per_machine_than_gpus_is_a_config_error_on_every_rank(monkeypatch, gpus):
+    """torchrun --nproc_per_node 3 on a machine with fewer GPUs: every rank, not only the ones without a GPU, stops
+    with the same one-line error before joining the group (none is left waiting for the others)."""
+    from specgan.errors import ConfigError
+    from specgan.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("set a device"))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: pytest.fail("joined the group"))
+    for rank in range(3):
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+        with pytest.raises(ConfigError, match=f"--nproc_per_node 3: this machine has {gpus} GPUs?, and each process "
+                                              f"trains on its own; start at most {gpus} per machine"):
+            distributed.start(torch.device("cuda"))
+
+
+def test_as_many_ranks_as_gpus_pick_their_own_gpu(monkeypatch):
+    from specgan.train import distributed
+
+    chosen, joined = [], []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: joined.append(backend))
+    for rank in range(2):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        ranks, device = distributed.start(torch.device("cuda"))
+        assert (ranks.rank, ranks.world_size, device) == (rank, 2, torch.device("cuda", rank))
+    assert chosen == [torch.device("cuda", 0), torch.device("cuda", 1)] and joined == ["nccl", "nccl"]

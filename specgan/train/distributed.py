@@ -104,6 +104,14 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
         return Distributed(), device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        # Checked by every rank before any joins the group, so that all of them stop with the same one-line error
+        # (rather than the extra ranks failing in set_device and the others waiting for them).
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        gpus = torch.cuda.device_count()
+        if per_machine > gpus:
+            raise ConfigError(f"--nproc_per_node {per_machine}: this machine has {gpus} GPU"
+                              f"{'' if gpus == 1 else 's'}, and each process trains on its own; start at most "
+                              f"{gpus} per machine")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
