@@ -5,6 +5,8 @@
 Sections, in priority order, each in its own try/except (a failure is recorded and the next section runs), each
 writing its JSON into ``--out`` as soon as it finishes:
 
+0. ``scaling_cuda.json``          with two or more GPUs: ``specgan train`` under ``torchrun`` on 1, 2, 4, ... and
+                                  all of them, DCGAN and CycleGAN (``scaling.py``); skipped with one GPU
 1. ``train_dcgan_cuda.json``      DCGAN on MNIST, specgan's loop (the variants of
                                   ``train_throughput.DEFAULT_VARIANTS``) vs the reference loop
 2. ``train_cyclegan_cuda.json``   CycleGAN translate step, its variants, vs the reference step
@@ -47,11 +49,12 @@ import torch  # noqa: E402
 from common import machine, result_name, versions, write_json  # noqa: E402
 
 #: Share of the budget each section may use at most (what it leaves goes to the compile measurements at the end).
-SHARES = {"train_dcgan": 0.20, "train_cyclegan": 0.45, "convert_speed": 0.10, "reconstruct_speed": 0.08}
+SHARES = {"scaling": 0.30, "train_dcgan": 0.20, "train_cyclegan": 0.45, "convert_speed": 0.10,
+          "reconstruct_speed": 0.08}
 #: Share of what is left at the end that the DCGAN compile measurement gets (CycleGAN gets the rest).
 DCGAN_COMPILE_SHARE = 0.45
 #: What --sections can pick.
-SECTIONS = ("dcgan", "cyclegan", "flops", "convert", "reconstruct", "compile", "profile")
+SECTIONS = ("scaling", "dcgan", "cyclegan", "flops", "convert", "reconstruct", "compile", "profile")
 #: The CycleGAN step's variants the profile section profiles: as it runs by default (compiled on CUDA, channels-last
 #: inside the compiled code) and compiled without channels-last.
 PROFILE_VARIANTS = ("default", "no_channels_last")
@@ -230,6 +233,20 @@ def main() -> None:
             return tt.measure(kind, device=device, size_name=size, variants=variants, rounds=2, budget_s=budget,
                               log=session.log)
         return fn
+
+    # 0: several GPUs (never measured before a machine with several was lent)
+    def scaling(budget):
+        import scaling as scaling_bench
+        scale_device = "cpu" if device.type == "cpu" else "cuda"
+        return scaling_bench.measure(["dcgan", "cyclegan"], device=scale_device,
+                                     ranks=scaling_bench.default_ranks(scale_device), size_name=size, rounds=1,
+                                     budget_s=budget, log=session.log)
+    if "scaling" in sections:
+        if device.type == "cuda" and torch.cuda.device_count() < 2:
+            session.record["sections"]["scaling"] = {"status": "skipped", "reason": "one GPU on this machine"}
+            session.log("== scaling: skipped (one GPU on this machine)")
+        else:
+            session.section("scaling", scaling, budget_s=min(SHARES["scaling"] * B, session.left()))
 
     # 1, 2: throughput without compile
     for kind in ("dcgan", "cyclegan"):

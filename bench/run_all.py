@@ -137,6 +137,7 @@ def main() -> None:
                                                  ""]
     lines += throughput_sections()
     lines += convert_section()
+    lines += scaling_section(read_json(result_name("scaling", "cuda")))
     lines += ["Raw figures: `bench/out/*.json` (not committed); GPU figures `NAME_cuda.json`, from `bench/out/` or, "
               "when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
@@ -421,6 +422,30 @@ def convert_section() -> list[str]:
                      f"{n['rtf']:.3f}, {n['rtf'] / dict(runs)[label]['rtf']:.0f}× slower than specgan convert.")
     lines.append("")
     return lines
+
+
+def scaling_section(r: dict | None) -> list[str]:
+    """Several GPUs under torchrun (``bench/scaling.py``; ``gpu_session.py`` runs it on a machine with two or
+    more)."""
+    lines = ["## Several GPUs (`torchrun`)", ""]
+    if not r:
+        return lines + ["Not measured yet: every GPU machine lent so far had one GPU. `bench/gpu_session.py` runs "
+                        "`bench/scaling.py` on a machine with two or more (`specgan train` under `torchrun` on 1, 2, "
+                        "4, ... GPUs, the recipe's global batch kept); the two-process training itself is tested on "
+                        "the CPU (tests/test_distributed.py) and, with two GPUs, by `pytest -m gpu`.", ""]
+    lines += [f"`specgan train` under `torchrun --standalone --nproc_per_node N` on {_where(r)} ({r['gpus']} GPUs), "
+              f"the recipe's global batch kept (strong scaling); images/s = rank 0's over windows of "
+              f"{r['log_every']} steps after the warm-up, median of {r['rounds']} interleaved round(s). One process "
+              "runs the single-process defaults (CUDA graphs, compile = auto); several run DistributedDataParallel "
+              "without them. Speed-up: against the one-process run of the same round.", "",
+              "| model | processes | images/s | speed-up | efficiency |", "|---|---:|---:|---:|---:|"]
+    for kind, entry in r["kinds"].items():
+        for n, s in entry["summary"].items():
+            lines.append(f"| {kind} ({entry['recipe']}) | {n} | {_rate(s['images_per_s'])} | "
+                         f"{_fmt(s['speedup'], '.2f')} | {_fmt(s['efficiency'], '.2f')} |")
+    if r.get("errors"):
+        lines += ["", "Failed: " + "; ".join(f"{k}: {v.splitlines()[-1] if v else ''}" for k, v in r["errors"].items())]
+    return lines + [""]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One rank of the distributed-training tests (run by torchrun from tests/test_distributed.py, not collected).
 
-Trains ``RECIPE`` with :func:`specgan.train.loop.train` and saves this rank's weights and the size of its share of a
-batch to ``OUT/rank_<rank>.pt``; writes its process id to ``OUT/pid_<rank>`` first. If training is interrupted
+``distributed_worker.py RECIPE OUT [DEVICE]``: trains ``RECIPE`` on ``DEVICE`` (default cpu) with
+:func:`specgan.train.loop.train` and saves this rank's weights and the size of its share of a batch to
+``OUT/rank_<rank>.pt``; writes its process id to ``OUT/pid_<rank>`` first. If training is interrupted
 (Ctrl-C), saves the step of the checkpoint it stopped at instead.
 """
 
@@ -16,10 +17,11 @@ from specgan.train.config import load_recipe
 from specgan.train.loop import train
 
 recipe_path, out = Path(sys.argv[1]), Path(sys.argv[2])
+device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")  # "cuda": each rank takes cuda:LOCAL_RANK
 (out / f"pid_{os.environ['RANK']}").write_text(str(os.getpid()))
 torch.set_num_threads(1)
 try:
-    result = train(load_recipe(recipe_path), device=torch.device("cpu"))
+    result = train(load_recipe(recipe_path), device=device)
 except TrainingInterrupted as e:
     torch.save({"interrupted_at": e.step}, out / f"rank_{os.environ['RANK']}.pt")
     sys.exit(0)

@@ -30,14 +30,16 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | None = None) -> list[dict]:
-    """Run ``recipe`` on ``ranks`` gloo processes (calling ``during()`` while they run); what each rank saved."""
+def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | None = None,
+             device: str = "cpu") -> list[dict]:
+    """Run ``recipe`` on ``ranks`` processes (gloo on ``device = "cpu"``, NCCL on ``"cuda"``; calling ``during()``
+    while they run); what each rank saved."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.toml"
     path.write_text(dump_toml(recipe_mapping(recipe)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out)], env=env,
+                                f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out), device], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if during:
         during()

@@ -166,3 +166,30 @@ def test_graphed_translate_run_continues(tones, tmp_path, deterministic_cudnn):
     resumed = train(translate_recipe(tones, tmp_path / "resumed", steps=12, **common), device=CUDA, resume=True)
     assert resumed.resumed_from == 8 and straight.task._graphed_update.recorded
     _assert_like_rerun(resumed, straight, again)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (the GPU machines lent so far had "
+                                                          "one; the same training runs on two CPU processes in "
+                                                          "test_distributed.py)")
+@pytest.mark.parametrize("task", ["generate", "translate"])
+def test_two_gpus_train_their_shards_over_nccl_and_a_checkpoint_continues_on_one(tones, tmp_path, task):
+    """torchrun on two GPUs (NCCL; the DCGAN's batch norms synchronised): each rank trains on its half of every
+    batch, both end with the same weights, only rank 0 writes the run folder, and its checkpoint continues in one
+    process on one GPU."""
+    from test_distributed import torchrun
+
+    def recipe(steps):
+        if task == "generate":
+            return tiny_recipe(make_two_tone_folder(tmp_path / "img", n=16), tmp_path / "run", steps=steps,
+                               checkpoint_every=4)
+        return translate_recipe(tones, tmp_path / "run", steps=steps, batch_size=4, checkpoint_every=4)
+
+    ranks = torchrun(recipe(4), tmp_path / "run", device="cuda")
+    assert [r["shard"] * 2 for r in ranks] == [r["global_batch"] for r in ranks]
+    for name, state in ranks[0]["models"].items():
+        for key, value in state.items():
+            assert torch.equal(value, ranks[1]["models"][name][key]), f"{name}.{key} differs between the ranks"
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == \
+        [1, 2, 3, 4]
+    continued = train(recipe(6), device=CUDA)
+    assert continued.resumed_from == 4 and continued.step == 6 and all(v == v for v in continued.last.values())
