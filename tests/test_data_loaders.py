@@ -416,3 +416,30 @@ def test_load_data_mnist(mnist):
     assert test.images.shape == (10000, 1, 28, 28) and test.class_names == tuple("0123456789")
     with pytest.raises(DatasetError, match="specgan data fetch fashion-mnist"):
         load_data("fashion-mnist", mnist.parent / "no-such-folder")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda m: m.update(domains=["low", "high", "mid"]), r"domains\[0\].name is missing or not of type str"),
+    (lambda m: m["domains"][1].pop("label"), r"domains\[1\].label is missing or not of type int"),
+    (lambda m: m["files"].pop("labels"), "'files' does not name the chunks, labels, positions arrays"),
+    (lambda m: m["sources"][0].update(first_chunk="0"), r"sources\[0\].first_chunk is missing or not of type int"),
+    (lambda m: m.update(skipped={}), "'skipped' is not a list"),
+    (lambda m: m.update(audio=[]), "'audio' is not a table"),
+], ids=["domain-names", "label", "files", "first-chunk", "skipped", "audio"])
+def test_a_damaged_manifest_is_one_dataset_error_naming_it(prepped, tmp_path, damage, problem):
+    """A hand-edited manifest (or one another tool wrote) with the right header but broken tables: one line naming
+    the manifest and what is wrong, for training and for an incremental prep alike; never a KeyError or TypeError
+    from deep inside."""
+    import json
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(prepped, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    damage(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    expected = rf"{folder / 'manifest.json'}: damaged dataset manifest \({problem}\); make the dataset again"
+    with pytest.raises(DatasetError, match=expected):
+        load_spectrogram_data(folder)
+    with pytest.raises(DatasetError, match=expected):
+        prep(prepped.parent / "src", folder, params=FAST, workers=1)

@@ -66,7 +66,38 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         raise DatasetError(f"{file}: unreadable manifest ({e})") from None
     check_format(manifest, path=file, expected=FORMAT, version=FORMAT_VERSION, what="dataset manifest",
                  error=DatasetError)
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DatasetError(f"{file}: damaged dataset manifest ({problem}); make the dataset again with "
+                           f"'specgan prep SRC -o {path} --overwrite'")
     return manifest
+
+
+#: The fields of each row of the manifest's tables that readers (and an incremental prep) use.
+ROW_FIELDS = {"domains": {"name": str, "label": int, "files": int, "chunks": int},
+              "sources": {"path": str, "domain": str, "sha256": str, "chunks": int, "first_chunk": int},
+              "skipped": {"path": str, "reason": str}}
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is missing or of the wrong type in a manifest whose header is right (hand-edited, or written by a tool
+    other than prep), or None: the tables readers index into, so that a damaged one is a one-line error, not a
+    KeyError deep inside training."""
+    if not isinstance(manifest.get("audio"), dict):
+        return "'audio' is not a table"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(files.get(name), str) for name in ARRAYS):
+        return f"'files' does not name the {', '.join(ARRAYS)} arrays"
+    for table, fields in ROW_FIELDS.items():
+        rows = manifest.get(table)
+        if not isinstance(rows, list):
+            return f"'{table}' is not a list"
+        for i, row in enumerate(rows):
+            for field, kind in fields.items():
+                value = row.get(field) if isinstance(row, dict) else None
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    return f"{table}[{i}].{field} is missing or not of type {kind.__name__}"
+    return None
 
 
 def open_dataset(path: str | os.PathLike) -> PreppedDataset:
