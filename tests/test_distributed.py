@@ -254,7 +254,7 @@ def test_as_many_ranks_as_gpus_pick_their_own_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, **kw: joined.append((backend, kw)))
     for rank in range(2):
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("RANK", str(rank))
@@ -262,4 +262,5 @@ def test_as_many_ranks_as_gpus_pick_their_own_gpu(monkeypatch):
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
         ranks, device = distributed.start(torch.device("cuda"))
         assert (ranks.rank, ranks.world_size, device) == (rank, 2, torch.device("cuda", rank))
-    assert chosen == [torch.device("cuda", 0), torch.device("cuda", 1)] and joined == ["nccl", "nccl"]
+    assert chosen == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert joined == [("nccl", {"device_id": torch.device("cuda", 0)}), ("nccl", {"device_id": torch.device("cuda", 1)})]

@@ -115,7 +115,12 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            # Bound to this rank's GPU from the start: NCCL then never has to guess the device of a collective (a
+            # barrier before any other collective otherwise warns that it uses a best-guess GPU).
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return Distributed(rank=rank, world_size=world_size), device
 
 
