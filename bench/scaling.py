@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,15 @@ def random_chunks_dataset(path: Path, recipe_path: Path) -> None:
                             "skipped": []})
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, theirs, and so on (Linux ``/proc``; empty where it is not)."""
+    try:
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for child in children for p in (child, *descendants(child))]
+
+
 def run(kind: str, *, ranks: int, device: str, size: dict, data: Path, work: Path,
         timeout_s: float | None = None) -> dict:
     """One ``torchrun ... specgan train`` of ``kind`` with ``ranks`` processes (killed after ``timeout_s``): its
@@ -95,10 +105,22 @@ def run(kind: str, *, ranks: int, device: str, size: dict, data: Path, work: Pat
     if device == "cpu":
         env["OMP_NUM_THREADS"] = "1"  # a core per process, whatever the count
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT, timeout=timeout_s)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each rank in a session of its own: killing torchrun alone would leave them on the GPUs
+        # (and holding the pipes read above).
+        for pid in [*descendants(process.pid), process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.communicate()
+        raise RuntimeError(f"{kind} on {ranks} process(es): killed at the end of the budget ({timeout_s:.0f} s)")
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} on {ranks} process(es) exited {done.returncode}: {done.stderr[-1500:]}")
+    if process.returncode != 0:
+        raise RuntimeError(f"{kind} on {ranks} process(es) exited {process.returncode}: {stderr[-1500:]}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = sorted({r["step"]: r["images_per_s"] for r in records if r["step"] - LOG_EVERY >= size["warmup"]
                     and r["step"] % LOG_EVERY == 0}.items())

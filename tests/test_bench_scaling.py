@@ -3,7 +3,9 @@ several GPUs spends its time measuring, not debugging: its dataset of random chu
 reads, its runs are the user's torchrun command, and its speed-ups pair each run with the one-process run of the
 same round."""
 
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,31 @@ def test_a_run_that_would_not_fit_in_the_budget_is_skipped(monkeypatch):
                              log=lambda _: None)
     assert [n for n, _ in calls] == [1] and 0 < calls[0][1] <= 60  # the first run is killed at the budget's end
     assert result["skipped"] == ["cyclegan/2/round 0"]
+
+
+def test_a_run_past_its_time_is_killed_with_its_ranks(tmp_path):
+    """At the budget's end torchrun and every rank it started are killed (torchrun starts each rank in a session of
+    its own: they would stay on their GPUs, and keep the benchmark waiting on their output), and the run is reported
+    as killed."""
+    scaling.random_chunks_dataset(tmp_path / "chunks", scaling.RECIPES["cyclegan"])
+    endless = dict(scaling.SIZES["tiny"]["cyclegan"], steps=10 ** 6)
+    raised = []
+
+    def run():
+        try:
+            scaling.run("cyclegan", ranks=2, device="cpu", size=endless, data=tmp_path / "chunks", work=tmp_path,
+                        timeout_s=20)
+        except RuntimeError as e:
+            raised.append(str(e))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    [run_dir] = tmp_path.glob("cyclegan_2_*")
+    if thread.is_alive():  # left waiting on ranks that hold its pipes: clean them up, then fail
+        subprocess.run(["pkill", "-9", "-f", f"output.dir={run_dir}"])
+        pytest.fail("the benchmark was still waiting 100 s after the budget's end: ranks were left running")
+    assert raised == ["cyclegan on 2 process(es): killed at the end of the budget (20 s)"]
+    assert (run_dir / "metrics.jsonl").read_text()  # the ranks were training when the budget ended
+    leftover = subprocess.run(["pgrep", "-f", f"output.dir={run_dir}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
