@@ -37,7 +37,9 @@ def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.toml"
     path.write_text(dump_toml(recipe_mapping(recipe)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # The project first, then whatever the caller's path holds (a GPU machine's extra packages live there).
+    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out), device], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
