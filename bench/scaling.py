@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from common import ROOT, data_mirror, machine, result_name, versions, write_json
-from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import write_dataset
 from specgan.train.config import load_recipe
 from specgan.train.loop import LOG_EVERY
