@@ -115,12 +115,10 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        if device.type == "cuda":
-            # Bound to this rank's GPU from the start: NCCL then never has to guess the device of a collective (a
-            # barrier before any other collective otherwise warns that it uses a best-guess GPU).
-            dist.init_process_group("nccl", device_id=device)
-        else:
-            dist.init_process_group("gloo")
+        # On GPUs the group is bound to this rank's GPU from the start, so NCCL never infers a collective's device
+        # (its barrier does, with a warning, when no other collective ran before it).
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return Distributed(rank=rank, world_size=world_size), device
 
 
