@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from common import ROOT, data_mirror, machine, result_name, versions, write_json
-from specgan.data.dataset_dir import write_dataset
+from specgan.data.dataset_dir import domains_table, write_dataset
 from specgan.train.config import load_recipe
 from specgan.train.loop import LOG_EVERY
 
@@ -71,11 +71,9 @@ def random_chunks_dataset(path: Path, recipe_path: Path) -> None:
     seconds = round(CHUNKS * audio.chunk_hop * audio.hop_length / audio.sample_rate, 3)
     sources = [{"path": f"{d}/random.wav", "domain": d, "sha256": "0" * 64, "sample_rate": audio.sample_rate,
                 "seconds": seconds, "chunks": CHUNKS, "first_chunk": i * CHUNKS} for i, d in enumerate(domains)]
-    table = [{"name": d, "label": i, "files": 1, "chunks": CHUNKS, "seconds": seconds, "skipped": 0}
-             for i, d in enumerate(domains)]
     write_dataset(path, audio=audio, chunks=chunks, labels=labels, positions=positions,
-                  manifest={"source": "random chunks (bench/scaling.py)", "domains": table, "sources": sources,
-                            "skipped": []})
+                  manifest={"source": "random chunks (bench/scaling.py)", "sources": sources, "skipped": [],
+                            "domains": domains_table(domains, sources, [])})
 
 
 def descendants(pid: int) -> list[int]:

@@ -78,7 +78,13 @@ def test_prep_end_to_end(corpus, tmp_path):
     assert ds.chunks.min() >= -1 and ds.chunks.max() <= 1
     assert m["audio"]["sample_rate"] == 16000 and m["normalization"]["min_db"] == -80.0
     assert [d["files"] for d in m["domains"]] == [2, 2]
+    assert [d["skipped"] for d in m["domains"]] == [len(BAD), 0]
     assert sum(d["chunks"] for d in m["domains"]) == len(ds.chunks)
+    for label, row in enumerate(m["domains"]):
+        assert row["label"] == label and row["name"] == ds.domains[label]
+        assert row["chunks"] == int((ds.labels == label).sum())
+        assert row["seconds"] == pytest.approx(sum(s["seconds"] for s in m["sources"] if s["domain"] == row["name"]),
+                                               abs=1e-3)
 
     # Every chunk is exactly the log-mel of its source at its stored position (oracle: the front end on the file).
     params = ds.audio

@@ -79,6 +79,19 @@ ROW_FIELDS = {"domains": {"name": str, "label": int, "files": int, "chunks": int
               "skipped": {"path": str, "reason": str}}
 
 
+def domains_table(domain_names: list[str], sources: list[dict[str, Any]],
+                  skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifest's ``domains`` rows: each domain's label (its index in ``domain_names``) and its files, chunks and
+    seconds, summed over the ``sources`` rows, and its ``skipped`` rows counted."""
+    rows = []
+    for label, name in enumerate(domain_names):
+        mine = [s for s in sources if s["domain"] == name]
+        rows.append({"name": name, "label": label, "files": len(mine), "chunks": sum(s["chunks"] for s in mine),
+                     "seconds": round(sum(s["seconds"] for s in mine), 3),
+                     "skipped": sum(1 for s in skipped if s["domain"] == name)})
+    return rows
+
+
 def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     """What is missing or of the wrong type in a manifest whose header is right (hand-edited, or written by a tool
     other than prep), or None: the tables readers index into, so that a damaged one is a one-line error, not a

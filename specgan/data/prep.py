@@ -29,7 +29,7 @@ from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_bytes, mono_blocks,
                               open_regular, peak_amplitude, relative_audio_files, resample_whole)
 from specgan.audio.params import AudioParams
-from specgan.data.dataset_dir import open_dataset, read_manifest, remove_orphans, write_dataset
+from specgan.data.dataset_dir import domains_table, open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
 from specgan.recipe import to_mapping
 
@@ -576,16 +576,10 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         if not entries:
             raise DatasetError(f"{src}: none of the {len(sources)} audio files could be used "
                                f"(first: {skipped[0]['path']}: {skipped[0]['reason']})")
-        domains_table = []
-        for name in domain_names:
-            mine = [e for e in entries if e["domain"] == name]
-            domains_table.append({"name": name, "label": label_of[name], "files": len(mine),
-                                  "chunks": sum(e["chunks"] for e in mine),
-                                  "seconds": round(sum(e["seconds"] for e in mine), 3),
-                                  "skipped": sum(1 for s in skipped if s["domain"] == name)})
         del previous  # release the memory map before old arrays are removed
         report.manifest = write_dataset(out, audio=params, chunks=chunks, labels=labels, positions=positions,
-                                        manifest={"source": printable(str(src.resolve())), "domains": domains_table,
+                                        manifest={"source": printable(str(src.resolve())),
+                                                  "domains": domains_table(domain_names, entries, skipped),
                                                   "sources": entries, "skipped": skipped})
         return report
 
