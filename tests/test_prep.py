@@ -295,6 +295,20 @@ def test_interrupted_prep_keeps_the_previous_dataset(corpus, vcc, tmp_path, monk
     assert "TM3/new.flac" in {s["path"] for s in open_dataset(out).manifest["sources"]}
 
 
+def test_prep_leaves_the_users_own_files_in_the_output_folder_alone(corpus, tmp_path):
+    """Only names prep makes are removed as orphans: not a user's arrays that merely start the same way."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    own = {"labels-final.npy": b"mine", "chunks-v2.npy": b"mine too", "chunks-0123456789AB.npy": b"upper case",
+           "positions-0123456789ab.npy.bak": b"a backup", "notes.txt": b"notes"}
+    for name, data in own.items():
+        (out / name).write_bytes(data)
+    for _ in range(2):  # a new dataset, then an update
+        prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=True)
+        assert {name: (out / name).read_bytes() for name in own} == own
+    assert len(list(out.glob("chunks-*.npy"))) == 3  # the dataset's own, and the user's two
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda root: root / "missing", "source folder does not exist"),
     (lambda root: (root / "empty").mkdir() or root / "empty", "no audio files found"),

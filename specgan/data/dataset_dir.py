@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ MANIFEST = "manifest.json"
 FORMAT = "specgan-dataset"
 FORMAT_VERSION = 1
 ARRAYS = ("chunks", "labels", "positions")
+#: Each write is a generation: its arrays are named ``<array>-<id>.npy``, the id this many random hex digits.
+GENERATION_DIGITS = 12
+GENERATION_FILE = re.compile(rf"(?:{'|'.join(ARRAYS)})-[0-9a-f]{{{GENERATION_DIGITS}}}\.npy")
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], l
     Raises DatasetError (e.g. disk full) after removing the new generation's files; the previous dataset is kept.
     """
     path.mkdir(parents=True, exist_ok=True)
-    generation = uuid.uuid4().hex[:12]
+    generation = uuid.uuid4().hex[:GENERATION_DIGITS]
     n_mels, frames = audio.n_mels, audio.frames
     pieces = {"chunks": (chunks, np.float16, (n_mels, frames)), "labels": (labels, np.int64, ()),
               "positions": (positions, np.int64, (2,))}
@@ -245,11 +249,14 @@ def _sync(f) -> None:
 
 
 def remove_orphans(path: Path, *, keep) -> None:
-    """Delete array files of other generations (left by an interrupted prep or superseded by a commit)."""
+    """Delete array files of other generations (left by an interrupted prep or superseded by a commit).
+
+    Only names prep itself makes (``chunks-<12 hex digits>.npy`` and so on) are candidates: a user's own
+    ``labels-final.npy`` in the folder is not prep's to remove."""
     keep = set(keep)
     for name in ARRAYS:
         for file in path.glob(f"{name}-*.npy"):
-            if file.name not in keep:
+            if GENERATION_FILE.fullmatch(file.name) and file.name not in keep:
                 file.unlink(missing_ok=True)
     for file in [*path.glob(f".{MANIFEST}.*.tmp"), *(f for name in ARRAYS for f in path.glob(f".{name}-*.npy.*.tmp"))]:
         file.unlink(missing_ok=True)
