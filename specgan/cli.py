@@ -6,20 +6,61 @@ Ctrl-C exits with 130. Anything else is a bug: exit code 1 with a short message 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from specgan.errors import ConfigError, SpecganError
+from specgan.recipe import MAX_SEED
 
-app = typer.Typer(name="specgan", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+#: Click's usage error (a bad option value, a missing argument, an unknown command), reached through typer's public
+#: BadParameter: typer has carried its own copy of click since 0.2x, and plain click before.
+UsageError = typer.BadParameter.__mro__[1]
+
+
+class OneLineUsageError(UsageError.__mro__[1]):  # a ClickException, printed as one line with exit code 2
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        err.print(Text.assemble(("error:", "bold red"), f" {self.message}"), highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """Click prints a usage error as usage, hint and message on four lines; specgan's rule is one line naming
+    the option and value (with the help command in it). ``specgan`` alone still prints the help."""
+    try:
+        yield
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:
+            raise
+        path = e.ctx.command_path
+        raise OneLineUsageError(f"{path}: {e.format_message().rstrip('.')} (see '{path} --help')") from None
+
+
+class SpecganGroup(typer.core.TyperGroup):
+    """The top-level command group: parsing errors in one line."""
+
+    def make_context(self, *args, **kwargs):
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _usage_errors_in_one_line():
+            return super().invoke(ctx)
+
+
+app = typer.Typer(name="specgan", cls=SpecganGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # help text is plain: "[default: 22050]" must not be read as markup
                   help="Audio style transfer with GANs on mel-spectrogram images.")
 out = Console()
@@ -173,7 +214,7 @@ def reconstruct(
     src: Annotated[Path, typer.Argument(metavar="AUDIO_FILE", help="An audio file.", dir_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the rebuilt audio (.wav/.flac).")],
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the random initial phase.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random initial phase.")] = 0,
     recipe: Recipe = None,
     set_items: SetItems = None,
     sample_rate: SampleRate = None,
@@ -281,7 +322,7 @@ def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG grid to write.")] = Path("samples.png"),
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
     label: Annotated[Optional[str], typer.Option(help="Class to generate (conditional models), e.g. 7.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the latents.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the latents.")] = 0,
     interpolate: Annotated[bool, typer.Option(help="Latent walk: each row goes from one latent to another.")] = False,
     audio: Annotated[bool, typer.Option(help="Spectrogram models: also write each sample as .wav.")] = False,
     iters: Annotated[int, typer.Option(min=1, help="Griffin-Lim iterations for --audio.")] = 32,
@@ -315,7 +356,7 @@ def convert(
         help="Griffin-Lim's starting phase: source (the input's own) or random.")] = "source",
     batch_size: Annotated[int, typer.Option(min=1, help="Windows translated at once (bounds memory).")] = 16,
     plot: Annotated[bool, typer.Option(help="Also write <output>.png: input and output log-mel.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of any random phase.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of any random phase.")] = 0,
     device: Device = "auto",
 ):
     """Convert recordings to another domain with a trained translator (a translate run)."""
@@ -358,7 +399,7 @@ def evaluate(
                                                 "into its second; B2A the other way.")] = "A2B",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations.")] = 32,
     n: Annotated[int, typer.Option("--n", "-n", min=100, help="Generate runs: samples to draw.")] = 10000,
-    seed: Annotated[int, typer.Option(help="Generate runs: seed of the latents.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Generate runs: seed of the latents.")] = 0,
     data: Annotated[Optional[Path], typer.Option(
         help="Generate runs: the dataset folder [default: the run's data.path].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

@@ -9,6 +9,7 @@ source file, the dotted key and the value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -18,6 +19,10 @@ from typing import Any, Mapping, TypeVar
 from specgan.errors import ConfigError
 
 T = TypeVar("T")
+
+#: The largest seed a recipe or a command takes: torch's and numpy's generators take any below 2**64, and runs add
+#: small offsets to theirs.
+MAX_SEED = 2**63 - 1
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -35,6 +40,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: recipe file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
 
 
 def _describe(value: Any) -> str:
@@ -64,6 +73,9 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return tuple(_check_type(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        # TOML has nan and inf; every range check passes nan (comparisons with it are false), and no key means either
+        raise ConfigError(f"{where} = {_describe(value)}: expected a finite number")
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{where} = {_describe(value)}: expected {hint.__name__}, got {type(value).__name__}")
     return value
@@ -103,7 +115,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
                 raise ConfigError(f"{where} = {_describe(value)}: must be <= {meta['max']}")
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{where} = {_describe(value)}: must be one of "
-                              f"{', '.join(str(c).lower() if isinstance(c, bool) else str(c) for c in meta['choices'])}")
+                              f"{', '.join(_describe(c) if c in ('', True, False) else str(c) for c in meta['choices'])}")
         values[name] = value
     try:
         return cls(**values)

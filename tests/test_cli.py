@@ -73,3 +73,24 @@ def test_messages_print_paths_whole_and_as_they_are(tmp_path):
 def test_help_lists_commands():
     code, stdout, _ = specgan("--help")
     assert code == 0 and "prep" in stdout and "reconstruct" in stdout
+
+
+def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
+    """Click's own usage errors (an unknown command or option, a missing argument, a value out of an option's
+    range) follow the same rule as specgan's: one line, exit code 2, with the help command to run."""
+    cases = [
+        (["bogus"], "error: specgan: No such command 'bogus' (see 'specgan --help')"),
+        (["train", "--bogus"], "error: specgan train: No such option: --bogus (see 'specgan train --help')"),
+        (["sample"], "error: specgan sample: Missing argument 'RUN' (see 'specgan sample --help')"),
+        (["sample", tmp_path, "-n", "0"], "error: specgan sample: Invalid value for '"),
+        (["sample", tmp_path, "--seed", "99999999999999999999"], "Invalid value for '--seed'"),
+        (["reconstruct", tmp_path / "a.wav", "-o", tmp_path / "b.wav", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["data", "fetch"], "error: specgan data fetch: Missing argument 'NAME'"),
+    ]
+    for args, message in cases:
+        code, stdout, stderr = specgan(*args)
+        assert code == 2, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and message in stderr, (message, stderr)
+        assert "Usage:" not in stderr + stdout
+    code, stdout, stderr = specgan()  # no command at all: the help, as before
+    assert "Commands:" in stdout + stderr and "error:" not in stderr

@@ -232,3 +232,10 @@ def test_ema_warmup_follows_the_live_weights_early():
         ema.update(live)
         assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
     assert ema.updates == 5
+
+
+@pytest.mark.parametrize("name,kwargs", [("dcgan", {"image_shape": (1, 27, 27)}),
+                                         ("cyclegan", {"image_shape": (1, 64, 7), "channels": 4})])
+def test_a_size_the_family_cannot_take_is_a_config_error_naming_family_and_shape(name, kwargs):
+    with pytest.raises(ConfigError, match=rf"model.name = '{name}': .*image_shape = \(1, "):
+        build_model(name, **kwargs)

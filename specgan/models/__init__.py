@@ -66,7 +66,13 @@ def models_for(task: str) -> tuple[str, ...]:
 
 
 def build_model(name: str, **kwargs) -> tuple[nn.Module, nn.Module]:
-    """Build the networks of the model family ``name`` (see :data:`MODELS`) with the builder's keywords."""
+    """Build the networks of the model family ``name`` (see :data:`MODELS`) with the builder's keywords.
+
+    Raises ConfigError for an unknown name, and for sizes the family cannot take (the builders' ValueErrors: e.g. a
+    DCGAN for 27×27 images, whose sides cannot be halved), naming the family and the size."""
     if name not in MODELS:
         raise ConfigError(f"model.name = {name!r}: must be one of {', '.join(MODELS)}")
-    return MODELS[name].build(**kwargs)
+    try:
+        return MODELS[name].build(**kwargs)
+    except ValueError as e:
+        raise ConfigError(f"model.name = {name!r}: {e}") from None

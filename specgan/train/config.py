@@ -15,7 +15,7 @@ from specgan.audio.params import AudioParams
 from specgan.data.loaders import DATA_KINDS
 from specgan.losses import LOSSES
 from specgan.models import MODELS, models_for
-from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
+from specgan.recipe import MAX_SEED, from_mapping, merge, param, parse_overrides, read_toml, to_mapping
 
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
 #: mapping between two domains, trained from unpaired examples).
@@ -52,7 +52,7 @@ class ModelConfig:
 class TrainConfig:
     steps: int = param(5000, "Generator updates in the whole run.", min=1)
     batch_size: int = param(128, "Real images per step.", min=1)
-    seed: int = param(0, "Seed for weights, batches and latents.", min=0)
+    seed: int = param(0, "Seed for weights, batches and latents.", min=0, max=MAX_SEED)
     loss: str = param("", "Adversarial loss (empty: the task's default, bce for generate and lsgan for translate).",
                       choices=("",) + tuple(LOSSES))
     gp_weight: float = param(0.0, "Weight of the WGAN-GP gradient penalty (0: none; 10 with the wgan loss).",

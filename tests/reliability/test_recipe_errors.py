@@ -67,6 +67,13 @@ GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model
     ((('name = "bad"\n', 'name = "bad"\ntrain = 3\n'), ("[train]\nsteps = 2\nbatch_size = 4\n", "")),
      ["r.toml: train must be a table"]),
     (("steps = 2", "steps = "), ["r.toml: not valid TOML"]),
+    # nan passes every range check (comparisons with it are false), and no key means inf
+    (("[output]", "ema_decay = nan\n[output]"), ["r.toml: train.ema_decay = nan: expected a finite number"]),
+    (("[output]", "gp_weight = inf\n[output]"), ["r.toml: train.gp_weight = inf: expected a finite number"]),
+    (("[output]", "lr_g = nan\n[output]"), ["r.toml: train.lr_g = nan: expected a finite number"]),
+    (("steps = 2", "steps = 2\nseed = 99999999999999999999"),
+     ["r.toml: train.seed = 99999999999999999999: must be <= 9223372036854775807"]),
+    (("[output]", 'loss = "bec"\n[output]'), ["r.toml: train.loss = 'bec': must be one of '', bce, lsgan"]),
 ])
 def test_a_bad_key_or_value_is_one_line_naming_file_key_and_value(tmp_path, change, fragments):
     run = tmp_path / "run"
@@ -79,6 +86,14 @@ def test_a_bad_key_or_value_is_one_line_naming_file_key_and_value(tmp_path, chan
     code, _, stderr = train_cli(recipe)
     one_line_error(code, stderr, *fragments)
     assert not run.exists()
+
+
+def test_a_recipe_that_is_not_utf8_text_is_one_line_naming_it(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_bytes(GENERATE.format(data=tmp_path, run=tmp_path / "run").encode() + b"# caf\xe9\n")
+    code, _, stderr = train_cli(recipe)
+    one_line_error(code, stderr, "r.toml: not valid TOML (not UTF-8 text")
+    assert not (tmp_path / "run").exists()
 
 
 def test_set_overrides_are_checked_like_the_file(tmp_path):
