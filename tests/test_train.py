@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,78 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
         train(changed, device=torch.device("cpu"))
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_recipe(data, tmp_path / "empty"), device=torch.device("cpu"), resume=True)
+
+
+def test_a_runs_recipe_continues_that_run_from_any_folder_even_after_it_moved(tmp_path, monkeypatch):
+    """``specgan train RUN/recipe.toml`` continues the run in RUN, whatever the current directory and wherever the
+    run folder now is; relative data.path and output.dir of the first run are resolved where it started."""
+    make_two_tone_folder(tmp_path / "start" / "data")
+    monkeypatch.chdir(tmp_path / "start")
+    first = load_recipe(None, base={"name": "tiny", "data": {"kind": "image-folder", "path": "data"},
+                                    "model": {"z_dim": 8, "channels": 8},
+                                    "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 1}})
+    train(first, device=torch.device("cpu"))
+    saved = tmp_path / "start" / "runs" / "tiny" / "recipe.toml"
+    assert load_recipe(saved).data.path == str(tmp_path / "start" / "data")
+    moved = tmp_path / "elsewhere" / "tiny"
+    moved.parent.mkdir()
+    (tmp_path / "start" / "runs" / "tiny").rename(moved)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    recipe = load_recipe(moved / "recipe.toml", overrides=["train.steps=3"])
+    assert recipe.run_dir == moved
+    result = train(recipe, device=torch.device("cpu"))
+    assert (result.resumed_from, result.step) == (2, 3)
+    assert [p.name for p in list_checkpoints(moved)][-1] == "step_00000003.pt"
+    assert not (tmp_path / "other" / "runs").exists()
+    # --set output.dir still chooses the folder; a recipe.toml without the run header is an ordinary recipe (the
+    # continued run's file now names the moved folder, so its own output.dir is that folder).
+    assert load_recipe(moved / "recipe.toml", overrides=[f"output.dir={tmp_path / 'x'}"]).run_dir == tmp_path / "x"
+    (tmp_path / "plain").mkdir()
+    header, body = (moved / "recipe.toml").read_text().split("\n", 1)
+    (tmp_path / "plain" / "recipe.toml").write_text(body.replace(str(moved), str(tmp_path / "named")))
+    assert load_recipe(tmp_path / "plain" / "recipe.toml").run_dir == tmp_path / "named"
+    (tmp_path / "plain" / "recipe.toml").write_text(header + "\n" + body)
+    assert load_recipe(tmp_path / "plain" / "recipe.toml").run_dir == tmp_path / "plain"
+
+
+def test_continuing_on_data_of_another_shape_or_other_classes_is_refused(tmp_path):
+    """data.path may change (the data moved), but not into data the networks were not built for."""
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=3), device=torch.device("cpu"))
+    before = (run / "recipe.toml").read_text()
+    bigger = make_two_tone_folder(tmp_path / "bigger", size=32)
+    with pytest.raises(CheckpointError, match=r"image_shape = \[1, 16, 16\], but data.path = .*bigger.* has "
+                                              r"\[1, 32, 32\]"):
+        train(tiny_recipe(bigger, run, steps=6), device=torch.device("cpu"))
+    renamed = make_two_tone_folder(tmp_path / "renamed")
+    (renamed / "light").rename(renamed / "bright")
+    with pytest.raises(CheckpointError, match=r"class_names = \['dark', 'light'\], .* has \['bright', 'dark'\]"):
+        train(tiny_recipe(renamed, run, steps=6), device=torch.device("cpu"))
+    assert (run / "recipe.toml").read_text() == before
+    shutil.copytree(data, tmp_path / "moved")
+    result = train(tiny_recipe(tmp_path / "moved", run, steps=6), device=torch.device("cpu"))
+    assert (result.resumed_from, result.step) == (3, 6)
+
+
+def test_a_run_past_its_steps_keeps_its_recipe(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=3), device=torch.device("cpu"))
+    before = (run / "recipe.toml").read_text()
+    result = train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
+    assert result.resumed_from == 3 and (run / "recipe.toml").read_text() == before
+
+
+@pytest.mark.parametrize("blocker", ["file", "file_above"])
+def test_a_run_folder_that_cannot_be_made_is_a_config_error_naming_output_dir(tmp_path, blocker):
+    data = make_two_tone_folder(tmp_path / "data")
+    (tmp_path / "afile").write_text("mine")
+    run = tmp_path / "afile" if blocker == "file" else tmp_path / "afile" / "run"
+    with pytest.raises(ConfigError, match=f"output.dir = '{run}': "):
+        train(tiny_recipe(data, run, steps=1), device=torch.device("cpu"))
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -15,7 +15,8 @@ from specgan.audio.params import AudioParams
 from specgan.data.loaders import DATA_KINDS
 from specgan.losses import LOSSES
 from specgan.models import MODELS, models_for
-from specgan.recipe import MAX_SEED, from_mapping, merge, param, parse_overrides, read_toml, to_mapping
+from specgan.recipe import MAX_SEED, dump_toml, from_mapping, merge, param, parse_overrides, read_toml, \
+    to_mapping
 
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
 #: mapping between two domains, trained from unpaired examples).
@@ -157,16 +158,47 @@ class Recipe:
         return Path(self.output.dir or Path("runs") / self.name)
 
 
+#: The file a run keeps its resolved recipe in, and the line that starts it.
+RUN_RECIPE = "recipe.toml"
+RUN_RECIPE_HEADER = "# resolved recipe of this run"
+
+
+def run_recipe_text(recipe: Recipe) -> str:
+    """The run folder's ``recipe.toml``: the resolved recipe, with ``data.path`` made absolute so that the run
+    continues from any current directory, under a header naming the command that continues it."""
+    table = recipe_mapping(recipe)
+    table["data"]["path"] = str(Path(recipe.data.path).absolute())
+    return (f"{RUN_RECIPE_HEADER}; continue it with: specgan train {recipe.run_dir.absolute() / RUN_RECIPE}\n"
+            + dump_toml(table))
+
+
+def is_run_recipe(path: Path) -> bool:
+    """Whether ``path`` is a run folder's own ``recipe.toml`` (written by :func:`run_recipe_text`)."""
+    if path.name != RUN_RECIPE:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.readline().startswith(RUN_RECIPE_HEADER.encode())
+    except OSError:
+        return False
+
+
 def load_recipe(path: str | Path | None, *, overrides: list[str] | tuple[str, ...] = (),
                 base: Mapping[str, Any] | None = None) -> Recipe:
     """Read a recipe file (or start from ``base``, e.g. the recipe stored in a checkpoint) and apply ``--set``
-    overrides. Any problem is a one-line ConfigError naming the file (or ``--set``) and the dotted key."""
+    overrides. Any problem is a one-line ConfigError naming the file (or ``--set``) and the dotted key.
+
+    A run folder's own ``recipe.toml`` names that folder as ``output.dir``, wherever it is now and whatever the
+    current directory (``--set output.dir=...`` still wins): continuing a run never starts a new one elsewhere."""
     table = dict(base or {})
     source = "recipe"
     if path is not None:
-        table = read_toml(Path(path))
+        path = Path(path)
+        table = read_toml(path)
         source = str(path)
         from_mapping(Recipe, table, source=source)  # report errors in the file against the file
+        if is_run_recipe(path):
+            table = merge(table, {"output": {"dir": str(path.parent)}})
     if overrides:
         table = merge(table, parse_overrides(overrides))
         source = "--set" if path is None else f"{path} with --set"

@@ -26,11 +26,11 @@ from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
-from specgan.recipe import dump_toml, to_mapping
+from specgan.recipe import to_mapping
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
-from specgan.train.config import Recipe, recipe_mapping
+from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import StopRequest, interruption
 from specgan.train.metric_log import MetricLog, writer_thread_errors_left_to_the_log
@@ -113,21 +113,23 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
                      image_size=tuple(recipe.data.image_size) or None)
     _check_audio(recipe, data)
+    data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
+                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
+    if state is not None:
+        _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
     start = 0
     if state is not None:
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-    data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
-                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
 
     # -- run folder (rank 0) ---------------------------------------------------------------------------
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / "recipe.toml") as tmp:
-            tmp.write_text(f"# resolved recipe of this run; continue it with: specgan train {run_dir}/recipe.toml\n"
-                           + dump_toml(recipe_mapping(recipe)))
+    # A run already past train.steps trains nothing, and keeps the recipe.toml it has.
+    if main and (start < t.steps or not (run_dir / RUN_RECIPE).exists()):
+        _make_run_dir(run_dir)
+        with atomic_path(run_dir / RUN_RECIPE) as tmp:
+            tmp.write_text(run_recipe_text(recipe))
     # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
     # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
     log = MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,
@@ -180,6 +182,16 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                        rank=distributed.rank, task=task)
 
 
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run folder; one that cannot be (a file in the way, no permission) is a ConfigError naming it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output.dir = '{run_dir}': a file is in the way of the run folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output.dir = '{run_dir}': cannot make the run folder ({e.strerror or e})") from None
+
+
 #: The audio parameters that define a spectrogram image (the others only choose which chunks prep keeps).
 IMAGE_AUDIO_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_min", "f_max", "min_db",
                     "max_db", "frames")
@@ -195,6 +207,26 @@ def _check_audio(recipe: Recipe, data: ImageData) -> None:
         if wanted != found:
             raise ConfigError(f"audio.{key} = {wanted!r}, but {recipe.data.path} was prepped with {key} = "
                               f"{found!r}; prep it again with this recipe, or make the recipe's [audio] table match")
+
+
+def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) -> None:
+    """A run continues on data like the data it started on: ``data.path`` may move (RESUMABLE_CHANGES), but the
+    images must keep their shape, the classes (or domains) their names and order, and spectrograms the audio
+    parameters that made them; the networks were built for them, and labels mean what they meant."""
+    def image_audio(audio: dict | None) -> dict | None:
+        return {key: audio.get(key) for key in IMAGE_AUDIO_KEYS} if audio else None
+
+    pairs = {"image_shape": (saved.get("image_shape"), found["image_shape"]),
+             "class_names": (saved.get("class_names"), found["class_names"]),
+             "audio": (image_audio(saved.get("audio")), image_audio(found["audio"]))}
+    for what, (before, now) in pairs.items():
+        if before != now:
+            if what == "audio" and before and now:
+                key = next(k for k in IMAGE_AUDIO_KEYS if before[k] != now[k])
+                what, before, now = f"audio.{key}", before[key], now[key]
+            raise CheckpointError(f"{path}: this run was trained on data with {what} = {before}, but data.path = "
+                                  f"{data_path!r} has {now}; point data.path at the run's data, or use another "
+                                  f"output.dir for a new run")
 
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
