@@ -517,9 +517,13 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     except OSError as e:
         raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
     with DatasetLock(out):
-        old = _previous_manifest(out, params=params, overwrite=overwrite)
+        current = _current_manifest(out, overwrite=overwrite)
+        old = _reusable(current, out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None
-        remove_orphans(out, keep=old["files"].values() if old else ())
+        if current is not None:
+            # Space left by an interrupted prep. The current dataset stays whole until the new one is committed,
+            # even when --overwrite replaces it: a failed or interrupted rebuild leaves it usable.
+            remove_orphans(out, keep=current["files"].values())
         done_rows = {s["sha256"]: s for s in old["sources"]} if old else {}
         done_skips = {s["sha256"]: s["reason"] for s in old["skipped"] if s.get("sha256")} if old else {}
 
@@ -584,10 +588,20 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         return report
 
 
-def _previous_manifest(out: Path, *, params: AudioParams, overwrite: bool) -> dict | None:
-    """The manifest of the dataset already at ``out`` when it can be updated with ``params``; None when there is
+def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
+    """The manifest of the dataset at ``out``, or None when there is none, or when it is damaged and ``overwrite``
+    rebuilds the dataset (without ``overwrite`` a damaged one is a DatasetError saying to use it)."""
+    try:
+        return read_manifest(out)
+    except DatasetError:
+        if overwrite:
+            return None
+        raise
+
+
+def _reusable(old: dict | None, out: Path, *, params: AudioParams, overwrite: bool) -> dict | None:
+    """``old``, the manifest of the dataset at ``out``, when it can be updated with ``params``; None when there is
     none or ``overwrite`` replaces one made with other parameters (otherwise that is a DatasetError)."""
-    old = read_manifest(out)
     if old is None or old["audio"] == to_mapping(params):
         return old
     if not overwrite:

@@ -3,6 +3,7 @@ dataset complete and loadable, says what happened in one line, and leaves no hal
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -243,6 +244,40 @@ def test_ctrl_c_while_the_dataset_is_written_keeps_the_previous_one(existing, mo
     with pytest.raises(KeyboardInterrupt):
         prep(src, out, params=PARAMS, workers=1)
     assert_previous_dataset_intact(out, before)
+
+
+def test_an_overwrite_that_fails_or_is_interrupted_keeps_the_previous_dataset(existing, monkeypatch):
+    """--overwrite with other parameters replaces the dataset only when the new one is committed."""
+    src, out, before = existing
+    with pytest.raises(DatasetError, match="none of the 4 audio files could be used"):
+        prep(src, out, params=dataclasses.replace(PARAMS, frames=4096), workers=1, overwrite=True)
+    assert_previous_dataset_intact(out, before)
+    real = prep_module.decode_whole
+
+    def interrupted(path, **kwargs):
+        if path.name == "new.wav":
+            raise KeyboardInterrupt
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(prep_module, "decode_whole", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prep(src, out, params=dataclasses.replace(PARAMS, n_fft=512), workers=1, overwrite=True)
+    assert_previous_dataset_intact(out, before)
+    monkeypatch.undo()
+    report = prep(src, out, params=dataclasses.replace(PARAMS, n_fft=512), workers=1, overwrite=True)
+    assert open_dataset(out).audio.n_fft == 512 and report.processed == 4
+    assert len(list(out.glob("chunks-*.npy"))) == 1  # the replaced dataset's arrays are gone after the commit
+
+
+def test_overwrite_rebuilds_a_dataset_whose_manifest_is_damaged(existing):
+    """The damaged-manifest error says to run prep with --overwrite; that must then work."""
+    src, out, _ = existing
+    (out / "manifest.json").write_text('{"format": "specgan-dataset", "version": 1, "audio": 3}')
+    with pytest.raises(DatasetError, match="damaged dataset manifest.*--overwrite"):
+        prep(src, out, params=PARAMS, workers=1)
+    report = prep(src, out, params=PARAMS, workers=1, overwrite=True)
+    assert report.processed == 4 and len(open_dataset(out).labels) > 0
+    assert len(list(out.glob("chunks-*.npy"))) == 1
 
 
 INTERRUPTIBLE_PREP = textwrap.dedent("""
