@@ -125,6 +125,23 @@ NMels = Annotated[Optional[int], typer.Option("--n-mels", help="Mel bands, the i
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 
 
+def compute_device(device: str) -> tuple[Any, str | None]:
+    """The torch device a command computes on (``--device``), and a line for the user or None. On a CPU whose cores
+    other programs keep busy, torch is given only the free ones (a command with all cores' threads on two cores,
+    one busy, ran 3-11x slower), and the line says so; a command prints it once its input has been accepted, so
+    that an error stays the only line."""
+    from specgan.device import fit_cpu_threads, resolve_device
+
+    resolved = resolve_device(device)
+    return resolved, fit_cpu_threads() if resolved.type == "cpu" else None
+
+
+def note(text: str | None) -> None:
+    """Print ``text`` (e.g. :func:`compute_device`'s line) on stderr, if there is one."""
+    if text:
+        say(text, to=err)
+
+
 def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any):
     from specgan.audio.params import resolve_audio_params
     from specgan.recipe import parse_overrides
@@ -174,7 +191,9 @@ def prep(
                            pad_short=pad_short)
     wanted = tuple(d.strip() for d in domains.split(",") if d.strip()) if domains else None
     progress = Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet, transient=True)
+                        TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+                        # off the terminal a transient bar shows nothing, but leaves an empty line before any error
+                        disable=quiet or not err.is_terminal)
     with progress:
         task = progress.add_task("files", total=None)
         report = run_prep(src, output, params=params, domains=wanted, domain_pattern=domain_pattern, workers=workers or os.cpu_count() or 1,
@@ -225,7 +244,6 @@ def reconstruct(
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
     from specgan.audio.io import OUTPUT_FORMATS
-    from specgan.device import resolve_device
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
@@ -236,7 +254,9 @@ def reconstruct(
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
-    r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(resolve_device(device)))
+    dev, threads = compute_device(device)
+    r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(dev))
+    note(threads)
     say(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)")
     say(f"spectral convergence {r.spectral_convergence:.4f} after {r.n_iter} Griffin-Lim iterations "
         f"(0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})")
@@ -259,23 +279,21 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    from specgan.device import fit_cpu_threads, resolve_device
     from specgan.errors import DatasetError, TrainingInterrupted
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
     r = load_recipe(recipe, overrides=set_items or [])
-    dev = resolve_device(device)
-    threads_note = fit_cpu_threads() if dev.type == "cpu" else None
+    dev, threads = compute_device(device)
     progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
+                        disable=quiet or not err.is_terminal)  # off a terminal it drew nothing but an empty line
     task = progress.add_task("train", total=r.train.steps, info="")
 
     def on_start(first: int, last: int, data, accel) -> None:
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
         say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
-        if threads_note:
-            say(threads_note, to=err)
+        note(threads)
         if accel.precision_note:
             say(f"warning: {accel.precision_note}", to=err, style="yellow")
         if accel.compile:
@@ -329,11 +347,12 @@ def sample(
     device: Device = "auto",
 ):
     """Draw samples from a trained generator into a PNG grid (and audio for spectrogram models)."""
-    from specgan.device import resolve_device
     from specgan.sample import draw
 
+    dev, threads = compute_device(device)
     report = draw(run, output=output, n=n, label=label, seed=seed, interpolate=interpolate, audio=audio,
-                  n_iter=iters, device=resolve_device(device))
+                  n_iter=iters, device=dev)
+    note(threads)
     say(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})")
     for path in report.audio:
         say(f"wrote {path}")
@@ -361,13 +380,15 @@ def convert(
 ):
     """Convert recordings to another domain with a trained translator (a translate run)."""
     from specgan.convert import ConvertedFile, convert_path
-    from specgan.device import resolve_device
+
+    dev, threads = compute_device(device)
 
     def on_model(translator, picked: bool) -> None:
         how = f" (picked automatically: the newest run under runs/ with domain {to}; choose with --model)" \
             if picked else ""
         a, b = translator.domains
         say(f"model {translator.checkpoint} (step {translator.step}, {a} ↔ {b}){how}")
+        note(threads)
 
     def on_file(item) -> None:
         if isinstance(item, ConvertedFile):
@@ -377,7 +398,7 @@ def convert(
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
-                          device=resolve_device(device), on_model=on_model, on_file=on_file)
+                          device=dev, on_model=on_model, on_file=on_file)
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "
@@ -411,11 +432,10 @@ def evaluate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from specgan.device import resolve_device
-    from specgan.evaluate import evaluate_run, evaluate_translation
+    from specgan.evaluate import evaluate_run, evaluate_translation, record_result
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True)
+                        console=err, transient=True, disable=not err.is_terminal)
     current = {"task": None}
 
     def on_stage(text: str) -> None:
@@ -423,29 +443,36 @@ def evaluate(
             progress.update(current["task"], visible=False)
         current["task"] = progress.add_task(text, total=None)
 
+    dev, threads = compute_device(device)
+
     def on_progress(done: int, total: int) -> None:
+        nonlocal threads
+        note(threads)  # the work has started: the input was accepted
+        threads = None
         progress.update(current["task"], completed=done, total=total)
 
     with progress:
         if pairs is not None:
             on_stage("converting and scoring pairs")
             result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction,
-                                          n_iter=iters, device=resolve_device(device), on_progress=on_progress)
+                                          n_iter=iters, device=dev, on_progress=on_progress)
         else:
-            result = evaluate_run(run, n=n, seed=seed, device=resolve_device(device), data_path=data,
+            result = evaluate_run(run, n=n, seed=seed, device=dev, data_path=data,
                                   on_stage=on_stage, on_progress=on_progress)
+    # Shown before it is kept, so that a run folder that cannot be written loses nothing that was measured.
     if json_output:
         out.print_json(json.dumps(result))
-        return
-    table = Table(title=f"eval of {result['checkpoint']} (step {result['step']})", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
-    if result.get("task") == "translate":
-        _translation_rows(table, result)
     else:
-        _generation_rows(table, result)
-    out.print(table)
+        table = Table(title=f"eval of {result['checkpoint']} (step {result['step']})", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("meaning")
+        if result.get("task") == "translate":
+            _translation_rows(table, result)
+        else:
+            _generation_rows(table, result)
+        out.print(table)
+    say(f"appended to {record_result(result)}", to=err if json_output else out)
 
 
 def _translation_rows(table: Table, result: dict) -> None:
@@ -453,7 +480,8 @@ def _translation_rows(table: Table, result: dict) -> None:
                   "mel-cepstral distortion after DTW (lower is better)")
     table.add_row("MCD unconverted", f"{result['baseline_mcd_db']:.3f} dB", "the source itself vs target: the "
                   "baseline to beat")
-    table.add_row("MCD ratio", f"{result['mcd_ratio']:.3f}", "converted / unconverted (below 1: closer to the target)")
+    ratio = "n/a" if result["mcd_ratio"] is None else f"{result['mcd_ratio']:.3f}"
+    table.add_row("MCD ratio", ratio, "converted / unconverted (below 1: closer to the target)")
     table.add_row("MCD resynthesis floor", f"{result['resynthesis_mcd_db']:.3f} dB", "the target itself through "
                   "log-mel and Griffin-Lim: no conversion can go below this")
     table.add_row("LSD converted", f"{result['lsd_db']:.3f} dB", "log-spectral distance after DTW")

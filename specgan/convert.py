@@ -28,7 +28,7 @@ from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_a
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
-from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
+from specgan.train.checkpoint import MODEL_FIELDS, find_checkpoint, list_checkpoints, load_checkpoint
 
 PHASE_INITS = ("source", "random")
 
@@ -81,7 +81,7 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
     from specgan.models import build_model
 
     path = find_checkpoint(run_or_checkpoint)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, required=MODEL_FIELDS)
     domains = _translate_domains(state, path)
     model, data = state["recipe"].get("model", {}), state["data"]
     if not data.get("audio"):

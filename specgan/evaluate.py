@@ -6,7 +6,8 @@
   target utterance of the same name, next to the unconverted source against the same target, the baseline any
   conversion must beat (:func:`evaluate_translation`; definitions in :mod:`specgan.metrics.audio_quality`).
 
-Results are printed and appended as one JSON line to ``RUN/eval.jsonl``.
+``specgan eval`` prints the result, then appends it as one JSON line to ``RUN/eval.jsonl``
+(:func:`record_result`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from specgan.data.loaders import load_data
 from specgan.errors import ConfigError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
-from specgan.sample import load_generator
-from specgan.train.checkpoint import find_checkpoint, load_checkpoint
+from specgan.sample import generator_from_checkpoint
+from specgan.train.checkpoint import MODEL_FIELDS, checkpoint_dir, find_checkpoint, load_checkpoint
 
 #: ``--direction`` values: A2B converts the run's first domain into its second.
 DIRECTIONS = ("A2B", "B2A")
@@ -38,17 +39,17 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
                  data_path: Path | None = None, cache_dir: Path | None = None,
                  on_stage: Callable[[str], None] | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Evaluate a ``generate`` run on its own data (or ``data_path``); append the result to ``RUN/eval.jsonl``.
+    """Evaluate a ``generate`` run on its own data (or ``data_path``); :func:`record_result` keeps the result.
 
     ``on_stage(text)`` announces each stage (loading data, training the classifier once, sampling) and
     ``on_progress(done, total)`` reports progress inside it, so a caller can show that work is going on.
     """
-    task = load_checkpoint(find_checkpoint(run_or_checkpoint))["recipe"].get("task", "generate")
-    if task == "translate":
+    checkpoint = find_checkpoint(run_or_checkpoint)
+    state = load_checkpoint(checkpoint, required=MODEL_FIELDS)
+    if state["recipe"].get("task", "generate") == "translate":
         raise ConfigError(f"{run_or_checkpoint}: a translate run is measured against parallel recordings: "
                           f"specgan eval RUN --pairs SOURCE_DIR TARGET_DIR")
-    model = load_generator(run_or_checkpoint, device=device)
-    state = load_checkpoint(model.checkpoint)
+    model = generator_from_checkpoint(checkpoint, state, device=device)
     kind = state["recipe"]["data"]["kind"]
     if kind not in EVALUABLE:
         raise ConfigError(f"{model.checkpoint}: eval measures MNIST-like runs ({', '.join(EVALUABLE)}); this run "
@@ -60,8 +61,7 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     test = load_data(kind, path, split="test")
     stage("reference classifier (trained once, then cached)")
     classifier, info = load_or_train_classifier(path, kind=kind, train=train, test=test, cache_dir=cache_dir,
-                                                on_progress=on_progress)
-    classifier.to(device)
+                                                device=device, on_progress=on_progress)
     stage(f"sampling and classifying {n} images")
     noise = torch.Generator().manual_seed(seed)
 
@@ -74,17 +74,25 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     result = {"checkpoint": str(model.checkpoint), "step": model.step, "kind": kind, "seed": seed,
               "classifier_test_accuracy": info["accuracy"], "seconds": round(time.perf_counter() - started, 2),
               **metrics}
-    _append_result(model.checkpoint, result)
     return result
 
 
-def _append_result(checkpoint: Path, result: dict[str, Any]) -> None:
-    """Append ``result`` to ``eval.jsonl`` of the run that holds ``checkpoint`` (atomically)."""
-    log = Path(checkpoint).parent.parent / "eval.jsonl"
-    if log.parent.is_dir():
-        previous = log.read_text() if log.exists() else ""
-        with atomic_path(log) as tmp:
-            tmp.write_text(previous + json.dumps(result) + "\n")
+def results_log(checkpoint: Path) -> Path:
+    """Where the results of ``checkpoint`` are kept: ``RUN/eval.jsonl`` for a checkpoint in its run's checkpoints
+    folder, else ``eval.jsonl`` beside the checkpoint (never in a folder above it that is no run)."""
+    folder = Path(checkpoint).parent
+    run = folder.parent
+    return (run if checkpoint_dir(run) == folder else folder) / "eval.jsonl"
+
+
+def record_result(result: dict[str, Any]) -> Path:
+    """Append ``result`` (from :func:`evaluate_run` or :func:`evaluate_translation`) as one JSON line to
+    :func:`results_log` of its checkpoint, atomically; returns that file."""
+    log = results_log(Path(result["checkpoint"]))
+    previous = log.read_text() if log.exists() else ""
+    with atomic_path(log) as tmp:
+        tmp.write_text(previous + json.dumps(result) + "\n")
+    return log
 
 
 def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -115,7 +123,7 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
     baseline), the spectral convergence of Griffin-Lim against the magnitude it was given, and the MCD of the
     target itself passed through log-mel and Griffin-Lim (the floor this inversion puts under any conversion). Returns means over
     pairs, the ratio converted / baseline MCD (below 1 means the conversion moved towards the target; it does
-    not depend on the cepstrum's scaling constant) and the per-pair figures; appends it to ``RUN/eval.jsonl``.
+    not depend on the cepstrum's scaling constant) and the per-pair figures (:func:`record_result` keeps them).
     """
     from specgan.audio.io import load_audio
     from specgan.convert import convert_waveform, load_translator
@@ -160,6 +168,6 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
               "resynthesis_mcd_db": mean("resynthesis_mcd_db"),
               "spectral_convergence": mean("spectral_convergence"),
               "seconds": round(time.perf_counter() - started, 2), "per_pair": rows}
-    result["mcd_ratio"] = round(result["mcd_db"] / result["baseline_mcd_db"], 4)
-    _append_result(translator.checkpoint, result)
+    # None when every source already is its target (a baseline of 0 dB leaves nothing to improve on)
+    result["mcd_ratio"] = round(result["mcd_db"] / result["baseline_mcd_db"], 4) if result["baseline_mcd_db"] else None
     return result

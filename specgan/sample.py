@@ -14,7 +14,7 @@ from specgan.audio.params import AudioParams
 from specgan.errors import CheckpointError, ConfigError
 from specgan.models import build_model
 from specgan.recipe import from_mapping
-from specgan.train.checkpoint import find_checkpoint, load_checkpoint
+from specgan.train.checkpoint import MODEL_FIELDS, find_checkpoint, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,13 @@ def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str 
                    use_ema: bool = True) -> TrainedGenerator:
     """Rebuild the generator of a ``generate`` run from a checkpoint (or the latest one in a run folder)."""
     path = find_checkpoint(run_or_checkpoint)
-    state = load_checkpoint(path)
+    return generator_from_checkpoint(path, load_checkpoint(path, required=MODEL_FIELDS), device=device,
+                                     use_ema=use_ema)
+
+
+def generator_from_checkpoint(path: Path, state: dict, *, device: torch.device | str = "cpu",
+                              use_ema: bool = True) -> TrainedGenerator:
+    """The generator of the checkpoint ``state`` read from ``path`` (see :func:`load_generator`)."""
     recipe, data = state["recipe"], state["data"]
     if recipe.get("task", "generate") != "generate":
         raise ConfigError(f"{path}: a {recipe['task']} run has no generator to sample from; use 'specgan convert' "

@@ -86,7 +86,15 @@ def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp
     assert logged[-1]["fd"] == result["fd"]
     code, stdout, _ = specgan("eval", run, "-n", "500", "--device", "cpu", cwd=tmp_path)
     assert code == 0 and "label accuracy" in stdout and "Fréchet distance" in stdout
+    assert f"appended to {run / 'eval.jsonl'}" in stdout
     assert len((run / "eval.jsonl").read_text().splitlines()) == 2
+    # A checkpoint outside any run keeps its results beside it, not in the folder above.
+    loose = tmp_path / "loose" / "models"
+    loose.mkdir(parents=True)
+    shutil.copy(sorted((run / "checkpoints").glob("*.pt"))[-1], loose / "cgan.pt")
+    code, _, stderr = specgan("eval", loose / "cgan.pt", "-n", "500", "--json", "--device", "cpu", cwd=tmp_path)
+    assert code == 0 and f"appended to {loose / 'eval.jsonl'}" in stderr
+    assert len((loose / "eval.jsonl").read_text().splitlines()) == 1 and not (tmp_path / "loose" / "eval.jsonl").exists()
 
 
 def test_spectrogram_gan_on_spoken_digits(fsdd, tmp_path):

@@ -39,6 +39,8 @@ _TEMP = re.compile(r"^\.step_\d{8}\.pt\..+\.tmp$")
 DAMAGED_SUFFIX = ".damaged"
 #: What every checkpoint of a training run holds besides the header and ``step`` (a run continues only from one).
 RUN_FIELDS = ("task", "rng", "recipe", "data")
+#: What a checkpoint needs to rebuild its networks (``specgan sample``, ``convert``, ``eval``).
+MODEL_FIELDS = ("task", "recipe", "data")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -154,12 +156,14 @@ def _crc32_on() -> Iterator[None]:
         config.compute_crc32 = False
 
 
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors only, no pickled code), after checking the
     CRC-32 of every member of its zip archive.
 
     Raises:
-        DamagedCheckpointError: truncated, corrupted, not a specgan checkpoint, or without a step.
+        DamagedCheckpointError: truncated, corrupted, not a specgan checkpoint, without a step, or without one of
+            the ``required`` fields (e.g. :data:`RUN_FIELDS`).
         CheckpointError: no such file, or a format version newer than this specgan understands.
     """
     path = Path(path)
@@ -186,6 +190,9 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         raise
     if not isinstance(state.get("step"), int) or isinstance(state.get("step"), bool) or state["step"] < 0:
         raise DamagedCheckpointError(f"{path}: not a readable checkpoint (step = {state.get('step')!r})")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise DamagedCheckpointError(f"{path}: not a readable checkpoint (it has no {missing[0]!r})")
     return state
 
 
@@ -230,10 +237,7 @@ def load_latest_checkpoint(run_dir: Path, *, map_location: str | torch.device = 
     damaged: list[tuple[Path, str]] = []
     for path in reversed(found):
         try:
-            state = load_checkpoint(path, map_location=map_location)
-            missing = [key for key in required if key not in state]
-            if missing:
-                raise DamagedCheckpointError(f"{path}: not a readable checkpoint (it has no {missing[0]!r})")
+            state = load_checkpoint(path, map_location=map_location, required=required)
         except DamagedCheckpointError as e:
             damaged.append((path, str(e)))
             continue

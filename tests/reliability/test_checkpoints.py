@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import re
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,47 @@ def test_weights_that_do_not_fit_the_checkpoints_own_recipe_are_one_line(four_st
     torch.save(state, path)
     code, _, stderr = cli("sample", path, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
     one_line_error(code, stderr, str(path), "model")
+
+
+@pytest.mark.parametrize("field", ["data", "recipe", "task"])
+def test_a_checkpoint_without_a_field_the_model_needs_is_one_line(four_steps, tmp_path, field):
+    path = tmp_path / "step_00000004.pt"
+    state = load_checkpoint(four_steps / "checkpoints" / "step_00000004.pt")
+    del state[field]
+    torch.save(state, path)
+    code, _, stderr = cli("sample", path, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
+    one_line_error(code, stderr, str(path), f"it has no '{field}'")
+    code, _, stderr = cli("eval", path, "-n", "100", "--device", "cpu")
+    one_line_error(code, stderr, str(path), f"it has no '{field}'")
+
+
+def test_eval_results_are_shown_before_a_run_folder_that_cannot_be_written_refuses_them(four_steps, tmp_path,
+                                                                                        monkeypatch):
+    """The measurement is printed first: a read-only run folder costs the record, not the result."""
+    import specgan.evaluate as evaluate
+
+    translate = write_run(tmp_path / "tr")
+    pairs = {side: tmp_path / side for side in ("src", "tgt")}
+    for folder in pairs.values():
+        folder.mkdir()
+        speech(folder / "one.wav")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    monkeypatch.setattr(evaluate, "results_log", lambda checkpoint: blocked / "eval.jsonl")
+    result = CliRunner().invoke(app, ["eval", str(translate), "--pairs", str(pairs["src"]), str(pairs["tgt"]),
+                                      "--iters", "2", "--device", "cpu"])
+    assert result.exit_code == 2 and "MCD converted" in result.stdout, result.output
+    # Each source is its own target here: a baseline of 0 dB, so no ratio (it was a division by zero).
+    assert re.search(r"MCD ratio\s+.?\s*n/a", result.stdout), result.stdout
+    assert "blocked" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_results_of_a_checkpoint_outside_a_run_are_kept_beside_it(tmp_path):
+    from specgan.evaluate import results_log
+
+    assert results_log(tmp_path / "run" / "checkpoints" / "step_00000004.pt") == tmp_path / "run" / "eval.jsonl"
+    assert results_log(tmp_path / "models" / "model.pt") == tmp_path / "models" / "eval.jsonl"
+    assert results_log(tmp_path / "checkpoints" / "model.pt") == tmp_path / "eval.jsonl"
 
 
 # -- continuing a run --------------------------------------------------------------------------------------
