@@ -4,8 +4,8 @@ fallback to the newest intact checkpoint (said out loud, the damaged file kept a
 from __future__ import annotations
 
 import json
-import zipfile
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
