@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,8 @@ from specgan.audio.io import AUDIO_SUFFIXES, audio_files, load_audio
 from specgan.audio.params import AudioParams
 from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
-from specgan.data.prep import prep
+from specgan.data.prep import ClipLogMel, chunk_logmel, prep
+from specgan.errors import AudioError
 
 SPEAKERS = {"SF1": ["100001.flac", "100003.flac"], "TM3": ["100001.flac", "100004.flac"]}
 # 16 kHz keeps the tests quick (no resampling of the VCC files) without changing any code path.
@@ -352,3 +354,29 @@ def test_worker_tasks_hold_a_bounded_number_of_bytes_and_files(tmp_path):
         assert len(batch) <= 3 and (total <= 2600 or len(batch) == 1)
     # 7000 | 5000 | 2500 (each over the budget with the one before) | 1200 300 300 | 300 50 50 | 50 50 50
     assert [len(b) for b in batches] == [1, 1, 1, 3, 3, 3]
+
+
+def _clip(frame_db: list[float], n_mels: int = 8) -> ClipLogMel:
+    """A clip's log-mel whose frame ``i`` holds the value ``i / 100`` in every band, with the given loudness."""
+    spec = (torch.arange(len(frame_db)) / 100).expand(n_mels, -1).to(torch.float16)
+    return ClipLogMel(spec, torch.tensor(frame_db, dtype=torch.float32), samples=len(frame_db) * 64, peak=0.5)
+
+
+def test_pad_short_keeps_a_short_clip_judged_by_its_own_frames():
+    """With pad_short, a clip shorter than a chunk is padded with silence (-1) and kept when min_active of its own
+    frames are active: counting the padding as silence had rejected every clip under min_active of a chunk."""
+    params = AudioParams(n_mels=8, hop_length=64, frames=64, min_active=0.5, trim_silence=False, pad_short=True)
+    chunks, starts = chunk_logmel(_clip([0.0] * 20), params=params)           # 20 active frames of 64
+    assert chunks.shape == (1, 8, 64) and starts.tolist() == [0]
+    np.testing.assert_array_equal(chunks[0, :, :20], _clip([0.0] * 20).spec.numpy())
+    assert (chunks[0, :, 20:] == -1).all()
+    with pytest.raises(AudioError, match="near-silent"):                    # 6 of 20 frames active
+        chunk_logmel(_clip([0.0] * 6 + [-90.0] * 14), params=params)
+    with pytest.raises(AudioError, match="too short: 20 frames"):
+        chunk_logmel(_clip([0.0] * 20), params=dataclasses.replace(params, pad_short=False))
+    # Trimmed first: the start is that of the first frame kept.
+    trimmed = dataclasses.replace(params, trim_silence=True, trim_top_db=30.0)
+    clip = _clip([-90.0] * 5 + [0.0] * 20 + [-90.0] * 3)
+    chunks, starts = chunk_logmel(clip, params=trimmed)
+    assert starts.tolist() == [5 * 64]
+    np.testing.assert_array_equal(chunks[0, :, :20], clip.spec[:, 5:25].numpy())

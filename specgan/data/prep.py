@@ -221,9 +221,12 @@ def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, 
         if not params.pad_short:
             raise AudioError(f"too short: {n_frames} frames after trimming, one chunk is {params.frames} "
                              f"({params.chunk_seconds:.2f} s; set pad_short to pad it)")
-        spec = np.pad(spec, ((0, 0), (0, params.frames - n_frames)), constant_values=-1.0)
-        active = np.pad(active, (0, params.frames - n_frames), constant_values=False)
-        n_frames = params.frames
+        # One chunk, judged by the clip's own frames: counted with the padding, a clip shorter than min_active of a
+        # chunk could never be kept (FSDD's shortest spoken digits were all skipped so).
+        if active.mean() < params.min_active:
+            raise AudioError("no chunk with enough sound (the clip, padded to one chunk, is near-silent)")
+        padded = np.pad(spec, ((0, 0), (0, params.frames - n_frames)), constant_values=-1.0)
+        return padded[None], np.array([first * params.hop_length], dtype=np.int64)
     starts = np.asarray(window_starts(n_frames, frames=params.frames, hop=params.hop_frames), dtype=np.int64)
     counts = np.concatenate([[0], np.cumsum(active)])                       # active frames before each frame
     fraction = (counts[starts + params.frames] - counts[starts]).astype(np.float32) / np.float32(params.frames)
