@@ -341,7 +341,8 @@ def sample(
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
     label: Annotated[Optional[str], typer.Option(help="Class to generate (conditional models), e.g. 7.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the latents.")] = 0,
-    interpolate: Annotated[bool, typer.Option(help="Latent walk: each row goes from one latent to another.")] = False,
+    interpolate: Annotated[bool, typer.Option(help="Latent walk: each row of 8 (or of n, below 8) goes from one "
+                                                   "latent to another; n is rounded down to whole rows.")] = False,
     audio: Annotated[bool, typer.Option(help="Spectrogram models: also write each sample as .wav.")] = False,
     iters: Annotated[int, typer.Option(min=1, help="Griffin-Lim iterations for --audio.")] = 32,
     device: Device = "auto",
@@ -419,7 +420,7 @@ def evaluate(
     direction: Annotated[str, typer.Option(help="Translate runs: A2B converts the run's first domain (data.domains[0]) "
                                                 "into its second; B2A the other way.")] = "A2B",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations.")] = 32,
-    n: Annotated[int, typer.Option("--n", "-n", min=100, help="Generate runs: samples to draw.")] = 10000,
+    n: Annotated[int, typer.Option("--n", "-n", min=100, max=100_000, help="Generate runs: samples to draw.")] = 10000,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Generate runs: seed of the latents.")] = 0,
     data: Annotated[Optional[Path], typer.Option(
         help="Generate runs: the dataset folder [default: the run's data.path].")] = None,

@@ -179,3 +179,24 @@ def test_magnitude_in_frame_blocks_equals_the_whole_clip_at_once():
     blocks = inverter.magnitude(logmel, block_frames=7)  # 7 blocks of 7 frames and one of 4
     assert blocks.shape == whole.shape == (2, 257, 53)
     torch.testing.assert_close(blocks, whole, rtol=1e-9, atol=1e-9)
+
+
+def test_sample_audio_is_rendered_in_batches_that_give_what_one_batch_gives(tmp_path, monkeypatch):
+    """``specgan sample --audio`` inverts RENDER_BATCH images at a time (memory); the files are those one batch
+    of all the images writes, the random initial phases being drawn in the same order."""
+    import soundfile as sf
+
+    from specgan import sample as sample_module
+    from specgan.audio.params import AudioParams
+
+    audio = AudioParams(sample_rate=8000, n_fft=128, hop_length=32, n_mels=16, frames=16)
+    images = torch.rand(7, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    written = {}
+    for batch in (3, 100):
+        monkeypatch.setattr(sample_module, "RENDER_BATCH", batch)
+        paths = [tmp_path / f"{batch}_{i}.wav" for i in range(len(images))]
+        sample_module.render_audio(images, audio=audio, paths=paths, n_iter=2, seed=5)
+        written[batch] = [sf.read(p)[0] for p in paths]
+    for a, b in zip(written[3], written[100]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(written[3][0], written[3][1])

@@ -262,6 +262,10 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     walk = slerp(a, b, torch.linspace(0, 1, 8))
     torch.testing.assert_close(walk, z[:8])
     assert walk.norm(dim=1).min() >= min(a.norm(), b.norm()) * 0.999
+    # Fewer than a row: one walk of n steps (it was a row of 8, more than asked for); else whole rows of 8.
+    for n, (rows, steps) in {5: (1, 5), 1: (1, 1), 20: (2, 8)}.items():
+        z, _, nrow = latents_and_labels(model, n=n, label=None, seed=3, interpolate=True)
+        assert (len(z), nrow) == (rows * steps, steps)
     z, labels, _ = latents_and_labels(model, n=4, label="light", seed=0, interpolate=False)
     assert labels.tolist() == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="--label dusk: not a class of this model"):

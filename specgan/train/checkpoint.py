@@ -33,7 +33,9 @@ from specgan.errors import CheckpointError, DamagedCheckpointError, SpecganError
 
 FORMAT = "specgan-checkpoint"
 FORMAT_VERSION = 1
-_NAME = re.compile(r"^step_(\d{8})\.pt$")
+#: Checkpoint files are named by their step in this many digits (train.steps stays below 10 ** STEP_DIGITS).
+STEP_DIGITS = 8
+_NAME = re.compile(rf"^step_(\d{{{STEP_DIGITS}}})\.pt$")
 _TEMP = re.compile(r"^\.step_\d{8}\.pt\..+\.tmp$")
 #: Suffix given to a damaged checkpoint that a continued run passed over.
 DAMAGED_SUFFIX = ".damaged"

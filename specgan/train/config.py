@@ -51,7 +51,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = param(5000, "Generator updates in the whole run.", min=1)
+    steps: int = param(5000, "Generator updates in the whole run.", min=1, max=10**8 - 1)  # checkpoint names
     batch_size: int = param(128, "Real images per step.", min=1)
     seed: int = param(0, "Seed for weights, batches and latents.", min=0, max=MAX_SEED)
     loss: str = param("", "Adversarial loss (empty: the task's default, bce for generate and lsgan for translate).",

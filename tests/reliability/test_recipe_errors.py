@@ -59,6 +59,7 @@ GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model
     (("steps = 2", 'steps = "many"'), ["r.toml: train.steps = 'many': expected int, got str"]),
     (("steps = 2", "steps = 2.5"), ["r.toml: train.steps = 2.5: expected int, got float"]),
     (("steps = 2", "steps = -5"), ["r.toml: train.steps = -5: must be >= 1"]),
+    (("steps = 2", "steps = 100000000"), ["r.toml: train.steps = 100000000: must be <= 99999999"]),
     (("batch_size = 4", "batch_size = 0"), ["r.toml: train.batch_size = 0: must be >= 1"]),
     (("channels = 8", 'name = "vae"'), ["r.toml: model.name = 'vae': must be one of"]),
     (('kind = "image-folder"', 'kind = "cifar"'), ["r.toml: data.kind = 'cifar': must be one of"]),
