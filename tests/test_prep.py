@@ -210,6 +210,23 @@ def test_discovery_finds_files_in_pathlib_order(tmp_path):
     assert sources[expected.index(src / "ab.wav")].domain == "src"  # directly in the source folder
 
 
+def test_domain_folders_may_be_links_and_link_loops_end(tmp_path):
+    """A domain folder linked from where the recordings live is searched; a folder reached again through a link
+    (a loop, or a second link to it) is searched once."""
+    store = tmp_path / "store"
+    for speaker in ("SF1", "TM3"):
+        (store / speaker).mkdir(parents=True)
+        (store / speaker / "1.wav").write_bytes(b"")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "SF1").symlink_to(store / "SF1", target_is_directory=True)
+    (src / "TM3").symlink_to(store / "TM3", target_is_directory=True)
+    (store / "TM3" / "again").symlink_to(store / "TM3", target_is_directory=True)   # a loop
+    (src / "up").symlink_to(src, target_is_directory=True)                           # another loop
+    assert [f.relative_to(src).as_posix() for f in audio_files(src)] == ["SF1/1.wav", "TM3/1.wav"]
+    assert [s.domain for s in prep_module.discover(src)] == ["SF1", "TM3"]
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
                            max_leaves=8)
