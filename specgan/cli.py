@@ -220,6 +220,10 @@ def _print_prep_summary(report) -> None:
     state = "up to date, nothing to do" if report.up_to_date else \
         f"processed {report.processed} file(s), re-used {report.reused} unchanged"
     say(state)
+    if report.removed:
+        gone = f" (domain(s) {', '.join(report.removed_domains)} with them)" if report.removed_domains else ""
+        say(f"removed {len(report.removed)} file(s) of the previous dataset, no longer found or selected{gone}: "
+            f"{', '.join(report.removed[:5])}{', ...' if len(report.removed) > 5 else ''}", style="yellow")
     if m["skipped"]:
         say(f"skipped {len(m['skipped'])} file(s):", style="yellow")
         for s in m["skipped"][:20]:

@@ -155,6 +155,7 @@ def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     assert (update.found, update.processed, update.reused, len(update.skipped)) == (4 + len(BAD), 1, 4, len(BAD) - 1)
     paths = {s["path"] for s in update.manifest["sources"]}
     assert "TM3/100004.flac" not in paths and "SF1/empty.wav" in paths
+    assert update.removed == ["TM3/100004.flac"] and update.removed_domains == []
 
 
 def test_manifest_holds_each_files_sha256_whether_read_whole_or_streamed(corpus, tmp_path, monkeypatch):

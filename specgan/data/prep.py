@@ -76,6 +76,10 @@ class PrepReport:
     reused: int = 0
     up_to_date: bool = False
     skipped: list[dict] = field(default_factory=list)
+    #: Sources of the previous dataset that this one no longer holds (deleted, or left out by --domains), and the
+    #: domains that went with them.
+    removed: list[str] = field(default_factory=list)
+    removed_domains: list[str] = field(default_factory=list)
 
 
 def discover(src: Path, *, domains: tuple[str, ...] | None = None,
@@ -577,6 +581,10 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             labels.append(np.full(n, label_of[source.domain], dtype=np.int64))
             positions.append(np.stack([np.full(n, len(entries) - 1), result.starts], axis=1))
 
+        if old is not None:
+            kept = {e["path"] for e in entries} | {s["path"] for s in skipped}
+            report.removed = [s["path"] for s in old["sources"] if s["path"] not in kept]
+            report.removed_domains = [d["name"] for d in old["domains"] if d["name"] not in domain_names]
         if old is not None and not to_process and _same(old, entries, skipped):
             report.up_to_date = True
             return report

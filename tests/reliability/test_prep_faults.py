@@ -280,6 +280,18 @@ def test_overwrite_rebuilds_a_dataset_whose_manifest_is_damaged(existing):
     assert len(list(out.glob("chunks-*.npy"))) == 1
 
 
+def test_an_update_says_which_files_and_domains_of_the_previous_dataset_it_dropped(existing):
+    src, out, _ = existing
+    (src / "a" / "clip0.wav").unlink()
+    report = prep(src, out, params=PARAMS, workers=1)
+    assert report.removed == ["a/clip0.wav"] and report.removed_domains == []
+    code, output = run_cli("prep", src, "-o", out, "--workers", "1", "--domains", "b", *PARAM_FLAGS[:-1])
+    assert code == 0, output
+    assert "removed 1 file(s) of the previous dataset, no longer found or selected (domain(s) a with them): " \
+           "a/clip2.wav" in output
+    assert open_dataset(out).domains == ("b",)
+
+
 INTERRUPTIBLE_PREP = textwrap.dedent("""
     # A real `specgan prep` whose second file takes long enough to be interrupted (it says when it starts).
     import sys, time
