@@ -235,7 +235,7 @@ def _print_prep_summary(report) -> None:
 @command
 def reconstruct(
     src: Annotated[Path, typer.Argument(metavar="AUDIO_FILE", help="An audio file.", dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the rebuilt audio (.wav/.flac).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the rebuilt audio (.wav, .flac or .ogg).")],
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random initial phase.")] = 0,
     recipe: Recipe = None,

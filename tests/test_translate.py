@@ -15,7 +15,7 @@ from specgan.train.checkpoint import list_checkpoints, load_checkpoint
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
 from specgan.train.optim import linear_decay
-from specgan.train.translate import ImagePool, TranslateTask, random_crops
+from specgan.train.translate import ImagePool, TranslateTask, crop_starts, crop_windows
 
 from conftest import TONES_AUDIO as AUDIO  # noqa: E402  (the audio parameters of the tones fixture)
 LOSS_NAMES = {"loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
@@ -36,15 +36,16 @@ def tiny_recipe(data: Path, run: Path, *, model: str = "cyclegan", loss: dict | 
 # -- pieces ------------------------------------------------------------------------------------------------
 def test_random_crops_are_windows_of_their_own_image():
     images = torch.arange(5 * 2 * 3 * 20, dtype=torch.float32).reshape(5, 2, 3, 20)
-    crops = random_crops(images, width=7, generator=torch.Generator().manual_seed(0))
+    drawn = crop_starts(5, frames=20, width=7, generator=torch.Generator().manual_seed(0), device=images.device)
+    crops = crop_windows(images, starts=drawn, width=7)
     assert crops.shape == (5, 2, 3, 7)
     starts = []
     for image, crop in zip(images, crops):
         start = int(crop[0, 0, 0] - image[0, 0, 0])
         starts.append(start)
         assert 0 <= start <= 13 and torch.equal(crop, image[..., start:start + 7])
-    assert len(set(starts)) > 1  # not one offset for the whole batch
-    assert random_crops(images, width=0, generator=torch.Generator()) is images
+    assert starts == drawn.tolist() and len(set(starts)) > 1  # not one offset for the whole batch
+    assert crop_starts(1000, frames=20, width=7, generator=torch.Generator(), device=images.device).max() == 13
 
 
 def test_image_pool_fills_then_swaps_about_half():

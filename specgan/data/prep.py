@@ -241,13 +241,6 @@ def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, 
     return chunks, (first + kept) * params.hop_length
 
 
-def chunk_waveform(wave: torch.Tensor | np.ndarray, *, params: AudioParams,
-                   logmel: LogMel) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a mono float32 waveform ``(samples,)`` at ``params.sample_rate`` into kept chunks: :func:`clip_logmel`
-    then :func:`chunk_logmel`. Raises AudioError (no file name) when the clip is unusable."""
-    return chunk_logmel(clip_logmel([wave], logmel=logmel), params=params)
-
-
 #: Whole clips whose log-mels :func:`clip_logmels` computes together hold up to this many samples in all (5.9 s
 #: at 22050 Hz: 2 MB of windowed frames at the default FFT size). The FFT's cost per frame grows past about 660
 #: frames, as its buffers leave the cache (see docs/architecture.md, Performance).

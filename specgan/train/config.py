@@ -62,8 +62,9 @@ class TrainConfig:
     lr_g: float = param(2e-4, "Adam learning rate of G.", min=0.0, max=1.0)
     lr_d: float = param(2e-4, "Adam learning rate of D.", min=0.0, max=1.0)
     betas: tuple[float, ...] = param((0.5, 0.999), "Adam betas.")
-    lr_decay_start: float = param(1.0, "Fraction of train.steps after which both learning rates fall linearly to 0 "
-                                        "at the last step (1: constant).", min=0.0, max=1.0)
+    lr_decay_start: float = param(1.0, "Fraction of train.steps after which both learning rates fall linearly "
+                                        "towards 0, CycleGAN's schedule: the last of n decaying steps has 1/(n + 1) "
+                                        "of the rate (1: constant).", min=0.0, max=1.0)
     ema_decay: float = param(0.999, "Decay of the moving average of G's weights used for samples (0: off).",
                              min=0.0, max=1.0)
     sample_every: int = param(500, "Steps between sample grids.", min=1)

@@ -44,19 +44,6 @@ SAMPLE_EXAMPLES = 4
 SAMPLE_AUDIO = 2
 
 
-def random_crops(images: Tensor, *, width: int, generator: torch.Generator) -> Tensor:
-    """A random window of ``width`` frames from each image ``(N, C, H, W)`` → ``(N, C, H, width)``.
-
-    One start per image, drawn from ``generator`` on the images' device and gathered there (no host round trip).
-    ``width = 0`` or ``width >= W`` returns the images unchanged.
-    """
-    n, c, h, w = images.shape
-    if width <= 0 or width >= w:
-        return images
-    return crop_windows(images, starts=crop_starts(n, frames=w, width=width, generator=generator,
-                                                   device=images.device), width=width)
-
-
 def crop_starts(n: int, *, frames: int, width: int, generator: torch.Generator, device: torch.device) -> Tensor:
     """``(n,)`` random first frames of ``width``-frame windows in ``frames``-frame images."""
     return torch.randint(0, frames - width + 1, (n,), generator=generator, device=device)

@@ -24,7 +24,7 @@ from specgan.audio.features import LogMel, mel_filterbank
 from specgan.audio.io import audio_files
 from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
-from specgan.data.prep import chunk_file, chunk_waveform, prep
+from specgan.data.prep import chunk_file, chunk_logmel, clip_logmel, prep
 
 from .conftest import LONG_RATE, LONG_SECONDS, PARAM_FLAGS, PARAMS, TONE_HZ, UNREADABLE, voiced, wav_bytes
 
@@ -162,7 +162,7 @@ def test_streamed_log_mel_matches_the_whole_file(tmp_path, monkeypatch, block_sa
 
     data, _ = sf.read(path, dtype="float32")
     wave = soxr.resample(data.mean(axis=1), rate, PARAMS.sample_rate, quality="HQ")
-    chunks, starts = chunk_waveform(torch.from_numpy(wave), params=PARAMS, logmel=logmel)
+    chunks, starts = chunk_logmel(clip_logmel([torch.from_numpy(wave)], logmel=logmel), params=PARAMS)
     assert streamed.seconds == len(wave) / PARAMS.sample_rate == 60
     np.testing.assert_array_equal(streamed.starts, starts)
     assert streamed.chunks.shape == chunks.shape and len(chunks) > 100
