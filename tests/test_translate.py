@@ -19,7 +19,8 @@ from specgan.train.translate import ImagePool, TranslateTask, crop_starts, crop_
 
 from conftest import TONES_AUDIO as AUDIO  # noqa: E402  (the audio parameters of the tones fixture)
 LOSS_NAMES = {"loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
-              "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy", "lr/G"}
+              "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy", "lr/G",
+              "lr/D"}
 
 
 def tiny_recipe(data: Path, run: Path, *, model: str = "cyclegan", loss: dict | None = None, **train_keys):
@@ -129,8 +130,13 @@ def test_identity_loss_switches_off_after_its_step(tones, tmp_path):
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tones, tmp_path):
     cpu = torch.device("cpu")
-    keys = dict(steps=4, lr_decay_start=0.5)
+    keys = dict(steps=4, lr_decay_start=0.5, lr_d=1e-4)
     train(tiny_recipe(tones, tmp_path / "straight", **keys), device=cpu)
+    # Both learning rates are logged on their schedule (steps 3 and 4 decay: 2/3 and 1/3 of the rate).
+    t = tiny_recipe(tones, tmp_path / "straight", **keys).train
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    for key, lr in (("lr/G", t.lr_g), ("lr/D", t.lr_d)):
+        assert [r[key] for r in records] == pytest.approx([lr, lr, lr * 2 / 3, lr / 3], rel=0.01)  # logged rounded
     # A run that died after its step-2 checkpoint (same recipe, so the same learning-rate schedule).
     train(tiny_recipe(tones, tmp_path / "resumed", **keys), device=cpu)
     list_checkpoints(tmp_path / "resumed")[-1].unlink()

@@ -190,7 +190,7 @@ class TranslateTask:
         return self.distributed.shard(pool.query(self.distributed.all_gather(fakes.detach())))
 
     # -- one step ------------------------------------------------------------------------------------------
-    #: Names of the scalars :meth:`_update` returns, in order (``lr/G`` is added by :meth:`step`).
+    #: Names of the scalars :meth:`_update` returns, in order (``lr/G`` and ``lr/D`` are added by :meth:`step`).
     SCALARS = ("loss/G", "loss/G/adv_a", "loss/G/adv_b", "loss/G/cycle_a", "loss/G/cycle_b", "loss/G/identity_a",
                "loss/G/identity_b", "loss/D", "loss/D/a", "loss/D/b", "D/real", "D/fake", "D/accuracy")
 
@@ -215,6 +215,7 @@ class TranslateTask:
             scalars = self._update(index_a, index_b)
         out = dict(zip(self.SCALARS, scalars.unbind()))
         out["lr/G"] = torch.full((), t.lr_g * factor, device=self.device)
+        out["lr/D"] = torch.full((), t.lr_d * factor, device=self.device)
         return out
 
     def _update(self, index_a: Tensor, index_b: Tensor) -> Tensor:
