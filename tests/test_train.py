@@ -185,8 +185,21 @@ def test_a_run_past_its_steps_keeps_its_recipe(tmp_path):
     run = tmp_path / "run"
     train(tiny_recipe(data, run, steps=3), device=torch.device("cpu"))
     before = (run / "recipe.toml").read_text()
+    events = sorted((run / "tb").iterdir())
+    metrics = (run / "metrics.jsonl").read_text()
     result = train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
-    assert result.resumed_from == 3 and (run / "recipe.toml").read_text() == before
+    assert result.resumed_from == 3 and result.step == 3 and (run / "recipe.toml").read_text() == before
+    assert sorted((run / "tb").iterdir()) == events and (run / "metrics.jsonl").read_text() == metrics
+    assert result.last == load_checkpoint(list_checkpoints(run)[-1])["metrics"]
+
+
+def test_a_batch_larger_than_the_data_is_said_and_shrunk(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data", n=5)
+    warnings = []
+    result = train(tiny_recipe(data, tmp_path / "run", steps=1, batch_size=64), device=torch.device("cpu"),
+                   on_warning=warnings.append)
+    assert warnings == ["train.batch_size = 64, but there are only 10 images: each batch takes 10"]
+    assert result.task.images_per_step == 10
 
 
 @pytest.mark.parametrize("blocker", ["file", "file_above"])

@@ -35,11 +35,14 @@ class Batches:
     """
 
     def __init__(self, data: ImageData, *, batch_size: int, seed: int, device: torch.device,
-                 distributed: Distributed = Distributed()):
+                 distributed: Distributed = Distributed(), what: str = "images"):
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         usable = len(data) - len(data) % distributed.world_size  # every rank gets an equal shard
         self.batch_size = min(batch_size, usable)
+        #: For the user when the data holds fewer than a batch (``what`` names them), else None.
+        self.note = (f"train.batch_size = {batch_size}, but there are only {len(data)} {what}: each batch takes "
+                     f"{self.batch_size}" if self.batch_size < batch_size else None)
         self.distributed = distributed
         self.generator = torch.Generator().manual_seed(seed)
         self.order = torch.empty(0, dtype=torch.long, device=device)
@@ -80,7 +83,6 @@ class GenerateTask:
         m, t = recipe.model, recipe.train
         self.accel = Acceleration.for_recipe(recipe, device=device, one_process=not distributed.active)
         self.loss = recipe.adversarial_loss
-        self.images_per_step = t.batch_size * t.n_critic
         self.n_classes = data.n_classes if m.conditional else 0
         self.z_dim = m.z_dim
         torch.manual_seed(t.seed)
@@ -104,6 +106,9 @@ class GenerateTask:
         self.opt_g = adam(self.G.parameters(), lr=t.lr_g, betas=t.betas)
         self.opt_d = adam(self.D.parameters(), lr=t.lr_d, betas=t.betas)
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
+        self.images_per_step = self.batches.batch_size * t.n_critic
+        #: Lines for the user about how the recipe meets the data.
+        self.notes = [note for note in (self.batches.note,) if note]
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
         self._lr_factor: float | None = None
         # One process only: DDP's gradient hooks do not record as they are.

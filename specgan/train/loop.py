@@ -41,8 +41,9 @@ from specgan.train.translate import TranslateTask
 LOG_EVERY = 25
 
 #: Task name (the recipe's ``task``) → the class that builds its models and performs one step. A task has
-#: ``step(step) -> {name: scalar tensor}``, ``images_per_step``, ``accel`` (its Acceleration),
-#: ``refresh_sampler(seed=)``, ``write_samples(folder, step)``, ``state_dict()`` and ``load_state_dict()``.
+#: ``step(step) -> {name: scalar tensor}``, ``images_per_step``, ``notes`` (lines for the user), ``accel`` (its
+#: Acceleration), ``refresh_sampler(seed=)``, ``write_samples(folder, step)``, ``state_dict()`` and
+#: ``load_state_dict()``.
 TASKS = {"generate": GenerateTask, "translate": TranslateTask}
 
 #: Recipe keys that may change when a run is continued; any other difference is an error.
@@ -118,6 +119,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     if state is not None:
         _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
+    if main and on_warning:
+        for note in task.notes:
+            on_warning(note)
     start = 0
     if state is not None:
         task.load_state_dict(state["task"])
@@ -130,6 +134,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         _make_run_dir(run_dir)
         with atomic_path(run_dir / RUN_RECIPE) as tmp:
             tmp.write_text(run_recipe_text(recipe))
+    if start >= t.steps:  # nothing to train: not even an empty TensorBoard event file is written
+        return TrainResult(run_dir, start, start, resumed_from, state.get("metrics", {}), rank=distributed.rank,
+                           task=task)
     # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
     # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
     log = MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,

@@ -125,7 +125,6 @@ class TranslateTask:
         self.domains = data.class_names
         self.audio = data.audio
         self.loss = recipe.adversarial_loss
-        self.images_per_step = t.batch_size
         self.crop = t.crop_frames if 0 < t.crop_frames < frames else 0
         shape = (1, n_mels, self.crop or frames)
 
@@ -148,8 +147,13 @@ class TranslateTask:
             return ImageData(images=data.images[keep], labels=data.labels[keep], class_names=data.class_names)
 
         a, b = domain(0), domain(1)
-        self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
-        self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device, distributed=distributed)
+        self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed,
+                                 what=f"chunks of domain {self.domains[0]}")
+        self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device, distributed=distributed,
+                                 what=f"chunks of domain {self.domains[1]}")
+        self.images_per_step = self.batches_a.batch_size
+        #: Lines for the user about how the recipe meets the data.
+        self.notes = [note for note in (self.batches_a.note, self.batches_b.note) if note]
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 2)
         self.pool_a = ImagePool(t.pool_size, generator=self.noise)
         self.pool_b = ImagePool(t.pool_size, generator=self.noise)
