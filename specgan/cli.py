@@ -144,7 +144,7 @@ def note(text: str | None) -> None:
 
 def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any):
     from specgan.audio.params import resolve_audio_params
-    from specgan.recipe import parse_overrides
+    from specgan.recipe import parse_overrides, read_toml
 
     overrides = parse_overrides(set_items or [])
     audio = overrides.pop("audio", {})
@@ -152,7 +152,12 @@ def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any
     if overrides:
         raise ConfigError(f"--set {next(iter(overrides))}.…: only [audio] keys can be set here")
     audio.update({k: v for k, v in flags.items() if v is not None})
-    return resolve_audio_params(recipe=recipe, overrides=audio)
+    params = resolve_audio_params(recipe=recipe, overrides=audio)
+    if recipe is not None and set(read_toml(recipe)) - {"audio"}:
+        from specgan.train.config import load_recipe
+
+        load_recipe(recipe)  # a whole training recipe: a mistake elsewhere in it is reported now, not at training
+    return params
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     recipe.write_text("[audio]\nn_melz = 40\n")
     wav = tmp_path / "a.wav"
     sf.write(wav, (np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32), 8000)
+    audio_3 = tmp_path / "a3.toml"
+    audio_3.write_text("audio = 3\n")
+    typo = tmp_path / "typo.toml"  # a whole training recipe: prep reads its [audio], and checks the rest
+    typo.write_text('name = "t"\n[audio]\nn_mels = 40\n[train]\nstepz = 5\n')
     cases = [
         (["prep", tmp_path / "nope", "-o", tmp_path / "ds"], "nope: source folder does not exist"),
         (["reconstruct", wav, "-o", tmp_path / "b.wav", "--recipe", recipe], "r.toml: unknown key 'audio.n_melz'"),
@@ -46,6 +50,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         (["reconstruct", wav, "-o", tmp_path / "b.mp4"], "b.mp4: unsupported output format"),
         (["reconstruct", wav, "-o", wav], "is the input file"),
         (["reconstruct", tmp_path / "missing.wav", "-o", tmp_path / "b.wav"], "missing.wav: no such file"),
+        (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", audio_3], "a3.toml: audio must be a table"),
+        (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", typo], "typo.toml: unknown key 'train.stepz'"),
     ]
     for args, message in cases:
         code, stdout, stderr = specgan(*args)

@@ -354,6 +354,10 @@ def test_only_bad_files_is_an_error(tmp_path):
     (src / "a.wav").write_bytes(b"RIFF....garbage")
     code, output = run("prep", src, "-o", tmp_path / "ds", "--quiet")
     assert code == 2 and "none of the 1 audio files could be used" in output and "a.wav" in output
+    assert not (tmp_path / "ds").exists()  # the folder made for it is not left behind holding only its lock
+    (tmp_path / "mine").mkdir()
+    code, output = run("prep", src, "-o", tmp_path / "mine", "--quiet")
+    assert code == 2 and (tmp_path / "mine").is_dir()  # a folder that was there stays
 
 
 def test_worker_tasks_hold_a_bounded_number_of_bytes_and_files(tmp_path):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from specgan.errors import ConfigError
 from specgan.recipe import from_mapping, param, read_toml
 
 
@@ -76,7 +77,10 @@ def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, 
     are ignored). Any bad key or value is a one-line ConfigError naming where it came from."""
     table: dict[str, Any] = {}
     if recipe is not None:
-        table = dict(read_toml(recipe).get("audio", {}))
+        audio = read_toml(recipe).get("audio", {})
+        if not isinstance(audio, Mapping):
+            raise ConfigError(f"{recipe}: audio must be a table")
+        table = dict(audio)
         from_mapping(AudioParams, table, source=str(recipe), prefix="audio.")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     source = "command line" if given else (str(recipe) if recipe else "defaults")

@@ -477,8 +477,10 @@ class DatasetLock:
     their writes: the second one is refused at once with a one-line DatasetError. The kernel drops the lock when
     its holder exits, however it exits, so a killed prep never leaves the folder locked."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, *, new_folder: bool = False):
         self.file = out / ".lock"
+        #: Whether ``out`` was made for this prep: one that fails leaves no folder holding only the lock behind.
+        self.new_folder = new_folder
 
     def __enter__(self) -> "DatasetLock":
         try:
@@ -493,7 +495,11 @@ class DatasetLock:
                                f"wait for it to finish") from None
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        folder = self.file.parent
+        if exc_type is not None and self.new_folder and os.listdir(folder) == [self.file.name]:
+            self.file.unlink()  # still locked: no other prep can be writing here
+            folder.rmdir()
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
 
@@ -512,11 +518,12 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     sources = discover(src, domains=domains, domain_pattern=domain_pattern)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
+    new_folder = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
-    with DatasetLock(out):
+    with DatasetLock(out, new_folder=new_folder):
         current = _current_manifest(out, overwrite=overwrite)
         old = _reusable(current, out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None
