@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import shutil
 import struct
 import threading
 from contextlib import contextmanager
@@ -71,6 +72,8 @@ def test_read_idx_known_bytes(tmp_path):
     (bytes.fromhex("01020801 00000001 07"), "not an IDX file"),
     (bytes.fromhex("00000701 00000001 07"), "unknown IDX dtype code 0x07"),
     (b"", "not an IDX file"),
+    # a header claiming (2**32-1)**3 values: the size it needs is said as it is (an int64 product wrapped negative)
+    (bytes.fromhex("00000803 ffffffff ffffffff ffffffff 07"), "needs 79228162458924105385300197391 "),
 ])
 def test_read_idx_damaged(tmp_path, data, message):
     file = tmp_path / "bad-idx1-ubyte"
@@ -170,6 +173,12 @@ def test_fetch_from_mirror(tiny, tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == before
     with pytest.raises(DatasetError, match="missing from the mirror"):
         fetch_idx(name, tmp_path / "other", mirror=mirror)
+    assert not (tmp_path / "other").exists()  # a failed first fetch leaves no empty folder behind
+    # A mirror one level up (a folder of sets, like ../shared/datasets) is pointed at the set's own folder.
+    (tmp_path / "sets").mkdir()
+    shutil.copytree(dest, tmp_path / "sets" / name)
+    with pytest.raises(DatasetError, match=f"it is in {tmp_path / 'sets' / name}: give that folder as the mirror"):
+        fetch_idx(name, tmp_path / "third", mirror=tmp_path / "sets")
 
 
 def test_fetch_accepts_raw_and_recompressed_files(tiny, tmp_path):

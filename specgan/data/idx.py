@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import urllib.error
@@ -163,7 +164,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: truncated IDX header ({len(data)} bytes, the header needs {header})")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python integers: a damaged header cannot overflow
     if len(data) != expected:
         raise DatasetError(f"{path}: {len(data)} bytes, but its IDX header {list(shape)} needs {expected} "
                            f"(the file is truncated or damaged)")
@@ -272,10 +273,23 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
     dest = Path(dest)
     if mirror is not None and not Path(mirror).is_dir():
         raise DatasetError(f"{mirror}: mirror folder does not exist")
+    new_folder = not dest.exists()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"{dest}: cannot create the folder ({e.strerror or e})") from None
+    try:
+        _fetch_files(name, spec, dest, mirror=mirror, base_url=base_url, on_progress=on_progress)
+    except BaseException:
+        if new_folder and not any(dest.iterdir()):  # a failed first fetch leaves no empty folder behind
+            dest.rmdir()
+        raise
+    return dest
+
+
+def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, base_url: str | None,
+                 on_progress: ProgressFn | None) -> None:
+    """The files of set ``name`` (:func:`fetch_idx`), into the existing folder ``dest``."""
     base = base_url if base_url is not None else spec.url
     if not base.endswith("/"):
         base += "/"
@@ -286,8 +300,10 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
         if mirror is not None:
             source = find_file(Path(mirror), entry)
             if source is None:
+                inside = find_file(Path(mirror) / name, entry)
+                hint = f"; it is in {Path(mirror) / name}: give that folder as the mirror" if inside else ""
                 raise DatasetError(f"{Path(mirror) / entry.name}: missing from the mirror (also looked for "
-                                   f"{entry.raw_name})")
+                                   f"{entry.raw_name}){hint}")
             target = dest / source.name
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
@@ -298,7 +314,6 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
                 _download(base + entry.name, tmp, entry=entry, on_progress=on_progress)
         if present is not None and present != target:  # a damaged copy under the other name
             present.unlink(missing_ok=True)
-    return dest
 
 
 # -- loading -------------------------------------------------------------------------------------------------------
