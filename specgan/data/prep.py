@@ -93,9 +93,9 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
     try:
         pattern = re.compile(domain_pattern) if domain_pattern else None
     except re.error as e:
-        raise DatasetError(f"--domain-pattern {domain_pattern!r}: not a regular expression ({e})") from None
+        raise DatasetError(f"--domain-pattern '{domain_pattern}': not a regular expression ({e})") from None
     if pattern is not None and pattern.groups < 1:
-        raise DatasetError(f"--domain-pattern {domain_pattern!r}: needs a (group) that captures the domain")
+        raise DatasetError(f"--domain-pattern '{domain_pattern}': needs a (group) that captures the domain")
     if not src.exists():
         raise DatasetError(f"{src}: source folder does not exist")
     if not src.is_dir():
@@ -109,7 +109,7 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
         if pattern is not None:
             match = pattern.search(parts[-1])
             if not match or not match.group(1):
-                raise DatasetError(f"{printable(str(path))}: --domain-pattern {domain_pattern!r} does not match "
+                raise DatasetError(f"{printable(str(path))}: --domain-pattern '{domain_pattern}' does not match "
                                    f"this name")
             domain = match.group(1)
         found.append(SourceFile(path, printable("/".join(parts)), printable(domain)))
@@ -616,10 +616,10 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams, overwrite: bo
     if old is None or old["audio"] == to_mapping(params):
         return old
     if not overwrite:
-        changed = [k for k, v in to_mapping(params).items() if old["audio"].get(k) != v]
-        k = changed[0]
-        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({k}: "
-                           f"{old['audio'].get(k)} → {to_mapping(params)[k]}); use --overwrite to rebuild it")
+        wanted = to_mapping(params)
+        changed = ", ".join(f"{k}: {old['audio'].get(k)} → {v}" for k, v in wanted.items() if old["audio"].get(k) != v)
+        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); use --overwrite "
+                           f"to rebuild it")
     return None
 
 
