@@ -483,6 +483,11 @@ def evaluate(
             _generation_rows(table, result)
         out.print(table)
     say(f"appended to {record_result(result)}", to=err if json_output else out)
+    if result.get("failed"):
+        for f in result["failed"]:
+            say(f"skipped the pair of {f['reason']}", to=err)
+        raise SpecganError(f"{len(result['failed'])} of {len(result['failed']) + result['pairs']} pair(s) could not "
+                           f"be read (listed above); the result is over the other {result['pairs']}")
 
 
 def _translation_rows(table: Table, result: dict) -> None:

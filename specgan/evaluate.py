@@ -22,7 +22,7 @@ from torch import nn
 
 from specgan.atomic import atomic_path
 from specgan.data.loaders import load_data
-from specgan.errors import ConfigError
+from specgan.errors import AudioError, ConfigError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
 from specgan.sample import generator_from_checkpoint
@@ -119,6 +119,7 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
                          on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Convert every source utterance that has a parallel target and measure both against the target.
 
+    A pair whose source or target cannot be read is left out and listed in ``failed`` with the reason.
     Per pair: MCD and LSD of the conversion against the target, the same for the unconverted source (the
     baseline), the spectral convergence of Griffin-Lim against the magnitude it was given, and the MCD of the
     target itself passed through log-mel and Griffin-Lim (the floor this inversion puts under any conversion). Returns means over
@@ -140,9 +141,14 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
     generator = translator.generator_to(dst_domain)
     rows = []
     started = time.perf_counter()
+    failed = []
     for i, (source, target) in enumerate(pairs):
-        wave, _ = load_audio(source, sample_rate=rate)
-        reference, _ = load_audio(target, sample_rate=rate)
+        try:
+            wave, _ = load_audio(source, sample_rate=rate)
+            reference, _ = load_audio(target, sample_rate=rate)
+        except AudioError as e:  # one unreadable recording costs its pair, not the whole measurement
+            failed.append({"source": str(source), "target": str(target), "reason": str(e)})
+            continue
         conversion = convert_waveform(wave.to(translator.device), generator=generator, audio=translator.audio,
                                       n_iter=n_iter)
         converted = audio_distances(reference, conversion.wave.cpu(), sample_rate=rate)
@@ -157,12 +163,16 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
         if on_progress:
             on_progress(i + 1, len(pairs))
 
+    if not rows:
+        raise AudioError(f"--pairs {source_dir} {target_dir}: none of the {len(pairs)} pairs could be read "
+                         f"(first: {failed[0]['reason']})")
+
     def mean(key: str) -> float:
         return round(sum(r[key] for r in rows) / len(rows), 4)
 
     result = {"checkpoint": str(translator.checkpoint), "step": translator.step, "task": "translate",
               "direction": f"{src_domain}->{dst_domain}", "source_dir": str(source_dir),
-              "target_dir": str(target_dir), "pairs": len(rows), "unmatched": len(unmatched),
+              "target_dir": str(target_dir), "pairs": len(rows), "unmatched": len(unmatched), "failed": failed,
               "griffinlim_iters": n_iter, "mcd_db": mean("mcd_db"), "baseline_mcd_db": mean("baseline_mcd_db"),
               "lsd_db": mean("lsd_db"), "baseline_lsd_db": mean("baseline_lsd_db"),
               "resynthesis_mcd_db": mean("resynthesis_mcd_db"),

@@ -255,6 +255,31 @@ def test_eval_results_are_shown_before_a_run_folder_that_cannot_be_written_refus
     assert "blocked" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_an_unreadable_pair_is_left_out_of_eval_and_listed(tmp_path):
+    """Like a folder convert: the other pairs are measured and recorded, the bad one is named, exit code 2."""
+    translate = write_run(tmp_path / "tr")
+    src, tgt = tmp_path / "src", tmp_path / "tgt"
+    for folder in (src, tgt):
+        folder.mkdir()
+        for name in ("one", "two"):
+            speech(folder / f"{name}.wav")
+    (tgt / "two.wav").write_bytes((tgt / "two.wav").read_bytes()[:60])  # a truncated WAV
+    result = CliRunner().invoke(app, ["eval", str(translate), "--pairs", str(src), str(tgt), "--iters", "2",
+                                      "--json", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    record = json.loads(result.stdout)
+    assert record["pairs"] == 1 and [f["target"] for f in record["failed"]] == [str(tgt / "two.wav")]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-2].startswith(f"skipped the pair of {tgt / 'two.wav'}: ") and "Traceback" not in result.stderr
+    assert lines[-1] == "error: 1 of 2 pair(s) could not be read (listed above); the result is over the other 1"
+    logged = json.loads((tmp_path / "tr" / "eval.jsonl").read_text().splitlines()[-1])
+    assert logged["failed"] == record["failed"]
+    for name in ("one", "two"):
+        (tgt / f"{name}.wav").write_bytes(b"RIFF")
+    result = CliRunner().invoke(app, ["eval", str(translate), "--pairs", str(src), str(tgt), "--device", "cpu"])
+    one_line_error(result.exit_code, result.stderr, "none of the 2 pairs could be read")
+
+
 def test_results_of_a_checkpoint_outside_a_run_are_kept_beside_it(tmp_path):
     from specgan.evaluate import results_log
 
