@@ -62,9 +62,12 @@ def generator_from_checkpoint(path: Path, state: dict, *, device: torch.device |
                           f"to translate audio with it")
     model = recipe["model"]
     n_classes = len(data["class_names"]) if model["conditional"] else 0
-    generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]), n_classes=n_classes,
-                               z_dim=model["z_dim"], channels=model["channels"],
-                               spectral_norm=model["spectral_norm"], batch_norm_d=True)
+    try:
+        generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]), n_classes=n_classes,
+                                   z_dim=model["z_dim"], channels=model["channels"],
+                                   spectral_norm=model["spectral_norm"], batch_norm_d=True)
+    except ConfigError as e:  # a recipe this specgan cannot build (another version's model name, say)
+        raise CheckpointError(f"{path}: cannot rebuild its generator ({e})") from None
     models = state["task"]["models"]
     try:
         generator.load_state_dict(models["G_ema"] if use_ema and "G_ema" in models else models["G"])

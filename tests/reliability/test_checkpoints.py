@@ -220,6 +220,10 @@ def test_weights_that_do_not_fit_the_checkpoints_own_recipe_are_one_line(four_st
     torch.save(state, path)
     code, _, stderr = cli("sample", path, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
     one_line_error(code, stderr, str(path), "model")
+    state["recipe"]["model"]["name"] = "stylegan"  # a model this specgan does not know
+    torch.save(state, path)
+    code, _, stderr = cli("sample", path, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
+    one_line_error(code, stderr, str(path), "cannot rebuild its generator (model.name = 'stylegan'")
 
 
 @pytest.mark.parametrize("field", ["data", "recipe", "task"])
