@@ -35,15 +35,22 @@ class OneLineUsageError(UsageError.__mro__[1]):  # a ClickException, printed as 
 
 
 @contextlib.contextmanager
-def _usage_errors_in_one_line() -> Iterator[None]:
+def _usage_errors_in_one_line(ctx=None) -> Iterator[None]:
     """Click prints a usage error as usage, hint and message on four lines; specgan's rule is one line naming
-    the option and value (with the help command in it). ``specgan`` alone still prints the help."""
+    the option and value (with the help command in it). ``specgan`` alone still prints the help. An error the
+    option parser raises without a context (an option given too few values) is placed under the command that
+    ``ctx``, the top-level context, was invoking."""
     try:
         yield
     except UsageError as e:
-        if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:
+        if type(e).__name__ == "NoArgsIsHelpError":
             raise
-        path = e.ctx.command_path
+        if e.ctx is not None:
+            path = e.ctx.command_path
+        elif ctx is not None:
+            path = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+        else:
+            raise
         raise OneLineUsageError(f"{path}: {e.format_message().rstrip('.')} (see '{path} --help')") from None
 
 
@@ -55,7 +62,7 @@ class SpecganGroup(typer.core.TyperGroup):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        with _usage_errors_in_one_line():
+        with _usage_errors_in_one_line(ctx):
             return super().invoke(ctx)
 
 

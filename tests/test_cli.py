@@ -95,6 +95,8 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         (["sample", tmp_path, "--seed", "99999999999999999999"], "Invalid value for '--seed'"),
         (["reconstruct", tmp_path / "a.wav", "-o", tmp_path / "b.wav", "--seed", "-1"], "Invalid value for '--seed'"),
         (["data", "fetch"], "error: specgan data fetch: Missing argument 'NAME'"),
+        # raised by the option parser without a context: placed under the command being run
+        (["eval", tmp_path, "--pairs", tmp_path], "error: specgan eval: Option '--pairs' requires 2 arguments"),
     ]
     for args, message in cases:
         code, stdout, stderr = specgan(*args)
