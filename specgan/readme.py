@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+from specgan.atomic import atomic_path
+
 #: Help is rendered at this width, whatever the terminal, so the README is reproducible.
 HELP_WIDTH = 100
 
@@ -65,7 +67,8 @@ def main() -> None:
     old = path.read_text()
     new = render(old)
     if new != old:
-        path.write_text(new)
+        with atomic_path(path) as tmp:
+            tmp.write_text(new)
         print(f"updated {path}")
     else:
         print(f"{path} is up to date")
