@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | None = None,
-             device: str = "cpu") -> list[dict]:
+             device: str = "cpu", env: dict[str, str] | None = None) -> list[dict]:
     """Run ``recipe`` on ``ranks`` processes (gloo on ``device = "cpu"``, NCCL on ``"cuda"``; calling ``during()``
     while they run); what each rank saved."""
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | 
     path.write_text(dump_toml(recipe_mapping(recipe)))
     # The project first, then whatever the caller's path holds (a GPU machine's extra packages live there).
     python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out), device], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -227,6 +227,16 @@ def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(ton
     assert len(stopped) == 1 and 0 < stopped.pop() < 2000  # both ranks named the same checkpoint
     [checkpoint] = list_checkpoints(run)
     assert load_checkpoint(checkpoint)["step"] == ranks[0]["interrupted_at"]
+
+
+def test_on_cpus_ranks_stop_after_the_very_step_ctrl_c_reached_one_of_them(tones, tmp_path):
+    """Not at the next step where scalars are fetched (every 25): with CPU steps of seconds, that could come after
+    torchrun's 30 s grace, which kills the ranks and loses everything since the last checkpoint."""
+    run = tmp_path / "run"
+    recipe = tiny_recipe(tones, run, steps=200, checkpoint_every=1000, sample_every=1000)
+    ranks = torchrun(recipe, run, env={"INTERRUPT_AT": "1:7"})
+    assert [r["interrupted_at"] for r in ranks] == [7, 7]
+    assert [load_checkpoint(c)["step"] for c in list_checkpoints(run)] == [7]
 
 
 @pytest.mark.parametrize("gpus", [1, 2])

@@ -147,8 +147,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
     # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed. Ranks agree on the step to stop
-    # after at the steps where they exchange scalars anyway (every LOG_EVERY steps at most), so stopping costs
-    # no extra synchronisation. (torchrun passes Ctrl-C on to every rank and kills them 30 s later.)
+    # after (see the loop): on CUDA at the steps where they exchange scalars anyway (every LOG_EVERY steps at
+    # most), so stopping costs no extra synchronisation; on a CPU at every step. (torchrun passes Ctrl-C on to
+    # every rank and kills them 30 s later.)
     stop = StopRequest().install()
     step, stopping = start, False
     # cuDNN's algorithm search (train.cudnn_benchmark) is process-wide: set while the loop runs, restored after.
@@ -160,7 +161,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                 sampling = step % t.sample_every == 0 or step == t.steps
                 checkpointing = step % t.checkpoint_every == 0 or step == t.steps
                 due = sampling or checkpointing or len(log.pending) >= LOG_EVERY
-                if due or not distributed.active:
+                # Whether to stop, at every step where asking costs no wait for queued device work: in one process,
+                # on a CPU (where 25 steps can outlast torchrun's 30 s), and where scalars are fetched anyway.
+                if due or not distributed.active or device.type == "cpu":
                     stopping = distributed.any(stop.requested, device=device)
                 checkpointing = checkpointing or stopping
                 if due or stopping:
