@@ -288,7 +288,13 @@ def _mirrored(files: list[Path], *, src: Path, dst: Path) -> list[Path]:
     differ only in the suffix (``a.wav``, ``a.flac``) keep it in the name (``a.wav.wav``, ``a.flac.wav``)."""
     plain = [dst / f.relative_to(src).with_suffix(".wav") for f in files]
     clashes = {p for p in plain if plain.count(p) > 1}
-    return [dst / f.relative_to(src).with_name(f.name + ".wav") if p in clashes else p for f, p in zip(files, plain)]
+    outputs = [dst / f.relative_to(src).with_name(f.name + ".wav") if p in clashes else p
+               for f, p in zip(files, plain)]
+    for i, path in enumerate(outputs):  # a kept suffix can meet another file's plain name (a.wav, a.wav.flac)
+        if outputs.index(path) != i:
+            raise SpecganError(f"{files[outputs.index(path)]} and {files[i]} would both be written as {path}; "
+                               f"rename one of them")
+    return outputs
 
 
 def _check_writable(folder: Path) -> None:
@@ -320,7 +326,8 @@ def _plan(src: Path, *, to: str, output: Path | None) -> tuple[Path, list[tuple[
         return dst, [(src, dst)]
     if not src.is_dir():
         raise SpecganError(f"{src}: no such file or folder")
-    dst = output if output is not None else src.with_name(f"{src.name}.to-{to}")
+    named = src if src.name not in ("", "..") else Path(os.path.abspath(src))  # "." and ".." name no folder
+    dst = output if output is not None else named.with_name(f"{named.name}.to-{to}")
     if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):
         raise ConfigError(f"{dst}: {'is a file' if dst.exists() else 'looks like a file name'}; for a folder of "
                           f"inputs give an output folder")

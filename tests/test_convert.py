@@ -289,6 +289,29 @@ def test_folder_input_is_mirrored_and_bad_files_are_listed(run, tmp_path):
     one_line_error(code, stderr, "is inside the input folder")
 
 
+def test_the_default_output_of_dot_and_dot_dot_is_beside_the_folder_they_name(run, tmp_path, monkeypatch):
+    src = tmp_path / "calls"
+    speech_file(src / "deep" / "a.wav")
+    monkeypatch.chdir(src)
+    code, _, stderr = cli(".", "--to", "A", "--model", run)  # "." has no name of its own: it was a ValueError
+    assert code == 0, stderr
+    assert (tmp_path / "calls.to-A" / "deep" / "a.wav").is_file()
+    monkeypatch.chdir(src / "deep")
+    code, _, stderr = cli("..", "--to", "B", "--model", run)  # was "inside the input folder"
+    assert code == 0, stderr
+    assert (tmp_path / "calls.to-B" / "deep" / "a.wav").is_file()
+
+
+def test_two_inputs_that_would_share_an_output_name_are_refused_before_any_work(run, tmp_path):
+    src = tmp_path / "clash"
+    for name in ("a.wav", "a.flac", "a.wav.flac"):  # a.wav keeps its suffix (a.wav.wav), a.wav.flac's plain name
+        speech_file(src / name)
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out")
+    one_line_error(code, stderr, f"{src / 'a.wav'} and {src / 'a.wav.flac'} would both be written as "
+                                 f"{tmp_path / 'out' / 'a.wav.wav'}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_user_errors_are_one_line_with_exit_code_2(run, tmp_path):
     src = speech_file(tmp_path / "in.wav")
     code, _, stderr = cli(src, "--to", "jazz", "--model", run)
