@@ -347,7 +347,9 @@ def train(
         say(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on")
         return
     say(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}")
-    say(f"samples: {result.run_dir / 'samples'}; more: specgan sample {result.run_dir} -o grid.png")
+    more = f"specgan convert FILE --to {r.data.domains[1]} --model {result.run_dir}" if r.task == "translate" else \
+        f"specgan sample {result.run_dir} -o grid.png"
+    say(f"samples: {result.run_dir / 'samples'}; more: {more}")
 
 
 @command

@@ -120,7 +120,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
     try:
         return cls(**values)
     except ValueError as e:  # cross-field checks in __post_init__
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or cls.__name__}: {e}") from None
+        where = f"{prefix.rstrip('.')}: " if prefix else ""  # the top table's checks name their keys themselves
+        raise ConfigError(f"{source}: {where}{e}") from None
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:

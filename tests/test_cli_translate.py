@@ -31,9 +31,10 @@ def test_prep_train_convert_and_eval_a_voice_pair(vcc, tmp_path):
     code, _, stderr = specgan("prep", wavs, "-o", tmp_path / "data" / "vcc2016", "--recipe", RECIPE, "--quiet",
                               cwd=tmp_path)
     assert code == 0, stderr
-    code, _, stderr = specgan("train", RECIPE, *TINY, "--device", "cpu", "--quiet", cwd=tmp_path)
+    code, stdout, stderr = specgan("train", RECIPE, *TINY, "--device", "cpu", "--quiet", cwd=tmp_path)
     assert code == 0, stderr
     run = tmp_path / "runs" / "voice_convert"
+    assert "more: specgan convert FILE --to TM3 --model runs/voice_convert" in stdout  # a translator: not sample
     assert (run / "samples" / "step_000003_SF1-to-TM3.png").exists()
 
     # Convert a held-out utterance; the model is found under ./runs by its domain.

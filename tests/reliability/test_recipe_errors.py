@@ -64,7 +64,7 @@ GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model
     (("channels = 8", 'name = "vae"'), ["r.toml: model.name = 'vae': must be one of"]),
     (('kind = "image-folder"', 'kind = "cifar"'), ["r.toml: data.kind = 'cifar': must be one of"]),
     (("[output]", "lr_g = -0.1\n[output]"), ["r.toml: train.lr_g = -0.1: must be >= 0"]),
-    (('name = "bad"', 'name = "../escape"'), ["r.toml: Recipe: name = '../escape': give the run a plain name"]),
+    (('name = "bad"', 'name = "../escape"'), ["r.toml: name = '../escape': give the run a plain name"]),
     ((('name = "bad"\n', 'name = "bad"\ntrain = 3\n'), ("[train]\nsteps = 2\nbatch_size = 4\n", "")),
      ["r.toml: train must be a table"]),
     (("steps = 2", "steps = "), ["r.toml: not valid TOML"]),
