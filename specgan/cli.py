@@ -87,6 +87,11 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _debug = debug
 
 
+def other_rank() -> bool:
+    """Whether this process is a rank other than 0 under torchrun (``RANK`` set by it)."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def guarded(fn: Callable) -> Callable:
     """Turn exceptions into one-line messages and exit codes."""
     @functools.wraps(fn)
@@ -96,7 +101,8 @@ def guarded(fn: Callable) -> Callable:
         except typer.Exit:
             raise
         except SpecganError as e:
-            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
+            if not other_rank():  # under torchrun every rank meets the same bad input: one of them says so
+                err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             say("interrupted; nothing half-written was kept", to=err)
@@ -333,7 +339,8 @@ def train(
                               on_warning=on_warning)
     except TrainingInterrupted as e:  # Ctrl-C: say where the checkpoint is and how to go on
         progress.stop()
-        say(str(e), to=err)
+        if not other_rank():
+            say(str(e), to=err)
         raise typer.Exit(130) from None
     except ConfigError as e:  # a recipe value the data or the machine cannot satisfy: name the recipe too
         raise ConfigError(f"{recipe}: {e}") from None
