@@ -13,6 +13,7 @@ from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, spectral_convergence, stft
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
+from specgan.errors import AudioError, SpecganError
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,19 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     lost on the way (mel compression, the fixed dB range, phase reconstruction).
     """
     wave, source_rate = load_audio(src, sample_rate=params.sample_rate)
+    try:  # before the work, so that a missing output folder does not cost it
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SpecganError(f"{dst}: cannot create its folder ({e.strerror or e})") from None
     wave = wave.to(device)
     logmel, inverter = LogMel(params).to(device), MelInverter(params).to(device)
+    try:
+        spec = logmel(wave)
+    except AudioError as e:  # e.g. shorter than half an FFT window: say which file
+        raise AudioError(f"{src}: {e}") from None
     generator = torch.Generator(device=device).manual_seed(seed)
     started = time.perf_counter()
-    rebuilt = inverter(logmel(wave), n_iter=n_iter, length=wave.numel(), generator=generator)
+    rebuilt = inverter(spec, n_iter=n_iter, length=wave.numel(), generator=generator)
     if wave.is_cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started

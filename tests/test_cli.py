@@ -39,6 +39,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     recipe.write_text("[audio]\nn_melz = 40\n")
     wav = tmp_path / "a.wav"
     sf.write(wav, (np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32), 8000)
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(100, 0.1, np.float32), 22050)
     audio_3 = tmp_path / "a3.toml"
     audio_3.write_text("audio = 3\n")
     typo = tmp_path / "typo.toml"  # a whole training recipe: prep reads its [audio], and checks the rest
@@ -50,6 +52,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         (["reconstruct", wav, "-o", tmp_path / "b.mp4"], "b.mp4: unsupported output format"),
         (["reconstruct", wav, "-o", wav], "is the input file"),
         (["reconstruct", tmp_path / "missing.wav", "-o", tmp_path / "b.wav"], "missing.wav: no such file"),
+        (["reconstruct", short, "-o", tmp_path / "b.wav"], "short.wav: too short: 100 samples"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", audio_3], "a3.toml: audio must be a table"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", typo], "typo.toml: unknown key 'train.stepz'"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", "(a"], "--domain-pattern '(a': not a regular"),
@@ -62,6 +65,8 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         assert message in stderr, (message, stderr)
         assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert sf.read(wav)[0].shape == (8000,)  # the input was not overwritten
+    code, _, stderr = specgan("reconstruct", wav, "-o", tmp_path / "new" / "folder" / "b.wav", "--iters", "2")
+    assert code == 0 and sf.read(tmp_path / "new" / "folder" / "b.wav")[1] == 22050, stderr
 
 
 def test_messages_print_paths_whole_and_as_they_are(tmp_path):
