@@ -388,9 +388,10 @@ def sample(
 def convert(
     src: Annotated[Path, typer.Argument(metavar="INPUT", help="An audio file, or a folder of them (converted recursively).")],
     to: Annotated[str, typer.Option("--to", help="The domain to convert to, e.g. TM3 (a class of the model).")],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder [default: "
-                               "<stem>.to-DOMAIN.wav or <folder>.to-DOMAIN/ beside the input].")] = None,
+    output: Annotated[Optional[str], typer.Option(  # a string: a trailing / says "a folder" (a Path drops it)
+        "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder (or for a "
+                               "file, given with a trailing /) [default: <stem>.to-DOMAIN.wav or "
+                               "<folder>.to-DOMAIN/ beside the input].")] = None,
     model: Annotated[Optional[Path], typer.Option(
         help="A translate run folder (its latest checkpoint) or a checkpoint file [default: the newest run under "
              "./runs with domain DOMAIN].")] = None,

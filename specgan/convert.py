@@ -309,12 +309,14 @@ def _check_writable(folder: Path) -> None:
                            f"{folder}: cannot create the output folder ({existing} is not writable)")
 
 
-def _plan(src: Path, *, to: str, output: Path | None) -> tuple[Path, list[tuple[Path, Path]]]:
-    """The output (file or folder) and the (input, output) pairs, checked before any model is loaded."""
+def _plan(src: Path, *, to: str, output: Path | None,
+          into_folder: bool = False) -> tuple[Path, list[tuple[Path, Path]]]:
+    """The output (file or folder) and the (input, output) pairs, checked before any model is loaded.
+    ``into_folder``: ``output`` names a folder even if it does not exist yet (it was given with a trailing /)."""
     if src.is_file():
         if output is None:
             dst = src.with_name(f"{src.stem}.to-{to}.wav")
-        elif output.is_dir():
+        elif output.is_dir() or into_folder:
             dst = output / f"{src.stem}.to-{to}.wav"
         else:
             dst = output
@@ -388,8 +390,9 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     """``specgan convert``: a file, or every audio file under a folder, to domain ``to``.
 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
-    same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder). Without
-    ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
+    same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
+    exists, or a string ending in /). Without ``model``, the newest translator under ``runs_dir`` with domain
+    ``to`` (:func:`find_translator`).
     ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file.
 
     In a folder, a file that cannot be read (AudioError) is listed in ``failed`` and the rest go on; for a single
@@ -400,7 +403,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
         raise ConfigError(f"--phase-init {phase_init}: must be one of {', '.join(PHASE_INITS)}")
     if not src.exists():
         raise SpecganError(f"{src}: no such file or folder")
-    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None)
+    into_folder = isinstance(output, str) and output.endswith(("/", os.sep))
+    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder)
     picked = model is None
     translator = load_translator(find_translator(to, runs_dir=runs_dir) if picked else model, device=device)
     translator.generator_to(to)  # an unknown domain fails before any work

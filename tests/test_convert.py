@@ -302,6 +302,13 @@ def test_the_default_output_of_dot_and_dot_dot_is_beside_the_folder_they_name(ru
     assert (tmp_path / "calls.to-B" / "deep" / "a.wav").is_file()
 
 
+def test_a_file_converted_into_a_new_folder_given_with_a_trailing_slash(run, tmp_path):
+    src = speech_file(tmp_path / "in.wav")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", f"{tmp_path / 'new'}/")  # was "unsupported format"
+    assert code == 0, stderr
+    assert sf.read(tmp_path / "new" / "in.to-B.wav")[0].shape[0] == sf.read(src)[0].shape[0]
+
+
 def test_two_inputs_that_would_share_an_output_name_are_refused_before_any_work(run, tmp_path):
     src = tmp_path / "clash"
     for name in ("a.wav", "a.flac", "a.wav.flac"):  # a.wav keeps its suffix (a.wav.wav), a.wav.flac's plain name
