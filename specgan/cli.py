@@ -31,7 +31,7 @@ class OneLineUsageError(UsageError.__mro__[1]):  # a ClickException, printed as 
     exit_code = 2
 
     def show(self, file=None) -> None:
-        err.print(Text.assemble(("error:", "bold red"), f" {self.message}"), highlight=False, soft_wrap=True)
+        print_error(self.message)
 
 
 @contextlib.contextmanager
@@ -87,6 +87,11 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _debug = debug
 
 
+def print_error(message: str) -> None:
+    """A user error's one line on stderr: ``error: MESSAGE``."""
+    err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+
+
 def other_rank() -> bool:
     """Whether this process is a rank other than 0 under torchrun (``RANK`` set by it)."""
     return os.environ.get("RANK", "0") != "0"
@@ -102,7 +107,7 @@ def guarded(fn: Callable) -> Callable:
             raise
         except SpecganError as e:
             if not other_rank():  # under torchrun every rank meets the same bad input: one of them says so
-                err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
+                print_error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             say("interrupted; nothing half-written was kept", to=err)

@@ -290,10 +290,11 @@ def _mirrored(files: list[Path], *, src: Path, dst: Path) -> list[Path]:
     clashes = {p for p in plain if plain.count(p) > 1}
     outputs = [dst / f.relative_to(src).with_name(f.name + ".wav") if p in clashes else p
                for f, p in zip(files, plain)]
-    for i, path in enumerate(outputs):  # a kept suffix can meet another file's plain name (a.wav, a.wav.flac)
-        if outputs.index(path) != i:
-            raise SpecganError(f"{files[outputs.index(path)]} and {files[i]} would both be written as {path}; "
-                               f"rename one of them")
+    writer: dict[Path, Path] = {}
+    for file, path in zip(files, outputs):  # a kept suffix can meet another file's plain name (a.wav, a.wav.flac)
+        if path in writer:
+            raise SpecganError(f"{writer[path]} and {file} would both be written as {path}; rename one of them")
+        writer[path] = file
     return outputs
 
 

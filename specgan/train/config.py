@@ -17,6 +17,7 @@ from specgan.losses import LOSSES
 from specgan.models import MODELS, models_for
 from specgan.recipe import MAX_SEED, dump_toml, from_mapping, merge, param, parse_overrides, read_toml, \
     to_mapping
+from specgan.train.checkpoint import STEP_DIGITS  # checkpoint names bound train.steps
 
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
 #: mapping between two domains, trained from unpaired examples).
@@ -51,7 +52,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = param(5000, "Generator updates in the whole run.", min=1, max=10**8 - 1)  # checkpoint names
+    steps: int = param(5000, "Generator updates in the whole run.", min=1, max=10**STEP_DIGITS - 1)
     batch_size: int = param(128, "Real images per step.", min=1)
     seed: int = param(0, "Seed for weights, batches and latents.", min=0, max=MAX_SEED)
     loss: str = param("", "Adversarial loss (empty: the task's default, bce for generate and lsgan for translate).",
