@@ -9,6 +9,7 @@ the input's own phase. The output has exactly the input's length.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -21,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from specgan.audio.chunks import split_windows, stitch_windows
+from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.features import LogMel
-from specgan.audio.inverse import MelInverter, griffinlim, spectral_convergence, stft
+from specgan.audio.inverse import FrameBlock, MelInverter, block_size, centred_stft_frames, frame_blocks, \
+    griffinlim_blocks
+from specgan.audio.stft import centred_segment
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
@@ -150,10 +153,10 @@ def translate_logmel(logmel: Tensor, *, generator: nn.Module, frames: int, hop: 
                      batch_size: int = 16) -> Tensor:
     """Translate a whole normalised log-mel ``(n_mels, n_frames)`` in [-1, 1] window by window.
 
-    The input is padded at its end with silence (-1) to one window plus a whole number of hops, cut with
-    :func:`~specgan.audio.chunks.split_windows`, translated ``batch_size`` windows at a time, joined with
-    :func:`~specgan.audio.chunks.stitch_windows` cross-fading over each whole overlap (``frames - hop`` frames) and
-    trimmed back. Padding rather than an end-aligned last window keeps every overlap the same length, so every
+    The input is padded at its end with silence (-1) to one window plus a whole number of hops, cut into windows
+    at :func:`~specgan.audio.chunks.window_starts`, translated ``batch_size`` windows at a time, joined by a
+    :class:`~specgan.audio.chunks.WindowStitcher` cross-fading over each whole overlap (``frames - hop`` frames;
+    only one batch of windows exists at a time), and trimmed back. Padding rather than an end-aligned last window keeps every overlap the same length, so every
     cross-fade is the same linear ramp (a last window shifted by only a few frames would blend over a few frames).
 
     Args:
@@ -175,15 +178,17 @@ def translate_logmel(logmel: Tensor, *, generator: nn.Module, frames: int, hop: 
     x = logmel.to(device=device, dtype=torch.float32)
     n_frames = x.shape[-1]
     padded = frames + math.ceil(max(0, n_frames - frames) / hop) * hop
-    x = F.pad(x, (0, padded - n_frames), value=-1.0)
-    windows, starts = split_windows(x[None], frames=frames, hop=hop)      # (n_windows, 1, n_mels, frames)
-    translated = torch.empty_like(windows)
+    x = F.pad(x, (0, padded - n_frames), value=-1.0)[None]                 # (1, n_mels, padded)
+    starts = window_starts(padded, frames=frames, hop=hop)
+    stitcher = WindowStitcher(x.shape[:-1], n_frames=padded, frames=frames, fade=frames - hop, device=device)
     with torch.no_grad():
-        for i in range(0, len(windows), batch_size):
-            translated[i:i + batch_size] = generator(windows[i:i + batch_size])
-    if len(starts) == 1:
-        return translated[0, 0, :, :n_frames]
-    return stitch_windows(translated, starts=starts, n_frames=padded, fade=frames - hop)[0, :, :n_frames]
+        for i in range(0, len(starts), batch_size):
+            batch = starts[i:i + batch_size]
+            translated = generator(torch.stack([x[..., s:s + frames] for s in batch]))  # (n, 1, n_mels, frames)
+            if len(starts) == 1:
+                return translated[0, 0, :, :n_frames]
+            stitcher.add(translated, starts=batch)
+    return stitcher.result()[0, :, :n_frames]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,11 +206,17 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
                      n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0) -> Conversion:
     """Translate a mono waveform ``(samples,)`` at ``audio.sample_rate``; runs on the generator's device.
 
-    Log-mel of the whole input (:class:`~specgan.audio.features.LogMel`) → :func:`translate_logmel` with windows
-    of ``audio.frames`` → one :class:`~specgan.audio.inverse.MelInverter` pass over the whole clip with
-    ``n_iter`` Griffin-Lim iterations. ``phase_init="source"`` starts Griffin-Lim from the input's STFT phase
-    (bins where the input is exactly silent get a random phase, else they could never gain energy);
-    ``"random"`` from a random phase. ``seed`` seeds every random phase.
+    Log-mel of the input (:class:`~specgan.audio.features.LogMel`) → :func:`translate_logmel` with windows of
+    ``audio.frames`` → :class:`~specgan.audio.inverse.MelInverter`'s magnitude and ``n_iter`` Griffin-Lim
+    iterations. ``phase_init="source"`` starts Griffin-Lim from the input's STFT phase (bins where the input is
+    exactly silent get a random phase, else they could never gain energy); ``"random"`` from a random phase.
+    ``seed`` seeds every random phase.
+
+    Memory follows the block size, not the input's length: the log-mel is taken, and the inversion done, in the
+    blocks of :func:`~specgan.audio.inverse.frame_blocks` (:func:`~specgan.audio.inverse.griffinlim_blocks`, one
+    block up to about a minute of audio, which is then one Griffin-Lim pass over the whole clip). Only the
+    waveforms and the two log-mels, about 1/14 and 1/13 of the samples' size at n_mels 80 and hop 128, grow with
+    it.
     """
     if phase_init not in PHASE_INITS:
         raise ConfigError(f"--phase-init {phase_init}: must be one of {', '.join(PHASE_INITS)}")
@@ -215,23 +226,75 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
     length = wave.numel()
     # The centred STFT reflect-pads by n_fft // 2, which needs more samples than that: pad very short clips.
     x = F.pad(wave.to(device=device, dtype=torch.float32), (0, max(0, audio.n_fft - length)))
-    logmel_in = LogMel(audio).to(device)(x)
+    spec_args = dict(n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
+    n_frames = 1 + x.numel() // audio.hop_length
+    block_frames, margin = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
+    blocks = frame_blocks(n_frames, block_frames=block_frames, margin=margin)
+
+    logmel = LogMel(audio).to(device)
+    logmel_in = logmel.normalize(torch.cat([
+        logmel.mel_power(centred_segment(x, start=b.core_start, end=b.core_end, n_fft=audio.n_fft,
+                                         hop_length=audio.hop_length), center=False) for b in blocks], dim=-1))
     logmel_out = translate_logmel(logmel_in, generator=generator, frames=audio.frames, hop=hop,
                                   batch_size=batch_size)
     inverter = MelInverter(audio).to(device)
-    magnitude = inverter.magnitude(logmel_out)
-    spec_args = dict(n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
-    rng = torch.Generator(device=device).manual_seed(seed)
-    init: str | Tensor = "random"
-    if phase_init == "source":
-        init = stft(x, **spec_args)
+
+    @functools.lru_cache(maxsize=1)  # each block's once for Griffin-Lim; a single block's again for the measure
+    def magnitude_of(start: int, end: int) -> Tensor:
+        return inverter.magnitude(logmel_out[:, start:end])
+
+    random_phase = _PhaseNoise(blocks, seed=seed, n_freqs=audio.n_fft // 2 + 1, device=device)
+
+    def init_of(start: int, end: int) -> Tensor:
+        if phase_init == "random":
+            return _unit(random_phase(start, end))
+        init = centred_stft_frames(x, start=start, end=end, **spec_args)
         silent = init.abs() == 0
-        if silent.any():
-            phase = torch.rand(init.shape, generator=rng, device=device) * (2 * torch.pi)
-            init = torch.where(silent, torch.polar(torch.ones_like(phase), phase), init)
-    out = griffinlim(magnitude, **spec_args, n_iter=n_iter, init=init, length=x.numel(), generator=rng)
-    sc = spectral_convergence(reference=magnitude, estimate=stft(out, **spec_args).abs())
-    return Conversion(out[:length], logmel_in, logmel_out, float(sc))
+        return torch.where(silent, _unit(random_phase(start, end)), init) if silent.any() else init
+
+    out = griffinlim_blocks(magnitude_of, n_frames=n_frames, length=x.numel(), **spec_args, n_iter=n_iter,
+                            init_of=init_of, block_frames=block_frames, margin=margin)
+    sc = _spectral_convergence(out, magnitude_of, blocks=blocks, spec_args=spec_args)
+    return Conversion(out[:length], logmel_in, logmel_out, sc)
+
+
+def _unit(phase: Tensor) -> Tensor:
+    """Complex numbers of magnitude 1 with the given phases."""
+    return torch.polar(torch.ones_like(phase), phase)
+
+
+class _PhaseNoise:
+    """Uniform random phases in [0, 2π) for the whole spectrogram, ``(n_freqs, frames)``, made a slice at a time:
+    ``self(start, end)`` draws each block core the slice touches from its own seed, so two overlapping slices agree
+    where they overlap, and nothing the size of the whole spectrogram is ever made."""
+
+    def __init__(self, blocks: list[FrameBlock], *, seed: int, n_freqs: int, device: torch.device):
+        self.blocks, self.seed, self.n_freqs, self.device = blocks, seed, n_freqs, device
+
+    def __call__(self, start: int, end: int) -> Tensor:
+        parts = []
+        for k, block in enumerate(self.blocks):
+            if block.core_start < end and start < block.core_end:
+                seed = int(np.random.SeedSequence([self.seed, k]).generate_state(1, np.uint64)[0])
+                rng = torch.Generator(device=self.device).manual_seed(seed)
+                core = torch.rand(self.n_freqs, block.core_end - block.core_start, generator=rng, device=self.device)
+                parts.append(core[:, max(start, block.core_start) - block.core_start:
+                                  min(end, block.core_end) - block.core_start])
+        return torch.cat(parts, dim=1).mul_(2 * torch.pi)
+
+
+def _spectral_convergence(wave: Tensor, magnitude_of: Callable[[int, int], Tensor], *, blocks: list[FrameBlock],
+                          spec_args: dict) -> float:
+    """:func:`~specgan.audio.inverse.spectral_convergence` of ``|STFT(wave)|`` against the magnitude, summed over
+    the block cores (``magnitude_of(block.start, block.end)`` gives a block's magnitude)."""
+    error = total = 0.0
+    for block in blocks:
+        core = slice(block.core_start - block.start, block.core_end - block.start)
+        reference = magnitude_of(block.start, block.end)[:, core]
+        estimate = centred_stft_frames(wave, start=block.core_start, end=block.core_end, **spec_args).abs()
+        error += float((reference - estimate).square().sum())
+        total += float(reference.square().sum())
+    return math.sqrt(error) / max(math.sqrt(total), 1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------

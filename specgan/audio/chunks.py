@@ -19,15 +19,6 @@ def window_starts(n_frames: int, *, frames: int, hop: int) -> list[int]:
     return starts
 
 
-def split_windows(spec: Tensor, *, frames: int, hop: int) -> tuple[Tensor, list[int]]:
-    """Cut ``spec`` of shape ``(..., n_mels, n_frames)`` into windows ``(n_windows, ..., n_mels, frames)``.
-
-    Returns the windows (a copy) and their start frames (see :func:`window_starts`).
-    """
-    starts = window_starts(spec.shape[-1], frames=frames, hop=hop)
-    return torch.stack([spec[..., s:s + frames] for s in starts]), starts
-
-
 def crossfade_weights(frames: int, fade: int, *, device=None) -> Tensor:
     """Trapezoid of length ``frames``: linear ramps of ``fade`` frames at both ends, 1 in between, never 0."""
     w = torch.ones(frames, device=device)
@@ -38,18 +29,33 @@ def crossfade_weights(frames: int, fade: int, *, device=None) -> Tensor:
     return w
 
 
-def stitch_windows(windows: Tensor, *, starts: list[int], n_frames: int, fade: int) -> Tensor:
-    """Join windows ``(n_windows, ..., n_mels, frames)`` into ``(..., n_mels, n_frames)`` by cross-fading overlaps.
+class WindowStitcher:
+    """Joins windows ``(..., frames)`` of a spectrogram (``(..., n_frames)``) by cross-fading their overlaps; the
+    windows arrive a batch at a time, so that they never need to exist all at once.
 
-    A weighted overlap-add normalised by the summed weights: where windows agree (e.g. an identity model), the
-    result equals the original spectrogram exactly, overlaps included; where they differ, each overlap blends
-    linearly over ``fade`` frames.
+    A weighted overlap-add (:func:`crossfade_weights`) normalised by the summed weights: where windows agree (e.g.
+    an identity model), the result equals the original spectrogram, overlaps included, up to float rounding; where
+    they differ, each overlap blends linearly over ``fade`` frames. The sums do not depend on how the windows are
+    split into batches.
+
+    Args:
+        shape: a window's shape without its last (time) dimension, e.g. ``(1, n_mels)``.
+        n_frames: frames of the joined result; ``frames``: a window's width; ``fade``: frames of each ramp.
     """
-    frames = windows.shape[-1]
-    w = crossfade_weights(frames, fade, device=windows.device).to(windows.dtype)
-    out = windows.new_zeros(*windows.shape[1:-1], n_frames)
-    total = windows.new_zeros(n_frames)
-    for window, start in zip(windows, starts):
-        out[..., start:start + frames] += window * w
-        total[start:start + frames] += w
-    return out / total
+
+    def __init__(self, shape: tuple[int, ...], *, n_frames: int, frames: int, fade: int, device=None,
+                 dtype=torch.float32):
+        self.frames = frames
+        self.weights = crossfade_weights(frames, fade, device=device).to(dtype)
+        self.sum = torch.zeros(*shape, n_frames, device=device, dtype=dtype)
+        self.total = torch.zeros(n_frames, device=device, dtype=dtype)
+
+    def add(self, windows: Tensor, *, starts: list[int]) -> None:
+        """Add windows ``(n, *shape, frames)`` that start at frames ``starts``."""
+        for window, start in zip(windows, starts):
+            self.sum[..., start:start + self.frames] += window * self.weights
+            self.total[start:start + self.frames] += self.weights
+
+    def result(self) -> Tensor:
+        """``(*shape, n_frames)``: the weighted mean of the windows at every frame."""
+        return self.sum / self.total

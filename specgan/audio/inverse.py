@@ -6,6 +6,7 @@ Everything is batched over leading dimensions and runs on whatever device the te
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from specgan import cuda_graph
 from specgan.audio.features import db_to_power, denormalize_db, mel_filterbank
 from specgan.audio.params import AudioParams
-from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
+from specgan.audio.stft import centred_segment, istft_frames, padded_window, stft_frames, window_envelope
 
 
 def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
@@ -189,6 +190,119 @@ def griffinlim(magnitude: Tensor, *, n_fft: int, hop_length: int, win_length: in
                                graph=graph and mag.numel() <= cuda_graph.SMALL_ENOUGH)
     wave = synthesize(length)
     return wave.reshape(*shape[:-2], wave.shape[-1])
+
+
+#: Spectrogram values (frames × ``n_fft``) per Griffin-Lim block for long inputs (:func:`block_size`): 8192 frames
+#: at n_fft 1024, which is 65 s at 16 kHz and hop 128, so a one-minute clip there is still one block; a block's
+#: buffers then take about 250 MB.
+BLOCK_VALUES = 8192 * 1024
+#: Window lengths (``n_fft``) a block reaches past its own frames on each side. Speech at n_fft 1024 and hop 128 in
+#: blocks of 256 frames, 32 Griffin-Lim iterations: with margins of 2, 4 and 8 windows the waveform differed from
+#: one pass's by 4.4%, 0.7% and 0.0003% (relative; from the source phase under a changed magnitude), and by 5.4%,
+#: 0.3% and 0.0001% (from a random phase).
+BLOCK_MARGIN_WINDOWS = 8
+
+
+def block_size(*, n_fft: int, hop_length: int) -> tuple[int, int]:
+    """``(block_frames, margin)`` for :func:`griffinlim_blocks`: :data:`BLOCK_MARGIN_WINDOWS` windows of margin, and
+    blocks of :data:`BLOCK_VALUES` spectrogram values, or four margins if that is more."""
+    margin = BLOCK_MARGIN_WINDOWS * math.ceil(n_fft / hop_length)
+    return max(4 * margin, BLOCK_VALUES // n_fft), margin
+
+
+class FrameBlock(NamedTuple):
+    """One block of :func:`frame_blocks`: Griffin-Lim runs on frames ``[start, end)``; the block answers for its
+    core ``[core_start, core_end)`` (the cores tile the spectrogram), and the rest overlaps its neighbours."""
+
+    start: int
+    end: int
+    core_start: int
+    core_end: int
+
+
+def frame_blocks(n_frames: int, *, block_frames: int, margin: int) -> list[FrameBlock]:
+    """Cut ``n_frames`` into ``ceil(n_frames / block_frames)`` cores of (nearly) equal length, each widened by
+    ``margin`` frames on each side that has a neighbour. A spectrogram of at most ``block_frames`` is one block,
+    the whole of it.
+
+    Raises:
+        ValueError: ``block_frames < 4 * margin`` (a core must be longer than the margins around it).
+    """
+    if block_frames < 4 * max(margin, 1):
+        raise ValueError(f"block_frames ({block_frames}) must be at least 4 * margin ({margin})")
+    count = max(1, math.ceil(n_frames / block_frames))
+    edges = [round(i * n_frames / count) for i in range(count + 1)]
+    return [FrameBlock(max(0, a - margin), min(n_frames, b + margin), a, b) for a, b in zip(edges, edges[1:])]
+
+
+def centred_stft_frames(wave: Tensor, *, start: int, end: int, n_fft: int, hop_length: int,
+                        win_length: int | None = None) -> Tensor:
+    """Frames ``[start, end)`` of :func:`stft` of a 1-D ``wave`` ``(samples,)``: complex ``(n_fft // 2 + 1, end -
+    start)``, the same numbers as those frames of the STFT of the whole signal, computed from only the samples they
+    cover (:func:`~specgan.audio.stft.centred_segment`)."""
+    segment = centred_segment(wave, start=start, end=end, n_fft=n_fft, hop_length=hop_length)
+    window = torch.hann_window(win_length or n_fft, device=wave.device, dtype=wave.dtype)
+    return torch.stft(segment, n_fft=n_fft, hop_length=hop_length, win_length=win_length or n_fft, window=window,
+                      center=False, return_complex=True)
+
+
+def griffinlim_blocks(magnitude_of: Callable[[int, int], Tensor], *, n_frames: int, length: int, n_fft: int,
+                      hop_length: int, win_length: int | None = None, n_iter: int = 32, momentum: float = 0.99,
+                      init_of: Callable[[int, int], Tensor | str] = lambda start, end: "zeros",
+                      block_frames: int | None = None, margin: int | None = None) -> Tensor:
+    """:func:`griffinlim` of a long spectrogram in overlapping blocks (:func:`frame_blocks`), so that memory follows
+    the block size rather than the signal's length.
+
+    The spectrogram is asked for a block at a time: ``magnitude_of(start, end)`` gives frames ``[start, end)`` of
+    the linear magnitude ``(..., n_fft // 2 + 1, end - start)`` and ``init_of(start, end)`` the starting point for
+    them (as :func:`griffinlim`'s ``init``; a complex tensor, sliced from one phase for the whole signal, starts
+    neighbouring blocks alike where they overlap). Each block becomes samples ``[start, end - 1) * hop_length``, and
+    neighbours are joined by a linear cross-fade over the central quarter of their overlap, leaving out each
+    block's ends, where its edges (reflect padding, no neighbours) make it least reliable. One block is exactly
+    :func:`griffinlim` of the whole spectrogram; with the default margin, several blocks gave the same waveform as
+    one pass to within 3e-6 (relative; speech, 32 iterations).
+
+    Args:
+        n_frames: frames of the whole spectrogram, ``1 + length // hop_length``.
+        length: samples of the output.
+        block_frames, margin: see :func:`frame_blocks`; by default :func:`block_size`'s.
+
+    Returns:
+        ``(..., length)`` waveform.
+    """
+    if n_frames != 1 + length // hop_length:
+        raise ValueError(f"{length} samples make {1 + length // hop_length} frames, not {n_frames}")
+    default_frames, default_margin = block_size(n_fft=n_fft, hop_length=hop_length)
+    blocks = frame_blocks(n_frames, block_frames=block_frames or default_frames,
+                          margin=default_margin if margin is None else margin)
+    out = None
+    for i, block in enumerate(blocks):
+        first = block.start * hop_length
+        count = length - first if i == len(blocks) - 1 else (block.end - block.start - 1) * hop_length
+        wave = griffinlim(magnitude_of(block.start, block.end), n_fft=n_fft, hop_length=hop_length,
+                          win_length=win_length, n_iter=n_iter, momentum=momentum,
+                          init=init_of(block.start, block.end), length=count)
+        if len(blocks) == 1:
+            return wave
+        if out is None:
+            out = wave.new_zeros(*wave.shape[:-1], length)
+        weight = torch.ones(count, device=wave.device, dtype=wave.dtype)
+        if i > 0:      # fade in over the overlap with the previous block, which ends at (its end - 1) * hop
+            overlap = (blocks[i - 1].end - 1) * hop_length - first
+            weight[:overlap] = _crossfade(overlap, like=weight)
+        if i < len(blocks) - 1:
+            overlap = first + count - blocks[i + 1].start * hop_length
+            weight[count - overlap:] = 1 - _crossfade(overlap, like=weight)
+        out[..., first:first + count] += wave * weight
+    return out
+
+
+def _crossfade(n: int, *, like: Tensor) -> Tensor:
+    """The weight ``(n,)`` of the later of two blocks over their overlap of ``n`` samples: 0 over the first three
+    eighths, a linear ramp over the central quarter, 1 over the last three eighths. The earlier block's weight is
+    ``1 -`` it, so the two sum to 1, and neither block's outer samples, the least reliable, count at all."""
+    position = torch.arange(n, device=like.device, dtype=like.dtype) + 0.5
+    return ((position - 0.375 * n) / (0.25 * n)).clamp_(0.0, 1.0)
 
 
 def with_magnitude(pairs: Tensor, magnitude: Tensor, *, scale: Tensor | None = None) -> Tensor:

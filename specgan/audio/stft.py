@@ -20,6 +20,18 @@ def padded_window(*, n_fft: int, win_length: int, device=None, dtype=torch.float
     return F.pad(window, (left, n_fft - win_length - left))
 
 
+def centred_segment(wave: Tensor, *, start: int, end: int, n_fft: int, hop_length: int) -> Tensor:
+    """The samples that frames ``[start, end)`` of a centred STFT of ``wave`` ``(samples,)`` read, reflected at the
+    signal's ends as the centred STFT pads them: ``(end - start - 1) * hop_length + n_fft`` samples, whose STFT
+    with ``center=False`` is those frames. ``wave`` must be longer than ``n_fft // 2``."""
+    samples = wave.shape[-1]
+    index = torch.arange(start * hop_length - n_fft // 2, (end - 1) * hop_length - n_fft // 2 + n_fft,
+                         device=wave.device)
+    index = index.abs()                                                      # reflect at the first sample ...
+    index = torch.where(index >= samples, 2 * (samples - 1) - index, index)  # ... and at the last
+    return wave[index]
+
+
 def stft_frames(wave: Tensor, *, n_fft: int, hop_length: int, window: Tensor, frames_out: Tensor | None = None,
                 out: Tensor | None = None) -> Tensor:
     """``(batch, samples)`` → complex ``(batch, frames, n_fft // 2 + 1)``, contiguous.
