@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import OUT, ROOT, read_json, result_name  # noqa: E402
 from specgan.train.acceleration import native_bf16  # noqa: E402
 
+import convert_memory  # noqa: E402
 import convert_speed  # noqa: E402
 import gan_mnist  # noqa: E402
 import prep_throughput  # noqa: E402
@@ -41,7 +42,7 @@ def main() -> None:
                         help="run the training-throughput benchmarks (DCGAN and CycleGAN step; a few minutes each "
                              "on 2 CPU cores, at reduced sizes there)")
     parser.add_argument("--convert", choices=("yes", "no"), default="yes",
-                        help="run the convert real-time-factor benchmark")
+                        help="run the convert benchmarks (real-time factor; memory on long inputs)")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite results.md from bench/out/*.json (and bench/gpu/*_cuda.json)")
     args = parser.parse_args()
@@ -60,6 +61,7 @@ def main() -> None:
                 write_flops()
         if args.convert == "yes":
             convert_speed.main([])
+            convert_memory.main([])
         if args.gan == "yes" or (args.gan == "auto" and torch.cuda.is_available()):
             sys.argv = [sys.argv[0], "--channels", "64", "--batch-size", "128", "--steps", "3000"]
             gan_mnist.main()
@@ -421,7 +423,32 @@ def convert_section() -> list[str]:
         lines.append(f"Naive reference on the {label} ({n['how']}; first {n['seconds']:.0f} s of the input): RTF "
                      f"{n['rtf']:.3f}, {n['rtf'] / dict(runs)[label]['rtf']:.0f}× slower than specgan convert.")
     lines.append("")
-    return lines
+    return lines + convert_memory_section(read_json("convert_memory"))
+
+
+def convert_memory_section(r: dict | None) -> list[str]:
+    """Long inputs: Griffin-Lim in blocks against one pass over the whole clip (``bench/convert_memory.py``)."""
+    lines = ["### convert on long inputs: memory", ""]
+    if not r:
+        return lines + ["Not run yet (`python bench/convert_memory.py`).", ""]
+    lines += [f"`specgan convert` (`convert_file`) of {r['input']} (n_fft {r['n_fft']}, hop {r['hop_length']}) on "
+              f"{_where(r)}, through a 1-step translator of `recipes/voice_convert.toml`'s architecture at "
+              f"{', '.join(f'`{o}`' for o in r['model']) if isinstance(r['model'], list) else r['model']}: "
+              "Griffin-Lim in blocks (the default) against one Griffin-Lim pass over the whole clip (what convert "
+              "did before: the same code with the block size patched to infinity). Each figure is one child "
+              f"process's (median of {r['repeats']}); peak = its peak resident memory (`VmHWM`), growth = the peak "
+              "less its resident memory just before the conversion (Python, torch, the model). Difference = "
+              "‖blocks − one pass‖ / ‖one pass‖ of the written waveforms. An input of at most one block (8192 frames "
+              "at n_fft 1024, 65 s here) runs the same code either way, so its row shows how much single "
+              "measurements vary.", "",
+              "| input | blocks: peak MB | growth MB | wall s | one pass: peak MB | growth MB | wall s | peak ratio "
+              "| speed-up | difference |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in r["rows"]:
+        b, o = row["blocks"], row["one_pass"]
+        lines.append(f"| {row['minutes']:g} min | {b['peak_mb']:.0f} | {b['growth_mb']:.0f} | {b['wall_s']:.1f} | "
+                     f"{o['peak_mb']:.0f} | {o['growth_mb']:.0f} | {o['wall_s']:.1f} | {row['peak_ratio']:.2f}× | "
+                     f"{row['speedup']:.2f}× | {row['waveform_difference']:.1e} |")
+    return lines + [""]
 
 
 def scaling_section(r: dict | None) -> list[str]:

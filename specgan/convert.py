@@ -34,6 +34,9 @@ from specgan.recipe import from_mapping
 from specgan.train.checkpoint import MODEL_FIELDS, find_checkpoint, list_checkpoints, load_checkpoint
 
 PHASE_INITS = ("source", "random")
+#: The widest ``--plot``: a longer input's frames are averaged in runs down to at most this many columns (a
+#: 20-minute input at hop 128 would be 150000 pixels wide, which image viewers refuse; 4096 frames are 33 s).
+PLOT_MAX_COLUMNS = 4096
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,7 +426,8 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
                  plot: bool = False) -> ConvertedFile:
     """Convert one file to domain ``to`` and write it to ``dst`` (mono, at ``sample_rate`` or the model's rate);
     with ``plot``, also ``dst`` with suffix ``.png``: input (top) and output (bottom) log-mel, low bands at the
-    bottom. Raises AudioError for an unusable input."""
+    bottom, a column per frame, or per run of frames averaged when there are more than
+    :data:`PLOT_MAX_COLUMNS`. Raises AudioError for an unusable input."""
     from specgan.images import save_grid
 
     started = time.perf_counter()
@@ -439,8 +443,11 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
     save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate), sample_rate=rate)
     image = None
     if plot:
-        image = save_grid(torch.stack([result.logmel_in, result.logmel_out])[:, None], dst.with_suffix(".png"),
-                          nrow=1, low_at_bottom=True)
+        logmels = torch.stack([result.logmel_in, result.logmel_out])[:, None]     # (2, 1, n_mels, frames)
+        squeeze = math.ceil(logmels.shape[-1] / PLOT_MAX_COLUMNS)
+        if squeeze > 1:  # the mean of each run of `squeeze` frames, the last run possibly shorter
+            logmels = F.avg_pool2d(logmels, kernel_size=(1, squeeze), ceil_mode=True)
+        image = save_grid(logmels, dst.with_suffix(".png"), nrow=1, low_at_bottom=True)
     return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
                          time.perf_counter() - started)
 

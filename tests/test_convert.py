@@ -20,6 +20,7 @@ from specgan.audio import inverse
 from specgan.audio.inverse import MelInverter, block_size, frame_blocks, spectral_convergence, stft
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
+from specgan import convert
 from specgan.cli import app
 from specgan.convert import Translator, _PhaseNoise, convert_file, convert_waveform, find_translator, \
     load_translator, translate_logmel
@@ -432,6 +433,22 @@ def test_plot_shows_input_above_output(run, tmp_path):
     # The top tile is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
     top = pixels[2:2 + PARAMS.n_mels, 2:-2].astype(float)
     assert top[-8:].mean() > top[:8].mean()
+
+
+def test_plot_of_a_long_input_averages_runs_of_frames(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(convert, "PLOT_MAX_COLUMNS", 16)
+    src = speech_file(tmp_path / "in.wav", seconds=0.9)           # 113 frames: runs of 8, the last of 1
+    assert convert.convert_path(src, to="B", model=run, output=tmp_path / "res.wav", plot=True).converted[0].plot
+    with Image.open(tmp_path / "res.png") as image:
+        assert image.size == (15 + 4, 2 * PARAMS.n_mels + 6)
+        pixels = np.asarray(image).astype(float)
+    wave, _ = load_audio(src, sample_rate=RATE)
+    logmel = convert.LogMel(PARAMS)(wave)                       # the top tile: the input's, averaged over 8 frames
+    column = ((logmel[:, 8:16].mean(1).flip(0) + 1) * 127.5).round()
+    np.testing.assert_allclose(pixels[2:2 + PARAMS.n_mels, 3], column.numpy(), atol=1.0)
+    monkeypatch.undo()
+    help_text = " ".join(CliRunner().invoke(app, ["convert", "--help"], terminal_width=200).output.split())
+    assert f"to at most {convert.PLOT_MAX_COLUMNS} columns" in help_text   # the help says the real limit
 
 
 def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, monkeypatch):
