@@ -9,7 +9,6 @@ the input's own phase. The output has exactly the input's length.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -24,9 +23,7 @@ from torch import Tensor, nn
 
 from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.features import LogMel
-from specgan.audio.inverse import FrameBlock, MelInverter, block_size, centred_stft_frames, frame_blocks, \
-    griffinlim_blocks
-from specgan.audio.stft import centred_segment
+from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectral_convergence_blocks
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
@@ -215,11 +212,10 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
     exactly silent get a random phase, else they could never gain energy); ``"random"`` from a random phase.
     ``seed`` seeds every random phase.
 
-    Memory follows the block size, not the input's length: the log-mel is taken, and the inversion done, in the
-    blocks of :func:`~specgan.audio.inverse.frame_blocks` (:func:`~specgan.audio.inverse.griffinlim_blocks`, one
-    block up to about a minute of audio, which is then one Griffin-Lim pass over the whole clip). Only the
-    waveforms and the two log-mels, about 1/14 and 1/13 of the samples' size at n_mels 80 and hop 128, grow with
-    it.
+    Memory follows the block size, not the input's length: the log-mel is taken
+    (:meth:`~specgan.audio.features.LogMel.in_blocks`), and the inversion done
+    (:func:`~specgan.audio.inverse.invert_logmel`), a block at a time; up to one block (about a minute of audio),
+    that is one Griffin-Lim pass over the whole clip. Only the waveforms and the log-mels grow with the length.
     """
     if phase_init not in PHASE_INITS:
         raise ConfigError(f"--phase-init {phase_init}: must be one of {', '.join(PHASE_INITS)}")
@@ -229,75 +225,15 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
     length = wave.numel()
     # The centred STFT reflect-pads by n_fft // 2, which needs more samples than that: pad very short clips.
     x = F.pad(wave.to(device=device, dtype=torch.float32), (0, max(0, audio.n_fft - length)))
-    spec_args = dict(n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
-    n_frames = 1 + x.numel() // audio.hop_length
-    block_frames, margin = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
-    blocks = frame_blocks(n_frames, block_frames=block_frames, margin=margin)
-
-    logmel = LogMel(audio).to(device)
-    logmel_in = logmel.normalize(torch.cat([
-        logmel.mel_power(centred_segment(x, start=b.core_start, end=b.core_end, n_fft=audio.n_fft,
-                                         hop_length=audio.hop_length), center=False) for b in blocks], dim=-1))
+    block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
+    logmel_in = LogMel(audio).to(device).in_blocks(x, block_frames=block_frames)
     logmel_out = translate_logmel(logmel_in, generator=generator, frames=audio.frames, hop=hop,
                                   batch_size=batch_size)
-    inverter = MelInverter(audio).to(device)
-
-    @functools.lru_cache(maxsize=1)  # each block's once for Griffin-Lim; a single block's again for the measure
-    def magnitude_of(start: int, end: int) -> Tensor:
-        return inverter.magnitude(logmel_out[:, start:end])
-
-    random_phase = _PhaseNoise(blocks, seed=seed, n_freqs=audio.n_fft // 2 + 1, device=device)
-
-    def init_of(start: int, end: int) -> Tensor:
-        if phase_init == "random":
-            return _unit(random_phase(start, end))
-        init = centred_stft_frames(x, start=start, end=end, **spec_args)
-        silent = init.abs() == 0
-        return torch.where(silent, _unit(random_phase(start, end)), init) if silent.any() else init
-
-    out = griffinlim_blocks(magnitude_of, n_frames=n_frames, length=x.numel(), **spec_args, n_iter=n_iter,
-                            init_of=init_of, block_frames=block_frames, margin=margin)
-    sc = _spectral_convergence(out, magnitude_of, blocks=blocks, spec_args=spec_args)
-    return Conversion(out[:length], logmel_in, logmel_out, sc)
-
-
-def _unit(phase: Tensor) -> Tensor:
-    """Complex numbers of magnitude 1 with the given phases."""
-    return torch.polar(torch.ones_like(phase), phase)
-
-
-class _PhaseNoise:
-    """Uniform random phases in [0, 2π) for the whole spectrogram, ``(n_freqs, frames)``, made a slice at a time:
-    ``self(start, end)`` draws each block core the slice touches from its own seed, so two overlapping slices agree
-    where they overlap, and nothing the size of the whole spectrogram is ever made."""
-
-    def __init__(self, blocks: list[FrameBlock], *, seed: int, n_freqs: int, device: torch.device):
-        self.blocks, self.seed, self.n_freqs, self.device = blocks, seed, n_freqs, device
-
-    def __call__(self, start: int, end: int) -> Tensor:
-        parts = []
-        for k, block in enumerate(self.blocks):
-            if block.core_start < end and start < block.core_end:
-                seed = int(np.random.SeedSequence([self.seed, k]).generate_state(1, np.uint64)[0])
-                rng = torch.Generator(device=self.device).manual_seed(seed)
-                core = torch.rand(self.n_freqs, block.core_end - block.core_start, generator=rng, device=self.device)
-                parts.append(core[:, max(start, block.core_start) - block.core_start:
-                                  min(end, block.core_end) - block.core_start])
-        return torch.cat(parts, dim=1).mul_(2 * torch.pi)
-
-
-def _spectral_convergence(wave: Tensor, magnitude_of: Callable[[int, int], Tensor], *, blocks: list[FrameBlock],
-                          spec_args: dict) -> float:
-    """:func:`~specgan.audio.inverse.spectral_convergence` of ``|STFT(wave)|`` against the magnitude, summed over
-    the block cores (``magnitude_of(block.start, block.end)`` gives a block's magnitude)."""
-    error = total = 0.0
-    for block in blocks:
-        core = slice(block.core_start - block.start, block.core_end - block.start)
-        reference = magnitude_of(block.start, block.end)[:, core]
-        estimate = centred_stft_frames(wave, start=block.core_start, end=block.core_end, **spec_args).abs()
-        error += float((reference - estimate).square().sum())
-        total += float(reference.square().sum())
-    return math.sqrt(error) / max(math.sqrt(total), 1e-12)
+    inversion = invert_logmel(logmel_out, inverter=MelInverter(audio).to(device), length=x.numel(), n_iter=n_iter,
+                              phase_from=x if phase_init == "source" else None, seed=seed)
+    sc = spectral_convergence_blocks(inversion.wave, inversion.magnitude_of, n_frames=inversion.n_frames,
+                                     n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
+    return Conversion(inversion.wave[:length], logmel_in, logmel_out, sc)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from specgan.audio.features import LogMel
-from specgan.audio.inverse import MelInverter, spectral_convergence, stft
+from specgan.audio.inverse import MelInverter, block_size, centred_stft_frames, invert_logmel, \
+    spectral_convergence_blocks
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, SpecganError
@@ -33,7 +34,9 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     """Run the front end and the inverse on one file and write the result to ``dst`` at ``params.sample_rate``.
 
     The spectral convergence compares the result's linear STFT magnitude with the input's: it measures everything
-    lost on the way (mel compression, the fixed dB range, phase reconstruction).
+    lost on the way (mel compression, the fixed dB range, phase reconstruction). Griffin-Lim starts from random
+    phases (``seed``); a long input is inverted in blocks (:func:`~specgan.audio.inverse.invert_logmel`), so
+    memory follows the block size, not the length.
     """
     wave, source_rate = load_audio(src, sample_rate=params.sample_rate)
     try:  # before the work, so that a missing output folder does not cost it
@@ -41,19 +44,21 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     except OSError as e:
         raise SpecganError(f"{dst}: cannot create its folder ({e.strerror or e})") from None
     wave = wave.to(device)
-    logmel, inverter = LogMel(params).to(device), MelInverter(params).to(device)
+    block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
     try:
-        spec = logmel(wave)
+        spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
     except AudioError as e:  # e.g. shorter than half an FFT window: say which file
         raise AudioError(f"{src}: {e}") from None
-    generator = torch.Generator(device=device).manual_seed(seed)
+    inverter = MelInverter(params).to(device)
     started = time.perf_counter()
-    rebuilt = inverter(spec, n_iter=n_iter, length=wave.numel(), generator=generator)
+    rebuilt = invert_logmel(spec, inverter=inverter, length=wave.numel(), n_iter=n_iter, seed=seed).wave
     if wave.is_cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - started
     spec_args = dict(n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.window_length)
-    sc = spectral_convergence(reference=stft(wave, **spec_args).abs(), estimate=stft(rebuilt, **spec_args).abs())
+    sc = spectral_convergence_blocks(
+        rebuilt, lambda start, end: centred_stft_frames(wave, start=start, end=end, **spec_args).abs(),
+        n_frames=spec.shape[-1], **spec_args)
     save_audio(dst, rebuilt, sample_rate=params.sample_rate)
     return ReconstructReport(dst, wave.numel() / params.sample_rate, source_rate, params.sample_rate, n_iter,
-                             float(sc), elapsed, str(wave.device))
+                             sc, elapsed, str(wave.device))

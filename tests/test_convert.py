@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 from specgan.audio.chunks import window_starts
 from specgan.audio import inverse
-from specgan.audio.inverse import MelInverter, block_size, frame_blocks, spectral_convergence, stft
+from specgan.audio.inverse import MelInverter, PhaseNoise, block_size, frame_blocks, spectral_convergence, stft
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
 from specgan import convert
 from specgan.cli import app
-from specgan.convert import Translator, _PhaseNoise, convert_file, convert_waveform, find_translator, \
-    load_translator, translate_logmel
+from specgan.convert import Translator, convert_file, convert_waveform, find_translator, load_translator, \
+    translate_logmel
 from specgan.errors import CheckpointError, ConfigError
 from helpers import one_line_error, write_run
 
@@ -173,7 +173,7 @@ def _one_pass(monkeypatch, **kwargs):
 
 def test_long_input_converted_in_blocks_is_one_pass_s_conversion(monkeypatch, small_blocks):
     wave = speech_like(8.0)
-    wave[RATE:RATE + RATE // 2] = 0   # digital silence: those bins start from a random phase (_PhaseNoise)
+    wave[RATE:RATE + RATE // 2] = 0   # digital silence: those bins start from a random phase (PhaseNoise)
     kwargs = dict(wave=wave, audio=PARAMS, n_iter=16, phase_init="source")
     # A model that changes the log-mel, differently in each window: fresh for each run, so both get the same.
     blocked = convert_waveform(generator=Spy(step=1e-3), **kwargs)
@@ -205,14 +205,14 @@ def test_random_phase_in_blocks_is_as_good_as_one_pass(monkeypatch, small_blocks
 
 def test_phase_noise_slices_agree_where_they_overlap():
     blocks = frame_blocks(1000, block_frames=128, margin=32)
-    noise = _PhaseNoise(blocks, seed=3, n_freqs=5, device=torch.device("cpu"))
+    noise = PhaseNoise(blocks, seed=3, n_freqs=5, device=torch.device("cpu"))
     whole = noise(0, 1000)
     assert whole.shape == (5, 1000) and 0 <= whole.min() and whole.max() < 2 * math.pi
     for block in blocks:
         assert torch.equal(noise(block.start, block.end), whole[:, block.start:block.end])
     cores = [whole[:, b.core_start:b.core_start + 100] for b in blocks]   # each core its own draw
     assert all(not torch.equal(a, b) for a, b in zip(cores, cores[1:]))
-    assert not torch.equal(_PhaseNoise(blocks, seed=4, n_freqs=5, device=torch.device("cpu"))(0, 1000), whole)
+    assert not torch.equal(PhaseNoise(blocks, seed=4, n_freqs=5, device=torch.device("cpu"))(0, 1000), whole)
 
 
 class Constant(nn.Module):

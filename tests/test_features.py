@@ -8,6 +8,7 @@ import torch
 from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank, normalize_db, power_to_db
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
+from specgan.errors import AudioError
 
 
 @pytest.mark.parametrize("sample_rate,n_fft,n_mels,f_min,f_max", [
@@ -58,6 +59,24 @@ def test_logmel_matches_librosa_on_speech(vcc):
     np.testing.assert_allclose(ours[loud], ref[loud], atol=1e-3)
 
 
+@pytest.mark.parametrize("win_length", [None, 800])
+@pytest.mark.parametrize("grad", [False, True])
+def test_odd_fft_frames_are_torch_stft_s(win_length, grad):
+    """An odd n_fft's frame reaches one sample further right than left of its centre: the edge frames were cut one
+    sample short until that was counted. Oracle: ``torch.stft`` (centred, reflect) through the same filterbank;
+    with a gradient the signal takes the padded path."""
+    p = AudioParams(n_fft=1023, win_length=win_length)
+    wave = _chirp(p.sample_rate, 1.5)
+    assert wave.numel() % p.hop_length   # torch.stft makes 1 + (samples - 1) // hop frames for an odd n_fft
+    logmel = LogMel(p)
+    ours = logmel.mel_power(wave.clone().requires_grad_(grad)).detach()
+    spec = torch.stft(wave, n_fft=1023, hop_length=p.hop_length, win_length=p.window_length,
+                      window=torch.hann_window(p.window_length), center=True, pad_mode="reflect", return_complex=True)
+    want = logmel.fbank_t @ spec.abs().square()
+    assert ours.shape == want.shape
+    torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-6)
+
+
 def test_normalisation_is_fixed_and_invertible():
     db = torch.linspace(-120, 60, 1000)
     x = normalize_db(db, min_db=-80, max_db=40)
@@ -80,3 +99,21 @@ def test_logmel_batch_equals_single():
     batch = LogMel(p)(waves)
     for i in range(3):
         torch.testing.assert_close(batch[i], LogMel(p)(waves[i]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_fft,hop,win", [(256, 64, 256), (255, 50, 200)])
+@pytest.mark.parametrize("block_frames", [1, 7, 32, 10_000])
+def test_logmel_in_blocks_is_the_whole_signal_s(n_fft, hop, win, block_frames):
+    params = AudioParams(sample_rate=8000, n_fft=n_fft, hop_length=hop, win_length=win, n_mels=32)
+    wave = torch.randn(6401, generator=torch.Generator().manual_seed(0)) * 0.1
+    logmel = LogMel(params)
+    whole = logmel(wave)
+    blocked = logmel.in_blocks(wave, block_frames=block_frames)
+    assert blocked.shape == whole.shape == (32, 1 + 6400 // hop)
+    torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=0)
+
+
+def test_logmel_in_blocks_refuses_what_forward_refuses():
+    params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
+    with pytest.raises(AudioError, match="too short"):
+        LogMel(params).in_blocks(torch.zeros(128), block_frames=4)

@@ -13,10 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank
+from specgan.audio import inverse
 from specgan.audio.inverse import MelInverter, band_blocks, block_size, centred_stft_frames, frame_blocks, \
-    griffinlim, griffinlim_blocks, mel_to_linear, spectral_convergence, stft, with_magnitude
-from specgan.audio.io import load_audio
+    griffinlim, griffinlim_blocks, invert_logmel, mel_to_linear, spectral_convergence, spectral_convergence_blocks, \
+    stft, with_magnitude
+from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
+from specgan.reconstruct import reconstruct_file
 from specgan.audio.stft import istft_frames, padded_window, stft_frames, window_envelope
 
 
@@ -306,3 +309,50 @@ def test_blocks_join_without_seams_on_speech(init):
     assert blocked == pytest.approx(whole, rel=1e-3) and blocked_seams == pytest.approx(whole_seams, rel=1e-3)
     _, (whole_seams, thin_seams), difference = _seams_against_one_pass(wave, mag, start, margin=8)
     assert thin_seams > whole_seams * 1.03 and difference > 0.01
+
+
+def test_spectral_convergence_in_blocks_is_the_whole_signal_s(monkeypatch):
+    monkeypatch.setattr(inverse, "BLOCK_VALUES", 128 * 256)               # blocks of 128 frames at n_fft 256
+    wave = demo_speech(5.0, sample_rate=8000)
+    noisy = wave + 0.05 * _noise(wave.numel())
+    reference = stft(wave, n_fft=256, hop_length=64).abs()
+    asked = []
+
+    def reference_of(start, end):
+        asked.append(end - start)
+        return reference[:, start:end]
+
+    blocked = spectral_convergence_blocks(noisy, reference_of, n_frames=reference.shape[-1], n_fft=256, hop_length=64)
+    whole = spectral_convergence(reference=reference.double(), estimate=stft(noisy.double(), n_fft=256,
+                                                                             hop_length=64).abs())
+    assert blocked == pytest.approx(float(whole), rel=1e-5)
+    assert len(asked) == 5 and max(asked) <= 128
+
+
+def test_invert_logmel_in_one_block_is_one_griffinlim_pass_from_the_given_phase():
+    params = AudioParams(sample_rate=16000, n_fft=1024, hop_length=128, n_mels=80)
+    wave = demo_speech(3.0)
+    inverter = MelInverter(params)
+    logmel = LogMel(params)(wave)
+    inversion = invert_logmel(logmel, inverter=inverter, length=wave.numel(), n_iter=4, phase_from=wave)
+    want = griffinlim(inverter.magnitude(logmel), n_fft=1024, hop_length=128, n_iter=4,
+                      init=stft(wave, n_fft=1024, hop_length=128), length=wave.numel())
+    assert torch.equal(inversion.wave, want)
+    assert torch.equal(inversion.magnitude_of(0, logmel.shape[-1]), inverter.magnitude(logmel))
+
+
+def test_reconstruct_of_a_long_file_in_blocks_is_as_good_as_one_pass(tmp_path, monkeypatch):
+    params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=40)
+    src = tmp_path / "speech.wav"
+    save_audio(src, demo_speech(12.0, sample_rate=8000), sample_rate=8000)
+    monkeypatch.setattr(inverse, "BLOCK_VALUES", 1 << 40)
+    one = reconstruct_file(src, tmp_path / "one.wav", params=params, n_iter=16)
+    monkeypatch.setattr(inverse, "BLOCK_VALUES", 128 * 256)               # 12 blocks
+    blocked = reconstruct_file(src, tmp_path / "blocked.wav", params=params, n_iter=16)
+    assert blocked.spectral_convergence < 1.05 * one.spectral_convergence
+    # The figure is the whole output's against the whole input's magnitude (float64 oracle).
+    out, _ = load_audio(tmp_path / "blocked.wav")
+    wave, _ = load_audio(src)
+    oracle = spectral_convergence(reference=stft(wave.double(), n_fft=256, hop_length=64).abs(),
+                                  estimate=stft(out.double(), n_fft=256, hop_length=64).abs())
+    assert blocked.spectral_convergence == pytest.approx(float(oracle), rel=1e-3)

@@ -15,6 +15,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from specgan.audio.params import AudioParams
+from specgan.audio.stft import centred_segment
 from specgan.errors import AudioError
 
 #: Floor for mel power before the logarithm (librosa's ``amin``): -100 dB.
@@ -162,8 +163,9 @@ class LogMel(nn.Module):
         if center and not x.requires_grad:
             frames = self._centered_frames(x)
         else:
-            if center:
-                x = nn.functional.pad(x[:, None], (p.n_fft // 2, p.n_fft // 2), mode="reflect")[:, 0]
+            if center:  # an odd n_fft's frames reach one sample further right than left (see _centered_frames)
+                x = nn.functional.pad(x[:, None], (p.n_fft // 2, p.n_fft - p.n_fft // 2), mode="reflect")[:, 0]
+                x = x[:, :(shape[-1] // p.hop_length) * p.hop_length + p.n_fft]
             frames = x.unfold(-1, p.n_fft, p.hop_length) * self.frame_window     # (batch, frames, n_fft)
         mel = self._mel_of_frames(frames)                                          # (n_mels, batch * frames)
         batch, n_frames = x.shape[0], mel.shape[1] // x.shape[0]
@@ -211,25 +213,27 @@ class LogMel(nn.Module):
         that reach into the padding are cut from small padded pieces of each end; the others are windowed straight
         from ``x``. The same numbers as padding first (which is done when ``x`` is too short for that)."""
         p = self.params
+        # Frame t reads samples [t * hop - half, t * hop + reach) of x; reach = half + 1 for an odd n_fft.
         half, hop, n = p.n_fft // 2, p.hop_length, x.shape[-1]
+        reach = p.n_fft - half
         n_frames = 1 + n // hop
         window = self.frame_window
         if out is None:
             out = x.new_empty(x.shape[0], n_frames, p.n_fft, dtype=torch.promote_types(x.dtype, window.dtype))
-        first = -(-half // hop)          # the first frame that starts inside x (padded start t * hop >= half)
-        last = (n - half) // hop         # the last frame that ends inside x (t * hop + half <= n)
-        head_end = (first - 1) * hop + half  # samples of x that the frames before ``first`` reach
+        first = -(-half // hop)          # the first frame that starts inside x (t * hop >= half)
+        last = (n - reach) // hop        # the last frame that ends inside x (t * hop + reach <= n)
+        head_end = (first - 1) * hop + reach  # samples of x that the frames before ``first`` reach
         tail_start = (last + 1) * hop - half
-        if last < first or head_end <= half or n - tail_start <= half:
-            padded = nn.functional.pad(x[:, None], (half, half), mode="reflect")[:, 0]
-            return torch.mul(padded.unfold(-1, p.n_fft, hop), window, out=out)
+        if last < first or head_end <= half or n - tail_start <= reach:
+            padded = nn.functional.pad(x[:, None], (half, reach), mode="reflect")[:, 0]
+            return torch.mul(padded.unfold(-1, p.n_fft, hop)[:, :n_frames], window, out=out)
         if first > 0:
             head = nn.functional.pad(x[:, None, :head_end], (half, 0), mode="reflect")[:, 0]
             torch.mul(head.unfold(-1, p.n_fft, hop), window, out=out[:, :first])
-        inner = x[:, first * hop - half:last * hop + half].unfold(-1, p.n_fft, hop)
+        inner = x[:, first * hop - half:last * hop + reach].unfold(-1, p.n_fft, hop)
         torch.mul(inner, window, out=out[:, first:last + 1])
         if last + 1 < n_frames:
-            tail = nn.functional.pad(x[:, None, tail_start:], (0, half), mode="reflect")[:, 0]
+            tail = nn.functional.pad(x[:, None, tail_start:], (0, reach), mode="reflect")[:, 0]
             torch.mul(tail.unfold(-1, p.n_fft, hop)[:, :n_frames - last - 1], window, out=out[:, last + 1:])
         return out
 
@@ -260,6 +264,19 @@ class LogMel(nn.Module):
         for segment in stft_segments(itertools.chain(ahead, pieces), n_fft=self.params.n_fft,
                                      hop_length=self.params.hop_length):
             yield self.mel_power(segment, center=False)
+
+    def in_blocks(self, wave: Tensor, *, block_frames: int) -> Tensor:
+        """:meth:`forward` of a 1-D signal ``(samples,)``, taken ``block_frames`` frames at a time from the samples
+        each block reads (:func:`~specgan.audio.stft.centred_segment`), so that the frames and spectra of a long
+        signal never exist whole. The same numbers as :meth:`forward`, up to float rounding. Raises AudioError
+        when the signal has ``n_fft // 2`` samples or fewer."""
+        p = self.params
+        self._check_length(wave.shape[-1])
+        n_frames = 1 + wave.shape[-1] // p.hop_length
+        return self.normalize(torch.cat([
+            self.mel_power(centred_segment(wave, start=start, end=min(start + block_frames, n_frames),
+                                           n_fft=p.n_fft, hop_length=p.hop_length), center=False)
+            for start in range(0, n_frames, block_frames)], dim=-1))
 
     def normalize(self, mel_power: Tensor) -> Tensor:
         """Mel power → normalised log-mel in [-1, 1] (the fixed dB range of ``params``)."""

@@ -5,9 +5,12 @@ Everything is batched over leading dimensions and runs on whatever device the te
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -303,6 +306,91 @@ def _crossfade(n: int, *, like: Tensor) -> Tensor:
     ``1 -`` it, so the two sum to 1, and neither block's outer samples, the least reliable, count at all."""
     position = torch.arange(n, device=like.device, dtype=like.dtype) + 0.5
     return ((position - 0.375 * n) / (0.25 * n)).clamp_(0.0, 1.0)
+
+
+class PhaseNoise:
+    """Uniform random phases in [0, 2π) for a whole spectrogram ``(n_freqs, n_frames)``, made a slice at a time:
+    ``self(start, end)`` gives frames ``[start, end)``. Each core of ``blocks`` (:func:`frame_blocks`) is drawn from
+    its own seed, derived from ``seed`` and its index, so overlapping slices agree where they overlap and nothing
+    the size of the whole spectrogram is ever made."""
+
+    def __init__(self, blocks: list[FrameBlock], *, seed: int, n_freqs: int, device: torch.device | str = "cpu"):
+        self.blocks, self.seed, self.n_freqs, self.device = blocks, seed, n_freqs, torch.device(device)
+
+    def __call__(self, start: int, end: int) -> Tensor:
+        parts = []
+        for k, block in enumerate(self.blocks):
+            if block.core_start < end and start < block.core_end:
+                seed = int(np.random.SeedSequence([self.seed, k]).generate_state(1, np.uint64)[0])
+                rng = torch.Generator(device=self.device).manual_seed(seed)
+                core = torch.rand(self.n_freqs, block.core_end - block.core_start, generator=rng, device=self.device)
+                parts.append(core[:, max(start, block.core_start) - block.core_start:
+                                  min(end, block.core_end) - block.core_start])
+        return torch.cat(parts, dim=1).mul_(2 * math.pi)
+
+
+def unit_phasors(phase: Tensor) -> Tensor:
+    """Complex numbers of magnitude 1 with the given phases."""
+    return torch.polar(torch.ones_like(phase), phase)
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """What :func:`invert_logmel` made."""
+
+    wave: Tensor                                      # (length,)
+    magnitude_of: Callable[[int, int], Tensor]        # frames [start, end) of the magnitude Griffin-Lim was given
+    n_frames: int
+
+
+def invert_logmel(logmel: Tensor, *, inverter: MelInverter, length: int, n_iter: int = 32, momentum: float = 0.99,
+                  phase_from: Tensor | None = None, seed: int = 0) -> Inversion:
+    """A normalised log-mel ``(n_mels, frames)`` of any length → waveform ``(length,)``, with ``frames = 1 + length
+    // hop_length``: :class:`MelInverter`'s magnitude and :func:`griffinlim_blocks`, a block at a time, so memory
+    follows the block size (:func:`block_size`), not the signal's length; up to one block, one pass over the whole.
+
+    Griffin-Lim starts from the STFT phase of ``phase_from`` ``(length,)`` (bins where it is exactly silent get a
+    random phase, or they could never gain energy), or from random phases when it is None; random phases come
+    from :class:`PhaseNoise` with ``seed``. Runs on ``logmel``'s device.
+    """
+    p = inverter.params
+    spec_args = dict(n_fft=p.n_fft, hop_length=p.hop_length, win_length=p.window_length)
+    n_frames = logmel.shape[-1]
+    block_frames, margin = block_size(n_fft=p.n_fft, hop_length=p.hop_length)
+    noise = PhaseNoise(frame_blocks(n_frames, block_frames=block_frames, margin=margin), seed=seed,
+                       n_freqs=p.n_fft // 2 + 1, device=logmel.device)
+
+    @functools.lru_cache(maxsize=1)  # each block's once for Griffin-Lim; a single block's again for a measure
+    def magnitude_of(start: int, end: int) -> Tensor:
+        return inverter.magnitude(logmel[:, start:end])
+
+    def init_of(start: int, end: int) -> Tensor:
+        if phase_from is None:
+            return unit_phasors(noise(start, end))
+        init = centred_stft_frames(phase_from, start=start, end=end, **spec_args)
+        silent = init.abs() == 0
+        return torch.where(silent, unit_phasors(noise(start, end)), init) if silent.any() else init
+
+    wave = griffinlim_blocks(magnitude_of, n_frames=n_frames, length=length, **spec_args, n_iter=n_iter,
+                             momentum=momentum, init_of=init_of, block_frames=block_frames, margin=margin)
+    return Inversion(wave, magnitude_of, n_frames)
+
+
+def spectral_convergence_blocks(wave: Tensor, reference_of: Callable[[int, int], Tensor], *, n_frames: int,
+                                n_fft: int, hop_length: int, win_length: int | None = None) -> float:
+    """:func:`spectral_convergence` of ``|STFT(wave)|`` (``wave`` 1-D, ``n_frames`` frames) against a reference
+    magnitude given a block at a time (``reference_of(start, end)``: frames ``[start, end)``, ``(n_freqs, end -
+    start)``), summed over the cores of :func:`frame_blocks` at :func:`block_size`, so that neither spectrogram
+    exists whole. The same figure as the whole-signal one, up to float rounding (this one sums in float64)."""
+    block_frames, _ = block_size(n_fft=n_fft, hop_length=hop_length)
+    error = total = 0.0
+    for block in frame_blocks(n_frames, block_frames=block_frames, margin=0):
+        reference = reference_of(block.start, block.end)
+        estimate = centred_stft_frames(wave, start=block.start, end=block.end, n_fft=n_fft, hop_length=hop_length,
+                                       win_length=win_length).abs()
+        error += float((reference - estimate).double().square().sum())
+        total += float(reference.double().square().sum())
+    return math.sqrt(error) / max(math.sqrt(total), 1e-12)
 
 
 def with_magnitude(pairs: Tensor, magnitude: Tensor, *, scale: Tensor | None = None) -> Tensor:
