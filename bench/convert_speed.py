@@ -23,7 +23,7 @@ import torch
 
 from common import ROOT, machine, result_name, set_threads, sync, versions, write_json
 from specgan.audio.features import LogMel, db_to_power, denormalize_db
-from specgan.audio.inverse import MelInverter, griffinlim, stft
+from specgan.audio.inverse import MelInverter, block_size, griffinlim, spectral_convergence_blocks, stft
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import resolve_audio_params
 from specgan.convert import _finish, convert_path, load_translator, translate_logmel
@@ -69,7 +69,8 @@ def build_translator(work: Path, *, device: torch.device, size: list[str], clips
 
 
 def breakdown(src: Path, *, translator, device: torch.device, n_iter: int, out: Path) -> dict[str, float]:
-    """Wall seconds of each stage of ``convert_file`` (the same calls as ``convert_waveform``, timed apart)."""
+    """Wall seconds of each stage of ``convert_file``, timed apart: for an input of one Griffin-Lim block (60 s at
+    16 kHz is), the work ``convert_waveform`` does through ``invert_logmel``."""
     audio = translator.audio
     generator = translator.generator_to(TARGET)
     times = {}
@@ -83,7 +84,9 @@ def breakdown(src: Path, *, translator, device: torch.device, n_iter: int, out: 
         return value
 
     wave = stage("load", lambda: load_audio(src, sample_rate=audio.sample_rate)[0].to(device))
-    logmel = stage("log-mel", lambda: LogMel(audio).to(device)(wave))
+    block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
+    assert 1 + wave.numel() // audio.hop_length <= block_frames, "breakdown times inputs of one block"
+    logmel = stage("log-mel", lambda: LogMel(audio).to(device).in_blocks(wave, block_frames=block_frames))
     translated = stage("generator (windows + stitching)",
                        lambda: translate_logmel(logmel, generator=generator, frames=audio.frames))
     inverter = MelInverter(audio).to(device)
@@ -93,7 +96,8 @@ def breakdown(src: Path, *, translator, device: torch.device, n_iter: int, out: 
     init = stage("source phase (STFT)", lambda: stft(wave, **spec_args))
     result = stage("Griffin-Lim", lambda: griffinlim(magnitude, **spec_args, n_iter=n_iter, init=init,
                                                      length=wave.numel(), generator=rng))
-    stage("spectral convergence", lambda: stft(result, **spec_args).abs())
+    stage("spectral convergence", lambda: spectral_convergence_blocks(
+        result, lambda start, end: magnitude[:, start:end], n_frames=magnitude.shape[-1], **spec_args))
     stage("write", lambda: save_audio(out, _finish(result, rate=audio.sample_rate, sample_rate=audio.sample_rate),
                                       sample_rate=audio.sample_rate))
     return times
