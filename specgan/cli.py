@@ -92,6 +92,11 @@ def print_error(message: str) -> None:
     err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
 
 
+def warn(text: str) -> None:
+    """A warning's line on stderr: ``warning: TEXT``, in yellow on a terminal."""
+    say(f"warning: {text}", to=err, style="yellow")
+
+
 def other_rank() -> bool:
     """Whether this process is a rank other than 0 under torchrun (``RANK`` set by it)."""
     return os.environ.get("RANK", "0") != "0"
@@ -322,7 +327,7 @@ def train(
         say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
         note(threads)
         if accel.precision_note:
-            say(f"warning: {accel.precision_note}", to=err, style="yellow")
+            warn(accel.precision_note)
         if accel.compile:
             say("compiling the networks (torch.compile): the first steps take a minute or so; "
                 "train.compile = false skips it", to=err)
@@ -336,12 +341,8 @@ def train(
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
 
-    def on_warning(text: str) -> None:
-        say(f"warning: {text}", to=err, style="yellow")
-
     try:
-        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step,
-                              on_warning=on_warning)
+        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step, on_warning=warn)
     except TrainingInterrupted as e:  # Ctrl-C: say where the checkpoint is and how to go on
         progress.stop()
         if not other_rank():
@@ -382,7 +383,7 @@ def sample(
 
     dev, threads = compute_device(device)
     report = draw(run, output=output, n=n, label=label, seed=seed, interpolate=interpolate, audio=audio,
-                  n_iter=iters, device=dev)
+                  n_iter=iters, device=dev, on_warning=warn)
     note(threads)
     say(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})")
     for path in report.audio:
@@ -431,7 +432,7 @@ def convert(
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
-                          device=dev, on_model=on_model, on_file=on_file)
+                          device=dev, on_model=on_model, on_file=on_file, on_warning=warn)
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "
@@ -488,10 +489,10 @@ def evaluate(
         if pairs is not None:
             on_stage("converting and scoring pairs")
             result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction,
-                                          n_iter=iters, device=dev, on_progress=on_progress)
+                                          n_iter=iters, device=dev, on_progress=on_progress, on_warning=warn)
         else:
             result = evaluate_run(run, n=n, seed=seed, device=dev, data_path=data,
-                                  on_stage=on_stage, on_progress=on_progress)
+                                  on_stage=on_stage, on_progress=on_progress, on_warning=warn)
     # Shown before it is kept, so that a run folder that cannot be written loses nothing that was measured.
     if json_output:
         out.print_json(json.dumps(result))

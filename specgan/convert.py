@@ -28,7 +28,7 @@ from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_a
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
-from specgan.train.checkpoint import MODEL_FIELDS, find_checkpoint, list_checkpoints, load_checkpoint
+from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint
 
 PHASE_INITS = ("source", "random")
 #: The widest ``--plot``: a longer input's frames are averaged in runs down to at most this many columns (a
@@ -74,8 +74,10 @@ def _translate_domains(state: dict, path: Path) -> tuple[str, str]:
     return str(names[0]), str(names[1])
 
 
-def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu") -> Translator:
-    """Rebuild both generators of a ``translate`` run from a checkpoint (or the latest one in a run folder).
+def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu",
+                    on_warning: Callable[[str], None] | None = None) -> Translator:
+    """Rebuild both generators of a ``translate`` run from a checkpoint (or a run folder's newest intact one; each
+    damaged newer one is passed over with a line to ``on_warning``).
 
     Raises:
         CheckpointError: no such run or checkpoint, not a translate run, or weights that do not fit the model the
@@ -83,8 +85,7 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
     """
     from specgan.models import build_model
 
-    path = find_checkpoint(run_or_checkpoint)
-    state = load_checkpoint(path, required=MODEL_FIELDS)
+    path, state = load_model_checkpoint(run_or_checkpoint, on_warning=on_warning)
     domains = _translate_domains(state, path)
     model, data = state["recipe"].get("model", {}), state["data"]
     if not data.get("audio"):
@@ -113,8 +114,9 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
 
 
 def find_translator(domain: str, *, runs_dir: Path = Path("runs")) -> Path:
-    """The checkpoint of the newest run under ``runs_dir`` (by the time its newest checkpoint was written) that is a
-    ``translate`` run with a domain named ``domain``. Unreadable checkpoints and other tasks are passed over.
+    """The newest run folder under ``runs_dir`` (by the time its newest checkpoint was written) that is a
+    ``translate`` run with a domain named ``domain``, judged by its newest intact checkpoint. Runs without one, and
+    other tasks, are passed over.
 
     Raises:
         ConfigError: no such run; the message lists the domains the translators there do have.
@@ -125,15 +127,16 @@ def find_translator(domain: str, *, runs_dir: Path = Path("runs")) -> Path:
         for run in runs_dir.iterdir():
             checkpoints = list_checkpoints(run) if run.is_dir() else []
             if checkpoints:
-                candidates.append((checkpoints[-1].stat().st_mtime, checkpoints[-1]))
+                candidates.append((checkpoints[-1].stat().st_mtime, run))
     seen: list[str] = []
-    for _, path in sorted(candidates, key=lambda c: (c[0], str(c[1])), reverse=True):
+    for _, run in sorted(candidates, key=lambda c: (c[0], str(c[1])), reverse=True):
         try:
-            domains = _translate_domains(load_checkpoint(path), path)
+            path, state = load_model_checkpoint(run)
+            domains = _translate_domains(state, path)
         except CheckpointError:
             continue
         if domain in domains:
-            return path
+            return run
         seen += [d for d in domains if d not in seen]
     where = f"{runs_dir}/" if runs_dir.is_dir() else f"{runs_dir}/ (no such folder)"
     there = f"domains there: {', '.join(sorted(seen))}" if seen else "no translate runs there"
@@ -393,14 +396,16 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
                  phase_init: str = "source", batch_size: int = 16, seed: int = 0, plot: bool = False,
                  device: torch.device | str = "cpu", runs_dir: Path = Path("runs"),
                  on_model: Callable[[Translator, bool], None] | None = None,
-                 on_file: Callable[[ConvertedFile | FailedFile], None] | None = None) -> ConvertReport:
+                 on_file: Callable[[ConvertedFile | FailedFile], None] | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> ConvertReport:
     """``specgan convert``: a file, or every audio file under a folder, to domain ``to``.
 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
     same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
     exists, or a string ending in /). Without ``model``, the newest translator under ``runs_dir`` with domain
     ``to`` (:func:`find_translator`).
-    ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file.
+    ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file, and
+    ``on_warning`` with a line for each damaged checkpoint passed over.
 
     In a folder, a file that cannot be read (AudioError) is listed in ``failed`` and the rest go on; for a single
     file, the error is raised.
@@ -413,7 +418,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     into_folder = isinstance(output, str) and output.endswith(("/", os.sep))
     dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder)
     picked = model is None
-    translator = load_translator(find_translator(to, runs_dir=runs_dir) if picked else model, device=device)
+    translator = load_translator(find_translator(to, runs_dir=runs_dir) if picked else model, device=device,
+                                 on_warning=on_warning)
     translator.generator_to(to)  # an unknown domain fails before any work
     if on_model:
         on_model(translator, picked)

@@ -26,7 +26,7 @@ from specgan.errors import AudioError, ConfigError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
 from specgan.sample import generator_from_checkpoint
-from specgan.train.checkpoint import MODEL_FIELDS, checkpoint_dir, find_checkpoint, load_checkpoint
+from specgan.train.checkpoint import checkpoint_dir, load_model_checkpoint
 
 #: ``--direction`` values: A2B converts the run's first domain into its second.
 DIRECTIONS = ("A2B", "B2A")
@@ -38,14 +38,16 @@ EVALUABLE = ("mnist", "fashion-mnist")
 def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0, device: torch.device,
                  data_path: Path | None = None, cache_dir: Path | None = None,
                  on_stage: Callable[[str], None] | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate a ``generate`` run on its own data (or ``data_path``); :func:`record_result` keeps the result.
+    A run folder is measured at its newest intact checkpoint (``on_warning`` gets a line for each damaged one
+    passed over).
 
     ``on_stage(text)`` announces each stage (loading data, training the classifier once, sampling) and
     ``on_progress(done, total)`` reports progress inside it, so a caller can show that work is going on.
     """
-    checkpoint = find_checkpoint(run_or_checkpoint)
-    state = load_checkpoint(checkpoint, required=MODEL_FIELDS)
+    checkpoint, state = load_model_checkpoint(run_or_checkpoint, on_warning=on_warning)
     if state["recipe"].get("task", "generate") == "translate":
         raise ConfigError(f"{run_or_checkpoint}: a translate run is measured against parallel recordings: "
                           f"specgan eval RUN --pairs SOURCE_DIR TARGET_DIR")
@@ -116,7 +118,8 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
 
 def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, target_dir: Path,
                          direction: str = "A2B", n_iter: int = 32, device: torch.device | str = "cpu",
-                         on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                         on_progress: Callable[[int, int], None] | None = None,
+                         on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Convert every source utterance that has a parallel target and measure both against the target.
 
     A pair whose source or target cannot be read is left out and listed in ``failed`` with the reason.
@@ -132,7 +135,7 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
 
     if direction not in DIRECTIONS:
         raise ConfigError(f"--direction {direction}: must be one of {', '.join(DIRECTIONS)}")
-    translator = load_translator(run_or_checkpoint, device=device)
+    translator = load_translator(run_or_checkpoint, device=device, on_warning=on_warning)
     src_domain, dst_domain = translator.domains if direction == "A2B" else translator.domains[::-1]
     pairs, unmatched = parallel_pairs(Path(source_dir), Path(target_dir))
     if not pairs:

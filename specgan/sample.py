@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +15,7 @@ from specgan.audio.params import AudioParams
 from specgan.errors import CheckpointError, ConfigError
 from specgan.models import build_model
 from specgan.recipe import from_mapping
-from specgan.train.checkpoint import MODEL_FIELDS, find_checkpoint, load_checkpoint
+from specgan.train.checkpoint import load_model_checkpoint
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,12 @@ class TrainedGenerator:
         raise ConfigError(f"--label {label}: not a class of this model (classes: {', '.join(self.class_names)})")
 
 
-def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str = "cpu",
-                   use_ema: bool = True) -> TrainedGenerator:
-    """Rebuild the generator of a ``generate`` run from a checkpoint (or the latest one in a run folder)."""
-    path = find_checkpoint(run_or_checkpoint)
-    return generator_from_checkpoint(path, load_checkpoint(path, required=MODEL_FIELDS), device=device,
-                                     use_ema=use_ema)
+def load_generator(run_or_checkpoint: str | Path, *, device: torch.device | str = "cpu", use_ema: bool = True,
+                   on_warning: Callable[[str], None] | None = None) -> TrainedGenerator:
+    """Rebuild the generator of a ``generate`` run from a checkpoint (or a run folder's newest intact one; each
+    damaged newer one is passed over with a line to ``on_warning``)."""
+    path, state = load_model_checkpoint(run_or_checkpoint, on_warning=on_warning)
+    return generator_from_checkpoint(path, state, device=device, use_ema=use_ema)
 
 
 def generator_from_checkpoint(path: Path, state: dict, *, device: torch.device | str = "cpu",
@@ -142,12 +143,13 @@ def latents_and_labels(model: TrainedGenerator, *, n: int, label: str | None, se
 
 
 def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str | None = None, seed: int = 0,
-         interpolate: bool = False, audio: bool = False, n_iter: int = 32,
-         device: torch.device | str = "cpu") -> SampleReport:
-    """``specgan sample``: a PNG grid of samples (and, for spectrogram models, one audio file per sample)."""
+         interpolate: bool = False, audio: bool = False, n_iter: int = 32, device: torch.device | str = "cpu",
+         on_warning: Callable[[str], None] | None = None) -> SampleReport:
+    """``specgan sample``: a PNG grid of samples (and, for spectrogram models, one audio file per sample);
+    ``on_warning`` gets a line for each damaged checkpoint passed over."""
     from specgan.images import save_grid
 
-    model = load_generator(run_or_checkpoint, device=device)
+    model = load_generator(run_or_checkpoint, device=device, on_warning=on_warning)
     if output.suffix.lower() != ".png":
         raise ConfigError(f"{output}: the grid is written as PNG; give a .png file name")
     if audio and model.audio is None:

@@ -235,29 +235,60 @@ def load_latest_checkpoint(run_dir: Path, *, map_location: str | torch.device = 
     """
     if tidy:
         remove_stale_temp_files(run_dir)
-    found = list_checkpoints(run_dir)
+    found, damaged = _newest_intact(run_dir, map_location=map_location, required=required)
+    if found is None:
+        if damaged:
+            raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint to continue from (newest: "
+                                  f"{damaged[0][1]}); use another output.dir to start afresh")
+        return None
+    path, state = found
+    for bad, why in damaged:
+        kept = _set_aside(bad) if tidy else bad
+        note = f"; kept as {kept.name}" if kept != bad else ""
+        if on_warning:
+            on_warning(f"{why}{note}; continuing from {path} (step {state['step']}), the newest intact checkpoint")
+    return path, state
+
+
+def load_model_checkpoint(run_or_checkpoint: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                          on_warning: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint that ``sample``, ``convert`` and ``eval`` rebuild networks from, and its contents: the file
+    given, or a run folder's newest intact checkpoint with :data:`MODEL_FIELDS`. Damaged newer ones are passed
+    over, each with a one-line ``on_warning``, and left where they are: reading a run does not change it.
+
+    Raises:
+        CheckpointError: no such file or folder, no checkpoints, none intact, or a damaged file given by name.
+    """
+    path = Path(run_or_checkpoint)
+    if not path.is_dir():
+        path = find_checkpoint(path)
+        return path, load_checkpoint(path, map_location=map_location, required=MODEL_FIELDS)
+    found, damaged = _newest_intact(path, map_location=map_location, required=MODEL_FIELDS)
+    if found is None:
+        if damaged:
+            raise CheckpointError(f"{checkpoint_dir(path)}: no intact checkpoint (newest: {damaged[0][1]})")
+        raise CheckpointError(f"{path}: no checkpoints in {checkpoint_dir(path)}")
+    for _, why in damaged:
+        if on_warning:
+            on_warning(f"{why}; using {found[0]} (step {found[1]['step']}), the newest intact checkpoint")
+    return found
+
+
+def _newest_intact(run_dir: Path, *, map_location: str | torch.device, required: tuple[str, ...]) \
+        -> tuple[tuple[Path, dict[str, Any]] | None, list[tuple[Path, str]]]:
+    """``((path, contents) of the run's newest intact checkpoint, or None; [(path, why)] of the damaged ones newer
+    than it, newest first])``."""
     damaged: list[tuple[Path, str]] = []
-    for path in reversed(found):
+    for path in reversed(list_checkpoints(run_dir)):
         try:
-            state = load_checkpoint(path, map_location=map_location, required=required)
+            return (path, load_checkpoint(path, map_location=map_location, required=required)), damaged
         except DamagedCheckpointError as e:
             damaged.append((path, str(e)))
-            continue
         except CheckpointError:
-            if not path.exists():  # set aside meanwhile by the tidying process of a distributed run
-                continue
-            raise
-        for bad, why in damaged:
-            kept = _set_aside(bad) if tidy else bad
-            note = f"; kept as {kept.name}" if kept != bad else ""
-            if on_warning:
-                on_warning(f"{why}{note}; continuing from {path} (step {state['step']}), the newest intact "
-                           f"checkpoint")
-        return path, state
-    if damaged:
-        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint to continue from (newest: "
-                              f"{damaged[0][1]}); use another output.dir to start afresh")
-    return None
+            if path.exists():
+                raise
+            # else: set aside meanwhile by the tidying process of a distributed run
+    return None, damaged
 
 
 def _set_aside(path: Path) -> Path:

@@ -292,6 +292,45 @@ def test_results_of_a_checkpoint_outside_a_run_are_kept_beside_it(tmp_path):
     assert results_log(tmp_path / "checkpoints" / "model.pt") == tmp_path / "eval.jsonl"
 
 
+def test_sample_convert_and_eval_of_a_run_pass_over_a_damaged_newest_checkpoint_and_say_so(four_steps, tmp_path):
+    """As train does, but reading a run leaves it as it was: the damaged file is not set aside."""
+    generate = copy_run(four_steps, tmp_path / "gen")
+    damage(generate / "checkpoints" / "step_00000004.pt", "truncated-half")
+    translate = tmp_path / "runs" / "tr"
+    intact = write_run(translate, step=1)
+    newest = intact.with_name("step_00000002.pt")
+    newest.write_bytes(intact.read_bytes()[:1000])
+    before = {run: sorted(p.name for p in (run / "checkpoints").iterdir()) for run in (generate, translate)}
+
+    def warned(stderr, damaged, used, step):
+        lines = [line for line in stderr.splitlines() if line.startswith("warning:")]
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"warning: {damaged}: not a readable checkpoint")
+        assert lines[0].endswith(f"; using {used} (step {step}), the newest intact checkpoint")
+
+    code, stdout, stderr = cli("sample", generate, "-n", "4", "-o", tmp_path / "s.png", "--device", "cpu")
+    assert code == 0, stderr
+    warned(stderr, generate / "checkpoints" / "step_00000004.pt", generate / "checkpoints" / "step_00000002.pt", 2)
+    assert "from step 2 of" in stdout and (tmp_path / "s.png").exists()
+    src = speech(tmp_path / "in.wav")
+    code, stdout, stderr = cli("convert", src, "--to", "B", "--model", translate, "-o", tmp_path / "out.wav",
+                               "--iters", "2", "--device", "cpu")
+    assert code == 0, stderr
+    warned(stderr, newest, intact, 1)
+    assert f"model {intact} (step 1" in stdout and (tmp_path / "out.wav").exists()
+    pairs = [tmp_path / "pairs" / side for side in ("src", "tgt")]
+    for folder in pairs:
+        folder.mkdir(parents=True)
+        speech(folder / "u1.wav")
+    code, stdout, stderr = cli("eval", translate, "--pairs", *pairs, "--iters", "2", "--device", "cpu")
+    assert code == 0, stderr
+    warned(stderr, newest, intact, 1)
+    # Picked automatically under runs/: the run is still found by its intact checkpoint.
+    from specgan.convert import find_translator
+    assert find_translator("B", runs_dir=tmp_path / "runs") == translate
+    assert {run: sorted(p.name for p in (run / "checkpoints").iterdir()) for run in (generate, translate)} == before
+
+
 # -- continuing a run --------------------------------------------------------------------------------------
 def test_continuing_past_a_damaged_newest_checkpoint_uses_the_previous_one_and_says_so(four_steps, straight, data,
                                                                                         tmp_path):
