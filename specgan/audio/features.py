@@ -69,26 +69,28 @@ def stft_segments(blocks: Iterable[Tensor | np.ndarray], *, n_fft: int, hop_leng
         back between blocks, so memory follows the block size, not the signal's length.
 
     Raises:
-        ValueError: the signal has ``n_fft // 2`` samples or fewer (reflect padding needs more).
+        ValueError: the signal has ``n_fft - n_fft // 2`` samples or fewer (reflect padding needs more).
     """
-    half = n_fft // 2
+    # Frame t reads samples [t * hop - half, t * hop + reach): reach is one more than half for an odd n_fft.
+    half, reach = n_fft // 2, n_fft - n_fft // 2
     head: list[Tensor] = []   # the first samples, until there are enough to reflect the left edge
     buf: Tensor | None = None  # padded signal from the next frame's first sample on
-    tail = torch.zeros(0)      # the last half + 1 samples, to reflect the right edge
+    tail: Tensor | None = None  # the last reach + 1 samples, to reflect the right edge
     pieces = (t for t in (torch.as_tensor(b).reshape(-1) for b in blocks) if t.numel())
     for block, last in _with_last(pieces):
-        tail = block[-(half + 1):] if block.numel() > half else torch.cat([tail, block])[-(half + 1):]
+        tail = block[-(reach + 1):] if tail is None or block.numel() > reach else \
+            torch.cat([tail, block])[-(reach + 1):]
         if buf is None:
             head.append(block)
             samples = sum(b.numel() for b in head)
-            if samples <= half:
+            if samples <= reach:
                 if not last:
                     continue
                 raise ValueError(f"{samples} samples is too short for a centred STFT of n_fft={n_fft} "
-                                 f"(needs more than {half})")
+                                 f"(needs more than {reach})")
             signal = torch.cat(head) if len(head) > 1 else head[0]
             if last:  # the whole signal at once: one segment, the same numbers as an STFT of it whole
-                yield nn.functional.pad(signal[None, None], (half, half), mode="reflect")[0, 0]
+                yield nn.functional.pad(signal[None, None], (half, reach), mode="reflect")[0, 0]
                 return
             buf = torch.cat([signal[1:half + 1].flip(0), signal])
         else:
@@ -99,7 +101,7 @@ def stft_segments(blocks: Iterable[Tensor | np.ndarray], *, n_fft: int, hop_leng
         if segment is not None:
             yield segment
     if buf is None and not head:
-        raise ValueError(f"0 samples is too short for a centred STFT of n_fft={n_fft} (needs more than {half})")
+        raise ValueError(f"0 samples is too short for a centred STFT of n_fft={n_fft} (needs more than {reach})")
 
 
 def _with_last(items: Iterator) -> Iterator[tuple[Tensor, bool]]:
@@ -153,7 +155,8 @@ class LogMel(nn.Module):
 
         ``center=False`` takes frames from ``wave`` as it is, without padding (``1 + (samples - n_fft) //
         hop_length`` frames): the form :func:`stft_segments` prepares for a streamed signal.
-        Raises AudioError when ``center`` and the signal has ``n_fft // 2`` samples or fewer (nothing to reflect).
+        Raises AudioError when ``center`` and the signal is shorter than ``params.min_samples`` (too little to
+        reflect).
         """
         p = self.params
         shape = wave.shape
@@ -179,7 +182,7 @@ class LogMel(nn.Module):
         Returns ``(mel, frames)``: ``mel`` is ``(n_mels, sum(frames))``, and its columns ``sum(frames[:i])`` to
         ``sum(frames[:i + 1])`` are :meth:`mel_power` of ``waves[i]`` alone, the same numbers. The frames of all
         the signals go through one FFT and one mel projection, which saves the per-call cost of many short clips
-        (prep's usual files). Raises AudioError when a signal has ``n_fft // 2`` samples or fewer.
+        (prep's usual files). Raises AudioError when a signal is shorter than ``params.min_samples``.
         """
         p = self.params
         for wave in waves:
@@ -196,7 +199,7 @@ class LogMel(nn.Module):
     def _check_length(self, samples: int) -> None:
         """Raise AudioError when a signal of ``samples`` is too short for a centred STFT (nothing to reflect)."""
         p = self.params
-        if samples <= p.n_fft // 2:
+        if samples < p.min_samples:
             raise AudioError(f"too short: {samples} samples at {p.sample_rate} Hz, less than half an FFT window "
                              f"(n_fft {p.n_fft})")
 
@@ -251,12 +254,12 @@ class LogMel(nn.Module):
     def stream_mel_power(self, blocks: Iterable[Tensor | np.ndarray]) -> Iterator[Tensor]:
         """Mel power of a signal that arrives in blocks ``(samples,)``: pieces ``(n_mels, frames_i)`` that
         concatenate to :meth:`mel_power` of the whole signal (see :func:`stft_segments`, which raises ValueError
-        for a signal of ``n_fft // 2`` samples or fewer)."""
+        for a signal shorter than ``params.min_samples``)."""
         pieces = (t for t in (torch.as_tensor(b).reshape(-1) for b in blocks) if t.numel())
         ahead = [t for t in (next(pieces, None),) if t is not None]
         if ahead:
             ahead += [t for t in (next(pieces, None),) if t is not None]
-        if len(ahead) == 1 and ahead[0].numel() > self.params.n_fft // 2:
+        if len(ahead) == 1 and ahead[0].numel() >= self.params.min_samples:
             # The whole signal in one block (prep's usual case): centred frames straight from it, without the
             # padded copy stft_segments would make. The same numbers.
             yield self.mel_power(ahead[0])
@@ -269,7 +272,7 @@ class LogMel(nn.Module):
         """:meth:`forward` of a 1-D signal ``(samples,)``, taken ``block_frames`` frames at a time from the samples
         each block reads (:func:`~specgan.audio.stft.centred_segment`), so that the frames and spectra of a long
         signal never exist whole. The same numbers as :meth:`forward`, up to float rounding. Raises AudioError
-        when the signal has ``n_fft // 2`` samples or fewer."""
+        when the signal is shorter than ``params.min_samples``."""
         p = self.params
         self._check_length(wave.shape[-1])
         n_frames = 1 + wave.shape[-1] // p.hop_length

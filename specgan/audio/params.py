@@ -63,6 +63,13 @@ class AudioParams:
         return self.n_fft // 2 + 1
 
     @property
+    def min_samples(self) -> int:
+        """The fewest samples a centred STFT can frame: a frame reaches ``n_fft // 2`` samples left of its centre
+        and ``n_fft - n_fft // 2`` right of it (one more for an odd n_fft), and reflecting that many needs one
+        more sample than that."""
+        return self.n_fft - self.n_fft // 2 + 1
+
+    @property
     def hop_frames(self) -> int:
         """Frames between chunk starts in prep."""
         return self.chunk_hop or max(1, self.frames // 2)

@@ -23,7 +23,8 @@ def padded_window(*, n_fft: int, win_length: int, device=None, dtype=torch.float
 def centred_segment(wave: Tensor, *, start: int, end: int, n_fft: int, hop_length: int) -> Tensor:
     """The samples that frames ``[start, end)`` of a centred STFT of ``wave`` ``(samples,)`` read, reflected at the
     signal's ends as the centred STFT pads them: ``(end - start - 1) * hop_length + n_fft`` samples, whose STFT
-    with ``center=False`` is those frames. ``wave`` must be longer than ``n_fft // 2``."""
+    with ``center=False`` is those frames. ``wave`` must have at least ``n_fft - n_fft // 2 + 1`` samples
+    (``AudioParams.min_samples``)."""
     samples = wave.shape[-1]
     index = torch.arange(start * hop_length - n_fft // 2, (end - 1) * hop_length - n_fft // 2 + n_fft,
                          device=wave.device)

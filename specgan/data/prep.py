@@ -185,7 +185,7 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
             frame_dbs.append(power_to_db(mel_power.mean(dim=-2)))
             specs.append(logmel.normalize(mel_power).to(torch.float16))
     except ValueError:
-        if samples > logmel.params.n_fft // 2:
+        if samples >= logmel.params.min_samples:
             raise
         too_short = True
     if samples == 0:
@@ -256,7 +256,7 @@ def clip_logmels(waves: list[np.ndarray | torch.Tensor], *, logmel: LogMel) -> l
     for i, wave in enumerate(waves):
         peak = peak_amplitude(wave)  # before as_tensor: numpy's min and max are twice as quick as torch's aminmax
         wave = torch.as_tensor(wave)
-        if wave.numel() > logmel.params.n_fft // 2 and peak >= SILENCE_PEAK:
+        if wave.numel() >= logmel.params.min_samples and peak >= SILENCE_PEAK:
             usable.append((i, wave, peak))
             continue
         try:  # empty, silent or too short: clip_logmel says which
