@@ -240,6 +240,24 @@ def test_on_cpus_ranks_stop_after_the_very_step_ctrl_c_reached_one_of_them(tones
     assert [load_checkpoint(c)["step"] for c in list_checkpoints(run)] == [7]
 
 
+def test_more_cpu_ranks_per_machine_than_cores_are_warned_about(tones, tmp_path, monkeypatch):
+    """torchrun --nproc_per_node 3 on 2 cores trains (slowly): rank 0 says so once, in training's warnings."""
+    from specgan.train import distributed
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    note = distributed.crowded_cpu_note(torch.device("cpu"))
+    assert note == ("--nproc_per_node 3 on 2 CPU cores: the processes take turns on the cores and each step waits "
+                    "for the slowest; at most 2 train faster")
+    assert distributed.crowded_cpu_note(torch.device("cuda")) is None   # GPUs have their own check
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.crowded_cpu_note(torch.device("cpu")) is None
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # the loop passes it on (here in one process, whose env says 3)
+    warnings = []
+    train(tiny_recipe(tones, tmp_path / "run", steps=1), device=torch.device("cpu"), on_warning=warnings.append)
+    assert warnings == [note]
+
+
 @pytest.mark.parametrize("gpus", [1, 2])
 def test_more_ranks_per_machine_than_gpus_is_a_config_error_on_every_rank(monkeypatch, gpus):
     """torchrun --nproc_per_node 3 on a machine with fewer GPUs: every rank, not only the ones without a GPU, stops

@@ -122,6 +122,17 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(rank=rank, world_size=world_size), device
 
 
+def crowded_cpu_note(device: torch.device) -> str | None:
+    """A line for the user when ``torchrun`` started more processes on this machine than it has cores for CPU
+    training: they then take turns on the cores, and every step waits for the slowest. None otherwise."""
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type != "cpu" or per_machine <= cores:
+        return None
+    return (f"--nproc_per_node {per_machine} on {cores} CPU core{'' if cores == 1 else 's'}: the processes take "
+            f"turns on the cores and each step waits for the slowest; at most {cores} train faster")
+
+
 #: How long :func:`stop` lets the process group's threads finish with completed collectives, in seconds.
 GLOO_SETTLE_SECONDS = 0.05
 

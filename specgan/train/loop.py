@@ -120,8 +120,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
     if main and on_warning:
-        for note in task.notes:
-            on_warning(note)
+        for note in [*task.notes, ranks.crowded_cpu_note(device)]:
+            if note:
+                on_warning(note)
     start = 0
     if state is not None:
         task.load_state_dict(state["task"])
