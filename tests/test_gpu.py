@@ -122,6 +122,31 @@ def test_graphed_griffinlim_and_nnls_match_eager():
     assert torch.allclose(linear[0], linear[1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("phase_init", ["source", "random"])
+def test_a_long_input_converts_in_blocks_on_cuda_as_on_the_cpu(monkeypatch, phase_init):
+    """Griffin-Lim in blocks (PhaseNoise drawn on the GPU, blocks cross-faded there), and the blocked log-mel and
+    spectral convergence: on CUDA, as on the CPU. Random phases come from each device's own generator, so from a
+    random phase only the quality is compared."""
+    from torch import nn
+
+    from specgan.audio import inverse
+    from specgan.convert import convert_waveform
+    from test_convert import PARAMS, speech_like
+
+    monkeypatch.setattr(inverse, "BLOCK_VALUES", 128 * PARAMS.n_fft)      # 8 s at 8 kHz: 8 blocks
+    wave = speech_like(8.0)
+    wave[8000:12000] = 0                                                  # silent bins: PhaseNoise on the GPU
+    kwargs = dict(audio=PARAMS, n_iter=16, phase_init=phase_init)
+    cpu = convert_waveform(wave, generator=nn.Identity(), **kwargs)
+    gpu = convert_waveform(wave.to(CUDA), generator=nn.Identity(), **kwargs)  # no weights: the wave's device
+    assert gpu.wave.device.type == "cuda" and gpu.wave.shape == wave.shape
+    torch.testing.assert_close(gpu.logmel_in.cpu(), cpu.logmel_in, atol=1e-4, rtol=0)
+    assert gpu.spectral_convergence == pytest.approx(cpu.spectral_convergence, rel=0.05)
+    if phase_init == "source":   # the silent bins' random phases differ by device; everything else is the same
+        difference = torch.linalg.norm(gpu.wave.cpu() - cpu.wave) / torch.linalg.norm(cpu.wave)
+        assert difference < 1e-2
+
+
 def _translate_weights(task) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v.float().cpu() for name, module in task.models.items()
             for k, v in module.state_dict().items()}
