@@ -44,6 +44,26 @@ def test_frames_major_stft_matches_torch(n_fft, hop, win):
     torch.testing.assert_close(back, wave, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("error")   # PyTorch warns when a preallocated buffer had the wrong frame count
+@pytest.mark.parametrize("n_fft,hop,win", [(1023, 128, 1023), (255, 50, 200), (1024, 128, 1024)])
+@pytest.mark.parametrize("samples", [128_000, 128_001])
+def test_griffinlim_gives_back_the_signal_from_its_own_phase_whatever_the_parity(n_fft, hop, win, samples):
+    """An odd n_fft's frame reads one sample more right of its centre than left; with only n_fft // 2 reflected on
+    the right, a signal whose length the hop divides lost its last frame, and Griffin-Lim its last samples
+    (measured 0.4% of the signal on speech at n_fft 1023). Oracle: zero iterations from the true phase give back
+    the signal; ``torch.stft``'s frames are ours."""
+    wave = demo_speech(samples / 16000)
+    spec = stft(wave, n_fft=n_fft, hop_length=hop, win_length=win)
+    assert spec.shape[-1] == 1 + samples // hop
+    ref = torch.stft(wave, n_fft=n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win), center=True,
+                     pad_mode="reflect", return_complex=True)
+    torch.testing.assert_close(spec[:, :ref.shape[-1]], ref, atol=1e-4, rtol=1e-4)   # torch.stft may have one less
+    back = griffinlim(spec.abs(), n_fft=n_fft, hop_length=hop, win_length=win, n_iter=0, init=spec, length=samples)
+    torch.testing.assert_close(back, wave, atol=1e-5, rtol=0)
+    again = griffinlim(spec.abs(), n_fft=n_fft, hop_length=hop, win_length=win, n_iter=2, init=spec, length=samples)
+    torch.testing.assert_close(again, wave, atol=1e-4, rtol=0)
+
+
 def test_griffinlim_matches_librosa_from_zero_phase(fsdd):
     wave, _ = load_audio(fsdd / "0_george_0.wav")
     mag = stft(wave, n_fft=256, hop_length=64).abs()

@@ -15,7 +15,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from specgan.audio.params import AudioParams
-from specgan.audio.stft import centred_segment
+from specgan.audio.stft import centred_padding, centred_segment
 from specgan.errors import AudioError
 
 #: Floor for mel power before the logarithm (librosa's ``amin``): -100 dB.
@@ -71,8 +71,7 @@ def stft_segments(blocks: Iterable[Tensor | np.ndarray], *, n_fft: int, hop_leng
     Raises:
         ValueError: the signal has ``n_fft - n_fft // 2`` samples or fewer (reflect padding needs more).
     """
-    # Frame t reads samples [t * hop - half, t * hop + reach): reach is one more than half for an odd n_fft.
-    half, reach = n_fft // 2, n_fft - n_fft // 2
+    half, reach = centred_padding(n_fft)  # frame t reads samples [t * hop - half, t * hop + reach)
     head: list[Tensor] = []   # the first samples, until there are enough to reflect the left edge
     buf: Tensor | None = None  # padded signal from the next frame's first sample on
     tail: Tensor | None = None  # the last reach + 1 samples, to reflect the right edge
@@ -166,9 +165,8 @@ class LogMel(nn.Module):
         if center and not x.requires_grad:
             frames = self._centered_frames(x)
         else:
-            if center:  # an odd n_fft's frames reach one sample further right than left (see _centered_frames)
-                x = nn.functional.pad(x[:, None], (p.n_fft // 2, p.n_fft - p.n_fft // 2), mode="reflect")[:, 0]
-                x = x[:, :(shape[-1] // p.hop_length) * p.hop_length + p.n_fft]
+            if center:
+                x = nn.functional.pad(x[:, None], centred_padding(p.n_fft), mode="reflect")[:, 0]
             frames = x.unfold(-1, p.n_fft, p.hop_length) * self.frame_window     # (batch, frames, n_fft)
         mel = self._mel_of_frames(frames)                                          # (n_mels, batch * frames)
         batch, n_frames = x.shape[0], mel.shape[1] // x.shape[0]
@@ -216,9 +214,8 @@ class LogMel(nn.Module):
         that reach into the padding are cut from small padded pieces of each end; the others are windowed straight
         from ``x``. The same numbers as padding first (which is done when ``x`` is too short for that)."""
         p = self.params
-        # Frame t reads samples [t * hop - half, t * hop + reach) of x; reach = half + 1 for an odd n_fft.
-        half, hop, n = p.n_fft // 2, p.hop_length, x.shape[-1]
-        reach = p.n_fft - half
+        half, reach = centred_padding(p.n_fft)  # frame t reads samples [t * hop - half, t * hop + reach) of x
+        hop, n = p.hop_length, x.shape[-1]
         n_frames = 1 + n // hop
         window = self.frame_window
         if out is None:

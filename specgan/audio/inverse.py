@@ -17,18 +17,21 @@ from torch import Tensor, nn
 from specgan import cuda_graph
 from specgan.audio.features import db_to_power, denormalize_db, mel_filterbank
 from specgan.audio.params import AudioParams
-from specgan.audio.stft import centred_segment, istft_frames, padded_window, stft_frames, window_envelope
+from specgan.audio.stft import centred_padding, centred_segment, istft_frames, padded_window, stft_frames, \
+    window_envelope
 
 
 def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
          window: Tensor | None = None) -> Tensor:
-    """Centred, reflect-padded complex STFT: ``(..., samples)`` → ``(..., n_fft // 2 + 1, frames)``."""
+    """Centred, reflect-padded complex STFT: ``(..., samples)`` → ``(..., n_fft // 2 + 1, 1 + samples //
+    hop_length)``; ``torch.stft``'s numbers, padded as :func:`~specgan.audio.stft.centred_padding` says."""
     win_length = win_length or n_fft
     if window is None:
         window = torch.hann_window(win_length, device=wave.device, dtype=wave.dtype)
     shape = wave.shape
-    spec = torch.stft(wave.reshape(-1, shape[-1]), n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-                      window=window, center=True, pad_mode="reflect", return_complex=True)
+    padded = nn.functional.pad(wave.reshape(-1, 1, shape[-1]), centred_padding(n_fft), mode="reflect")[:, 0]
+    spec = torch.stft(padded, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
+                      center=False, return_complex=True)
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
 
 

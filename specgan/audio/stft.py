@@ -3,7 +3,8 @@
 ``torch.stft`` returns ``(..., freqs, frames)`` as a transposed view, and elementwise work on that strided
 layout is several times slower on CPU than on contiguous memory. Griffin-Lim does that work every iteration,
 so it uses these two functions, which keep spectra as contiguous ``(..., frames, freqs)`` and are equal to
-``torch.stft``/``torch.istft`` (centred, reflect padding, window-square normalisation) up to float rounding.
+``torch.stft``/``torch.istft`` (centred, reflect padding, window-square normalisation) up to float rounding, with
+``1 + samples // hop_length`` frames also for an odd n_fft (:func:`centred_padding`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ def padded_window(*, n_fft: int, win_length: int, device=None, dtype=torch.float
     window = torch.hann_window(win_length, device=device, dtype=dtype)
     left = (n_fft - win_length) // 2
     return F.pad(window, (left, n_fft - win_length - left))
+
+
+def centred_padding(n_fft: int) -> tuple[int, int]:
+    """Samples a centred STFT reflects in before and after a signal: a frame reads ``n_fft // 2`` samples left of
+    its centre and ``n_fft - n_fft // 2`` right of it (one more for an odd n_fft), so a signal of ``samples`` has
+    ``1 + samples // hop_length`` frames whatever the parity. (``torch.stft`` pads ``n_fft // 2`` on both sides:
+    the same frames, except that for an odd n_fft it leaves out the last one when the hop divides the length.)"""
+    return n_fft // 2, n_fft - n_fft // 2
 
 
 def centred_segment(wave: Tensor, *, start: int, end: int, n_fft: int, hop_length: int) -> Tensor:
@@ -40,7 +49,7 @@ def stft_frames(wave: Tensor, *, n_fft: int, hop_length: int, window: Tensor, fr
     ``frames_out`` (real, ``(batch, frames, n_fft)``) and ``out`` are optional preallocated buffers: in a loop
     they spare the allocator, whose fresh multi-megabyte blocks page-fault on first touch.
     """
-    padded = F.pad(wave.unsqueeze(1), (n_fft // 2, n_fft // 2), mode="reflect").squeeze(1)
+    padded = F.pad(wave.unsqueeze(1), centred_padding(n_fft), mode="reflect").squeeze(1)
     frames = torch.mul(padded.unfold(-1, n_fft, hop_length), window, out=frames_out)
     return torch.fft.rfft(frames, dim=-1, out=out)
 
