@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectral_convergence_blocks
-from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, audio_files, load_audio, save_audio
+from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, load_audio, output_length, \
+    save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
@@ -349,13 +350,16 @@ def _plan(src: Path, *, to: str, output: Path | None,
     return dst, list(zip(files, _mirrored(files, src=src, dst=dst)))
 
 
-def _finish(wave: Tensor, *, rate: int, sample_rate: int) -> np.ndarray:
-    """Resample (soxr HQ, as :func:`~specgan.audio.io.load_audio`) and scale down only a peak above 1."""
+def _finish(wave: Tensor, *, rate: int, sample_rate: int, length: int | None = None) -> np.ndarray:
+    """Resample (soxr HQ, as :func:`~specgan.audio.io.load_audio`) to ``length`` samples (cut, or zero-padded at the
+    end, when given) and scale down only a peak above 1."""
     import soxr
 
     data = wave.detach().cpu().numpy().astype(np.float32)
     if sample_rate != rate:
         data = soxr.resample(data, rate, sample_rate, quality="HQ").astype(np.float32)
+    if length is not None:
+        data = np.pad(data[:length], (0, max(0, length - len(data))))
     peak = float(np.abs(data).max()) if data.size else 0.0
     return data / peak if peak > 1.0 else data  # never clip; leave quiet output quiet
 
@@ -371,15 +375,19 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
 
     started = time.perf_counter()
     audio = translator.audio
-    wave, _ = load_audio(src, sample_rate=audio.sample_rate)
+    wave, source_rate = load_audio(src, sample_rate=audio.sample_rate)
     result = convert_waveform(wave.to(translator.device), generator=translator.generator_to(to), audio=audio,
                               n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed)
     rate = sample_rate or audio.sample_rate
+    length = None
+    if rate != audio.sample_rate:  # the input's length at the output rate, rounded once, not twice via the model's
+        with AudioFile(src) as source:
+            length = output_length(source.frames, source_rate=source_rate, sample_rate=rate)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SpecganError(f"{dst.parent}: cannot create the output folder ({e.strerror or e})") from None
-    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate), sample_rate=rate)
+    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length), sample_rate=rate)
     image = None
     if plot:
         logmels = torch.stack([result.logmel_in, result.logmel_out])[:, None]     # (2, 1, n_mels, frames)

@@ -318,6 +318,18 @@ def test_stereo_44k_input_becomes_mono_at_the_model_rate(run, tmp_path):
     assert rate16 == 16000 and abs(len(out16) - 2 * out.shape[0]) <= 1
 
 
+@pytest.mark.parametrize("rate", [44100, 22050, 16000])
+def test_output_at_another_rate_lasts_exactly_as_long_as_the_input(run, tmp_path, rate):
+    """Through the model's rate and back, the length is rounded twice; it is the input's own, rounded once: at
+    the input's rate, exactly its frame count (132307 frames at 44.1 kHz came out as 132308)."""
+    src = tmp_path / "talk.wav"
+    sf.write(src, np.stack([speech_like(3.1, rate=44100).numpy()[:132307]] * 2, axis=1), 44100)
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out.wav", "--sample-rate", rate)
+    assert code == 0, stderr
+    out, written_rate = sf.read(tmp_path / "out.wav")
+    assert written_rate == rate and len(out) == int(132307 * rate / 44100 + 0.5)
+
+
 def test_folder_input_is_mirrored_and_bad_files_are_listed(run, tmp_path):
     src = tmp_path / "calls"
     speech_file(src / "a.wav")
