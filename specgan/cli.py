@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 from pathlib import Path
@@ -290,8 +291,10 @@ def reconstruct(
     r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(dev))
     note(threads)
     say(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)")
-    say(f"spectral convergence {r.spectral_convergence:.4f} after {r.n_iter} Griffin-Lim iterations "
-        f"(0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})")
+    measured = "n/a (the input is silent)" if math.isnan(r.spectral_convergence) else \
+        f"{r.spectral_convergence:.4f}"
+    say(f"spectral convergence {measured} after {r.n_iter} Griffin-Lim iterations (0 is perfect; inverse took "
+        f"{r.elapsed:.2f} s on {r.device})")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class ReconstructReport:
     source_rate: int
     sample_rate: int
     n_iter: int
-    spectral_convergence: float  # of the result's STFT magnitude against the input's (resampled) one
+    spectral_convergence: float  # of the result's STFT magnitude against the input's (resampled) one; NaN: silent
     elapsed: float               # wall seconds for the inverse (mel → linear → Griffin-Lim)
     device: str
 

@@ -17,6 +17,16 @@ def specgan(*args, cwd=None):
     return result.returncode, result.stdout, result.stderr
 
 
+def test_reconstruct_of_silence_says_its_quality_cannot_be_measured(tmp_path):
+    """Spectral convergence divides by the input's energy: for silence it is undefined (it printed 1.4e11)."""
+    src = tmp_path / "silence.wav"
+    sf.write(src, np.zeros(16000, np.float32), 16000)
+    code, stdout, stderr = specgan("reconstruct", src, "-o", tmp_path / "out.wav", "--iters", "2", "--device", "cpu")
+    assert code == 0, stderr
+    assert "spectral convergence n/a (the input is silent) after 2 Griffin-Lim iterations" in stdout
+    assert sf.read(tmp_path / "out.wav")[0].shape == (22050,)
+
+
 def test_reconstruct_writes_audio_and_reports_spectral_convergence(vcc, tmp_path):
     src = vcc / "vcc2016_training" / "SF1" / "100001.flac"
     out = tmp_path / "rebuilt.wav"

@@ -384,7 +384,8 @@ def spectral_convergence_blocks(wave: Tensor, reference_of: Callable[[int, int],
     """:func:`spectral_convergence` of ``|STFT(wave)|`` (``wave`` 1-D, ``n_frames`` frames) against a reference
     magnitude given a block at a time (``reference_of(start, end)``: frames ``[start, end)``, ``(n_freqs, end -
     start)``), summed over the cores of :func:`frame_blocks` at :func:`block_size`, so that neither spectrogram
-    exists whole. The same figure as the whole-signal one, up to float rounding (this one sums in float64)."""
+    exists whole. The same figure as the whole-signal one, up to float rounding (this one sums in float64); NaN
+    when the reference is all zeros (silence), against which no estimate converges or diverges."""
     block_frames, _ = block_size(n_fft=n_fft, hop_length=hop_length)
     error = total = 0.0
     for block in frame_blocks(n_frames, block_frames=block_frames, margin=0):
@@ -393,7 +394,7 @@ def spectral_convergence_blocks(wave: Tensor, reference_of: Callable[[int, int],
                                        win_length=win_length).abs()
         error += float((reference - estimate).double().square().sum())
         total += float(reference.double().square().sum())
-    return math.sqrt(error) / max(math.sqrt(total), 1e-12)
+    return math.sqrt(error / total) if total > 0 else math.nan
 
 
 def with_magnitude(pairs: Tensor, magnitude: Tensor, *, scale: Tensor | None = None) -> Tensor:
