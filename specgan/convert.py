@@ -114,13 +114,16 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
                       generators["G_BA"])
 
 
-def find_translator(domain: str, *, runs_dir: Path = Path("runs")) -> Path:
+def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
+                    on_warning: Callable[[str], None] | None = None) -> Path:
     """The newest run folder under ``runs_dir`` (by the time its newest checkpoint was written) that is a
-    ``translate`` run with a domain named ``domain``, judged by its newest intact checkpoint. Runs without one, and
-    other tasks, are passed over.
+    ``translate`` run with a domain named ``domain``, judged by its newest intact checkpoint. Other tasks are
+    passed over, and so are runs with no intact checkpoint: each of those newer than the run found is a line to
+    ``on_warning`` (it may have been the model meant).
 
     Raises:
-        ConfigError: no such run; the message lists the domains the translators there do have.
+        ConfigError: no such run; the message lists the domains the translators there do have, and the runs that
+            could not be read.
     """
     runs_dir = Path(runs_dir)
     candidates = []
@@ -130,17 +133,26 @@ def find_translator(domain: str, *, runs_dir: Path = Path("runs")) -> Path:
             if checkpoints:
                 candidates.append((checkpoints[-1].stat().st_mtime, run))
     seen: list[str] = []
+    unreadable: list[tuple[Path, str]] = []
     for _, run in sorted(candidates, key=lambda c: (c[0], str(c[1])), reverse=True):
         try:
             path, state = load_model_checkpoint(run)
+        except CheckpointError as e:
+            unreadable.append((run, str(e)))
+            continue
+        try:
             domains = _translate_domains(state, path)
-        except CheckpointError:
+        except CheckpointError:  # another task's run
             continue
         if domain in domains:
+            for bad, why in unreadable if on_warning else ():
+                on_warning(f"passed over {bad}, newer than {run} but unreadable ({why})")
             return run
         seen += [d for d in domains if d not in seen]
     where = f"{runs_dir}/" if runs_dir.is_dir() else f"{runs_dir}/ (no such folder)"
     there = f"domains there: {', '.join(sorted(seen))}" if seen else "no translate runs there"
+    if unreadable:
+        there += f"; unreadable, with no intact checkpoint: {', '.join(str(run) for run, _ in unreadable)}"
     raise ConfigError(f"no model under {where} converts to {domain!r} ({there}); give one with --model")
 
 
@@ -160,8 +172,9 @@ def translate_logmel(logmel: Tensor, *, generator: nn.Module, frames: int, hop: 
     The input is padded at its end with silence (-1) to one window plus a whole number of hops, cut into windows
     at :func:`~specgan.audio.chunks.window_starts`, translated ``batch_size`` windows at a time, joined by a
     :class:`~specgan.audio.chunks.WindowStitcher` cross-fading over each whole overlap (``frames - hop`` frames;
-    only one batch of windows exists at a time), and trimmed back. Padding rather than an end-aligned last window keeps every overlap the same length, so every
-    cross-fade is the same linear ramp (a last window shifted by only a few frames would blend over a few frames).
+    only one batch of windows exists at a time), and trimmed back. Padding rather than an end-aligned last window
+    keeps every overlap the same length, so every cross-fade is the same linear ramp (a last window shifted by only
+    a few frames would blend over a few frames).
 
     Args:
         generator: maps ``(N, 1, n_mels, frames)`` → the same shape (run under ``torch.no_grad``).
@@ -426,8 +439,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     into_folder = isinstance(output, str) and output.endswith(("/", os.sep))
     dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder)
     picked = model is None
-    translator = load_translator(find_translator(to, runs_dir=runs_dir) if picked else model, device=device,
-                                 on_warning=on_warning)
+    translator = load_translator(find_translator(to, runs_dir=runs_dir, on_warning=on_warning) if picked else model,
+                                 device=device, on_warning=on_warning)
     translator.generator_to(to)  # an unknown domain fails before any work
     if on_model:
         on_model(translator, picked)

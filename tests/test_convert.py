@@ -447,6 +447,26 @@ def test_plot_shows_input_above_output(run, tmp_path):
     assert top[-8:].mean() > top[:8].mean()
 
 
+def test_automatic_choice_names_and_warns_about_runs_it_cannot_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = write_run(Path("runs") / "good")
+    broken = write_run(Path("runs") / "broken")
+    broken.write_bytes(broken.read_bytes()[:1000])          # its only checkpoint: no intact one
+    os.utime(good, (1e9 - 100, 1e9 - 100))
+    os.utime(broken, (1e9, 1e9))                            # the newer run
+    src = speech_file(tmp_path / "in.wav", seconds=0.5)
+    code, stdout, stderr = cli(src, "--to", "B")
+    assert code == 0, stderr
+    assert f"model {good} " in stdout
+    warning = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and warning[0].startswith(f"warning: passed over {Path('runs') / 'broken'}, newer than "
+                                                       f"{Path('runs') / 'good'} but unreadable (")
+    assert "no intact checkpoint" in warning[0]
+    code, _, stderr = cli(src, "--to", "jazz")   # nothing fits: the error says which runs could not be read
+    one_line_error(code, stderr, "no model under runs/ converts to 'jazz' (domains there: A, B; unreadable, with no "
+                                 f"intact checkpoint: {Path('runs') / 'broken'})")
+
+
 def test_plot_of_a_long_input_averages_runs_of_frames(run, tmp_path, monkeypatch):
     monkeypatch.setattr(convert, "PLOT_MAX_COLUMNS", 16)
     src = speech_file(tmp_path / "in.wav", seconds=0.9)           # 113 frames: runs of 8, the last of 1

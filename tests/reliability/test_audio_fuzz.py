@@ -135,7 +135,8 @@ def test_the_streamed_resampler_equals_resampling_whole(data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(samples=st.integers(0, 5000) | st.sampled_from([100, 128, 129, 6400]), cuts=st.lists(st.integers(0, 5000), max_size=6), which=st.integers(0, len(PARAMS) - 1))
+@given(samples=st.integers(0, 5000) | st.sampled_from([100, 128, 129, 6400]),
+       cuts=st.lists(st.integers(0, 5000), max_size=6), which=st.integers(0, len(PARAMS) - 1))
 def test_streamed_mel_power_equals_the_whole_signals(samples, cuts, which):
     logmel, params = LOGMELS[which], PARAMS[which]
     wave = torch.from_numpy(np.random.default_rng(samples).standard_normal(samples).astype(np.float32))
