@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specgan.errors import ConfigError, SpecganError
+from specgan.errors import ConfigError, SpecganError, SpecganWarning
 from specgan.recipe import MAX_SEED
 
 #: Click's usage error (a bad option value, a missing argument, an unknown command), reached through typer's public
@@ -86,6 +87,21 @@ def say(text: str, *, to: Console = out, style: str | None = None) -> None:
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False):
     global _debug
     _debug = debug
+    warnings.showwarning = _show_warning
+
+
+_shown_warnings: set[str] = set()
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """specgan's own warnings as one ``warning:`` line each, once per command; other libraries' as Python shows
+    them."""
+    if not issubclass(category, SpecganWarning):
+        _default_showwarning(message, category, filename, lineno, file, line)
+    elif str(message) not in _shown_warnings and not other_rank():
+        _shown_warnings.add(str(message))
+        warn(str(message))
 
 
 def print_error(message: str) -> None:

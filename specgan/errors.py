@@ -41,6 +41,11 @@ class TrainingError(SpecganError):
     exit_code = 3
 
 
+class SpecganWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. audio parameters that leave mel bands
+    empty); the command line prints each one once, as one ``warning:`` line."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by Ctrl-C. ``checkpoint`` is the newest checkpoint on disk (None if there is none)
     and ``step`` its step (0 if none); the message says where it is and how to continue. A KeyboardInterrupt, so

@@ -4,11 +4,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
+from specgan.audio.features import mel_filterbank
 from specgan.audio.inverse import spectral_convergence, stft
 from specgan.audio.io import load_audio
+from specgan.errors import SpecganWarning
 
 
 def specgan(*args, cwd=None):
@@ -25,6 +28,22 @@ def test_reconstruct_of_silence_says_its_quality_cannot_be_measured(tmp_path):
     assert code == 0, stderr
     assert "spectral convergence n/a (the input is silent) after 2 Griffin-Lim iterations" in stdout
     assert sf.read(tmp_path / "out.wav")[0].shape == (22050,)
+
+
+def test_audio_parameters_that_leave_mel_bands_empty_are_one_warning_line(tmp_path):
+    """torchaudio's own warning was two lines of Python warning (twice: log-mel and inverse); now one line, once."""
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32), 8000)
+    code, stdout, stderr = specgan("reconstruct", src, "-o", tmp_path / "out.wav", "--n-fft", "64", "--hop-length",
+                                   "16", "--n-mels", "80", "--iters", "2", "--device", "cpu")
+    assert code == 0, stderr
+    with pytest.warns(SpecganWarning, match="n_mels = 80"):
+        fbank = mel_filterbank(sample_rate=22050, n_fft=64, n_mels=80)
+    empty = int((fbank.amax(dim=0) == 0).sum())
+    assert 0 < empty < 80
+    assert stderr.splitlines() == [f"warning: n_mels = 80: {empty} of the mel bands get no FFT bin at n_fft = 64 and "
+                                   f"22050 Hz, so they stay at the floor; use fewer mels or a larger n_fft"]
+    assert "wrote" in stdout
 
 
 def test_reconstruct_writes_audio_and_reports_spectral_convergence(vcc, tmp_path):

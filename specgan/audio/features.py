@@ -7,6 +7,7 @@ filterbank as a buffer so it moves with ``.to(device)``.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import centred_padding, centred_segment
-from specgan.errors import AudioError
+from specgan.errors import AudioError, SpecganWarning
 
 #: Floor for mel power before the logarithm (librosa's ``amin``): -100 dB.
 AMIN = 1e-10
@@ -28,10 +29,21 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, f_min: float = 
 
     Returns:
         float32 tensor of shape ``(n_fft // 2 + 1, n_mels)`` (torchaudio's layout; librosa's is the transpose).
+
+    Warns (:class:`~specgan.errors.SpecganWarning`, instead of torchaudio's two-line warning) when some filters
+    fall between two FFT bins and stay empty: those mel bands are always at the floor.
     """
-    return torchaudio.functional.melscale_fbanks(
-        n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max if f_max is not None else sample_rate / 2,
-        n_mels=n_mels, sample_rate=sample_rate, norm="slaney", mel_scale="slaney")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # torchaudio's "at least one mel filterbank has all zero values"
+        fbank = torchaudio.functional.melscale_fbanks(
+            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max if f_max is not None else sample_rate / 2,
+            n_mels=n_mels, sample_rate=sample_rate, norm="slaney", mel_scale="slaney")
+    empty = int((fbank.amax(dim=0) == 0).sum())
+    if empty:
+        warnings.warn(SpecganWarning(
+            f"n_mels = {n_mels}: {empty} of the mel bands get no FFT bin at n_fft = {n_fft} and {sample_rate} Hz, so "
+            f"they stay at the floor; use fewer mels or a larger n_fft"), stacklevel=2)
+    return fbank
 
 
 def power_to_db(power: Tensor, *, amin: float = AMIN) -> Tensor:
