@@ -152,7 +152,7 @@ def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
     where = f"{runs_dir}/" if runs_dir.is_dir() else f"{runs_dir}/ (no such folder)"
     there = f"domains there: {', '.join(sorted(seen))}" if seen else "no translate runs there"
     if unreadable:
-        there += f"; unreadable, with no intact checkpoint: {', '.join(str(run) for run, _ in unreadable)}"
+        there += f"; could not read: {', '.join(str(run) for run, _ in unreadable)}"
     raise ConfigError(f"no model under {where} converts to {domain!r} ({there}); give one with --model")
 
 

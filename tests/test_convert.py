@@ -463,8 +463,8 @@ def test_automatic_choice_names_and_warns_about_runs_it_cannot_read(tmp_path, mo
                                                        f"{Path('runs') / 'good'} but unreadable (")
     assert "no intact checkpoint" in warning[0]
     code, _, stderr = cli(src, "--to", "jazz")   # nothing fits: the error says which runs could not be read
-    one_line_error(code, stderr, "no model under runs/ converts to 'jazz' (domains there: A, B; unreadable, with no "
-                                 f"intact checkpoint: {Path('runs') / 'broken'})")
+    one_line_error(code, stderr, "no model under runs/ converts to 'jazz' (domains there: A, B; could not read: "
+                                 f"{Path('runs') / 'broken'})")
 
 
 def test_plot_of_a_long_input_averages_runs_of_frames(run, tmp_path, monkeypatch):
