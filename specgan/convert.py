@@ -248,7 +248,7 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
                                   batch_size=batch_size)
     inversion = invert_logmel(logmel_out, inverter=MelInverter(audio).to(device), length=x.numel(), n_iter=n_iter,
                               phase_from=x if phase_init == "source" else None, seed=seed)
-    sc = spectral_convergence_blocks(inversion.wave, inversion.magnitude_of, n_frames=inversion.n_frames,
+    sc = spectral_convergence_blocks(inversion.wave, inversion.magnitude_of, n_frames=logmel_out.shape[-1],
                                      n_fft=audio.n_fft, hop_length=audio.hop_length, win_length=audio.window_length)
     return Conversion(inversion.wave[:length], logmel_in, logmel_out, sc)
 

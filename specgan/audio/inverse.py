@@ -343,7 +343,6 @@ class Inversion:
 
     wave: Tensor                                      # (length,)
     magnitude_of: Callable[[int, int], Tensor]        # frames [start, end) of the magnitude Griffin-Lim was given
-    n_frames: int
 
 
 def invert_logmel(logmel: Tensor, *, inverter: MelInverter, length: int, n_iter: int = 32, momentum: float = 0.99,
@@ -376,7 +375,7 @@ def invert_logmel(logmel: Tensor, *, inverter: MelInverter, length: int, n_iter:
 
     wave = griffinlim_blocks(magnitude_of, n_frames=n_frames, length=length, **spec_args, n_iter=n_iter,
                              momentum=momentum, init_of=init_of, block_frames=block_frames, margin=margin)
-    return Inversion(wave, magnitude_of, n_frames)
+    return Inversion(wave, magnitude_of)
 
 
 def spectral_convergence_blocks(wave: Tensor, reference_of: Callable[[int, int], Tensor], *, n_frames: int,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from specgan.audio.stft import centred_padding
 from specgan.errors import ConfigError
 from specgan.recipe import from_mapping, param, read_toml
 
@@ -67,7 +68,7 @@ class AudioParams:
         """The fewest samples a centred STFT can frame: a frame reaches ``n_fft // 2`` samples left of its centre
         and ``n_fft - n_fft // 2`` right of it (one more for an odd n_fft), and reflecting that many needs one
         more sample than that."""
-        return self.n_fft - self.n_fft // 2 + 1
+        return centred_padding(self.n_fft)[1] + 1
 
     @property
     def hop_frames(self) -> int:

@@ -34,9 +34,8 @@ def centred_segment(wave: Tensor, *, start: int, end: int, n_fft: int, hop_lengt
     signal's ends as the centred STFT pads them: ``(end - start - 1) * hop_length + n_fft`` samples, whose STFT
     with ``center=False`` is those frames. ``wave`` must have at least ``n_fft - n_fft // 2 + 1`` samples
     (``AudioParams.min_samples``)."""
-    samples = wave.shape[-1]
-    index = torch.arange(start * hop_length - n_fft // 2, (end - 1) * hop_length - n_fft // 2 + n_fft,
-                         device=wave.device)
+    samples, (half, reach) = wave.shape[-1], centred_padding(n_fft)
+    index = torch.arange(start * hop_length - half, (end - 1) * hop_length + reach, device=wave.device)
     index = index.abs()                                                      # reflect at the first sample ...
     index = torch.where(index >= samples, 2 * (samples - 1) - index, index)  # ... and at the last
     return wave[index]
