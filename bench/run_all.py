@@ -19,6 +19,7 @@ from specgan.train.acceleration import native_bf16  # noqa: E402
 
 import convert_memory  # noqa: E402
 import convert_speed  # noqa: E402
+import edge_convolutions  # noqa: E402
 import gan_mnist  # noqa: E402
 import prep_throughput  # noqa: E402
 import reconstruct_speed  # noqa: E402
@@ -57,6 +58,7 @@ def main() -> None:
         if args.throughput == "yes":
             train_throughput.main(["dcgan"])
             train_throughput.main(["cyclegan"])
+            edge_convolutions.main([])
             if torch.cuda.is_available():
                 write_flops()
         if args.convert == "yes":
@@ -138,6 +140,7 @@ def main() -> None:
                                                  "a GPU is present; `python bench/run_all.py --voice yes` forces it).",
                                                  ""]
     lines += throughput_sections()
+    lines += edge_convolutions_section(read_json("edge_convolutions"))
     lines += convert_section()
     lines += scaling_section(read_json(result_name("scaling", "cuda")))
     lines += ["Raw figures: `bench/out/*.json` (not committed); GPU figures `NAME_cuda.json`, from `bench/out/` or, "
@@ -367,6 +370,27 @@ def throughput_sections() -> list[str]:
                      f"{row['tflops']:.2f} | {_fmt(frac * 100 if frac is not None else None, '.2f')} |")
     lines.append("")
     return lines
+
+
+def edge_convolutions_section(r: dict | None) -> list[str]:
+    lines = ["## One-channel edge layers (CPU)", ""]
+    if not r:
+        return lines + ["Not run yet (`python bench/edge_convolutions.py`).", ""]
+    m = r["machine"]
+    lines += [f"The generators' layers with one channel on a side, as a training step runs them (float32, "
+              f"{r['output'][0]}×{r['output'][1]} outputs, forward and backward with weight and bias gradients, the "
+              f"input's gradient as stated): `OneChannelConv2d` against `nn.Conv2d` (oneDNN) with the same weights, "
+              f"fresh operands each call, the sides alternating; medians of {r['repeats']} calls "
+              f"(`bench/edge_convolutions.py`).", "",
+              f"- CPU: {_cpu(m)}, {m['torch_threads']} torch thread(s), torch {m['torch']}.", "",
+              "| layer | channels | kernel | batch | input gradient | nn.Conv2d ms | OneChannelConv2d ms | speed-up |",
+              "|---|---|---|---:|---|---:|---:|---:|"]
+    for row in r["rows"]:
+        kh, kw = row["kernel"]
+        lines.append(f"| {row['layer']} | {row['in_channels']} → {row['out_channels']} | {kh}×{kw} | {row['batch']} | "
+                     f"{'yes' if row['input_gradient'] else 'no'} | {row['library_ms']:.2f} | {row['specgan_ms']:.2f} | "
+                     f"{row['speedup']:.2f}× |")
+    return lines + [""]
 
 
 def reconstruct_gpu_section(r: dict | None) -> list[str]:

@@ -9,9 +9,10 @@ from torch import nn
 from specgan.models.cyclegan import GatedGenerator, ResnetGenerator
 from specgan.models.one_channel_conv import OneChannelConv2d
 
-#: (in_channels, out_channels, kernel, padding): the ResNet generator's 7x7 edge layers, CycleGAN-VC2's first
-#: layer, and others.
-SHAPES = [(16, 1, 7, 0), (1, 16, 7, 0), (1, 8, (5, 15), (2, 7)), (8, 1, 3, 1), (1, 8, 5, 2), (5, 1, 4, 1)]
+#: (in_channels, out_channels, kernel, padding): the ResNet generator's 7x7 edge layers, CycleGAN-VC2's first and
+#: last layers, and others (a kernel taller than wide, the padding of a kernel's full reach).
+SHAPES = [(16, 1, 7, 0), (1, 16, 7, 0), (1, 8, (5, 15), (2, 7)), (8, 1, (5, 15), (2, 7)), (8, 1, 3, 1),
+          (1, 8, 5, 2), (5, 1, 4, 1), (3, 1, (7, 2), (6, 1)), (1, 3, (2, 5), (1, 4))]
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
@@ -53,7 +54,7 @@ def pair(in_channels: int, out_channels: int, kernel, padding, memory_format) ->
 def test_matches_nn_conv2d(in_channels, out_channels, kernel, padding, layout, bf16):
     oracle, fast = pair(in_channels, out_channels, kernel, padding, LAYOUTS[layout])
     x = torch.randn(3, in_channels, 21, 18).contiguous(memory_format=LAYOUTS[layout])
-    assert fast._takes_depthwise_route(x.requires_grad_())
+    assert fast._takes_own_route(x.requires_grad_())
     names = ["output", "grad of x", "grad of weight", "grad of bias"]
     library, ours = forward_backward(oracle, x, bf16=bf16), forward_backward(fast, x, bf16=bf16)
     if not bf16:
@@ -73,18 +74,40 @@ def test_matches_nn_conv2d(in_channels, out_channels, kernel, padding, layout, b
         torch.testing.assert_close(got.double(), want, rtol=0, atol=library_error + 2 ** -8 * scale, msg=name)
 
 
-def test_fp32_backward_routes():
-    """Which parts of the fp32 backward pass leave oneDNN's convolution backward: the input gradient of a C → 1
-    layer (a flipped 1 → C convolution) and the weight gradient of a square 1 → C layer (batch as channels)."""
-    from specgan.models.one_channel_conv import _batch_as_channels_weight_gradient, _flipped_input_gradient
+def test_fp32_routes():
+    """Which parts leave oneDNN in float32: the forward pass of a C → 1 layer with a kernel that is not square (the
+    adjoint of a flipped 1 → C one), its input gradient for every kernel (a flipped 1 → C convolution) and the
+    weight gradient of any layer with one channel on a side (one matrix product against the unfolded channel)."""
+    from specgan.models.one_channel_conv import (_adjoint_forward, _flipped_input_gradient,
+                                                 _unfolded_weight_gradient)
 
-    grad = torch.randn(1)
-    c_to_1, one_to_c = torch.randn(1, 16, 7, 7), torch.randn(16, 1, 7, 7)
-    assert _flipped_input_gradient(c_to_1, grad) and not _flipped_input_gradient(one_to_c, grad)
-    assert _batch_as_channels_weight_gradient(one_to_c, grad) and not _batch_as_channels_weight_gradient(c_to_1, grad)
-    assert not _batch_as_channels_weight_gradient(torch.randn(16, 1, 5, 15), grad)   # slower for CycleGAN-VC2's
-    assert not _flipped_input_gradient(c_to_1, grad.bfloat16())                       # measured in fp32 only
-    assert not _batch_as_channels_weight_gradient(one_to_c, grad.bfloat16())
+    fp32, bf16 = torch.float32, torch.bfloat16
+    c_to_1, one_to_c, wide_c_to_1 = torch.randn(1, 16, 7, 7), torch.randn(16, 1, 7, 7), torch.randn(1, 16, 5, 15)
+    assert _adjoint_forward(wide_c_to_1, fp32) and not _adjoint_forward(c_to_1, fp32)  # square: depthwise
+    assert not _adjoint_forward(wide_c_to_1, bf16)                                    # measured in fp32 only
+    assert _flipped_input_gradient(c_to_1, fp32) and _flipped_input_gradient(wide_c_to_1, fp32)
+    assert not _flipped_input_gradient(one_to_c, fp32) and not _flipped_input_gradient(c_to_1, bf16)
+    for weight in (c_to_1, one_to_c, wide_c_to_1, torch.randn(16, 1, 5, 15)):
+        assert _unfolded_weight_gradient(weight, fp32) and not _unfolded_weight_gradient(weight, bf16)
+    assert not _unfolded_weight_gradient(torch.randn(4, 4, 3, 3), fp32)
+    assert not _unfolded_weight_gradient(torch.randn(1, 1, 3, 3), fp32)
+
+
+@pytest.mark.parametrize("in_channels,out_channels,kernel,padding", SHAPES)
+def test_weight_gradient_by_unfolding_matches_the_library(in_channels, out_channels, kernel, padding):
+    """The unfolded weight gradient alone, against aten's convolution backward, on a batch of 5 with a
+    non-square map (oracle: the library; float64, so equal to rounding)."""
+    from specgan.models.one_channel_conv import _weight_gradient_by_unfolding
+
+    torch.manual_seed(0)
+    weight = torch.randn(out_channels, in_channels, *((kernel, kernel) if isinstance(kernel, int) else kernel),
+                         dtype=torch.float64)
+    padding = (padding, padding) if isinstance(padding, int) else padding
+    x = torch.randn(5, in_channels, 13, 17, dtype=torch.float64)
+    grad = torch.randn_like(torch.nn.functional.conv2d(x, weight, padding=padding))
+    want = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], list(padding), [1, 1], False, [0, 0],
+                                               1, [False, True, False])[1]
+    torch.testing.assert_close(_weight_gradient_by_unfolding(x, grad, weight.shape, padding), want)
 
 
 def test_without_gradients_the_output_is_the_same():
@@ -96,21 +119,28 @@ def test_without_gradients_the_output_is_the_same():
 
 def test_other_convolutions_are_left_to_nn_conv2d():
     x = torch.randn(2, 1, 20, 20)
-    assert not OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x)                # no input gradient to compute
-    assert OneChannelConv2d(1, 8, 7)._takes_depthwise_route(x.requires_grad_())
-    assert not OneChannelConv2d(1, 8, 7, stride=2)._takes_depthwise_route(x)
-    assert not OneChannelConv2d(8, 1, (5, 15))._takes_depthwise_route(torch.randn(2, 8, 20, 20))  # minutes in bf16
-    assert OneChannelConv2d(1, 8, (5, 15))._takes_depthwise_route(x)               # its transpose is quick
-    assert not OneChannelConv2d(1, 8, 3, dilation=2)._takes_depthwise_route(x)
-    assert not OneChannelConv2d(1, 8, 3, padding="same")._takes_depthwise_route(x)
-    assert not OneChannelConv2d(1, 8, 3, padding=1, padding_mode="reflect")._takes_depthwise_route(x)
-    assert not OneChannelConv2d(4, 8, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, requires_grad=True))
-    assert not OneChannelConv2d(4, 1, 3)._takes_depthwise_route(torch.randn(2, 4, 9, 9, device="meta"))
-    assert not OneChannelConv2d(1, 1, 3)._takes_depthwise_route(x)                 # nothing to sum
+    assert OneChannelConv2d(1, 8, 7)._takes_own_route(x)                       # fp32: its weight gradient
+    with torch.no_grad():
+        assert not OneChannelConv2d(1, 8, 7)._takes_own_route(x)               # nothing but a quick forward
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not OneChannelConv2d(1, 8, 7)._takes_own_route(x)               # no input gradient to compute
+        assert OneChannelConv2d(1, 8, 7)._takes_own_route(x.clone().requires_grad_())
+        assert OneChannelConv2d(1, 8, (5, 15))._takes_own_route(x.clone().requires_grad_())  # quick transpose
+        assert not OneChannelConv2d(8, 1, (5, 15))._takes_own_route(torch.randn(2, 8, 20, 20))  # minutes in bf16
+        assert OneChannelConv2d(8, 1, 7)._takes_own_route(torch.randn(2, 8, 20, 20))
+    assert OneChannelConv2d(8, 1, (5, 15))._takes_own_route(torch.randn(2, 8, 20, 20))  # fp32: the adjoint
+    assert not OneChannelConv2d(1, 8, 7, stride=2)._takes_own_route(x)
+    assert not OneChannelConv2d(1, 8, 3, dilation=2)._takes_own_route(x)
+    assert not OneChannelConv2d(1, 8, 3, padding="same")._takes_own_route(x)
+    assert not OneChannelConv2d(1, 8, 3, padding=1, padding_mode="reflect")._takes_own_route(x)
+    assert not OneChannelConv2d(1, 8, 3, padding=3)._takes_own_route(x)        # wider than the kernel reaches
+    assert not OneChannelConv2d(4, 8, 3)._takes_own_route(torch.randn(2, 4, 9, 9, requires_grad=True))
+    assert not OneChannelConv2d(4, 1, 3)._takes_own_route(torch.randn(2, 4, 9, 9, device="meta"))
+    assert not OneChannelConv2d(1, 1, 3)._takes_own_route(x)                   # nothing to sum
 
 
 @pytest.mark.parametrize("make,edges", [(lambda: ResnetGenerator(channels=4, n_blocks=1), [(1, 4), (4, 1)]),
-                                        (lambda: GatedGenerator(n_mels=24, channels=4, n_blocks=1), [(1, 16)])],
+                                        (lambda: GatedGenerator(n_mels=24, channels=4, n_blocks=1), [(1, 16), (4, 1)])],
                          ids=["resnet", "gated"])
 def test_the_generators_are_unchanged_by_it(make, edges):
     """The generators' edge layers take the route; the same generator with plain nn.Conv2d layers gives the same

@@ -206,7 +206,7 @@ class GatedGenerator(nn.Module):
         self.decode = nn.Sequential(
             _glu_conv2d(4 * c, 2 * c, 5, shuffle=True),
             _glu_conv2d(2 * c, c, 5, shuffle=True),
-            nn.Conv2d(c, 1, (5, 15), padding=(2, 7)), nn.Tanh())
+            OneChannelConv2d(c, 1, (5, 15), padding=(2, 7)), nn.Tanh())
         self.apply(init_normal_weights)
 
     def forward(self, x: Tensor) -> Tensor:
