@@ -53,7 +53,20 @@ def _usage_errors_in_one_line(ctx=None) -> Iterator[None]:
             path = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
         else:
             raise
-        raise OneLineUsageError(f"{path}: {e.format_message().rstrip('.')} (see '{path} --help')") from None
+        given = _given_value(e)
+        raise OneLineUsageError(f"{path}: {e.format_message().rstrip('.')}{given} (see '{path} --help')") from None
+
+
+def _given_value(e: Exception) -> str:
+    """``", got VALUE"`` where the parser's message leaves out the value it refused: typer since 0.2x validates
+    options with pydantic, whose messages ("Input should be greater than or equal to 1") do not repeat the input,
+    while click's own ("0 is not in the range x>=1") did."""
+    errors = getattr(e.__cause__, "errors", None)
+    try:
+        value = errors()[0]["input"] if callable(errors) else None
+    except Exception:  # another library's error type: nothing to add
+        return ""
+    return "" if value is None or str(value) in e.format_message() else f", got {value}"
 
 
 class SpecganGroup(typer.core.TyperGroup):

@@ -128,6 +128,10 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         (["sample", tmp_path, "-n", "0"], "error: specgan sample: Invalid value for '"),
         (["sample", tmp_path, "--seed", "99999999999999999999"], "Invalid value for '--seed'"),
         (["reconstruct", tmp_path / "a.wav", "-o", tmp_path / "b.wav", "--seed", "-1"], "Invalid value for '--seed'"),
+        # the refused value is in the message, whichever parser library wrote it
+        (["reconstruct", tmp_path / "a.wav", "--iters", "0"], "0"),
+        (["convert", tmp_path / "a.wav", "--to", "x", "--sample-rate", "123"], "123"),
+        (["sample", tmp_path, "-n", "lots"], "lots"),
         (["data", "fetch"], "error: specgan data fetch: Missing argument 'NAME'"),
         # raised by the option parser without a context: placed under the command being run
         (["eval", tmp_path, "--pairs", tmp_path], "error: specgan eval: Option '--pairs' requires 2 arguments"),
