@@ -125,6 +125,24 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
         train(changed, device=torch.device("cpu"))
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_recipe(data, tmp_path / "empty"), device=torch.device("cpu"), resume=True)
+    assert not (tmp_path / "empty").exists()  # made for the run, which wrote nothing: removed again
+
+
+def test_a_second_training_into_a_run_folder_in_use_is_refused(tmp_path):
+    """While a run folder trains it is locked: another specgan train into it (here, the lock held through another
+    open file, as another process would hold it) is refused at once, and the run there is left as it was."""
+    from specgan.folder_lock import FolderLock
+
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=3), device=torch.device("cpu"))
+    before = {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    with FolderLock(run, error=CheckpointError, busy="held by the test"):
+        with pytest.raises(CheckpointError, match=f"{run}: another specgan train is writing this run folder"):
+            train(tiny_recipe(data, run, steps=6), device=torch.device("cpu"))
+    assert {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    result = train(tiny_recipe(data, run, steps=6), device=torch.device("cpu"))  # free again: it continues
+    assert result.resumed_from == 3 and result.step == 6
 
 
 def test_a_runs_recipe_continues_that_run_from_any_folder_even_after_it_moved(tmp_path, monkeypatch):

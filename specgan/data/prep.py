@@ -12,7 +12,6 @@ and the dataset is committed only at the end, so an interrupted or failed run le
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fcntl
 import hashlib
 import os
 import re
@@ -31,6 +30,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frame
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import domains_table, open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
+from specgan.folder_lock import FolderLock
 from specgan.recipe import to_mapping
 
 #: A file whose peak is below this amplitude (-80 dBFS) is silent.
@@ -472,38 +472,6 @@ def _process(paths: list[Path], params: AudioParams, workers: int, *,
         torch.set_num_threads(threads_before)
 
 
-class DatasetLock:
-    """An exclusive lock on a dataset folder (``flock`` on ``OUT/.lock``), so that two preps never interleave
-    their writes: the second one is refused at once with a one-line DatasetError. The kernel drops the lock when
-    its holder exits, however it exits, so a killed prep never leaves the folder locked."""
-
-    def __init__(self, out: Path, *, new_folder: bool = False):
-        self.file = out / ".lock"
-        #: Whether ``out`` was made for this prep: one that fails leaves no folder holding only the lock behind.
-        self.new_folder = new_folder
-
-    def __enter__(self) -> "DatasetLock":
-        try:
-            self.handle = open(self.file, "a+")
-        except OSError as e:
-            raise DatasetError(f"{self.file.parent}: cannot write here ({e.strerror or e})") from None
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise DatasetError(f"{self.file.parent}: another specgan prep is writing this dataset; "
-                               f"wait for it to finish") from None
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        folder = self.file.parent
-        if exc_type is not None and self.new_folder and os.listdir(folder) == [self.file.name]:
-            self.file.unlink()  # still locked: no other prep can be writing here
-            folder.rmdir()
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-
 def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
          domains: tuple[str, ...] | None = None, domain_pattern: str | None = None,
          workers: int | None = None, overwrite: bool = False,
@@ -523,7 +491,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
-    with DatasetLock(out, new_folder=new_folder):
+    with FolderLock(out, error=DatasetError, busy="another specgan prep is writing this dataset; wait for it to finish",
+                    new_folder=new_folder):
         current = _current_manifest(out, overwrite=overwrite)
         old = _reusable(current, out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None

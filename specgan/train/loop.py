@@ -15,6 +15,7 @@ process (see :mod:`specgan.train.distributed`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
+from specgan.folder_lock import FolderLock
 from specgan.recipe import to_mapping
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
@@ -85,10 +87,22 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     """
     distributed, device = ranks.start(device)
     try:
-        return _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
-                      on_step=on_step, on_warning=on_warning)
+        with _run_folder_lock(recipe.run_dir) if distributed.is_main else contextlib.nullcontext():
+            return _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
+                          on_step=on_step, on_warning=on_warning)
     finally:
         ranks.stop(distributed)
+
+
+def _run_folder_lock(run_dir: Path) -> FolderLock:
+    """The run folder, made if need be and locked for this training (rank 0 writes it): a second ``specgan
+    train`` into the same folder is refused at once instead of interleaving its checkpoints with this one's. A
+    folder made here is removed again if the run fails before writing anything."""
+    new_folder = not run_dir.exists()
+    _make_run_dir(run_dir)
+    return FolderLock(run_dir, error=CheckpointError, new_folder=new_folder,
+                      busy="another specgan train is writing this run folder; wait for it to finish, or set "
+                           "another output.dir")
 
 
 def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, resume: bool,
