@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import os
 import sys
@@ -85,8 +86,26 @@ app = typer.Typer(name="specgan", cls=SpecganGroup, no_args_is_help=True, add_co
                   pretty_exceptions_enable=False,
                   rich_markup_mode=None,  # help text is plain: "[default: 22050]" must not be read as markup
                   help="Audio style transfer with GANs on mel-spectrogram images.")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console(Console):
+    """rich's Console, except when the reader of its stream goes away (``specgan train ... | head``): rich then
+    exits with code 1 at the next line printed, which stopped a training between checkpoints and reported a bug
+    (exit code 1). This one goes quiet instead, sends the stream's later writes to /dev/null, and lets the command
+    finish its work and exit as that work ends."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())  # also spares the interpreter's own flush at exit
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):  # a stream without a file descriptor
+            pass
+
+
+out = _Console()
+err = _Console(stderr=True)
 _debug = False
 
 

@@ -150,3 +150,23 @@ def test_train_says_when_it_compiles_the_networks(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         assert ("compiling the networks" in result.output) is compiled
         assert ("train.compile = false skips it" in result.output) is compiled
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_training(tmp_path):
+    """``specgan train ... | head -1``: once the reader of its output has gone, train goes on quietly to the
+    last step and exits 0 (rich's default would exit 1, a bug's code, at the next line printed, between
+    checkpoints)."""
+    from helpers import make_two_tone_folder
+
+    data = make_two_tone_folder(tmp_path / "data")
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f'name = "tiny"\n[data]\nkind = "image-folder"\npath = "{data}"\n'
+                      '[model]\nchannels = 8\nz_dim = 8\n'
+                      '[train]\nsteps = 8\nbatch_size = 8\nsample_every = 4\ncheckpoint_every = 4\n'
+                      f'[output]\ndir = "{tmp_path / "run"}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "specgan", "train", str(recipe), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()  # the reader leaves before the first line
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == 0
+    assert (tmp_path / "run" / "checkpoints" / "step_00000008.pt").exists()
