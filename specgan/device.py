@@ -47,7 +47,9 @@ def fit_cpu_threads() -> str | None:
     if free >= torch.get_num_threads():
         return None
     torch.set_num_threads(free)
-    return (f"{busy:g} of {cores} cores are busy: using {free} thread(s) (set OMP_NUM_THREADS to choose)")
+    # Runnable tasks can outnumber the cores (each then waits its turn): all of them are busy.
+    return (f"{min(busy, cores):g} of {cores} cores are busy: using {free} thread(s) (set OMP_NUM_THREADS to "
+            f"choose)")
 
 
 #: The kernel's count of runnable tasks is field 4 of this file ("running/total").

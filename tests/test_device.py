@@ -34,6 +34,7 @@ def test_threads_fit_the_free_cores(four_cores, monkeypatch, load, world, expect
     assert (note is None) == (expected == 4)
     if note:
         assert f"using {expected} thread(s)" in note and "OMP_NUM_THREADS" in note
+        assert note.startswith(f"{min(load, 4):g} of 4 cores are busy")  # never more busy cores than there are
 
 
 def test_omp_num_threads_is_the_users_choice(four_cores, monkeypatch):

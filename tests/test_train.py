@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -94,6 +95,49 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, train_o
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
     steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to differ in thread count")
+def test_a_cpu_run_continues_on_the_thread_count_it_trained_on(tmp_path, monkeypatch):
+    """Sums split over another number of threads round differently, so a CPU run continued on more threads than
+    it trained on (the machine was busier when it started) would drift from an uninterrupted run: it continues on
+    its own count, and says so."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    data = make_two_tone_folder(tmp_path / "data")
+    device = torch.device("cpu")
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(tiny_recipe(data, tmp_path / "straight"), device=device)
+        train(tiny_recipe(data, tmp_path / "resumed", steps=3), device=device)
+        torch.set_num_threads(2)  # the cores are free now
+        notes = []
+        train(tiny_recipe(data, tmp_path / "resumed"), device=device, on_warning=notes.append)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads_before)
+    assert notes == ["continuing on 1 CPU thread(s), as this run trained, so that it matches an uninterrupted run "
+                     "bit for bit (set OMP_NUM_THREADS to choose)"]
+    straight, resumed = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_cpu_run_with_fewer_cores_free_than_it_used_says_it_will_differ(monkeypatch):
+    from specgan.train.loop import _keep_cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        note = _keep_cpu_threads(4, device=torch.device("cpu"))
+        assert torch.get_num_threads() == 1 and "only 1 core(s) are free" in note and "OMP_NUM_THREADS=4" in note
+        assert _keep_cpu_threads(1, device=torch.device("cpu")) is None
+        assert _keep_cpu_threads(None, device=torch.device("cpu")) is None  # a checkpoint from before it was kept
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert _keep_cpu_threads(4, device=torch.device("cpu")) is None   # the user chose
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def test_run_folder_contents_and_checkpoint_rotation(tmp_path):

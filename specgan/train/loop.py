@@ -16,6 +16,7 @@ process (see :mod:`specgan.train.distributed`).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -142,6 +143,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
+        note = _keep_cpu_threads(state.get("cpu_threads"), device=device)
+        if note and main and on_warning:
+            on_warning(note)
 
     # -- run folder (rank 0) ---------------------------------------------------------------------------
     # A run already past train.steps trains nothing, and keeps the recipe.toml it has.
@@ -161,6 +165,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
 
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
+    # Kept with each checkpoint: a CPU run continued on another thread count rounds its sums differently.
+    cpu_threads = torch.get_num_threads() if device.type == "cpu" else None
     # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed. Ranks agree on the step to stop
     # after (see the loop): on CUDA at the steps where they exchange scalars anyway (every LOG_EVERY steps at
     # most), so stopping costs no extra synchronisation; on a CPU at every step. (torchrun passes Ctrl-C on to
@@ -190,7 +196,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                 if checkpointing and main:
                     checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                                            "recipe": recipe_mapping(recipe), "data": data_info,
-                                                           "metrics": log.last}, step=step, keep=t.keep_checkpoints)
+                                                           "metrics": log.last, "cpu_threads": cpu_threads},
+                                                 step=step, keep=t.keep_checkpoints)
                 if stopping:
                     break
             failing = False
@@ -205,6 +212,24 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
                        rank=distributed.rank, task=task)
+
+
+def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
+    """Continue a CPU run on the thread count it trained on, so that it stays bit-identical to an uninterrupted
+    run (a different count sums in another order), unless ``OMP_NUM_THREADS`` chooses or fewer cores are free
+    than it used (more threads than free cores wait on each other: a step ran 20x slower). Returns a line for the
+    user when the count differs from what this machine would have chosen, else None."""
+    if device.type != "cpu" or not saved or "OMP_NUM_THREADS" in os.environ:
+        return None
+    now = torch.get_num_threads()  # the free cores (device.fit_cpu_threads), or all of them
+    if saved == now:
+        return None
+    if saved < now:
+        torch.set_num_threads(saved)
+        return (f"continuing on {saved} CPU thread(s), as this run trained, so that it matches an uninterrupted "
+                f"run bit for bit (set OMP_NUM_THREADS to choose)")
+    return (f"this run trained on {saved} CPU threads but only {now} core(s) are free: continuing on {now}, so "
+            f"its numbers will differ in rounding from an uninterrupted run's (OMP_NUM_THREADS={saved} keeps them)")
 
 
 def _make_run_dir(run_dir: Path) -> None:
