@@ -345,3 +345,12 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     assert labels.tolist() == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="--label dusk: not a class of this model"):
         latents_and_labels(model, n=4, label="dusk", seed=0, interpolate=False)
+
+
+def test_a_tilde_in_a_recipes_paths_is_the_home_folder(tmp_path, monkeypatch):
+    """``~/data/mnist`` in a recipe (or a --set) means what it means to a shell."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    recipe = load_recipe(None, base={"name": "t", "data": {"path": "~/data/mnist"}, "output": {"dir": "~/runs/t"}})
+    assert recipe.data.path == str(tmp_path / "data" / "mnist") and recipe.run_dir == tmp_path / "runs" / "t"
+    recipe = load_recipe(ROOT / "recipes" / "mnist_dcgan.toml", overrides=["data.path=~/elsewhere"])
+    assert recipe.data.path == str(tmp_path / "elsewhere")

@@ -7,6 +7,8 @@ lists the valid names.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +36,7 @@ class DataConfig:
     image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep).")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "path", os.path.expanduser(self.path))  # "~/data/mnist", as a shell would read it
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 4):
             raise ValueError(f"image_size = {list(self.image_size)}: expected [height, width], each >= 4")
 
@@ -118,6 +121,9 @@ class LossConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = param("", "Run folder (empty: runs/<name>).")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dir", os.path.expanduser(self.dir))  # "~/runs/x", as a shell would read it
 
 
 @dataclass(frozen=True)
