@@ -11,6 +11,7 @@ import functools
 import io
 import math
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -411,8 +412,9 @@ def train(
         say(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on")
         return
     say(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}")
-    more = f"specgan convert FILE --to {r.data.domains[1]} --model {result.run_dir}" if r.task == "translate" else \
-        f"specgan sample {result.run_dir} -o grid.png"
+    run = shlex.quote(str(result.run_dir))  # a command to copy: a path with spaces must stay one word
+    more = f"specgan convert FILE --to {shlex.quote(r.data.domains[1])} --model {run}" if r.task == "translate" \
+        else f"specgan sample {run} -o grid.png"
     say(f"samples: {result.run_dir / 'samples'}; more: {more}")
 
 

@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import re
 import shutil
 import struct
 import threading
@@ -115,10 +116,13 @@ def test_load_idx_set_mnist(mnist):
 
 
 def test_load_idx_set_missing_file(tmp_path, mnist):
-    (tmp_path / "train-images-idx3-ubyte.gz").symlink_to(mnist / "train-images-idx3-ubyte.gz")
+    """The error says how to fetch the set, as a command that can be copied: the folder quoted for the shell."""
+    folder = tmp_path / "my data"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte.gz").symlink_to(mnist / "train-images-idx3-ubyte.gz")
     with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte.gz: missing .*"
-                                           rf"'specgan data fetch mnist -o {tmp_path}'"):
-        load_idx_set(tmp_path, name="mnist", split="train")
+                                           + re.escape(f"fetch the set with: specgan data fetch mnist -o '{folder}'")):
+        load_idx_set(folder, name="mnist", split="train")
     with pytest.raises(ConfigError, match="must be one of mnist, fashion-mnist"):
         load_idx_set(tmp_path, name="kmnist", split="train")
     with pytest.raises(ConfigError, match="data.split = 'val'"):
@@ -397,7 +401,7 @@ def test_spectrogram_domains(prepped):
 
 
 def test_spectrogram_missing(tmp_path):
-    with pytest.raises(DatasetError, match="no manifest.json; make the dataset with 'specgan prep"):
+    with pytest.raises(DatasetError, match="no manifest.json; make the dataset with: specgan prep"):
         load_spectrogram_data(tmp_path)
 
 

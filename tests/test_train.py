@@ -354,3 +354,17 @@ def test_a_tilde_in_a_recipes_paths_is_the_home_folder(tmp_path, monkeypatch):
     assert recipe.data.path == str(tmp_path / "data" / "mnist") and recipe.run_dir == tmp_path / "runs" / "t"
     recipe = load_recipe(ROOT / "recipes" / "mnist_dcgan.toml", overrides=["data.path=~/elsewhere"])
     assert recipe.data.path == str(tmp_path / "elsewhere")
+
+
+def test_commands_in_messages_quote_paths_for_the_shell(tmp_path):
+    """A command specgan suggests is one to copy: a path with a space in it stays one word."""
+    from specgan.train.config import run_recipe_text
+    from specgan.train.interrupt import interruption
+
+    run = tmp_path / "my runs" / "tiny"
+    text = run_recipe_text(tiny_recipe(tmp_path / "data", run))
+    assert text.splitlines()[0].endswith(f"continue it with: specgan train '{run.absolute() / 'recipe.toml'}'")
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000002.pt").write_bytes(b"")  # the newest checkpoint, as far as names go
+    message = str(interruption(run, step=2, saved=True))
+    assert message.endswith(f"continue with: specgan train '{run / 'recipe.toml'}'")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,8 +73,8 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
                  error=DatasetError)
     problem = _manifest_problem(manifest)
     if problem:
-        raise DatasetError(f"{file}: damaged dataset manifest ({problem}); make the dataset again with "
-                           f"'specgan prep SRC -o {path} --overwrite'")
+        raise DatasetError(f"{file}: damaged dataset manifest ({problem}); make the dataset again with: "
+                           f"specgan prep SRC -o {shlex.quote(str(path))} --overwrite")
     return manifest
 
 
@@ -122,7 +123,8 @@ def open_dataset(path: str | os.PathLike) -> PreppedDataset:
     path = Path(path)
     manifest = read_manifest(path)
     if manifest is None:
-        raise DatasetError(f"{path}: no {MANIFEST}; make the dataset with 'specgan prep SRC -o {path}'")
+        raise DatasetError(f"{path}: no {MANIFEST}; make the dataset with: specgan prep SRC -o "
+                           f"{shlex.quote(str(path))}")
     audio = from_mapping(AudioParams, manifest["audio"], source=str(path / MANIFEST), prefix="audio.")
     arrays = {}
     for name in ARRAYS:

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import math
 import os
+import shlex
 import shutil
 import urllib.error
 import urllib.request
@@ -337,7 +338,7 @@ def load_idx_set(path: str | os.PathLike, *, name: str, split: str = "train") ->
         found = find_file(path, entry)
         if found is None:
             raise DatasetError(f"{path / entry.name}: missing (also looked for {entry.raw_name}); fetch the set "
-                               f"with 'specgan data fetch {name} -o {path}'")
+                               f"with: specgan data fetch {name} -o {shlex.quote(str(path))}")
         files.append(found)
     images, labels = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or images.dtype != np.uint8:

@@ -8,6 +8,7 @@ lists the valid names.
 from __future__ import annotations
 
 import os
+import shlex
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,8 @@ def run_recipe_text(recipe: Recipe) -> str:
     continues from any current directory, under a header naming the command that continues it."""
     table = recipe_mapping(recipe)
     table["data"]["path"] = str(Path(recipe.data.path).absolute())
-    return (f"{RUN_RECIPE_HEADER}; continue it with: specgan train {recipe.run_dir.absolute() / RUN_RECIPE}\n"
+    command = f"specgan train {shlex.quote(str(recipe.run_dir.absolute() / RUN_RECIPE))}"
+    return (f"{RUN_RECIPE_HEADER}; continue it with: {command}\n"
             + dump_toml(table))
 
 

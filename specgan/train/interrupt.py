@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -49,7 +50,7 @@ def interruption(run_dir: Path, *, step: int, saved: bool) -> TrainingInterrupte
     those of the newest checkpoint on disk."""
     found = list_checkpoints(run_dir)
     newest = found[-1] if found else None
-    again = f"continue with: specgan train {Path(run_dir) / 'recipe.toml'}"
+    again = f"continue with: specgan train {shlex.quote(str(Path(run_dir) / 'recipe.toml'))}"
     if saved and newest is not None:
         message = f"interrupted: stopped after step {step}, checkpoint {newest}; {again}"
     elif newest is not None:
