@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from specgan.atomic import atomic_path
+from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import AudioError, ConfigError
 from specgan.metrics.classifier import load_or_train_classifier
@@ -61,6 +62,8 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     stage(f"loading {kind} from {path}")
     train = load_data(kind, path, split="train")
     test = load_data(kind, path, split="test")
+    if data_path is not None:
+        _check_trained_on(state, {"train": train, "test": test}, data_path=data_path)
     stage("reference classifier (trained once, then cached)")
     classifier, info = load_or_train_classifier(path, kind=kind, train=train, test=test, cache_dir=cache_dir,
                                                 device=device, on_progress=on_progress)
@@ -77,6 +80,18 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
               "classifier_test_accuracy": info["accuracy"], "seconds": round(time.perf_counter() - started, 2),
               **metrics}
     return result
+
+
+def _check_trained_on(state: dict[str, Any], splits: dict[str, ImageData], *, data_path: Path) -> None:
+    """A run is measured against the data it trained on, wherever that is now: the images of ``data_path``'s split
+    the run trained on must be the run's (:func:`~specgan.data.image_data.data_fingerprint`; checkpoints written
+    before it was kept are not checked). MNIST and Fashion-MNIST share file names, shapes and ten classes."""
+    saved = state.get("data", {}).get("fingerprint")
+    split = state["recipe"]["data"].get("split", "train")
+    if saved and split in splits and data_fingerprint(splits[split]) != saved:
+        raise ConfigError(f"--data {data_path}: not the data this run trained on (data.path = "
+                          f"{state['recipe']['data']['path']!r}; the {split} images differ); eval measures a run "
+                          f"against its own data")
 
 
 def results_log(checkpoint: Path) -> Path:

@@ -88,6 +88,18 @@ def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp
     assert code == 0 and "label accuracy" in stdout and "Fréchet distance" in stdout
     assert f"appended to {run / 'eval.jsonl'}" in stdout
     assert len((run / "eval.jsonl").read_text().splitlines()) == 2
+    # Other MNIST-like data (here the test images as a training set: same names, shape and classes, as
+    # Fashion-MNIST has) is refused in one line, and nothing is appended.
+    other = tmp_path / "other"
+    other.mkdir()
+    for kind in ("images-idx3", "labels-idx1"):
+        for name in ("train", "t10k"):
+            shutil.copy(data / f"t10k-{kind}-ubyte.gz", other / f"{name}-{kind}-ubyte.gz")
+    code, _, stderr = specgan("eval", run, "-n", "500", "--data", other, "--device", "cpu", cwd=tmp_path)
+    assert code == 2 and stderr.strip() == (f"error: --data {other}: not the data this run trained on (data.path = "
+                                            f"'{data}'; the train images differ); eval measures a run against its "
+                                            f"own data")
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 2
     # A checkpoint outside any run keeps its results beside it, not in the folder above.
     loose = tmp_path / "loose" / "models"
     loose.mkdir(parents=True)

@@ -7,8 +7,10 @@ path.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from specgan.audio.params import AudioParams
@@ -42,3 +44,17 @@ class ImageData:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def data_fingerprint(data: ImageData) -> str:
+    """A cheap identity of a dataset: sha256 over its shape, the first and last MiB of the image bytes, and all
+    labels. Any other dataset (MNIST vs Fashion-MNIST, a subset, another normalisation) gives another value."""
+    images = data.images.detach().to("cpu", torch.float32).contiguous()
+    raw = images.view(-1).view(torch.uint8)
+    mib = 1 << 20
+    h = hashlib.sha256()
+    h.update(repr(tuple(images.shape)).encode())
+    h.update(raw[:mib].numpy().tobytes())
+    h.update(raw[-mib:].numpy().tobytes())
+    h.update(data.labels.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -8,7 +8,6 @@ and retrains only when the file is missing, unreadable, made for another archite
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from specgan.atomic import atomic_path
-from specgan.data.image_data import ImageData
+from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.errors import ConfigError, DatasetError
 
 #: Image shape the classifier takes: 1 × 28 × 28 (MNIST, Fashion-MNIST).
@@ -173,20 +172,6 @@ def accuracy(model: DigitClassifier, data: ImageData, *, batch_size: int = 1000)
         correct += int((model(x).argmax(dim=1) == y).sum())
     model.train(was_training)
     return correct / max(len(data), 1)
-
-
-def data_fingerprint(data: ImageData) -> str:
-    """A cheap identity of a dataset: sha256 over its shape, the first and last MiB of the image bytes, and all
-    labels. Any other dataset (MNIST vs Fashion-MNIST, a subset, another normalisation) gives another value."""
-    images = data.images.detach().to("cpu", torch.float32).contiguous()
-    raw = images.view(-1).view(torch.uint8)
-    mib = 1 << 20
-    h = hashlib.sha256()
-    h.update(repr(tuple(images.shape)).encode())
-    h.update(raw[:mib].numpy().tobytes())
-    h.update(raw[-mib:].numpy().tobytes())
-    h.update(data.labels.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def cache_path(data_dir: str | os.PathLike, *, kind: str, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -25,7 +25,7 @@ import torch
 
 from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
-from specgan.data.image_data import ImageData
+from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
 from specgan.folder_lock import FolderLock
@@ -130,7 +130,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                      image_size=tuple(recipe.data.image_size) or None)
     _check_audio(recipe, data)
     data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
-                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None}
+                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None,
+                 # which images, for eval on another folder (a resumed run may train on more or other data)
+                 "fingerprint": data_fingerprint(data)}
     if state is not None:
         _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
