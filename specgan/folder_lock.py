@@ -14,17 +14,29 @@ from pathlib import Path
 from specgan.errors import SpecganError
 
 
+def outermost_missing(folder: str | os.PathLike) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir -p`` would make first), or
+    None when ``folder`` exists."""
+    folder = Path(folder).absolute()
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
 class FolderLock:
     """Context manager: the lock on ``folder`` (which must exist), or ``error`` raised with ``busy`` (the rest of
     the message after the folder's name) when another process holds it.
 
-    With ``new_folder`` (the folder was made for this command), a command that fails leaves no folder holding only
-    the lock file behind: the folder is removed again.
+    ``made`` is the outermost folder made for this command (``folder`` or a parent of it; see
+    :func:`outermost_missing`): a command that fails leaves no folders holding only the lock file behind, they are
+    removed again up to ``made``.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, new_folder: bool = False):
+    def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, made: Path | None = None):
         self.file = Path(folder) / ".lock"
-        self.error, self.busy, self.new_folder = error, busy, new_folder
+        self.error, self.busy, self.made = error, busy, made
 
     def __enter__(self) -> "FolderLock":
         try:
@@ -39,9 +51,13 @@ class FolderLock:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        folder = self.file.parent
-        if exc_type is not None and self.new_folder and os.listdir(folder) == [self.file.name]:
+        folder = self.file.parent.absolute()
+        if exc_type is not None and self.made is not None and os.listdir(folder) == [self.file.name]:
             self.file.unlink()  # still locked: no other command can be writing here
-            folder.rmdir()
+            while True:
+                folder.rmdir()
+                if folder == self.made or os.listdir(folder.parent):
+                    break
+                folder = folder.parent
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()

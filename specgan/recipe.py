@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 import typing
@@ -120,8 +121,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
     try:
         return cls(**values)
     except ValueError as e:  # cross-field checks in __post_init__
-        where = f"{prefix.rstrip('.')}: " if prefix else ""  # the top table's checks name their keys themselves
-        raise ConfigError(f"{source}: {where}{e}") from None
+        # A check that starts with its key ("betas = [0.5]: ...") gets the section's prefix on that key; others are
+        # placed under the section. The top table's checks name their keys themselves.
+        message = str(e)
+        if prefix and re.match(r"[a-z_]+ = ", message):
+            raise ConfigError(f"{source}: {prefix}{message}") from None
+        where = f"{prefix.rstrip('.')}: " if prefix else ""
+        raise ConfigError(f"{source}: {where}{message}") from None
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:
@@ -190,28 +196,31 @@ def reference_table(cls: type, *, table: str) -> str:
     return "\n".join(rows)
 
 
+def toml_value(v: Any) -> str:
+    """A recipe value as TOML writes it (``true``, ``"text"``, ``[1, 2]``): in recipes, and in messages that name a
+    key and its value as the user wrote them. Strings, numbers, booleans or lists of those."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
 def dump_toml(table: Mapping[str, Any]) -> str:
     """TOML text for a recipe-shaped mapping: top-level scalars, then one ``[section]`` per nested table.
 
     Values are strings, numbers, booleans or lists of those (all a recipe holds); ``None`` values are left out,
     which TOML expresses by absence.
     """
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, float):
-            return repr(v)
-        if isinstance(v, int):
-            return str(v)
-        raise TypeError(f"cannot write {type(v).__name__} as TOML")
-
-    lines = [f"{k} = {value(v)}" for k, v in table.items() if not isinstance(v, Mapping) and v is not None]
+    lines = [f"{k} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, Mapping) and v is not None]
     for section, inner in table.items():
         if isinstance(inner, Mapping):
             lines += ["", f"[{section}]"]
-            lines += [f"{k} = {value(v)}" for k, v in inner.items() if v is not None]
+            lines += [f"{k} = {toml_value(v)}" for k, v in inner.items() if v is not None]
     return "\n".join(lines) + "\n"

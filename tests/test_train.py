@@ -44,6 +44,8 @@ def test_the_required_recipes_are_shipped():
     ('name = "x"\n[train]\nloss = "magic"\n', "r.toml: train.loss = 'magic': must be one of"),
     ('name = "x"\n[data]\nkind = "cifar"\n', "r.toml: data.kind = 'cifar': must be one of"),
     ('[train]\nsteps = 3\n', "r.toml: missing key 'name'"),
+    # a section's own cross-field check names its key with the section
+    ('name = "x"\n[train]\nbetas = [0.5]\n', "r.toml: train.betas = [0.5]: expected two numbers in [0, 1)"),
 ])
 def test_recipe_errors_name_file_key_and_value(tmp_path, text, message):
     path = tmp_path / "r.toml"
@@ -168,8 +170,8 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="model.channels = 8, not 16"):
         train(changed, device=torch.device("cpu"))
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        train(tiny_recipe(data, tmp_path / "empty"), device=torch.device("cpu"), resume=True)
-    assert not (tmp_path / "empty").exists()  # made for the run, which wrote nothing: removed again
+        train(tiny_recipe(data, tmp_path / "runs" / "new" / "empty"), device=torch.device("cpu"), resume=True)
+    assert not (tmp_path / "runs").exists()  # made for the run, which wrote nothing: removed again, parents too
 
 
 def test_a_second_training_into_a_run_folder_in_use_is_refused(tmp_path):

@@ -79,6 +79,10 @@ def test_linear_decay_is_constant_then_falls_to_almost_zero():
     ({"model": {"name": "dcgan"}}, "model.name = 'dcgan' is a generate model; task = 'translate' needs one of"),
     ({"data": {"kind": "spectrogram", "path": "x", "domains": ["a"]}}, "task = 'translate' needs the two domains"),
     ({"train": {"n_critic": 2}}, "generate-only"),
+    # keys a translate run would otherwise ignore in silence
+    ({"model": {"name": "cyclegan", "spectral_norm": True}}, "model.spectral_norm = true: generate-only"),
+    ({"model": {"name": "cyclegan-vc2", "z_dim": 7}}, "model.z_dim = 7: generate-only"),
+    ({"train": {"ema_decay": 0.5}}, "train.ema_decay = 0.5: generate-only"),
 ])
 def test_translate_recipe_errors(keys, message):
     table = {"name": "t", "task": "translate", "model": {"name": "cyclegan"},

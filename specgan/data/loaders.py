@@ -15,7 +15,7 @@ from specgan.data.idx import load_idx_set
 from specgan.data.image_data import ImageData
 from specgan.data.image_folder import load_image_folder
 from specgan.data.spectrogram_data import load_spectrogram_data
-from specgan.errors import ConfigError
+from specgan.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "test")
 
@@ -79,5 +79,7 @@ def load_data(kind: str, path: str | os.PathLike, *, split: str = "train", domai
         raise ConfigError(f"data.kind = {kind!r}: must be one of {', '.join(DATA_KINDS)}")
     if split not in SPLITS:
         raise ConfigError(f"data.split = {split!r}: must be one of {', '.join(SPLITS)}")
+    if Path(path).is_file():  # every kind is a folder; a file here would only be reported as files missing in it
+        raise DatasetError(f"{path}: a file, not a folder; the dataset is the folder that holds its files")
     return DATA_KINDS[kind](Path(path), split=split, domains=tuple(domains),
                             image_size=tuple(image_size) if image_size else None)

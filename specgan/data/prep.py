@@ -30,7 +30,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frame
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import domains_table, open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
-from specgan.folder_lock import FolderLock
+from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import to_mapping
 
 #: A file whose peak is below this amplitude (-80 dBFS) is silent.
@@ -486,13 +486,13 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     sources = discover(src, domains=domains, domain_pattern=domain_pattern)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
-    new_folder = not out.exists()
+    made = outermost_missing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
     with FolderLock(out, error=DatasetError, busy="another specgan prep is writing this dataset; wait for it to finish",
-                    new_folder=new_folder):
+                    made=made):
         current = _current_manifest(out, overwrite=overwrite)
         old = _reusable(current, out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None

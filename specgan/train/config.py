@@ -19,7 +19,7 @@ from specgan.data.loaders import DATA_KINDS
 from specgan.losses import LOSSES
 from specgan.models import MODELS, models_for
 from specgan.recipe import MAX_SEED, dump_toml, from_mapping, merge, param, parse_overrides, read_toml, \
-    to_mapping
+    to_mapping, toml_value
 from specgan.train.checkpoint import STEP_DIGITS  # checkpoint names bound train.steps
 
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
@@ -157,6 +157,14 @@ class Recipe:
             if self.train.n_critic != 1 or self.train.gp_weight:
                 raise ValueError("train.n_critic and train.gp_weight are generate-only; translate trains D once per "
                                  "step")
+            # Keys a translate run has no use for: a value other than the default would be silently ignored.
+            for key, value, default in (("model.z_dim", self.model.z_dim, ModelConfig.z_dim),
+                                        ("model.spectral_norm", self.model.spectral_norm, ModelConfig.spectral_norm),
+                                        ("train.ema_decay", self.train.ema_decay, TrainConfig.ema_decay)):
+                if value != default:
+                    raise ValueError(f"{key} = {toml_value(value)}: generate-only (a translate model draws no latents, "
+                                     f"its PatchGAN D has no spectral norm, and it keeps no moving average of G); "
+                                     f"remove it")
 
     @property
     def adversarial_loss(self) -> str:

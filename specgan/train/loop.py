@@ -28,8 +28,8 @@ from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
-from specgan.folder_lock import FolderLock
-from specgan.recipe import to_mapping
+from specgan.folder_lock import FolderLock, outermost_missing
+from specgan.recipe import to_mapping, toml_value
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
@@ -98,10 +98,10 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
 def _run_folder_lock(run_dir: Path) -> FolderLock:
     """The run folder, made if need be and locked for this training (rank 0 writes it): a second ``specgan
     train`` into the same folder is refused at once instead of interleaving its checkpoints with this one's. A
-    folder made here is removed again if the run fails before writing anything."""
-    new_folder = not run_dir.exists()
+    folder made here (and any parents made for it) is removed again if the run fails before writing anything."""
+    made = outermost_missing(run_dir)
     _make_run_dir(run_dir)
-    return FolderLock(run_dir, error=CheckpointError, new_folder=new_folder,
+    return FolderLock(run_dir, error=CheckpointError, made=made,
                       busy="another specgan train is writing this run folder; wait for it to finish, or set "
                            "another output.dir")
 
@@ -288,8 +288,18 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
                 if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES:
-                    raise CheckpointError(f"{path}: this run was trained with {section}.{key} = {a.get(key)!r}, "
-                                          f"not {b.get(key)!r}; use another output.dir for a new run")
+                    raise CheckpointError(f"{path}: this run was trained with {section}.{key} = "
+                                          f"{_as_written(a.get(key))}, not {_as_written(b.get(key))}; use another "
+                                          f"output.dir for a new run")
         elif a != b:
-            raise CheckpointError(f"{path}: this run was trained with {section} = {a!r}, not {b!r}; use another "
-                                  f"output.dir for a new run")
+            raise CheckpointError(f"{path}: this run was trained with {section} = {_as_written(a)}, not "
+                                  f"{_as_written(b)}; use another output.dir for a new run")
+
+
+def _as_written(value: Any) -> str:
+    """A recipe value as the recipe writes it (``true``, not Python's ``True``); a key the run did not have yet."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, dict):  # a whole section (TOML's inline table)
+        return "{" + ", ".join(f"{k} = {_as_written(v)}" for k, v in value.items()) + "}"
+    return toml_value(value)
