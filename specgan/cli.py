@@ -116,8 +116,21 @@ def say(text: str, *, to: Console = out, style: str | None = None) -> None:
     to.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            say(f"specgan {version('specgan')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            say("specgan (not installed: no version recorded)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False):
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+          _version: Annotated[bool, typer.Option("--version", help="Print specgan's version and exit.",
+                                                 callback=_print_version, is_eager=True)] = False):
     global _debug
     _debug = debug
     warnings.showwarning = _show_warning

@@ -118,6 +118,13 @@ def test_help_lists_commands():
     assert code == 0 and "prep" in stdout and "reconstruct" in stdout
 
 
+def test_version():
+    from importlib.metadata import version
+
+    code, stdout, _ = specgan("--version")
+    assert code == 0 and stdout.strip() == f"specgan {version('specgan')}"
+
+
 def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
     """Click's own usage errors (an unknown command or option, a missing argument, a value out of an option's
     range) follow the same rule as specgan's: one line, exit code 2, with the help command to run."""

@@ -370,3 +370,14 @@ def test_commands_in_messages_quote_paths_for_the_shell(tmp_path):
     (run / "checkpoints" / "step_00000002.pt").write_bytes(b"")  # the newest checkpoint, as far as names go
     message = str(interruption(run, step=2, saved=True))
     assert message.endswith(f"continue with: specgan train '{run / 'recipe.toml'}'")
+
+
+def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_path):
+    """sample, convert and eval read a run's newest checkpoint; given the run's checkpoints/ folder, the same."""
+    from specgan.train.checkpoint import load_model_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_recipe(make_two_tone_folder(tmp_path / "data"), run, steps=3), device=torch.device("cpu"))
+    for given in (run, run / "checkpoints"):
+        path, state = load_model_checkpoint(given)
+        assert path == run / "checkpoints" / "step_00000003.pt" and state["step"] == 3

@@ -99,6 +99,9 @@ def test_crop_wider_than_the_chunks_is_an_error(tones, tmp_path):
     data = load_spectrogram_data(tones, domains=("low", "high"))
     with pytest.raises(ConfigError, match="train.crop_frames = 33: the chunks of .* are only 32 frames wide"):
         TranslateTask(recipe, data, device=torch.device("cpu"))
+    # narrower than the networks take: the key is named, not the image shape the networks were asked for
+    with pytest.raises(ConfigError, match="^train.crop_frames = 7: cyclegan needs at least 8 frames$"):
+        TranslateTask(tiny_recipe(tones, tmp_path / "run", crop_frames=7), data, device=torch.device("cpu"))
 
 
 # -- steps ---------------------------------------------------------------------------------------------------

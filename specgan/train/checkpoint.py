@@ -263,6 +263,8 @@ def load_model_checkpoint(run_or_checkpoint: str | os.PathLike, *, map_location:
     if not path.is_dir():
         path = find_checkpoint(path)
         return path, load_checkpoint(path, map_location=map_location, required=MODEL_FIELDS)
+    if path.name == "checkpoints" and not checkpoint_dir(path).is_dir() and list_checkpoints(path.parent):
+        path = path.parent  # a run's checkpoints folder, given for the run
     found, damaged = _newest_intact(path, map_location=map_location, required=MODEL_FIELDS)
     if found is None:
         if damaged:

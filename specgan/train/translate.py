@@ -31,6 +31,7 @@ from specgan.errors import ConfigError
 from specgan.images import save_grid
 from specgan.losses import d_accuracy, d_loss, g_loss
 from specgan.models import build_model
+from specgan.models.cyclegan import MIN_SIDE
 from specgan.sample import render_audio
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import Recipe
@@ -122,6 +123,13 @@ class TranslateTask:
         if t.crop_frames > frames:
             raise ConfigError(f"train.crop_frames = {t.crop_frames}: the chunks of {data.source} are only {frames} "
                               f"frames wide")
+        # The networks' own check would name the image shape; name the key or the data instead.
+        if 0 < t.crop_frames < MIN_SIDE:
+            raise ConfigError(f"train.crop_frames = {t.crop_frames}: {m.name} needs at least {MIN_SIDE} frames")
+        for key, what, size in (("n_mels", "mel bands", n_mels), ("frames", "frames", frames)):
+            if size < MIN_SIDE:
+                raise ConfigError(f"{data.source}: its chunks have {size} {what}; {m.name} needs at least "
+                                  f"{MIN_SIDE} (prep them again with audio.{key} >= {MIN_SIDE})")
         self.domains = data.class_names
         self.audio = data.audio
         self.loss = recipe.adversarial_loss
