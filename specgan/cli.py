@@ -13,6 +13,7 @@ import math
 import os
 import shlex
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
@@ -353,10 +354,17 @@ def reconstruct(
     r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(dev))
     note(threads)
     say(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)")
-    measured = "n/a (the input is silent)" if math.isnan(r.spectral_convergence) else \
-        f"{r.spectral_convergence:.4f}"
-    say(f"spectral convergence {measured} after {r.n_iter} Griffin-Lim iterations (0 is perfect; inverse took "
+    say(f"spectral convergence {_convergence_text(r.spectral_convergence)} after {r.n_iter} Griffin-Lim iterations (0 is perfect; inverse took "
         f"{r.elapsed:.2f} s on {r.device})")
+
+
+def _convergence_text(value: float) -> str:
+    """A spectral convergence as printed: NaN is the one of a silent input, which has nothing to converge to."""
+    return "n/a (the input is silent)" if math.isnan(value) else f"{value:.4f}"
+
+
+#: Seconds between plain progress lines of ``specgan train`` when its output is not a terminal.
+PLAIN_PROGRESS_EVERY_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,10 +409,18 @@ def train(
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 
+    # Off a terminal (nohup, | tee log) there is no bar: a plain line now and then says the run is alive.
+    plain_lines = not quiet and not err.is_terminal
+    last_line = [time.monotonic()]
+
     def on_step(record: dict) -> None:
         info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
+        if plain_lines and (time.monotonic() - last_line[0] >= PLAIN_PROGRESS_EVERY_S
+                            or record["step"] == r.train.steps):
+            last_line[0] = time.monotonic()
+            say(f"step {record['step']}/{r.train.steps}  {info}", to=err)
 
     try:
         result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step, on_warning=warn)
@@ -493,8 +509,11 @@ def convert(
     def on_file(item) -> None:
         if isinstance(item, ConvertedFile):
             plot_note = f" and {item.plot}" if item.plot else ""
+            # Below a second of audio, the time per second of audio says more about start-up costs than speed.
+            speed = f"{item.real_time_factor:.3f} s per s of audio" if item.seconds >= 1 else \
+                f"took {item.real_time_factor * item.seconds:.2f} s"
             say(f"wrote {item.output}{plot_note} ({item.seconds:.2f} s; spectral convergence "
-                f"{item.spectral_convergence:.4f}; {item.real_time_factor:.3f} s per s of audio)")
+                f"{_convergence_text(item.spectral_convergence)}; {speed})")
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
@@ -534,6 +553,9 @@ def evaluate(
 
     from specgan.evaluate import evaluate_run, evaluate_translation, record_result
 
+    if pairs is not None and data is not None:
+        raise ConfigError(f"--data {data}: for generate runs; with --pairs, the recordings are what a run is "
+                          f"measured against")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=not err.is_terminal)
     current = {"task": None}

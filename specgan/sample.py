@@ -59,8 +59,8 @@ def generator_from_checkpoint(path: Path, state: dict, *, device: torch.device |
     """The generator of the checkpoint ``state`` read from ``path`` (see :func:`load_generator`)."""
     recipe, data = state["recipe"], state["data"]
     if recipe.get("task", "generate") != "generate":
-        raise ConfigError(f"{path}: a {recipe['task']} run has no generator to sample from; use 'specgan convert' "
-                          f"to translate audio with it")
+        raise ConfigError(f"{path}: sample draws images from a generate run; this is a {recipe['task']} run, "
+                          f"which converts recordings: specgan convert FILE --to DOMAIN --model RUN")
     model = recipe["model"]
     n_classes = len(data["class_names"]) if model["conditional"] else 0
     try:

@@ -142,6 +142,9 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         (["data", "fetch"], "error: specgan data fetch: Missing argument 'NAME'"),
         # raised by the option parser without a context: placed under the command being run
         (["eval", tmp_path, "--pairs", tmp_path], "error: specgan eval: Option '--pairs' requires 2 arguments"),
+        # not a parser's error, but the same rule: an option that would be ignored is refused
+        (["eval", tmp_path, "--pairs", tmp_path, tmp_path, "--data", tmp_path],
+         f"error: --data {tmp_path}: for generate runs; with --pairs"),
     ]
     for args, message in cases:
         code, stdout, stderr = specgan(*args)

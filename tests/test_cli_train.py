@@ -164,10 +164,8 @@ def test_train_says_when_it_compiles_the_networks(tmp_path, monkeypatch):
         assert ("train.compile = false skips it" in result.output) is compiled
 
 
-def test_a_reader_that_goes_away_does_not_stop_the_training(tmp_path):
-    """``specgan train ... | head -1``: once the reader of its output has gone, train goes on quietly to the
-    last step and exits 0 (rich's default would exit 1, a bug's code, at the next line printed, between
-    checkpoints)."""
+def tiny_recipe_file(tmp_path: Path) -> Path:
+    """An 8-step recipe on a two-class image folder, training into ``tmp_path / "run"``."""
     from helpers import make_two_tone_folder
 
     data = make_two_tone_folder(tmp_path / "data")
@@ -176,9 +174,27 @@ def test_a_reader_that_goes_away_does_not_stop_the_training(tmp_path):
                       '[model]\nchannels = 8\nz_dim = 8\n'
                       '[train]\nsteps = 8\nbatch_size = 8\nsample_every = 4\ncheckpoint_every = 4\n'
                       f'[output]\ndir = "{tmp_path / "run"}"\n')
+    return recipe
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_training(tmp_path):
+    """``specgan train ... | head -1``: once the reader of its output has gone, train goes on quietly to the
+    last step and exits 0 (rich's default would exit 1, a bug's code, at the next line printed, between
+    checkpoints)."""
+    recipe = tiny_recipe_file(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "specgan", "train", str(recipe), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     proc.stdout.close()  # the reader leaves before the first line
     proc.stderr.close()
     assert proc.wait(timeout=300) == 0
     assert (tmp_path / "run" / "checkpoints" / "step_00000008.pt").exists()
+
+
+def test_off_a_terminal_training_prints_plain_progress_lines(tmp_path):
+    """No progress bar off a terminal (nohup, | tee): plain lines instead, at least the last step's; --quiet none."""
+    recipe = tiny_recipe_file(tmp_path)
+    code, _, stderr = specgan("train", recipe, "--device", "cpu", cwd=tmp_path)
+    assert code == 0, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("step ")][-1].startswith("step 8/8  ")
+    code, _, stderr = specgan("train", recipe, "--set", "train.steps=10", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert code == 0 and not [line for line in stderr.splitlines() if line.startswith("step ")], stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,14 @@ def test_stereo_44k_input_becomes_mono_at_the_model_rate(run, tmp_path):
     assert f"model {run / 'checkpoints' / 'step_00000001.pt'} (step 1, A ↔ B)" in stdout
     assert "picked automatically" not in stdout
     assert f"wrote {dst}" in stdout and "spectral convergence" in stdout and "s per s of audio" in stdout
+    # Under a second of audio the time per second says more about start-up than speed: the time taken instead.
+    short = speech_file(tmp_path / "short" / "blip.wav", seconds=0.5)
+    code, stdout, stderr = cli(short, "--to", "B", "--model", run)
+    assert code == 0 and "s per s of audio" not in stdout and re.search(r"; took \d+\.\d\d s\)$", stdout.strip())
+    # A translate run has nothing to sample: said in one line, pointing at convert.
+    result = CliRunner().invoke(app, ["sample", str(run)])
+    assert result.exit_code == 2 and "this is a translate run, which converts recordings: specgan convert" in \
+        result.stderr
     # --sample-rate: resampled on the way out, same duration.
     code, _, stderr = cli(src, "--to", "A", "--model", run, "-o", tmp_path / "x.flac", "--sample-rate", 16000)
     assert code == 0, stderr
