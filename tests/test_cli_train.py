@@ -74,10 +74,13 @@ def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp
     shutil.copy(mnist_classifier[1]["path"], data / "specgan-classifier-mnist.pt")  # reuse: same data, no retrain
     code, _, stderr = specgan("train", ROOT / "recipes" / "mnist_cgan.toml", "--set", "train.steps=2",
                               "--set", "train.batch_size=16", "--set", "model.channels=8", "--set",
-                              f"data.path={data}", "--device", "cpu", "--quiet", cwd=tmp_path)
+                              "data.path=mnist", "--device", "cpu", "--quiet", cwd=tmp_path)
     assert code == 0, stderr
     run = tmp_path / "runs" / "mnist_cgan"
-    code, stdout, stderr = specgan("eval", run, "-n", "500", "--json", "--device", "cpu", cwd=tmp_path)
+    # The recipe named its data relative to where train ran; eval finds it from anywhere.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, stdout, stderr = specgan("eval", run, "-n", "500", "--json", "--device", "cpu", cwd=elsewhere)
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["n"] == 500 and result["step"] == 2 and result["classifier_test_accuracy"] >= 0.985

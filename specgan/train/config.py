@@ -180,11 +180,18 @@ RUN_RECIPE = "recipe.toml"
 RUN_RECIPE_HEADER = "# resolved recipe of this run"
 
 
-def run_recipe_text(recipe: Recipe) -> str:
-    """The run folder's ``recipe.toml``: the resolved recipe, with ``data.path`` made absolute so that the run
-    continues from any current directory, under a header naming the command that continues it."""
+def saved_recipe_mapping(recipe: Recipe) -> dict[str, Any]:
+    """:func:`recipe_mapping` as a run keeps it (its ``recipe.toml`` and every checkpoint): with ``data.path`` made
+    absolute, so that the run continues, and ``sample``/``eval`` find its data, from any current directory."""
     table = recipe_mapping(recipe)
     table["data"]["path"] = str(Path(recipe.data.path).absolute())
+    return table
+
+
+def run_recipe_text(recipe: Recipe) -> str:
+    """The run folder's ``recipe.toml``: :func:`saved_recipe_mapping`, under a header naming the command that
+    continues it."""
+    table = saved_recipe_mapping(recipe)
     command = f"specgan train {shlex.quote(str(recipe.run_dir.absolute() / RUN_RECIPE))}"
     return (f"{RUN_RECIPE_HEADER}; continue it with: {command}\n"
             + dump_toml(table))

@@ -33,7 +33,7 @@ from specgan.recipe import to_mapping, toml_value
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
-from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text
+from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text, saved_recipe_mapping
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import StopRequest, interruption
 from specgan.train.metric_log import MetricLog, writer_thread_errors_left_to_the_log
@@ -197,7 +197,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                     task.write_samples(run_dir / "samples", step)
                 if checkpointing and main:
                     checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
-                                                           "recipe": recipe_mapping(recipe), "data": data_info,
+                                                           "recipe": saved_recipe_mapping(recipe), "data": data_info,
                                                            "metrics": log.last, "cpu_threads": cpu_threads},
                                                  step=step, keep=t.keep_checkpoints)
                 if stopping:

@@ -203,7 +203,7 @@ def test_a_checkpoint_of_the_other_task_is_refused_in_one_line(four_steps, tmp_p
     generate = four_steps / "checkpoints" / "step_00000004.pt"
     translate = write_run(tmp_path / "tr")
     code, _, stderr = cli("sample", translate, "-o", tmp_path / "s.png", "--device", "cpu")
-    one_line_error(code, stderr, str(translate), "translate run has no generator")
+    one_line_error(code, stderr, str(translate), "this is a translate run, which converts recordings")
     code, _, stderr = cli("convert", speech(tmp_path / "in.wav"), "--to", "light", "--model", generate,
                           "--iters", "2", "--device", "cpu")
     one_line_error(code, stderr, str(generate), "not a translator")
