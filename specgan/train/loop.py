@@ -145,7 +145,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-        note = _keep_cpu_threads(state.get("cpu_threads"), device=device)
+        note = None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)
         if note and main and on_warning:
             on_warning(note)
 
@@ -168,7 +168,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
     # Kept with each checkpoint: a CPU run continued on another thread count rounds its sums differently.
-    cpu_threads = torch.get_num_threads() if device.type == "cpu" else None
+    # Only for a run in one process: torchrun gives each rank its own share, which says nothing about one process.
+    cpu_threads = torch.get_num_threads() if device.type == "cpu" and not distributed.active else None
     # Ctrl-C only asks to stop; the step it lands in completes and is checkpointed. Ranks agree on the step to stop
     # after (see the loop): on CUDA at the steps where they exchange scalars anyway (every LOG_EVERY steps at
     # most), so stopping costs no extra synchronisation; on a CPU at every step. (torchrun passes Ctrl-C on to
