@@ -354,8 +354,8 @@ def reconstruct(
     r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(dev))
     note(threads)
     say(f"wrote {r.output} ({r.seconds:.2f} s at {r.sample_rate} Hz; input was {r.source_rate} Hz)")
-    say(f"spectral convergence {_convergence_text(r.spectral_convergence)} after {r.n_iter} Griffin-Lim iterations (0 is perfect; inverse took "
-        f"{r.elapsed:.2f} s on {r.device})")
+    say(f"spectral convergence {_convergence_text(r.spectral_convergence)} after {r.n_iter} Griffin-Lim "
+        f"iterations (0 is perfect; inverse took {r.elapsed:.2f} s on {r.device})")
 
 
 def _convergence_text(value: float) -> str:
