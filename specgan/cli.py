@@ -1,7 +1,7 @@
 """The ``specgan`` command line: parses arguments, calls library functions, prints with rich. No logic here.
 
 Every user error (:class:`~specgan.errors.SpecganError`) is printed as one line on stderr with exit code 2;
-Ctrl-C exits with 130. Anything else is a bug: exit code 1 with a short message (``--debug`` shows the traceback).
+Ctrl-C exits with 130 (training: 128 + the signal, 143 for SIGTERM). Anything else is a bug: exit code 1 with a short message (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -175,11 +175,13 @@ def guarded(fn: Callable) -> Callable:
         except typer.Exit:
             raise
         except SpecganError as e:
-            if not other_rank():  # under torchrun every rank meets the same bad input: one of them says so
+            # Under torchrun every rank meets the same bad input: one of them says so (unless it may be gone).
+            if not other_rank() or getattr(e, "every_rank", False):
                 print_error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            say("interrupted; nothing half-written was kept", to=err)
+            if not other_rank():
+                say("interrupted; nothing half-written was kept", to=err)
             raise typer.Exit(130) from None
         except Exception as e:
             if _debug:
@@ -424,11 +426,11 @@ def train(
 
     try:
         result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step, on_warning=warn)
-    except TrainingInterrupted as e:  # Ctrl-C: say where the checkpoint is and how to go on
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: say where the checkpoint is and how to go on
         progress.stop()
         if not other_rank():
             say(str(e), to=err)
-        raise typer.Exit(130) from None
+        raise typer.Exit(e.exit_code) from None
     except ConfigError as e:  # a recipe value the data or the machine cannot satisfy: name the recipe too
         raise ConfigError(f"{recipe}: {e}") from None
     except DatasetError as e:

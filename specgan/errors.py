@@ -41,19 +41,39 @@ class TrainingError(SpecganError):
     exit_code = 3
 
 
+class RankFailed(SpecganError):
+    """Under ``torchrun``: another rank met an error at a point where the ranks compare notes (see
+    :meth:`specgan.train.distributed.Distributed.together`). The message is that rank's, prefixed with its rank, so
+    that rank 0 can report it; ``exit_code`` is that error's."""
+
+    def __init__(self, message: str, *, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LostRankError(TrainingError):
+    """Under ``torchrun``: a collective failed because another rank is gone (killed, or its machine lost). Every
+    rank that meets it reports it, since the rank that would normally report (rank 0) may be the one gone."""
+
+    every_rank = True
+
+
 class SpecganWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. audio parameters that leave mel bands
     empty); the command line prints each one once, as one ``warning:`` line."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training was stopped by Ctrl-C. ``checkpoint`` is the newest checkpoint on disk (None if there is none)
-    and ``step`` its step (0 if none); the message says where it is and how to continue. A KeyboardInterrupt, so
-    anything that handles Ctrl-C (exit code 130) handles this too."""
+    """Training was stopped by Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch
+    scheduler). ``checkpoint`` is the newest checkpoint on disk (None if there is none) and ``step`` its step (0 if
+    none); the message says where it is and how to continue. A KeyboardInterrupt, so anything that handles Ctrl-C
+    handles this too; the command line exits with ``exit_code``, 128 + the signal's number (130, 143) as shells
+    report a process the signal ended."""
 
-    def __init__(self, message: str, *, step: int, checkpoint: object | None):
+    def __init__(self, message: str, *, step: int, checkpoint: object | None, signal_number: int = 2):
         super().__init__(message)
         self.step, self.checkpoint = step, checkpoint
+        self.exit_code = 128 + signal_number
 
 
 def check_format(document: object, *, path: object, expected: str, version: int, what: str,

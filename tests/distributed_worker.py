@@ -3,8 +3,10 @@
 ``distributed_worker.py RECIPE OUT [DEVICE]``: trains ``RECIPE`` on ``DEVICE`` (default cpu) with
 :func:`specgan.train.loop.train` and saves this rank's weights and the size of its share of a batch to
 ``OUT/rank_<rank>.pt``; writes its process id to ``OUT/pid_<rank>`` first. If training is interrupted
-(Ctrl-C), saves the step of the checkpoint it stopped at instead. ``INTERRUPT_AT=RANK:STEP`` in the environment
-sends that rank Ctrl-C during that step.
+(Ctrl-C, SIGTERM), saves the step of the checkpoint it stopped at instead, and on a specgan error, that error's
+class and message. In the environment, ``INTERRUPT_AT=RANK:STEP`` sends that rank Ctrl-C during that step,
+``DIE_AT=RANK:STEP`` kills that rank at once during that step (as ``kill -9`` would), and ``NO_DATA_ON=RANK`` makes
+that rank alone fail to load the data.
 """
 
 import os
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from specgan.errors import TrainingInterrupted
+from specgan.errors import DatasetError, SpecganError, TrainingInterrupted
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
 
@@ -22,20 +24,32 @@ recipe_path, out = Path(sys.argv[1]), Path(sys.argv[2])
 device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")  # "cuda": each rank takes cuda:LOCAL_RANK
 (out / f"pid_{os.environ['RANK']}").write_text(str(os.getpid()))
 torch.set_num_threads(1)
-if os.environ.get("INTERRUPT_AT"):  # "RANK:STEP": that rank gets Ctrl-C during that step
-    from specgan.train.loop import TASKS
+this_rank = int(os.environ["RANK"])
+for variable, action in [("INTERRUPT_AT", lambda: signal.raise_signal(signal.SIGINT)),  # the handler records it
+                         ("DIE_AT", lambda: os._exit(9))]:
+    if os.environ.get(variable):  # "RANK:STEP"
+        from specgan.train.loop import TASKS
 
-    rank, at = map(int, os.environ["INTERRUPT_AT"].split(":"))
-    for task_class in TASKS.values():
-        def step(self, n, _step=task_class.step):
-            if n == at and int(os.environ["RANK"]) == rank:
-                signal.raise_signal(signal.SIGINT)  # the loop's handler only records it
-            return _step(self, n)
-        task_class.step = step
+        rank, at = map(int, os.environ[variable].split(":"))
+        for task_class in TASKS.values():
+            def step(self, n, _step=task_class.step, _action=action, _rank=rank, _at=at):
+                if n == _at and this_rank == _rank:
+                    _action()
+                return _step(self, n)
+            task_class.step = step
+if os.environ.get("NO_DATA_ON") == str(this_rank):
+    from specgan.train import loop
+
+    def no_data(*args, **kwargs):
+        raise DatasetError("no data on this machine")
+    loop.load_data = no_data
 try:
     result = train(load_recipe(recipe_path), device=device)
 except TrainingInterrupted as e:
-    torch.save({"interrupted_at": e.step}, out / f"rank_{os.environ['RANK']}.pt")
+    torch.save({"interrupted_at": e.step}, out / f"rank_{this_rank}.pt")
+    sys.exit(0)
+except SpecganError as e:
+    torch.save({"error": type(e).__name__, "message": str(e)}, out / f"rank_{this_rank}.pt")
     sys.exit(0)
 task = result.task
 models = task.models if hasattr(task, "models") else {"G": task.G, "D": task.D}

@@ -30,10 +30,11 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | None = None,
-             device: str = "cpu", env: dict[str, str] | None = None) -> list[dict]:
-    """Run ``recipe`` on ``ranks`` processes (gloo on ``device = "cpu"``, NCCL on ``"cuda"``; calling ``during()``
-    while they run); what each rank saved."""
+def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[subprocess.Popen], None] | None = None,
+             device: str = "cpu", env: dict[str, str] | None = None, check: bool = True) -> list[dict | None]:
+    """Run ``recipe`` on ``ranks`` processes (gloo on ``device = "cpu"``, NCCL on ``"cuda"``; calling
+    ``during(torchrun's process)`` while they run); what each rank saved (None for a rank that saved nothing, when
+    not ``check``-ing that torchrun succeeded)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.toml"
     path.write_text(dump_toml(recipe_mapping(recipe)))
@@ -42,12 +43,13 @@ def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[], None] | 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path, **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                 f"--nproc_per_node={ranks}", str(WORKER), str(path), str(out), device], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     if during:
-        during()
-    _, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-    return [torch.load(out / f"rank_{r}.pt", weights_only=True) for r in range(ranks)]
+        during(process)
+    _, stderr = process.communicate(timeout=600)  # also waits for workers that outlive torchrun: they hold its pipes
+    assert process.returncode == 0 or not check, stderr[-3000:]
+    saved = [out / f"rank_{r}.pt" for r in range(ranks)]
+    return [torch.load(path, weights_only=True) if path.exists() else None for path in saved]
 
 
 def assert_same(a: dict, b: dict, *, exact: bool, loose: set[str] = frozenset(), loose_atol: float = 0.0) -> None:
@@ -216,11 +218,8 @@ def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(ton
     run = tmp_path / "run"
     recipe = tiny_recipe(tones, run, steps=2000, checkpoint_every=1000, sample_every=1000)
 
-    def interrupt_rank_1():
-        deadline = time.monotonic() + 300  # a hang fails the test; not a timing test
-        while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
-            assert time.monotonic() < deadline, "training never logged a step"
-            time.sleep(0.2)
+    def interrupt_rank_1(_):
+        wait_for_a_logged_step(run)
         os.kill(int((run / "pid_1").read_text()), signal.SIGINT)
 
     ranks = torchrun(recipe, run, during=interrupt_rank_1)
@@ -228,6 +227,67 @@ def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(ton
     assert len(stopped) == 1 and 0 < stopped.pop() < 2000  # both ranks named the same checkpoint
     [checkpoint] = list_checkpoints(run)
     assert load_checkpoint(checkpoint)["step"] == ranks[0]["interrupted_at"]
+
+
+def wait_for_a_logged_step(run: Path) -> None:
+    deadline = time.monotonic() + 300  # a hang fails the test; not a timing test
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert time.monotonic() < deadline, "training never logged a step"
+        time.sleep(0.2)
+
+
+def test_when_torchrun_itself_is_killed_its_ranks_checkpoint_and_stop(tones, tmp_path):
+    """``kill -9`` of the launcher: each worker gets SIGTERM (its parent-death signal) and stops as after Ctrl-C,
+    rather than training on as an orphan that holds the run folder."""
+    run = tmp_path / "run"
+    recipe = tiny_recipe(tones, run, steps=2000, checkpoint_every=1000, sample_every=1000)
+
+    def kill_torchrun(launcher):
+        wait_for_a_logged_step(run)
+        launcher.kill()
+
+    ranks = torchrun(recipe, run, during=kill_torchrun, check=False)
+    stopped = {r["interrupted_at"] for r in ranks}
+    assert len(stopped) == 1 and 0 < stopped.pop() < 2000, ranks
+    [checkpoint] = list_checkpoints(run)
+    assert load_checkpoint(checkpoint)["step"] == ranks[0]["interrupted_at"]
+
+
+def test_a_rank_killed_mid_run_leaves_the_other_with_a_one_line_error(tones, tmp_path):
+    run = tmp_path / "run"
+    recipe = tiny_recipe(tones, run, steps=200, checkpoint_every=3, sample_every=1000)
+    ranks = torchrun(recipe, run, env={"DIE_AT": "1:5"}, check=False)
+    assert ranks[1] is None and ranks[0]["error"] == "LostRankError", ranks
+    assert ranks[0]["message"].startswith("rank 0: lost contact with the other ranks (one of them stopped or was "
+                                          "killed: ")
+    assert ranks[0]["message"].endswith(f"the newest checkpoint is {run / 'checkpoints' / 'step_00000003.pt'}; "
+                                        f"continue with: specgan train {run / 'recipe.toml'}")
+
+
+def test_an_error_on_one_rank_alone_stops_every_rank_and_rank_0_names_it(tones, tmp_path):
+    """Rank 1 cannot read the data (on another machine, say): no rank waits for it; rank 0 reports its error."""
+    run = tmp_path / "run"
+    ranks = torchrun(tiny_recipe(tones, run, steps=3), run, env={"NO_DATA_ON": "1"})
+    assert ranks[1] == {"error": "DatasetError", "message": "no data on this machine"}
+    assert ranks[0] == {"error": "RankFailed", "message": "rank 1: no data on this machine"}
+
+
+def test_a_run_folder_rank_0_cannot_lock_stops_every_rank_with_one_message(tones, tmp_path):
+    """The lock is rank 0's to take; when another train holds it, the other ranks stop too instead of waiting."""
+    from specgan.errors import CheckpointError
+    from specgan.folder_lock import FolderLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text(dump_toml(recipe_mapping(tiny_recipe(tones, run, steps=3))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with FolderLock(run, error=CheckpointError, busy="busy"):  # as another specgan train would
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "specgan", "train", str(run / "recipe.toml")], env=env, capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count("another specgan train is writing this run folder") == 1, done.stderr[-3000:]
+    assert not list_checkpoints(run)
 
 
 def test_on_cpus_ranks_stop_after_the_very_step_ctrl_c_reached_one_of_them(tones, tmp_path):

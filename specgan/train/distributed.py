@@ -18,15 +18,24 @@ world of size 1 and every method here is a no-op.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import shlex
+import signal
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from specgan.errors import ConfigError
+from specgan.errors import ConfigError, LostRankError, RankFailed, SpecganError
+from specgan.train.checkpoint import list_checkpoints
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,30 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def together(self, action: Callable[[], T], *, device: torch.device) -> T:
+        """``action()`` on this rank, then the ranks compare notes (a collective: every rank must call it): when it
+        raised on any rank, it raises on every rank, so that none is left waiting in a collective for a rank that
+        has left. The rank that failed raises its own error; the others raise :class:`~specgan.errors.RankFailed`
+        carrying the first failed rank's message (rank 0 reports it). For steps that can fail on one rank alone:
+        rank 0's writes to the run folder, data another machine cannot read."""
+        error: Exception | None = None
+        try:
+            result = action()
+        except Exception as e:  # noqa: BLE001 (re-raised below, on every rank)
+            error = e
+        if not self.active:
+            if error is not None:
+                raise error
+            return result
+        if not self.any(error is not None, device=device):
+            return result
+        told: list = [None] * self.world_size
+        dist.all_gather_object(told, None if error is None else _as_told(error))
+        if error is not None:
+            raise error
+        rank, (message, exit_code) = next((r, t) for r, t in enumerate(told) if t is not None)
+        raise RankFailed(f"rank {rank}: {message}", exit_code=exit_code)
+
     def wrap(self, module: nn.Module, *, device: torch.device) -> nn.Module:
         """``module`` inside DistributedDataParallel (gradient averaging), or itself in a single process."""
         if not self.active:
@@ -102,6 +135,8 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(), device
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun
+        stop_with_launcher()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         # Checked by every rank before any joins the group, so that all of them stop with the same one-line error
@@ -122,6 +157,45 @@ def start(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(rank=rank, world_size=world_size), device
 
 
+def _as_told(error: Exception) -> tuple[str, int]:
+    """An error as another rank reports it: its one line and exit code (1 for an internal error)."""
+    if isinstance(error, SpecganError):
+        return str(error), error.exit_code
+    return f"internal error: {type(error).__name__}: {error}", 1
+
+
+def lost_rank(error: BaseException, *, distributed: Distributed, run_dir: Path) -> LostRankError | None:
+    """The one-line error for ``error`` if it is a collective failing because another rank is gone (killed, out of
+    memory, its machine lost), else None. gloo raises a plain RuntimeError naming its transport; NCCL a
+    DistBackendError."""
+    if not distributed.active or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or "gloo/transport" in text or "Connection closed by peer" in text):
+        return None
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    found = list_checkpoints(run_dir)
+    where = (f"the newest checkpoint is {found[-1]}; continue with: specgan train "
+             f"{shlex.quote(str(Path(run_dir) / 'recipe.toml'))}" if found else "no checkpoint was written yet")
+    return LostRankError(f"rank {distributed.rank}: lost contact with the other ranks (one of them stopped or was "
+                         f"killed: {first_line}); {where}")
+
+
+def stop_with_launcher() -> None:
+    """Ask for SIGTERM when torchrun's launcher dies (Linux's parent-death signal), so that a worker whose launcher
+    was killed with SIGKILL stops like one sent SIGTERM (checkpointing its step) instead of training on as an
+    orphan. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != launcher:  # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def crowded_cpu_note(device: torch.device) -> str | None:
     """A line for the user when ``torchrun`` started more processes on this machine than it has cores for CPU
     training: they then take turns on the cores, and every step waits for the slowest. None otherwise."""
@@ -137,10 +211,12 @@ def crowded_cpu_note(device: torch.device) -> str | None:
 GLOO_SETTLE_SECONDS = 0.05
 
 
-def stop(distributed: Distributed) -> None:
-    """Leave the process group (after every rank has finished)."""
+def stop(distributed: Distributed, *, failed: bool = False) -> None:
+    """Leave the process group: after every rank has finished, or at once when this rank ``failed`` (the others
+    may never reach a barrier; when they failed too, they have agreed through :meth:`Distributed.together`)."""
     if distributed.active and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
         # gloo's worker threads outlive destroy_process_group (DDP's reducers still hold the group) and free a
         # finished collective's tensors after its waiter has returned. Freeing a tensor that Python created takes

@@ -35,7 +35,7 @@ from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text, saved_recipe_mapping
 from specgan.train.distributed import Distributed
-from specgan.train.interrupt import StopRequest, interruption
+from specgan.train.interrupt import REPEAT_WINDOW_S, StopRequest, interruption
 from specgan.train.metric_log import MetricLog, writer_thread_errors_left_to_the_log
 from specgan.train.generate import GenerateTask
 from specgan.train.translate import TranslateTask
@@ -87,12 +87,23 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     device (see :mod:`specgan.train.distributed`); only rank 0 reports progress and writes the run folder.
     """
     distributed, device = ranks.start(device)
+    failed = True
     try:
-        with _run_folder_lock(recipe.run_dir) if distributed.is_main else contextlib.nullcontext():
-            return _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
-                          on_step=on_step, on_warning=on_warning)
+        with contextlib.ExitStack() as held:
+            # Rank 0 makes and locks the run folder; every rank learns if that failed (and stops with it).
+            distributed.together(lambda: held.enter_context(_run_folder_lock(recipe.run_dir))
+                                 if distributed.is_main else None, device=device)
+            result = _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
+                            on_step=on_step, on_warning=on_warning)
+        failed = False
+        return result
+    except Exception as e:
+        lost = ranks.lost_rank(e, distributed=distributed, run_dir=recipe.run_dir)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
-        ranks.stop(distributed)
+        ranks.stop(distributed, failed=failed)
 
 
 def _run_folder_lock(run_dir: Path) -> FolderLock:
@@ -115,26 +126,11 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     main = distributed.is_main
     distributed.check_batch(t.batch_size)
 
-    # -- continue or start -----------------------------------------------------------------------------
-    # The newest intact checkpoint: damaged newer ones are passed over with a warning (rank 0 sets them aside).
-    latest = load_latest_checkpoint(run_dir, map_location=device, on_warning=on_warning if main else None,
-                                    tidy=main)
-    if resume and latest is None:
-        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoints in {run_dir / 'checkpoints'})")
-    resumed_from, state = latest if latest is not None else (None, None)
-    if state is not None:
-        _check_same_run(state["recipe"], recipe_mapping(recipe), resumed_from)
-
-    # -- data and models -------------------------------------------------------------------------------
-    data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
-                     image_size=tuple(recipe.data.image_size) or None)
-    _check_audio(recipe, data)
-    data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
-                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None,
-                 # which images, for eval on another folder (a resumed run may train on more or other data)
-                 "fingerprint": data_fingerprint(data)}
-    if state is not None:
-        _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
+    # -- continue or start, data and models -----------------------------------------------------------------
+    # Every rank reads them (and could fail alone: another machine's data.path), so the ranks agree on failure.
+    resumed_from, state, data, data_info = distributed.together(
+        lambda: _load(recipe, device=device, distributed=distributed, resume=resume, on_warning=on_warning),
+        device=device)
     task = TASKS[recipe.task](recipe, data, device=device, distributed=distributed)
     if main and on_warning:
         for note in [*task.notes, ranks.crowded_cpu_note(device)]:
@@ -150,20 +146,38 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
             on_warning(note)
 
     # -- run folder (rank 0) ---------------------------------------------------------------------------
-    # A run already past train.steps trains nothing, and keeps the recipe.toml it has.
-    if main and (start < t.steps or not (run_dir / RUN_RECIPE).exists()):
-        _make_run_dir(run_dir)
-        with atomic_path(run_dir / RUN_RECIPE) as tmp:
-            tmp.write_text(run_recipe_text(recipe))
     if start >= t.steps:  # nothing to train: not even an empty TensorBoard event file is written
+        distributed.together(lambda: _write_run_recipe(recipe) if main and not (run_dir / RUN_RECIPE).exists()
+                             else None, device=device)  # a run already past train.steps keeps its recipe.toml
         return TrainResult(run_dir, start, start, resumed_from, state.get("metrics", {}), rank=distributed.rank,
                            task=task)
-    # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or a
-    # checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
-    log = MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,
-                    distributed=distributed)
+
+    def open_run_folder() -> MetricLog:
+        if main:
+            _write_run_recipe(recipe)
+            _remove_samples_after(run_dir / "samples", step=start)
+        # Step scalars stay on the device and are fetched LOG_EVERY steps at a time (and always before a sample or
+        # a checkpoint), so the CPU does not wait for the GPU after every step; every step is still logged.
+        return MetricLog(run_dir, start=start, images_per_step=task.images_per_step, on_record=on_step,
+                         distributed=distributed)
+
+    log = distributed.together(open_run_folder, device=device)
     if main and on_start:
         on_start(start, t.steps, data, task.accel)
+
+    def write_samples_and_checkpoint(step: int, *, sampling: bool, checkpointing: bool) -> Path | None:
+        """Rank 0's writes at ``step``: sample grids and a checkpoint (returned), as due."""
+        if not main:
+            return None
+        task.refresh_sampler(seed=t.seed + step)
+        if sampling:
+            task.write_samples(run_dir / "samples", step)
+        if not checkpointing:
+            return None
+        return save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
+                                         "recipe": saved_recipe_mapping(recipe), "data": data_info,
+                                         "metrics": log.last, "cpu_threads": cpu_threads},
+                               step=step, keep=t.keep_checkpoints)
 
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
@@ -174,7 +188,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # after (see the loop): on CUDA at the steps where they exchange scalars anyway (every LOG_EVERY steps at
     # most), so stopping costs no extra synchronisation; on a CPU at every step. (torchrun passes Ctrl-C on to
     # every rank and kills them 30 s later.)
-    stop = StopRequest().install()
+    # Under torchrun a Ctrl-C in a terminal reaches each rank twice (directly and through torchrun): one request.
+    stop = StopRequest(merged_within=REPEAT_WINDOW_S if distributed.active else 0.0).install()
     step, stopping = start, False
     # cuDNN's algorithm search (train.cudnn_benchmark) is process-wide: set while the loop runs, restored after.
     failing = True
@@ -190,31 +205,85 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                 if due or not distributed.active or device.type == "cpu":
                     stopping = distributed.any(stop.requested, device=device)
                 checkpointing = checkpointing or stopping
-                if due or stopping:
-                    log.flush()  # raises TrainingError on a NaN/inf loss, before anything is saved
-                if (sampling or checkpointing) and main:
-                    task.refresh_sampler(seed=t.seed + step)
-                if sampling and main:
-                    task.write_samples(run_dir / "samples", step)
-                if checkpointing and main:
-                    checkpoint = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
-                                                           "recipe": saved_recipe_mapping(recipe), "data": data_info,
-                                                           "metrics": log.last, "cpu_threads": cpu_threads},
-                                                 step=step, keep=t.keep_checkpoints)
+                if due or stopping:  # raises TrainingError on a NaN/inf loss, before anything is saved
+                    distributed.together(log.flush, device=device)
+                if sampling or checkpointing:  # every rank learns whether rank 0's writes failed
+                    written = distributed.together(lambda: write_samples_and_checkpoint(
+                        step, sampling=sampling, checkpointing=checkpointing), device=device)
+                    checkpoint = written or checkpoint
                 if stopping:
                     break
             failing = False
         except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost; atomic writes leave no part
-            raise interruption(run_dir, step=step, saved=False) from None
+            raise interruption(run_dir, step=step, saved=False, signal_number=stop.signal_number,
+                               distributed=distributed.active) from None
         finally:
-            stop.restore()
+            # Under torchrun a rank that failed (most often because another rank is gone) keeps ignoring the SIGTERM
+            # torchrun sends the rest, so that it can say why it stops rather than vanish without a word.
+            if not (failing and distributed.active):
+                stop.restore()
             log.close(failing=failing)  # with an error on its way out, that error is the one reported
     if stopping and step < t.steps:
         distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
-        raise interruption(run_dir, step=step, saved=True)
+        raise interruption(run_dir, step=step, saved=True, signal_number=stop.signal_number,
+                           distributed=distributed.active)
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
                        rank=distributed.rank, task=task)
+
+
+def _load(recipe: Recipe, *, device: torch.device, distributed: Distributed, resume: bool,
+          on_warning: Callable[[str], None] | None) -> tuple[Path | None, dict | None, ImageData, dict]:
+    """The newest intact checkpoint of the run (damaged newer ones are passed over with a warning; rank 0 sets them
+    aside), checked against the recipe, and the data with its description for checkpoints. Returns
+    ``(checkpoint, state, data, data_info)``, with ``checkpoint`` and ``state`` None for a new run. (No
+    collectives: the ranks agree on its failure afterwards.)"""
+    run_dir, main = recipe.run_dir, distributed.is_main
+    latest = load_latest_checkpoint(run_dir, map_location=device, on_warning=on_warning if main else None,
+                                    tidy=main)
+    if resume and latest is None:
+        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoints in {run_dir / 'checkpoints'})")
+    resumed_from, state = latest if latest is not None else (None, None)
+    if state is not None:
+        _check_same_run(state["recipe"], recipe_mapping(recipe), resumed_from)
+    data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
+                     image_size=tuple(recipe.data.image_size) or None)
+    _check_audio(recipe, data)
+    data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
+                 "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None,
+                 # which images, for eval on another folder (a resumed run may train on more or other data)
+                 "fingerprint": data_fingerprint(data)}
+    if state is not None:
+        _check_same_data(state["data"], data_info, resumed_from, data_path=recipe.data.path)
+    return resumed_from, state, data, data_info
+
+
+#: What specgan writes in a run folder besides recipe.toml and metrics.jsonl: folders, which a file must not block.
+RUN_SUBFOLDERS = ("checkpoints", "samples", "tb")
+
+
+def _write_run_recipe(recipe: Recipe) -> None:
+    """The run folder's ``recipe.toml`` (re-runnable), after checking that no file blocks a folder the run
+    writes into."""
+    run_dir = recipe.run_dir
+    _make_run_dir(run_dir)
+    for name in RUN_SUBFOLDERS:
+        if (run_dir / name).exists() and not (run_dir / name).is_dir():
+            raise ConfigError(f"output.dir = '{run_dir}': a file named {name} is in the way of the run's {name} "
+                              f"folder; move it, or set another output.dir")
+    with atomic_path(run_dir / RUN_RECIPE) as tmp:
+        tmp.write_text(run_recipe_text(recipe))
+
+
+def _remove_samples_after(folder: Path, *, step: int) -> None:
+    """Remove the samples of steps after ``step`` (``step_XXXXXX*``, written by a run stopped before it
+    checkpointed them): the continued run writes its own, as metrics.jsonl and TensorBoard drop their lines."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob("step_*"):
+        digits = path.name[len("step_"):].split("_")[0].split(".")[0]
+        if digits.isdigit() and int(digits) > step and path.is_file():
+            path.unlink()
 
 
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:

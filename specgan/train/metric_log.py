@@ -43,7 +43,8 @@ class MetricLog:
             truncate_metrics(run_dir / "metrics.jsonl", after=start)
             from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
-            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+            # purge_step: TensorBoard hides the events of later steps, from a run stopped before its checkpoint
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1)
             self.file = open(run_dir / "metrics.jsonl", "a")
         self.pending: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.last: dict[str, Any] = {}

@@ -401,7 +401,8 @@ def test_ctrl_c_finishes_the_step_checkpoints_it_and_continuing_is_exact(data, t
     assert str(e.value) == (f"interrupted: stopped after step 3, checkpoint {checkpoint}; continue with: specgan "
                             f"train {run / 'recipe.toml'}")
     assert e.value.step == 3 and e.value.checkpoint == checkpoint
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert load_checkpoint(checkpoint)["step"] == 3 and metric_steps(run) == [1, 2, 3]
     monkeypatch.setattr(generate.GenerateTask, "step", original)
     result = train(tiny_recipe(data, run), device=CPU)
@@ -440,17 +441,20 @@ def test_a_second_ctrl_c_stops_at_once_without_saving_the_half_done_step(data, t
                                reference / "checkpoints" / "step_00000006.pt")
 
 
-def test_sigint_to_the_command_saves_says_where_and_exits_130(data, tmp_path):
+@pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "interrupted: stopped"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_sigint_or_sigterm_to_the_command_saves_says_where_and_exits_128_plus_its_number(data, tmp_path, sent,
+                                                                                        code, said):
+    """SIGTERM is what ``timeout``, ``docker stop`` and batch schedulers send: it too keeps the step in progress."""
     run = tmp_path / "run"
     recipe = recipe_file(tmp_path / "tiny.toml", data, run, steps=5000, checkpoint_every=5000)
     proc = start_training(None, recipe)
     wait_for(lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip(), proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sent)
     out, err = proc.communicate(timeout=PATIENCE_S)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     last = err.strip().splitlines()[-1]
-    found = re.fullmatch(r"interrupted: stopped after step (\d+), checkpoint (\S+); continue with: specgan train "
-                         r"(\S+)", last)
+    found = re.fullmatch(said + r" after step (\d+), checkpoint (\S+); continue with: specgan train (\S+)", last)
     assert found, err
     step, checkpoint = int(found[1]), Path(found[2])
     assert checkpoint == run / "checkpoints" / f"step_{step:08d}.pt" and found[3] == str(run / "recipe.toml")
@@ -463,3 +467,31 @@ def test_sigint_to_the_command_saves_says_where_and_exits_130(data, tmp_path):
     assert result.resumed_from == step
     last_name = f"step_{step + 3:08d}.pt"
     assert_same_training_state(run / "checkpoints" / last_name, reference / "checkpoints" / last_name)
+
+
+# -- what a run folder may already hold --------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["samples", "checkpoints", "tb"])
+def test_a_file_where_the_run_writes_a_folder_is_a_one_line_error(data, tmp_path, name):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / name).write_text("mine")
+    code, _, stderr = cli("train", recipe_file(tmp_path / "tiny.toml", data, run), "--device", "cpu", "--quiet")
+    assert code == 2, stderr
+    assert stderr.strip().endswith(f"output.dir = '{run}': a file named {name} is in the way of the run's {name} "
+                                   f"folder; move it, or set another output.dir")
+    assert (run / name).read_text() == "mine" and not list_checkpoints(run)
+
+
+def test_samples_of_steps_a_stopped_run_never_checkpointed_are_removed(data, tmp_path):
+    """A run killed at step 7 before its first checkpoint leaves step_000005's samples; the new run redoes step 5
+    (and writes its own samples then), so the old ones would pass for the new run's."""
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    for name in ["step_000005.png", "step_000005_0.wav", "step_000010_A-to-B.png", "mine.png"]:
+        (run / "samples" / name).write_text("old")
+    train(tiny_recipe(data, run, steps=2, sample_every=2), device=CPU)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000002.png"]
+    # continuing from step 2 keeps the samples of steps up to 2
+    (run / "samples" / "step_000003.png").write_text("old")
+    train(tiny_recipe(data, run, steps=4, sample_every=1000), device=CPU)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000002.png", "step_000004.png"]
