@@ -211,7 +211,8 @@ SampleRate = Annotated[Optional[int], typer.Option(help="Target sample rate in H
 NFft = Annotated[Optional[int], typer.Option("--n-fft", help="FFT size in samples [default: 1024].")]
 HopLength = Annotated[Optional[int], typer.Option(help="STFT hop in samples [default: 256].")]
 NMels = Annotated[Optional[int], typer.Option("--n-mels", help="Mel bands, the image height [default: 80].")]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA, else Apple's MPS, when present), cpu, cuda, cuda:N or "
+                                               "mps.")]
 
 
 def compute_device(device: str) -> tuple[Any, str | None]:
@@ -400,7 +401,8 @@ def train(
     def on_start(first: int, last: int, data, accel) -> None:
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
         say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
-        note(threads)
+        if not threads_said:  # a continued run's own line on its thread count already covers the busy cores
+            note(threads)
         if accel.precision_note:
             warn(accel.precision_note)
         if accel.compile:
@@ -411,21 +413,29 @@ def train(
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
 
+    threads_said = False
+
+    def on_warning(text: str) -> None:
+        nonlocal threads_said
+        threads_said = threads_said or "CPU thread" in text
+        warn(text)
+
     # Off a terminal (nohup, | tee log) there is no bar: a plain line now and then says the run is alive.
     plain_lines = not quiet and not err.is_terminal
-    last_line = [time.monotonic()]
+    last_line = time.monotonic()
 
     def on_step(record: dict) -> None:
+        nonlocal last_line
         info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
-        if plain_lines and (time.monotonic() - last_line[0] >= PLAIN_PROGRESS_EVERY_S
-                            or record["step"] == r.train.steps):
-            last_line[0] = time.monotonic()
+        if plain_lines and (time.monotonic() - last_line >= PLAIN_PROGRESS_EVERY_S or record["step"] == r.train.steps):
+            last_line = time.monotonic()
             say(f"step {record['step']}/{r.train.steps}  {info}", to=err)
 
     try:
-        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step, on_warning=warn)
+        result = run_training(r, device=dev, resume=resume, on_start=on_start, on_step=on_step,
+                              on_warning=on_warning)
     except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: say where the checkpoint is and how to go on
         progress.stop()
         if not other_rank():
@@ -617,7 +627,9 @@ def _translation_rows(table: Table, result: dict) -> None:
     table.add_row("LSD unconverted", f"{result['baseline_lsd_db']:.3f} dB", "")
     table.add_row("spectral convergence", f"{result['spectral_convergence']:.4f}",
                   "Griffin-Lim vs the magnitude it was given (0 is perfect)")
-    table.add_row("pairs", str(result["pairs"]), f"{result['unmatched']} source file(s) had no target")
+    unmatched = [Path(path).name for path in result["unmatched_sources"]]
+    named = f": {', '.join(unmatched[:3])}{', ...' if len(unmatched) > 3 else ''}" if unmatched else ""
+    table.add_row("pairs", str(result["pairs"]), f"{result['unmatched']} source file(s) had no target{named}")
 
 
 def _generation_rows(table: Table, result: dict) -> None:

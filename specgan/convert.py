@@ -341,7 +341,8 @@ def _plan(src: Path, *, to: str, output: Path | None,
         else:
             dst = output
         if dst.suffix.lower() not in OUTPUT_FORMATS:
-            raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg)")
+            folder = f"; to write into a folder, end it with {os.sep}: {dst}{os.sep}" if not dst.suffix else ""
+            raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg){folder}")
         if dst.exists() and dst.resolve() == src.resolve():
             raise SpecganError(f"{dst}: is the input file; choose another output so the original is kept")
         _check_writable(dst.parent)

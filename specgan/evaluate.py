@@ -190,7 +190,8 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
 
     result = {"checkpoint": str(translator.checkpoint), "step": translator.step, "task": "translate",
               "direction": f"{src_domain}->{dst_domain}", "source_dir": str(source_dir),
-              "target_dir": str(target_dir), "pairs": len(rows), "unmatched": len(unmatched), "failed": failed,
+              "target_dir": str(target_dir), "pairs": len(rows), "unmatched": len(unmatched),
+              "unmatched_sources": [str(path) for path in unmatched], "failed": failed,
               "griffinlim_iters": n_iter, "mcd_db": mean("mcd_db"), "baseline_mcd_db": mean("baseline_mcd_db"),
               "lsd_db": mean("lsd_db"), "baseline_lsd_db": mean("baseline_lsd_db"),
               "resynthesis_mcd_db": mean("resynthesis_mcd_db"),

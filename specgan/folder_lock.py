@@ -29,9 +29,9 @@ class FolderLock:
     """Context manager: the lock on ``folder`` (which must exist), or ``error`` raised with ``busy`` (the rest of
     the message after the folder's name) when another process holds it.
 
-    ``made`` is the outermost folder made for this command (``folder`` or a parent of it; see
-    :func:`outermost_missing`): a command that fails leaves no folders holding only the lock file behind, they are
-    removed again up to ``made``.
+    A command that fails leaves no lock file it made alone in a folder, and ``made``, the outermost folder made for
+    this command (``folder`` or a parent of it; see :func:`outermost_missing`), tells which empty folders to remove
+    again: up to ``made``.
     """
 
     def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, made: Path | None = None):
@@ -39,6 +39,7 @@ class FolderLock:
         self.error, self.busy, self.made = error, busy, made
 
     def __enter__(self) -> "FolderLock":
+        self.created = not self.file.exists()
         try:
             self.handle = open(self.file, "a+")
         except OSError as e:
@@ -52,8 +53,9 @@ class FolderLock:
 
     def __exit__(self, exc_type, *exc) -> None:
         folder = self.file.parent.absolute()
-        if exc_type is not None and self.made is not None and os.listdir(folder) == [self.file.name]:
+        if exc_type is not None and self.created and os.listdir(folder) == [self.file.name]:
             self.file.unlink()  # still locked: no other command can be writing here
+        if exc_type is not None and self.made is not None and not os.listdir(folder):
             while True:
                 folder.rmdir()
                 if folder == self.made or os.listdir(folder.parent):

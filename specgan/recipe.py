@@ -212,6 +212,16 @@ def toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
+def as_written(value: Any) -> str:
+    """A recipe value in a message, as the recipe writes it (:func:`toml_value`; a whole section as TOML's inline
+    table), or ``(not set)`` for a key the recipe leaves unset or did not have yet."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {as_written(v)}" for k, v in value.items()) + "}"
+    return toml_value(value)
+
+
 def dump_toml(table: Mapping[str, Any]) -> str:
     """TOML text for a recipe-shaped mapping: top-level scalars, then one ``[section]`` per nested table.
 

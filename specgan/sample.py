@@ -43,6 +43,9 @@ class TrainedGenerator:
             return self.class_names.index(label)
         if label.isdigit() and int(label) < len(self.class_names):
             return int(label)
+        alike = [i for i, name in enumerate(self.class_names) if name.casefold() == label.casefold()]
+        if len(alike) == 1:  # "sandal" for "Sandal"; names that differ only in case must be given exactly
+            return alike[0]
         raise ConfigError(f"--label {label}: not a class of this model (classes: {', '.join(self.class_names)})")
 
 

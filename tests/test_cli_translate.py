@@ -58,12 +58,14 @@ def test_prep_train_convert_and_eval_a_voice_pair(vcc, tmp_path):
         folder.mkdir(parents=True)
         for name in ("200001", "200002"):
             shutil.copy(vcc / "evaluation_all" / speaker / f"{name}.flac", folder)
+    shutil.copy(vcc / "evaluation_all" / "SF1" / "100160.flac", src_dir)  # a source without its target
     code, stdout, stderr = specgan("eval", run, "--pairs", src_dir, tgt_dir, "--direction", "A2B", "--iters", "4",
                                    "--device", "cpu", cwd=tmp_path)
     assert code == 0, stderr
     assert "MCD converted" in stdout and "MCD unconverted" in stdout
     record = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
     assert record["task"] == "translate" and record["direction"] == "SF1->TM3" and record["pairs"] == 2
+    assert record["unmatched_sources"] == [str(src_dir / "100160.flac")] and "100160.flac" in stdout
     # The baseline is exactly the metric applied to the unconverted files.
     first = record["per_pair"][0]
     target, _ = load_audio(first["target"], sample_rate=16000)

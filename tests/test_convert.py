@@ -415,6 +415,9 @@ def test_user_errors_are_one_line_with_exit_code_2(run, tmp_path):
     one_line_error(code, stderr, "is the input file")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out.mp4")
     one_line_error(code, stderr, "out.mp4: unsupported output format")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out3")
+    one_line_error(code, stderr, f"out3: unsupported output format (use .wav, .flac or .ogg); to write into a "
+                                 f"folder, end it with /: {tmp_path / 'out3'}/")
     code, _, stderr = cli(src, "--to", "B", "--model", tmp_path / "nope")
     one_line_error(code, stderr, "nope: no such run folder or checkpoint")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "--phase-init", "zeros")

@@ -172,6 +172,10 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_recipe(data, tmp_path / "runs" / "new" / "empty"), device=torch.device("cpu"), resume=True)
     assert not (tmp_path / "runs").exists()  # made for the run, which wrote nothing: removed again, parents too
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(tiny_recipe(data, tmp_path / "mine"), device=torch.device("cpu"), resume=True)
+    assert list((tmp_path / "mine").iterdir()) == []  # the user's folder stays, without a lock file left in it
 
 
 def test_a_second_training_into_a_run_folder_in_use_is_refused(tmp_path):
@@ -344,6 +348,8 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
         z, _, nrow = latents_and_labels(model, n=n, label=None, seed=3, interpolate=True)
         assert (len(z), nrow) == (rows * steps, steps)
     z, labels, _ = latents_and_labels(model, n=4, label="light", seed=0, interpolate=False)
+    assert labels.tolist() == [1, 1, 1, 1]
+    z, labels, _ = latents_and_labels(model, n=4, label="LIGHT", seed=0, interpolate=False)  # case aside
     assert labels.tolist() == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="--label dusk: not a class of this model"):
         latents_and_labels(model, n=4, label="dusk", seed=0, interpolate=False)

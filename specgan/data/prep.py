@@ -31,7 +31,7 @@ from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import domains_table, open_dataset, read_manifest, remove_orphans, write_dataset
 from specgan.errors import AudioError, DatasetError
 from specgan.folder_lock import FolderLock, outermost_missing
-from specgan.recipe import to_mapping
+from specgan.recipe import as_written, to_mapping
 
 #: A file whose peak is below this amplitude (-80 dBFS) is silent.
 SILENCE_PEAK = 1e-4
@@ -224,7 +224,7 @@ def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, 
     if n_frames < params.frames:
         if not params.pad_short:
             raise AudioError(f"too short: {n_frames} frames after trimming, one chunk is {params.frames} "
-                             f"({params.chunk_seconds:.2f} s; set pad_short to pad it)")
+                             f"({params.chunk_seconds:.2f} s; --pad-short, or audio.pad_short = true, pads it)")
         # One chunk, judged by the clip's own frames: counted with the padding, a clip shorter than min_active of a
         # chunk could never be kept (FSDD's shortest spoken digits were all skipped so).
         if active.mean() < params.min_active:
@@ -586,7 +586,8 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams, overwrite: bo
         return old
     if not overwrite:
         wanted = to_mapping(params)
-        changed = ", ".join(f"{k}: {old['audio'].get(k)} → {v}" for k, v in wanted.items() if old["audio"].get(k) != v)
+        changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(v)}" for k, v in wanted.items()
+                            if old["audio"].get(k) != v)
         raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); use --overwrite "
                            f"to rebuild it")
     return None

@@ -29,13 +29,14 @@ from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
 from specgan.folder_lock import FolderLock, outermost_missing
-from specgan.recipe import to_mapping, toml_value
+from specgan.recipe import as_written, to_mapping, toml_value
 from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text, saved_recipe_mapping
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import REPEAT_WINDOW_S, StopRequest, interruption
+from specgan.train.optim import linear_decay
 from specgan.train.metric_log import MetricLog, writer_thread_errors_left_to_the_log
 from specgan.train.generate import GenerateTask
 from specgan.train.translate import TranslateTask
@@ -141,9 +142,11 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-        note = None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)
-        if note and main and on_warning:
-            on_warning(note)
+        notes = [_decay_moved(state["recipe"], recipe, start=start),
+                 None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)]
+        for note in notes:
+            if note and main and on_warning:
+                on_warning(note)
 
     # -- run folder (rank 0) ---------------------------------------------------------------------------
     if start >= t.steps:  # nothing to train: not even an empty TensorBoard event file is written
@@ -286,6 +289,25 @@ def _remove_samples_after(folder: Path, *, step: int) -> None:
             path.unlink()
 
 
+def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
+    """A line for the user when a run continues with another ``train.steps`` after its learning rates began to
+    fall: the decay starts at ``lr_decay_start × steps``, so it moves, and the continued run differs from one
+    trained for the new number of steps from the start. None otherwise."""
+    before = saved.get("train", {}).get("steps")
+    t = recipe.train
+    if before is None or before == t.steps or t.lr_decay_start >= 1:
+        return None
+    fall_before, fall_now = int(t.lr_decay_start * before), int(t.lr_decay_start * t.steps)
+    if start <= min(fall_before, fall_now):  # no step so far had a different rate
+        return None
+    rate_before = linear_decay(start, steps=before, start=t.lr_decay_start)
+    rate_now = linear_decay(start + 1, steps=t.steps, start=t.lr_decay_start)
+    return (f"train.steps went from {before} to {t.steps} after the learning rates began to fall (train.lr_decay_start "
+            f"= {toml_value(t.lr_decay_start)}): they now fall from step {fall_now}, not {fall_before}, and go from "
+            f"{rate_before:.3g} to {rate_now:.3g} of train.lr_g/lr_d at step {start + 1}; the result will differ "
+            f"from a run trained for {t.steps} steps from the start")
+
+
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
     """Continue a CPU run on the thread count it trained on, so that it stays bit-identical to an uninterrupted
     run (a different count sums in another order), unless ``OMP_NUM_THREADS`` chooses or fewer cores are free
@@ -359,17 +381,8 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
             for key in sorted(set(a) | set(b)):
                 if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES:
                     raise CheckpointError(f"{path}: this run was trained with {section}.{key} = "
-                                          f"{_as_written(a.get(key))}, not {_as_written(b.get(key))}; use another "
+                                          f"{as_written(a.get(key))}, not {as_written(b.get(key))}; use another "
                                           f"output.dir for a new run")
         elif a != b:
-            raise CheckpointError(f"{path}: this run was trained with {section} = {_as_written(a)}, not "
-                                  f"{_as_written(b)}; use another output.dir for a new run")
-
-
-def _as_written(value: Any) -> str:
-    """A recipe value as the recipe writes it (``true``, not Python's ``True``); a key the run did not have yet."""
-    if value is None:
-        return "(not set)"
-    if isinstance(value, dict):  # a whole section (TOML's inline table)
-        return "{" + ", ".join(f"{k} = {_as_written(v)}" for k, v in value.items()) + "}"
-    return toml_value(value)
+            raise CheckpointError(f"{path}: this run was trained with {section} = {as_written(a)}, not "
+                                  f"{as_written(b)}; use another output.dir for a new run")

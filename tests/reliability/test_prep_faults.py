@@ -251,6 +251,8 @@ def test_an_overwrite_that_fails_or_is_interrupted_keeps_the_previous_dataset(ex
     src, out, before = existing
     with pytest.raises(DatasetError, match="other audio parameters \\(n_fft: 1024 → 512, hop_length: 256 → 128\\)"):
         prep(src, out, params=dataclasses.replace(PARAMS, n_fft=512, hop_length=128), workers=1)
+    with pytest.raises(DatasetError, match="other audio parameters \\(chunk_hop: \\(not set\\) → 8\\)"):
+        prep(src, out, params=dataclasses.replace(PARAMS, chunk_hop=8), workers=1)
     with pytest.raises(DatasetError, match="none of the 4 audio files could be used"):
         prep(src, out, params=dataclasses.replace(PARAMS, frames=4096), workers=1, overwrite=True)
     assert_previous_dataset_intact(out, before)

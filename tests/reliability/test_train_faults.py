@@ -495,3 +495,31 @@ def test_samples_of_steps_a_stopped_run_never_checkpointed_are_removed(data, tmp
     (run / "samples" / "step_000003.png").write_text("old")
     train(tiny_recipe(data, run, steps=4, sample_every=1000), device=CPU)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000002.png", "step_000004.png"]
+
+
+def test_raising_train_steps_after_the_decay_began_says_that_it_moved(data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=4, lr_decay_start=0.5), device=CPU)  # rates fall from step 2
+    said: list[str] = []
+    train(tiny_recipe(data, run, steps=8, lr_decay_start=0.5), device=CPU, on_warning=said.append)
+    # before: step 4 of 4 had 1/3 of the rate; now rates fall from step 4, and step 5 of 8 has 4/5
+    assert said == ["train.steps went from 4 to 8 after the learning rates began to fall (train.lr_decay_start = "
+                    "0.5): they now fall from step 4, not 2, and go from 0.333 to 0.8 of train.lr_g/lr_d at step 5; "
+                    "the result will differ from a run trained for 8 steps from the start"]
+
+
+def test_raising_train_steps_with_a_constant_rate_says_nothing(data, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=4, lr_decay_start=1.0), device=CPU)
+    said: list[str] = []
+    train(tiny_recipe(data, run, steps=8, lr_decay_start=1.0), device=CPU, on_warning=said.append)
+    assert not [line for line in said if "train.steps" in line]
+
+
+def test_raising_train_steps_of_a_run_stopped_before_its_decay_says_nothing(data, tmp_path):
+    """Stopped (Ctrl-C) at step 4 of 8 with the decay due at 6: every step so far had the full rate either way."""
+    from specgan.train.loop import _decay_moved
+
+    recipe = tiny_recipe(data, tmp_path / "run", steps=16, lr_decay_start=0.75)
+    assert _decay_moved({"train": {"steps": 8}}, recipe, start=4) is None
+    assert _decay_moved({"train": {"steps": 8}}, recipe, start=7) is not None  # 6 and 7 had falling rates
