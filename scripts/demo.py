@@ -148,7 +148,7 @@ class Demo:
         src = sorted((DEMO / heldout / source).glob("*.flac"))[0]
         wav = self.out / f"{source}_{src.stem}.to-{target}.wav"
         iters = CONVERT_ITERS[self.budget]
-        self.run("convert", src, "--to", target, "--plot", "-o", wav, "--model", run,
+        self.run("convert", src, "--to", target, "--plot", "-o", wav, "--overwrite", "--model", run,
                  *(["--iters", iters] if iters else []), device=True)
         note = f"input: {self.show(src)}"
         if evaluate:                                # parallel recordings: the same sentence in the target voice

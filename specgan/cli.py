@@ -12,7 +12,9 @@ import io
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specgan.errors import ConfigError, SpecganError, SpecganWarning
+from specgan.errors import ConfigError, SpecganError, SpecganWarning, Terminated
 from specgan.recipe import MAX_SEED
 
 #: Click's usage error (a bad option value, a missing argument, an unknown command), reached through typer's public
@@ -171,7 +173,8 @@ def guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except SpecganError as e:
@@ -179,10 +182,11 @@ def guarded(fn: Callable) -> Callable:
             if not other_rank() or getattr(e, "every_rank", False):
                 print_error(str(e))
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if not other_rank():
-                say("interrupted; nothing half-written was kept", to=err)
-            raise typer.Exit(130) from None
+                what = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+                say(f"{what}; nothing half-written was kept", to=err)
+            raise typer.Exit(getattr(e, "exit_code", 130)) from None
         except Exception as e:
             if _debug:
                 raise
@@ -190,6 +194,25 @@ def guarded(fn: Callable) -> Callable:
                 f"please report it)", to=err)
             raise typer.Exit(1) from None
     return wrapper
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`~specgan.errors.Terminated` (a KeyboardInterrupt) in the main thread while a command
+    runs, so that it stops as after Ctrl-C: temporary files removed, what was written before kept, one line said.
+    (Training installs its own handler while it steps: it checkpoints first.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
@@ -211,6 +234,8 @@ SampleRate = Annotated[Optional[int], typer.Option(help="Target sample rate in H
 NFft = Annotated[Optional[int], typer.Option("--n-fft", help="FFT size in samples [default: 1024].")]
 HopLength = Annotated[Optional[int], typer.Option(help="STFT hop in samples [default: 256].")]
 NMels = Annotated[Optional[int], typer.Option("--n-mels", help="Mel bands, the image height [default: 80].")]
+Overwrite = Annotated[bool, typer.Option(help="Replace output files that exist (refused otherwise, so that no "
+                                                "recording is replaced by mistake).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA, else Apple's MPS, when present), cpu, cuda, cuda:N or "
                                                "mps.")]
 
@@ -339,6 +364,7 @@ def reconstruct(
     n_fft: NFft = None,
     hop_length: HopLength = None,
     n_mels: NMels = None,
+    overwrite: Overwrite = False,
     device: Device = "auto",
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
@@ -351,6 +377,8 @@ def reconstruct(
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
+    if output.exists() and not overwrite:
+        raise SpecganError(f"{output}: exists; use --overwrite to replace, or choose another output")
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
     dev, threads = compute_device(device)
@@ -373,8 +401,8 @@ PLAIN_PROGRESS_EVERY_S = 30.0
 # ---------------------------------------------------------------------------------------------------------------
 @command
 def train(
-    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="A recipe .toml (or a run's recipe.toml to continue it).",
-                                           dir_okay=False)],
+    recipe: Annotated[Path, typer.Argument(metavar="RECIPE", help="A recipe .toml (or a run's recipe.toml, or its run "
+                                                                  "folder, to continue it).")],
     set_items: Annotated[Optional[list[str]], typer.Option(
         "--set", "-s", metavar="KEY=VALUE", help="Override a recipe key, e.g. --set train.steps=200 "
                                                  "(value read as TOML; repeatable).")] = None,
@@ -391,6 +419,7 @@ def train(
     from specgan.train.config import load_recipe
     from specgan.train.loop import train as run_training
 
+    recipe = _recipe_file(recipe)
     r = load_recipe(recipe, overrides=set_items or [])
     dev, threads = compute_device(device)
     progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -459,6 +488,21 @@ def train(
     say(f"samples: {result.run_dir / 'samples'}; more: {more}")
 
 
+def _recipe_file(given: Path) -> Path:
+    """train's RECIPE: a .toml file, or a run folder standing for its ``recipe.toml``; a checkpoint given instead
+    is a one-line error naming the command that continues its run."""
+    if given.is_dir():
+        if (given / "recipe.toml").is_file():
+            return given / "recipe.toml"
+        raise ConfigError(f"{given}: a folder without a recipe.toml; give a recipe file (recipes/*.toml) or a run "
+                          f"folder")
+    if given.suffix == ".pt":
+        run = given.parent.parent if given.parent.name == "checkpoints" else given.parent
+        raise ConfigError(f"{given}: a checkpoint, not a recipe; to continue its run: specgan train "
+                          f"{shlex.quote(str(run / 'recipe.toml'))}")
+    return given
+
+
 @command
 def sample(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
@@ -504,6 +548,7 @@ def convert(
     plot: Annotated[bool, typer.Option(help="Also write <output>.png: input and output log-mel (past 4096 frames, "
                                                    "runs of frames averaged to at most 4096 columns).")] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of any random phase.")] = 0,
+    overwrite: Overwrite = False,
     device: Device = "auto",
 ):
     """Convert recordings to another domain with a trained translator (a translate run)."""
@@ -529,7 +574,7 @@ def convert(
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
-                          device=dev, on_model=on_model, on_file=on_file, on_warning=warn)
+                          overwrite=overwrite, device=dev, on_model=on_model, on_file=on_file, on_warning=warn)
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "

@@ -67,8 +67,8 @@ def _translate_domains(state: dict, path: Path) -> tuple[str, str]:
     """The two domain names of a ``translate`` checkpoint; CheckpointError for any other task or a damaged one."""
     task = state.get("recipe", {}).get("task")
     if task != "translate":
-        raise CheckpointError(f"{path}: a {task!r} run, not a translator (convert needs a run trained with "
-                              f"task = \"translate\")")
+        raise CheckpointError(f"{path}: a {task!r} run, not a translator (a run trained with task = "
+                              f"\"translate\")")
     names = state.get("data", {}).get("class_names")
     if not isinstance(names, (list, tuple)) or len(names) != 2:
         raise CheckpointError(f"{path}: data.class_names = {names!r}; a translator has exactly two domains")
@@ -114,10 +114,21 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
                       generators["G_BA"])
 
 
+def _run_folders(runs_dir: Path) -> list[Path]:
+    """The folders under ``runs_dir`` (at any depth; ``runs/voices/sf1_tm3``) that hold a ``checkpoints`` folder;
+    nothing inside a run folder is searched."""
+    found = []
+    for folder, subfolders, _ in os.walk(runs_dir):
+        if "checkpoints" in subfolders:
+            found.append(Path(folder))
+            subfolders.clear()
+    return found
+
+
 def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
                     on_warning: Callable[[str], None] | None = None) -> Path:
-    """The newest run folder under ``runs_dir`` (by the time its newest checkpoint was written) that is a
-    ``translate`` run with a domain named ``domain``, judged by its newest intact checkpoint. Other tasks are
+    """The newest run folder under ``runs_dir``, at any depth (by the time its newest checkpoint was written), that
+    is a ``translate`` run with a domain named ``domain``, judged by its newest intact checkpoint. Other tasks are
     passed over, and so are runs with no intact checkpoint: each of those newer than the run found is a line to
     ``on_warning`` (it may have been the model meant).
 
@@ -127,11 +138,10 @@ def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
     """
     runs_dir = Path(runs_dir)
     candidates = []
-    if runs_dir.is_dir():
-        for run in runs_dir.iterdir():
-            checkpoints = list_checkpoints(run) if run.is_dir() else []
-            if checkpoints:
-                candidates.append((checkpoints[-1].stat().st_mtime, run))
+    for run in _run_folders(runs_dir):
+        checkpoints = list_checkpoints(run)
+        if checkpoints:
+            candidates.append((checkpoints[-1].stat().st_mtime, run))
     seen: list[str] = []
     unreadable: list[tuple[Path, str]] = []
     for _, run in sorted(candidates, key=lambda c: (c[0], str(c[1])), reverse=True):
@@ -329,10 +339,24 @@ def _check_writable(folder: Path) -> None:
                            f"{folder}: cannot create the output folder ({existing} is not writable)")
 
 
-def _plan(src: Path, *, to: str, output: Path | None,
-          into_folder: bool = False) -> tuple[Path, list[tuple[Path, Path]]]:
+def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False, plot: bool = False,
+          overwrite: bool = False) -> tuple[Path, list[tuple[Path, Path]]]:
     """The output (file or folder) and the (input, output) pairs, checked before any model is loaded.
-    ``into_folder``: ``output`` names a folder even if it does not exist yet (it was given with a trailing /)."""
+    ``into_folder``: ``output`` names a folder even if it does not exist yet (it was given with a trailing /).
+    Outputs that exist (with ``plot``, their ``.png`` too) are refused unless ``overwrite``."""
+    dst, jobs = _plan_outputs(src, to=to, output=output, into_folder=into_folder)
+    if not overwrite:
+        taken = [path for _, out in jobs for path in (out, out.with_suffix(".png") if plot else None)
+                 if path is not None and path.exists()]
+        if taken:
+            more = f" (and {len(taken) - 1} more output(s))" if len(taken) > 1 else ""
+            raise SpecganError(f"{taken[0]}: exists{more}; use --overwrite to replace, or choose another output")
+    return dst, jobs
+
+
+def _plan_outputs(src: Path, *, to: str, output: Path | None,
+                  into_folder: bool) -> tuple[Path, list[tuple[Path, Path]]]:
+    """:func:`_plan`'s output and pairs, before checking which exist."""
     if src.is_file():
         if output is None:
             dst = src.with_name(f"{src.stem}.to-{to}.wav")
@@ -416,7 +440,7 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
 def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | None = None,
                  output: str | os.PathLike | None = None, sample_rate: int | None = None, n_iter: int = 32,
                  phase_init: str = "source", batch_size: int = 16, seed: int = 0, plot: bool = False,
-                 device: torch.device | str = "cpu", runs_dir: Path = Path("runs"),
+                 overwrite: bool = False, device: torch.device | str = "cpu", runs_dir: Path = Path("runs"),
                  on_model: Callable[[Translator, bool], None] | None = None,
                  on_file: Callable[[ConvertedFile | FailedFile], None] | None = None,
                  on_warning: Callable[[str], None] | None = None) -> ConvertReport:
@@ -424,8 +448,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
     same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
-    exists, or a string ending in /). Without ``model``, the newest translator under ``runs_dir`` with domain
-    ``to`` (:func:`find_translator`).
+    exists, or a string ending in /). Outputs that exist are refused (before any work) unless ``overwrite``.
+    Without ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
     ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file, and
     ``on_warning`` with a line for each damaged checkpoint passed over.
 
@@ -438,7 +462,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     if not src.exists():
         raise SpecganError(f"{src}: no such file or folder")
     into_folder = isinstance(output, str) and output.endswith(("/", os.sep))
-    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder)
+    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder,
+                      plot=plot, overwrite=overwrite)
     picked = model is None
     translator = load_translator(find_translator(to, runs_dir=runs_dir, on_warning=on_warning) if picked else model,
                                  device=device, on_warning=on_warning)

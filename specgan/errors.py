@@ -63,6 +63,13 @@ class SpecganWarning(UserWarning):
     empty); the command line prints each one once, as one ``warning:`` line."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``) reached a command: it stops as after Ctrl-C, keeping what it
+    had written, and exits with 143 (128 + 15) as shells report a process SIGTERM ended."""
+
+    exit_code = 143
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch
     scheduler). ``checkpoint`` is the newest checkpoint on disk (None if there is none) and ``step`` its step (0 if

@@ -53,13 +53,19 @@ class FolderLock:
 
     def __exit__(self, exc_type, *exc) -> None:
         folder = self.file.parent.absolute()
-        if exc_type is not None and self.created and os.listdir(folder) == [self.file.name]:
+        if exc_type is not None and folder.is_dir():
+            self._tidy(folder)
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+    def _tidy(self, folder: Path) -> None:
+        """After a failure: remove the lock file if this command made it and nothing else is there, and the
+        folders made for this command that are empty (a folder deleted meanwhile is left alone)."""
+        if self.created and os.listdir(folder) == [self.file.name]:
             self.file.unlink()  # still locked: no other command can be writing here
-        if exc_type is not None and self.made is not None and not os.listdir(folder):
+        if self.made is not None and not os.listdir(folder):
             while True:
                 folder.rmdir()
                 if folder == self.made or os.listdir(folder.parent):
                     break
                 folder = folder.parent
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()

@@ -27,9 +27,11 @@ MAX_SEED = 2**63 - 1
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its help text (used for the README's recipe reference) and its allowed values."""
-    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
+          above: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its help text (used for the README's recipe reference) and its allowed values
+    (``above``: a bound the value must exceed, as a learning rate must exceed 0)."""
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "above": above,
+                                                        "choices": choices})
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -112,6 +114,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
         if value is not None and not isinstance(value, (tuple, bool, str)):
             if meta.get("min") is not None and value < meta["min"]:
                 raise ConfigError(f"{where} = {_describe(value)}: must be >= {meta['min']}")
+            if meta.get("above") is not None and value <= meta["above"]:
+                raise ConfigError(f"{where} = {_describe(value)}: must be > {meta['above']:g}")
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{where} = {_describe(value)}: must be <= {meta['max']}")
         if meta.get("choices") and value not in meta["choices"]:
@@ -148,7 +152,8 @@ def parse_overrides(items: list[str] | tuple[str, ...], *, source: str = "--set"
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. audio.n_mels=64")
+            example = f"{key}=VALUE" if key and not sep and "." in key else "train.steps=200"
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. {example}")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:

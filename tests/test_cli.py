@@ -21,6 +21,18 @@ def specgan(*args, cwd=None, env: dict[str, str] | None = None):
     return result.returncode, result.stdout, result.stderr
 
 
+def test_reconstruct_replaces_an_existing_file_only_with_overwrite(tmp_path):
+    src, out = tmp_path / "tone.wav", tmp_path / "mine.wav"
+    sf.write(src, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32), 8000)
+    out.write_bytes(b"someone's recording")
+    code, _, stderr = specgan("reconstruct", src, "-o", out, "--iters", "2", "--device", "cpu")
+    assert code == 2 and stderr.strip() == f"error: {out}: exists; use --overwrite to replace, or choose another " \
+                                           f"output", stderr
+    assert out.read_bytes() == b"someone's recording"
+    code, _, stderr = specgan("reconstruct", src, "-o", out, "--iters", "2", "--device", "cpu", "--overwrite")
+    assert code == 0 and sf.read(out)[0].size > 0, stderr
+
+
 def test_reconstruct_of_silence_says_its_quality_cannot_be_measured(tmp_path):
     """Spectral convergence divides by the input's energy: for silence it is undefined (it printed 1.4e11)."""
     src = tmp_path / "silence.wav"

@@ -52,6 +52,16 @@ def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
     code, _, stderr = specgan("sample", run, "--label", "3", "-o", tmp_path / "x.png", cwd=tmp_path)
     assert code == 2 and "not a conditional model" in stderr
 
+    # The run folder stands for its recipe.toml; a checkpoint given instead names the command that continues.
+    code, stdout, stderr = specgan("train", run, "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert code == 0 and f"{run} already reached step 6" in stdout, stderr
+    checkpoint = run / "checkpoints" / "step_00000006.pt"
+    code, _, stderr = specgan("train", checkpoint, cwd=tmp_path)
+    assert code == 2 and stderr.strip() == f"error: {checkpoint}: a checkpoint, not a recipe; to continue its run: " \
+                                           f"specgan train {run / 'recipe.toml'}", stderr
+    code, _, stderr = specgan("train", tmp_path, cwd=tmp_path)
+    assert code == 2 and "a folder without a recipe.toml" in stderr
+
 
 def test_train_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.toml"

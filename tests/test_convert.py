@@ -369,6 +369,29 @@ def test_folder_input_is_mirrored_and_bad_files_are_listed(run, tmp_path):
     one_line_error(code, stderr, "out.wav: looks like a file name; for a folder of inputs give an output folder")
     code, _, stderr = cli(src, "--to", "A", "--model", run, "-o", src / "deep")
     one_line_error(code, stderr, "is inside the input folder")
+    # Converting again into the same folder replaces nothing unless asked to.
+    before = {p: p.read_bytes() for p in (tmp_path / "calls.to-A").rglob("*") if p.is_file()}
+    code, _, stderr = cli(src, "--to", "A", "--model", run)
+    one_line_error(code, stderr, f"{tmp_path / 'calls.to-A' / 'a.wav'}: exists (and 3 more output(s)); use "
+                                 f"--overwrite to replace, or choose another output")
+    assert {p: p.read_bytes() for p in (tmp_path / "calls.to-A").rglob("*") if p.is_file()} == before
+    code, _, stderr = cli(src, "--to", "A", "--model", run, "--overwrite")
+    assert code == 0, stderr
+
+
+def test_an_existing_output_file_is_replaced_only_with_overwrite(run, tmp_path):
+    """-o naming someone's recording (or the .png --plot writes beside it) is refused, and the file kept."""
+    src, mine = speech_file(tmp_path / "in.wav"), speech_file(tmp_path / "mine.wav", seed=4)
+    kept = mine.read_bytes()
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", mine)
+    one_line_error(code, stderr, f"{mine}: exists; use --overwrite to replace, or choose another output")
+    assert mine.read_bytes() == kept
+    (tmp_path / "out.png").write_bytes(b"a picture")
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out.wav", "--plot")
+    one_line_error(code, stderr, f"{tmp_path / 'out.png'}: exists")
+    assert not (tmp_path / "out.wav").exists()
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", mine, "--overwrite")
+    assert code == 0 and mine.read_bytes() != kept, stderr
 
 
 def test_the_default_output_of_dot_and_dot_dot_is_beside_the_folder_they_name(run, tmp_path, monkeypatch):
@@ -505,6 +528,10 @@ def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, m
     for age, path in [(400, old), (300, new), (200, other), (100, gen)]:
         os.utime(path, (1e9 - age, 1e9 - age))
     assert find_translator("B") == Path("runs") / "new"   # the run; convert reads its newest intact checkpoint
+    nested = write_run(Path("runs") / "voices" / "newest", seed=3)  # run folders may be grouped in folders
+    os.utime(nested, (1e9 - 250, 1e9 - 250))
+    assert find_translator("B") == Path("runs") / "voices" / "newest"
+    os.utime(nested, (1e9 - 500, 1e9 - 500))
     src = speech_file(tmp_path / "in.wav", seconds=0.5)
     code, stdout, stderr = cli(src, "--to", "B")
     assert code == 0, stderr
@@ -515,5 +542,5 @@ def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, m
     code, _, stderr = cli(src, "--to", "jazz")
     one_line_error(code, stderr, "no model under runs/ converts to 'jazz' (domains there: A, B, C, D)")
     monkeypatch.chdir(tmp_path / "runs")
-    code, _, stderr = cli(src, "--to", "B")
+    code, _, stderr = cli(src, "--to", "B", "--overwrite")  # (in.to-B.wav is there from the first call)
     one_line_error(code, stderr, "no model under runs/ (no such folder) converts to 'B'")

@@ -167,8 +167,12 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
                                       "data": {"kind": "image-folder", "path": str(data)},
                                       "model": {"conditional": True, "z_dim": 8, "channels": 16},
                                       "train": {"steps": 6, "batch_size": 8}, "output": {"dir": str(run)}})
-    with pytest.raises(CheckpointError, match="model.channels = 8, not 16"):
+    with pytest.raises(CheckpointError, match="model.channels = 8, not 16") as e:
         train(changed, device=torch.device("cpu"))
+    # every difference at once (tiny_recipe's train.ema_decay too), and how to go on with the run as it was
+    assert str(e.value) == (f"{run / 'checkpoints' / 'step_00000003.pt'}: this run was trained with model.channels = "
+                            f"8, not 16, and train.ema_decay = 0.9, not 0.999; use another output.dir for a new run "
+                            f"(specgan train {run / 'recipe.toml'} continues this one as it was)")
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_recipe(data, tmp_path / "runs" / "new" / "empty"), device=torch.device("cpu"), resume=True)
     assert not (tmp_path / "runs").exists()  # made for the run, which wrote nothing: removed again, parents too

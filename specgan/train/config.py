@@ -64,8 +64,8 @@ class TrainConfig:
     gp_weight: float = param(0.0, "Weight of the WGAN-GP gradient penalty (0: none; 10 with the wgan loss).",
                              min=0.0)
     n_critic: int = param(1, "Discriminator updates per generator update.", min=1, max=100)
-    lr_g: float = param(2e-4, "Adam learning rate of G.", min=0.0, max=1.0)
-    lr_d: float = param(2e-4, "Adam learning rate of D.", min=0.0, max=1.0)
+    lr_g: float = param(2e-4, "Adam learning rate of G.", above=0.0, max=1.0)
+    lr_d: float = param(2e-4, "Adam learning rate of D.", above=0.0, max=1.0)
     betas: tuple[float, ...] = param((0.5, 0.999), "Adam betas.")
     lr_decay_start: float = param(1.0, "Fraction of train.steps after which both learning rates fall linearly "
                                         "towards 0, CycleGAN's schedule: the last of n decaying steps has 1/(n + 1) "

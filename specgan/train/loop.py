@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -245,7 +246,8 @@ def _load(recipe: Recipe, *, device: torch.device, distributed: Distributed, res
     latest = load_latest_checkpoint(run_dir, map_location=device, on_warning=on_warning if main else None,
                                     tidy=main)
     if resume and latest is None:
-        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoints in {run_dir / 'checkpoints'})")
+        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoints in {run_dir / 'checkpoints'}); "
+                              f"without --resume, train starts a new run there")
     resumed_from, state = latest if latest is not None else (None, None)
     if state is not None:
         _check_same_run(state["recipe"], recipe_mapping(recipe), resumed_from)
@@ -295,7 +297,7 @@ def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
     trained for the new number of steps from the start. None otherwise."""
     before = saved.get("train", {}).get("steps")
     t = recipe.train
-    if before is None or before == t.steps or t.lr_decay_start >= 1:
+    if before is None or before == t.steps or t.lr_decay_start >= 1 or start >= t.steps:  # (nothing to train)
         return None
     fall_before, fall_now = int(t.lr_decay_start * before), int(t.lr_decay_start * t.steps)
     if start <= min(fall_before, fall_now):  # no step so far had a different rate
@@ -303,9 +305,9 @@ def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
     rate_before = linear_decay(start, steps=before, start=t.lr_decay_start)
     rate_now = linear_decay(start + 1, steps=t.steps, start=t.lr_decay_start)
     return (f"train.steps went from {before} to {t.steps} after the learning rates began to fall (train.lr_decay_start "
-            f"= {toml_value(t.lr_decay_start)}): they now fall from step {fall_now}, not {fall_before}, and go from "
-            f"{rate_before:.3g} to {rate_now:.3g} of train.lr_g/lr_d at step {start + 1}; the result will differ "
-            f"from a run trained for {t.steps} steps from the start")
+            f"= {toml_value(t.lr_decay_start)}): the decay now starts at step {fall_now} instead of {fall_before}, so "
+            f"the rates jump from {rate_before:.0%} to {rate_now:.0%} of train.lr_g/lr_d at step {start + 1}; the "
+            f"result will differ from a run trained for {t.steps} steps from the start")
 
 
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
@@ -374,15 +376,18 @@ def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) ->
 
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
-    """A run continues only with the recipe it started with (up to RESUMABLE_CHANGES)."""
+    """A run continues only with the recipe it started with (up to RESUMABLE_CHANGES); every other difference is
+    named in one line, with the command that continues the run as it was."""
+    differences = []
     for section in sorted(set(saved) | set(wanted)):
         a, b = saved.get(section), wanted.get(section)
         if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES:
-                    raise CheckpointError(f"{path}: this run was trained with {section}.{key} = "
-                                          f"{as_written(a.get(key))}, not {as_written(b.get(key))}; use another "
-                                          f"output.dir for a new run")
+            differences += [f"{section}.{key} = {as_written(a.get(key))}, not {as_written(b.get(key))}"
+                            for key in sorted(set(a) | set(b))
+                            if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES]
         elif a != b:
-            raise CheckpointError(f"{path}: this run was trained with {section} = {as_written(a)}, not "
-                                  f"{as_written(b)}; use another output.dir for a new run")
+            differences.append(f"{section} = {as_written(a)}, not {as_written(b)}")
+    if differences:
+        run_recipe = shlex.quote(str(Path(path).parent.parent / RUN_RECIPE))
+        raise CheckpointError(f"{path}: this run was trained with {', and '.join(differences)}; use another "
+                              f"output.dir for a new run (specgan train {run_recipe} continues this one as it was)")

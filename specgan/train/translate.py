@@ -290,9 +290,9 @@ class TranslateTask:
         """Nothing to do: the generators use instance norm, which has no running statistics."""
 
     def write_samples(self, folder: Path, step: int) -> None:
-        """Per direction, ``samples/step_XXXXXX_A-to-B.png``: rows of real | translated | translated back, on
-        fixed whole chunks; for spectrograms also ``step_XXXXXX_A-to-B_i.wav`` of the first translations (and,
-        once, ``real_A_i.wav`` of their sources)."""
+        """Per direction, ``samples/step_XXXXXX_A-to-B.png`` (A and B: the domains' names): rows of real |
+        translated | translated back, on fixed whole chunks; for spectrograms also ``step_XXXXXX_A-to-B_i.wav`` of
+        the first translations (and, once, ``real_A_i.wav`` of their sources)."""
         directions = [("A", self.G_AB, self.G_BA, 0, 1), ("B", self.G_BA, self.G_AB, 1, 0)]
         for key, forward, backward, src, dst in directions:
             real = self.examples[key]

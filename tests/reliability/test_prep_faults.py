@@ -313,19 +313,21 @@ INTERRUPTIBLE_PREP = textwrap.dedent("""
 """)
 
 
-def test_sigint_to_the_prep_command_keeps_the_previous_dataset(existing):
+@pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM")])
+def test_sigint_or_sigterm_to_the_prep_command_keeps_the_previous_dataset(existing, sent, code, said):
     src, out, before = existing
     run = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE_PREP, "prep", str(src), "-o", str(out),
                             "--workers", "1", *PARAM_FLAGS], cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert run.stdout.readline().strip() == "working"
-        run.send_signal(signal.SIGINT)
-        code = run.wait(timeout=60)
+        run.send_signal(sent)
+        exit_code = run.wait(timeout=60)
     finally:
         run.kill()
         run.wait()
     errors = run.stderr.read()
-    assert code == 130, errors
-    assert errors.strip().splitlines() == ["interrupted; nothing half-written was kept"]
+    assert exit_code == code, errors
+    assert errors.strip().splitlines() == [f"{said}; nothing half-written was kept"]
     assert_previous_dataset_intact(out, before)

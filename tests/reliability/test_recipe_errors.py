@@ -63,7 +63,8 @@ GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model
     (("batch_size = 4", "batch_size = 0"), ["r.toml: train.batch_size = 0: must be >= 1"]),
     (("channels = 8", 'name = "vae"'), ["r.toml: model.name = 'vae': must be one of"]),
     (('kind = "image-folder"', 'kind = "cifar"'), ["r.toml: data.kind = 'cifar': must be one of"]),
-    (("[output]", "lr_g = -0.1\n[output]"), ["r.toml: train.lr_g = -0.1: must be >= 0"]),
+    (("[output]", "lr_g = -0.1\n[output]"), ["r.toml: train.lr_g = -0.1: must be > 0"]),
+    (("[output]", "lr_d = 0\n[output]"), ["r.toml: train.lr_d = 0.0: must be > 0"]),  # (0.0 too: nothing learns)
     (('name = "bad"', 'name = "../escape"'), ["r.toml: name = '../escape': give the run a plain name"]),
     ((('name = "bad"\n', 'name = "bad"\ntrain = 3\n'), ("[train]\nsteps = 2\nbatch_size = 4\n", "")),
      ["r.toml: train must be a table"]),

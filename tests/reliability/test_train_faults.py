@@ -504,8 +504,8 @@ def test_raising_train_steps_after_the_decay_began_says_that_it_moved(data, tmp_
     train(tiny_recipe(data, run, steps=8, lr_decay_start=0.5), device=CPU, on_warning=said.append)
     # before: step 4 of 4 had 1/3 of the rate; now rates fall from step 4, and step 5 of 8 has 4/5
     assert said == ["train.steps went from 4 to 8 after the learning rates began to fall (train.lr_decay_start = "
-                    "0.5): they now fall from step 4, not 2, and go from 0.333 to 0.8 of train.lr_g/lr_d at step 5; "
-                    "the result will differ from a run trained for 8 steps from the start"]
+                    "0.5): the decay now starts at step 4 instead of 2, so the rates jump from 33% to 80% of "
+                    "train.lr_g/lr_d at step 5; the result will differ from a run trained for 8 steps from the start"]
 
 
 def test_raising_train_steps_with_a_constant_rate_says_nothing(data, tmp_path):
@@ -523,3 +523,4 @@ def test_raising_train_steps_of_a_run_stopped_before_its_decay_says_nothing(data
     recipe = tiny_recipe(data, tmp_path / "run", steps=16, lr_decay_start=0.75)
     assert _decay_moved({"train": {"steps": 8}}, recipe, start=4) is None
     assert _decay_moved({"train": {"steps": 8}}, recipe, start=7) is not None  # 6 and 7 had falling rates
+    assert _decay_moved({"train": {"steps": 32}}, recipe, start=20) is None  # lowered below it: nothing to train
