@@ -271,7 +271,11 @@ def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any
     if recipe is not None and set(read_toml(recipe)) - {"audio"}:
         from specgan.train.config import load_recipe
 
-        load_recipe(recipe)  # a whole training recipe: a mistake elsewhere in it is reported now, not at training
+        # a whole training recipe: a mistake elsewhere in it is reported now, not at training
+        kind = load_recipe(recipe).data.kind
+        if kind != "spectrogram":  # an image recipe has no audio parameters to give
+            raise ConfigError(f"{recipe}: a recipe for images (data.kind = \"{kind}\"), not spectrograms; give a "
+                              f"spectrogram recipe (data.kind = \"spectrogram\"), e.g. recipes/voice_convert.toml")
     return params
 
 
@@ -441,8 +445,11 @@ def train(
             say(f"not compiling the networks: {accel.compile_skipped} (steps are slower; see train.compile)", to=err)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
+        pace.update(start=time.monotonic(), first=first)
 
     threads_said = False
+    # On a CPU, once the pace is known, one line if the run will take hours (a GPU-sized recipe as it stands).
+    pace: dict[str, Any] = {"said": dev.type != "cpu"}
 
     def on_warning(text: str) -> None:
         nonlocal threads_said
@@ -458,6 +465,13 @@ def train(
         info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
+        done = record["step"] - pace.get("first", record["step"])
+        if not pace["said"] and done >= PACE_AFTER_STEPS:
+            pace["said"] = True
+            line = _pace_note(seconds_per_step=(time.monotonic() - pace["start"]) / done,
+                              steps_left=r.train.steps - record["step"])
+            if line:
+                warn(line)
         if plain_lines and (time.monotonic() - last_line >= PLAIN_PROGRESS_EVERY_S or record["step"] == r.train.steps):
             last_line = time.monotonic()
             say(f"step {record['step']}/{r.train.steps}  {info}", to=err)
@@ -486,6 +500,21 @@ def train(
     more = f"specgan convert FILE --to {shlex.quote(r.data.domains[1])} --model {run}" if r.task == "translate" \
         else f"specgan sample {run} -o grid.png"
     say(f"samples: {result.run_dir / 'samples'}; more: {more}")
+
+
+#: Steps after which train judges its pace on a CPU (:func:`_pace_note`), and the time left it warns about, in s.
+PACE_AFTER_STEPS = 50
+LONG_CPU_RUN_S = 2 * 3600
+
+
+def _pace_note(*, seconds_per_step: float, steps_left: int) -> str | None:
+    """A line for a CPU run that will take more than LONG_CPU_RUN_S at the pace it has: the recipes are sized for a
+    GPU, and their headers give a short CPU run. None otherwise."""
+    left = seconds_per_step * steps_left
+    if left <= LONG_CPU_RUN_S:
+        return None
+    return (f"at this pace the remaining {steps_left} steps take about {left / 3600:.0f} h on the CPU; the recipes "
+            f"are sized for a GPU, and the header of each gives a --set line for a short CPU run")
 
 
 def _recipe_file(given: Path) -> Path:

@@ -46,7 +46,7 @@ if os.environ.get("NO_DATA_ON") == str(this_rank):
 try:
     result = train(load_recipe(recipe_path), device=device)
 except TrainingInterrupted as e:
-    torch.save({"interrupted_at": e.step}, out / f"rank_{this_rank}.pt")
+    torch.save({"interrupted_at": e.step, "message": str(e)}, out / f"rank_{this_rank}.pt")
     sys.exit(0)
 except SpecganError as e:
     torch.save({"error": type(e).__name__, "message": str(e)}, out / f"rank_{this_rank}.pt")

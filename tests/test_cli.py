@@ -167,3 +167,12 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         assert "Usage:" not in stderr + stdout
     code, stdout, stderr = specgan()  # no command at all: the help, as before
     assert "Commands:" in stdout + stderr and "error:" not in stderr
+
+
+def test_a_cpu_run_that_will_take_hours_says_so_once_its_pace_is_known():
+    from specgan.cli import _pace_note
+
+    assert _pace_note(seconds_per_step=4.0, steps_left=20000) == (
+        "at this pace the remaining 20000 steps take about 22 h on the CPU; the recipes are sized for a GPU, and the "
+        "header of each gives a --set line for a short CPU run")
+    assert _pace_note(seconds_per_step=0.4, steps_left=4500) is None  # half an hour: nothing to say

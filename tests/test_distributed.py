@@ -247,6 +247,7 @@ def test_when_torchrun_itself_is_killed_its_ranks_checkpoint_and_stop(tones, tmp
         launcher.kill()
 
     ranks = torchrun(recipe, run, during=kill_torchrun, check=False)
+    assert all(r["message"].startswith("torchrun's launcher ended: stopped after step ") for r in ranks), ranks
     stopped = {r["interrupted_at"] for r in ranks}
     assert len(stopped) == 1 and 0 < stopped.pop() < 2000, ranks
     [checkpoint] = list_checkpoints(run)

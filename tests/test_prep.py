@@ -27,6 +27,7 @@ from specgan.data.dataset_dir import open_dataset
 from specgan.data.prep import ClipLogMel, chunk_logmel, prep
 from specgan.errors import AudioError
 
+ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = {"SF1": ["100001.flac", "100003.flac"], "TM3": ["100001.flac", "100004.flac"]}
 # 16 kHz keeps the tests quick (no resampling of the VCC files) without changing any code path.
 FAST = ["--sample-rate", "16000", "--n-mels", "64", "--frames", "64", "--quiet"]
@@ -267,7 +268,12 @@ def test_other_parameters_need_overwrite(corpus, tmp_path):
     code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--n-fft", "512")
     assert code == 2
     assert "n_fft: 1024 → 512" in output and "--overwrite" in output and len(output.strip().splitlines()) == 1
+    assert "prep with the parameters it was made with (the same --recipe or flags)" in output
     assert (out / "manifest.json").read_bytes() == before
+    # An image recipe has no audio parameters: refused, rather than prepped with the defaults.
+    code, output = run("prep", corpus, "-o", tmp_path / "other", "--recipe", ROOT / "recipes" / "mnist_dcgan.toml")
+    assert code == 2 and "mnist_dcgan.toml: a recipe for images (data.kind = \"mnist\"), not spectrograms" in output
+    assert not (tmp_path / "other").exists()
     code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--n-fft", "512", "--overwrite")
     assert code == 0, output
     assert open_dataset(out).audio.n_fft == 512

@@ -588,8 +588,9 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams, overwrite: bo
         wanted = to_mapping(params)
         changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(v)}" for k, v in wanted.items()
                             if old["audio"].get(k) != v)
-        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); use --overwrite "
-                           f"to rebuild it")
+        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
+                           f"prep with the parameters it was made with (the same --recipe or flags), or use "
+                           f"--overwrite to rebuild it with these")
     return None
 
 

@@ -181,13 +181,25 @@ def lost_rank(error: BaseException, *, distributed: Distributed, run_dir: Path) 
                          f"killed: {first_line}); {where}")
 
 
+#: torchrun's launcher (this worker's parent) once :func:`stop_with_launcher` asked to outlive it by no more than
+#: a SIGTERM; None before.
+_launcher: int | None = None
+
+
+def launcher_gone() -> bool:
+    """Whether torchrun's launcher has died since :func:`stop_with_launcher` (this worker was handed to another
+    parent): a SIGTERM then came from its death, not from a user."""
+    return _launcher is not None and os.getppid() != _launcher
+
+
 def stop_with_launcher() -> None:
     """Ask for SIGTERM when torchrun's launcher dies (Linux's parent-death signal), so that a worker whose launcher
     was killed with SIGKILL stops like one sent SIGTERM (checkpointing its step) instead of training on as an
     orphan. Elsewhere a no-op."""
+    global _launcher
     if not sys.platform.startswith("linux"):
         return
-    launcher = os.getppid()
+    launcher = _launcher = os.getppid()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -62,17 +62,21 @@ class StopRequest:
 
 
 def interruption(run_dir: Path, *, step: int, saved: bool, signal_number: int = signal.SIGINT,
-                 distributed: bool = False) -> TrainingInterrupted:
+                 distributed: bool = False, launcher_gone: bool = False) -> TrainingInterrupted:
     """The TrainingInterrupted to raise after a stop request (signal ``signal_number``): ``saved`` when the loop
     stopped after step ``step`` and checkpointed it, else it was cut off during that step (whose work is lost).
     Its ``step`` and ``checkpoint`` are those of the newest checkpoint on disk. ``distributed``: the run was
-    started by torchrun, which the hint to continue mentions (a checkpoint continues at any number of ranks)."""
+    started by torchrun, which the hint to continue mentions (a checkpoint continues at any number of ranks);
+    ``launcher_gone``: the signal came from torchrun's launcher dying (see :func:`~specgan.train.distributed.
+    stop_with_launcher`), which the message says instead of naming the signal."""
     found = list_checkpoints(run_dir)
     newest = found[-1] if found else None
     again = f"continue with: specgan train {shlex.quote(str(Path(run_dir) / 'recipe.toml'))}"
     if distributed:
         again += " (under torchrun as before, or in one process)"
     what = "interrupted" if signal_number == signal.SIGINT else f"stopped by {signal.Signals(signal_number).name}"
+    if launcher_gone:
+        what = "torchrun's launcher ended: stopped"
     if saved and newest is not None:
         stopped = "interrupted: stopped" if signal_number == signal.SIGINT else what
         message = f"{stopped} after step {step}, checkpoint {newest}; {again}"

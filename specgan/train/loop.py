@@ -220,7 +220,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
             failing = False
         except KeyboardInterrupt:  # a second Ctrl-C: the step in progress is lost; atomic writes leave no part
             raise interruption(run_dir, step=step, saved=False, signal_number=stop.signal_number,
-                               distributed=distributed.active) from None
+                               distributed=distributed.active, launcher_gone=ranks.launcher_gone()) from None
         finally:
             # Under torchrun a rank that failed (most often because another rank is gone) keeps ignoring the SIGTERM
             # torchrun sends the rest, so that it can say why it stops rather than vanish without a word.
@@ -230,7 +230,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     if stopping and step < t.steps:
         distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
         raise interruption(run_dir, step=step, saved=True, signal_number=stop.signal_number,
-                           distributed=distributed.active)
+                           distributed=distributed.active, launcher_gone=ranks.launcher_gone())
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,
                        rank=distributed.rank, task=task)
