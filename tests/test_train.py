@@ -148,7 +148,21 @@ def test_run_folder_contents_and_checkpoint_rotation(tmp_path):
     train(tiny_recipe(data, run, steps=9, checkpoint_every=2, keep_checkpoints=2), device=torch.device("cpu"))
     assert [p.name for p in list_checkpoints(run)] == ["step_00000008.pt", "step_00000009.pt"]
     assert (run / "samples" / "step_000003.png").exists() and (run / "samples" / "step_000009.png").exists()
-    assert any((run / "tb").iterdir())
+    # TensorBoard holds the curves and, under Images, the very grids in samples/
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0}).Reload()
+    assert [e.step for e in events.Scalars("loss/D")] == list(range(1, 10))
+    shown = {e.step: e for e in events.Images("samples")}
+    assert sorted(shown) == [3, 6, 9]
+    grid = Image.open(run / "samples" / "step_000009.png")
+    assert (shown[9].width, shown[9].height) == grid.size
+    with Image.open(io.BytesIO(shown[9].encoded_image_string)) as decoded:
+        assert np.array_equal(np.asarray(decoded.convert(grid.mode)), np.asarray(grid))
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss/D", "loss/G", "D/real", "D/fake", "D/accuracy", "images_per_s"} <= set(record)
     assert 0.0 <= record["D/accuracy"] <= 1.0

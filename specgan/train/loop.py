@@ -4,7 +4,7 @@ A run folder holds::
 
     recipe.toml        the resolved recipe (re-runnable: ``specgan train RUN/recipe.toml``)
     metrics.jsonl      one JSON line per step: losses, D(real), D(fake), D accuracy, images/s
-    tb/                TensorBoard events of the same scalars
+    tb/                TensorBoard events of the same scalars, and the sample grids as images
     samples/           step_XXXXXX.png grids from a fixed latent batch (and .wav renderings for spectrograms)
     checkpoints/       step_XXXXXXXX.pt, the newest ``keep_checkpoints`` (and step_XXXXXXXX.pt.damaged, set aside)
 
@@ -176,6 +176,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.refresh_sampler(seed=t.seed + step)
         if sampling:
             task.write_samples(run_dir / "samples", step)
+            log.add_sample_images(run_dir / "samples", step)
         if not checkpointing:
             return None
         return save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),

@@ -1,4 +1,5 @@
-"""The run's step scalars on disk: ``metrics.jsonl`` and TensorBoard events (``tb/``), written by rank 0.
+"""The run's step scalars on disk: ``metrics.jsonl`` and TensorBoard events (``tb/``: the same scalars, and the
+sample grids as images), written by rank 0.
 
 Scalars stay on the device and are fetched :data:`~specgan.train.loop.LOG_EVERY` steps at a time. A write the disk
 refuses stops training with one line naming the file and the last checkpoint. TensorBoard writes its events on a
@@ -17,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
+from PIL import Image
 
 from specgan.atomic import atomic_path
 from specgan.errors import SpecganError, TrainingError
@@ -98,6 +101,23 @@ class MetricLog:
                     self.writer.add_scalar(key, value, record["step"])
         except OSError as e:  # raised again here from TensorBoard's writer thread
             raise self._cannot_write(self.run_dir / "tb", e) from None
+
+    def add_sample_images(self, folder: Path, step: int) -> None:
+        """The sample grids written for ``step`` (``folder/step_XXXXXX[_NAME].png``) as TensorBoard images, tagged
+        ``samples`` (or ``samples/NAME``, e.g. ``samples/SF1-to-TM3``), so its Images tab shows training progress
+        next to the curves. Rank 0 only, like every write."""
+        if self.writer is None:
+            return
+        prefix = f"step_{step:06d}"
+        for path in sorted(folder.glob(f"{prefix}*.png")):
+            name = path.stem[len(prefix):].lstrip("_")
+            with Image.open(path) as image:
+                pixels = np.asarray(image)
+            try:
+                self.writer.add_image(f"samples/{name}" if name else "samples", pixels, step,
+                                      dataformats="HW" if pixels.ndim == 2 else "HWC")
+            except OSError as e:  # raised again here from TensorBoard's writer thread
+                raise self._cannot_write(self.run_dir / "tb", e) from None
 
     def _cannot_write(self, path: Path, error: OSError) -> SpecganError:
         kept = list_checkpoints(self.run_dir)
