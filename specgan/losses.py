@@ -17,10 +17,13 @@ from specgan.errors import ConfigError
 
 
 class AdversarialLoss(NamedTuple):
-    """``d(real_logits, fake_logits)`` and ``g(fake_logits)``, each → scalar."""
+    """``d(real_logits, fake_logits)`` and ``g(fake_logits)``, each → scalar; ``boundary``: the output at which D
+    calls an image neither real nor fake (halfway between its targets), or None when its outputs have no fixed
+    scale (a critic): then the boundary is halfway between the batch's mean real and mean fake output."""
 
     d: Callable[[Tensor, Tensor], Tensor]
     g: Callable[[Tensor], Tensor]
+    boundary: float | None = 0.0
 
 
 def _bce_d(real: Tensor, fake: Tensor) -> Tensor:
@@ -62,9 +65,9 @@ def _critic_g(fake: Tensor) -> Tensor:
 #:   :func:`gradient_penalty` (WGAN-GP) rather than weight clipping.
 LOSSES: dict[str, AdversarialLoss] = {
     "bce": AdversarialLoss(_bce_d, _bce_g),
-    "lsgan": AdversarialLoss(_lsgan_d, _lsgan_g),
-    "hinge": AdversarialLoss(_hinge_d, _critic_g),
-    "wgan": AdversarialLoss(_wgan_d, _critic_g),
+    "lsgan": AdversarialLoss(_lsgan_d, _lsgan_g, boundary=0.5),  # targets 1 and 0
+    "hinge": AdversarialLoss(_hinge_d, _critic_g),                 # margins at +1 and -1
+    "wgan": AdversarialLoss(_wgan_d, _critic_g, boundary=None),
 }
 
 
@@ -112,14 +115,19 @@ def gradient_penalty(discriminator: nn.Module | Callable[..., Tensor], real: Ten
     return weight * (torch.linalg.vector_norm(grad.flatten(1), dim=1) - 1).square().mean()
 
 
-def d_accuracy(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Fraction of all items that D classifies right: real with logit > 0 and fake with logit < 0.
+def d_accuracy(name: str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Fraction of all items that D, trained with loss ``name``, classifies right: real ones above the loss's
+    boundary (see :class:`AdversarialLoss`: 0 for bce and hinge, 0.5 for lsgan) and fake ones below it. For
+    ``wgan``, whose critic outputs have no zero point (only differences matter), the boundary is halfway between
+    the mean real and mean fake output: whether one threshold tells them apart.
 
-    A convergence signal for the logs, not a loss. For ``wgan`` the critic's outputs have no threshold
-    meaning (only their difference matters); the same 0 threshold is used anyway, so read it as a trend only.
+    A convergence signal for the logs, not a loss.
 
     Returns:
         float scalar tensor in [0, 1].
     """
-    correct = (real_logits > 0).sum() + (fake_logits < 0).sum()
+    boundary = _lookup(name).boundary
+    if boundary is None:
+        boundary = (real_logits.float().mean() + fake_logits.float().mean()) / 2
+    correct = (real_logits > boundary).sum() + (fake_logits < boundary).sum()
     return correct.float() / (real_logits.numel() + fake_logits.numel())

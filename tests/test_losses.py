@@ -110,8 +110,24 @@ def test_gradient_penalty_with_a_conditional_discriminator():
 
 
 # -- accuracy ---------------------------------------------------------------------------------------------------
-def test_d_accuracy():
+@pytest.mark.parametrize("name", ["bce", "hinge"])
+def test_d_accuracy_of_losses_with_targets_either_side_of_0(name):
     # real > 0: 2.0, 0.3, 1.5 (3 of 4); fake < 0: -1.0, -3.0 (2 of 4)
-    assert d_accuracy(REAL, FAKE).item() == pytest.approx(5 / 8)
-    assert d_accuracy(torch.tensor([1.0, 2.0]), torch.tensor([-1.0])).item() == 1.0
-    assert d_accuracy(torch.tensor([0.0]), torch.tensor([0.0])).item() == 0.0  # 0 counts as wrong both ways
+    assert d_accuracy(name, REAL, FAKE).item() == pytest.approx(5 / 8)
+    assert d_accuracy(name, torch.tensor([1.0, 2.0]), torch.tensor([-1.0])).item() == 1.0
+    assert d_accuracy(name, torch.tensor([0.0]), torch.tensor([0.0])).item() == 0.0  # 0 counts as wrong both ways
+
+
+def test_d_accuracy_of_lsgan_splits_its_targets_1_and_0_at_one_half():
+    # a D that has learnt its targets exactly is right about every image (at 0 it was wrong about every fake)
+    assert d_accuracy("lsgan", torch.tensor([1.0, 0.9]), torch.tensor([0.0, 0.1])).item() == 1.0
+    # real > 0.5: 2.0, 1.5 (2 of 4); fake < 0.5: -1.0, -3.0, 0.2 (3 of 4)
+    assert d_accuracy("lsgan", REAL, FAKE).item() == pytest.approx(5 / 8)
+
+
+def test_d_accuracy_of_a_wgan_critic_does_not_depend_on_where_its_scores_sit():
+    """A critic's scores mean something only relative to each other: shifting them all changes nothing."""
+    real, fake = torch.tensor([5.0, 7.0, 4.0]), torch.tensor([1.0, 4.5, 2.0])  # boundary (16/3 + 7.5/3) / 2 = 3.92
+    assert d_accuracy("wgan", real, fake).item() == pytest.approx(5 / 6)  # 4.5 is above it
+    for shift in (-100.0, 1e3):
+        assert d_accuracy("wgan", real + shift, fake + shift).item() == pytest.approx(5 / 6)

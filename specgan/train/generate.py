@@ -185,8 +185,9 @@ class GenerateTask:
         loss_g.backward()
         self.opt_g.step()
         self.D.requires_grad_(True)
-        return torch.stack([loss_d.detach(), loss_g.detach(), gp.detach(), real_logits.detach().mean(),
-                            fake_logits.detach().mean(), d_accuracy(real_logits.detach(), fake_logits.detach())])
+        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        return torch.stack([loss_d.detach(), loss_g.detach(), gp.detach(), real_logits.mean(), fake_logits.mean(),
+                            d_accuracy(self.loss, real_logits, fake_logits)])
 
     def _make_capturable(self) -> None:
         make_capturable(self.opt_g)

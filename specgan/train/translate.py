@@ -278,7 +278,8 @@ class TranslateTask:
         scalars = [loss_g, adv_a, adv_b, cycle_a, cycle_b, identity_a, identity_b, loss_d_a + loss_d_b, loss_d_a,
                    loss_d_b, (real_logits_a.mean() + real_logits_b.mean()) / 2,
                    (fake_logits_a.mean() + fake_logits_b.mean()) / 2,
-                   (d_accuracy(real_logits_a, fake_logits_a) + d_accuracy(real_logits_b, fake_logits_b)) / 2]
+                   (d_accuracy(self.loss, real_logits_a, fake_logits_a)
+                    + d_accuracy(self.loss, real_logits_b, fake_logits_b)) / 2]
         return torch.stack([v.detach().float() for v in scalars])
 
     def _make_capturable(self) -> None:
