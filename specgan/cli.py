@@ -621,11 +621,15 @@ def evaluate(
     pairs: Annotated[Optional[tuple[Path, Path]], typer.Option(
         metavar="SOURCE_DIR TARGET_DIR", help="Translate runs: parallel recordings; each source file is converted "
                                               "and compared with the target file of the same name.")] = None,
-    direction: Annotated[str, typer.Option(help="Translate runs: A2B converts the run's first domain (data.domains[0]) "
-                                                "into its second; B2A the other way.")] = "A2B",
-    iters: Annotated[int, typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations.")] = 32,
-    n: Annotated[int, typer.Option("--n", "-n", min=100, max=100_000, help="Generate runs: samples to draw.")] = 10000,
-    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Generate runs: seed of the latents.")] = 0,
+    direction: Annotated[Optional[str], typer.Option(
+        help="Translate runs: A2B converts the run's first domain (data.domains[0]) into its second; B2A the other "
+             "way [default: A2B].")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations "
+                                                                        "[default: 32].")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "-n", min=100, max=100_000,
+                                             help="Generate runs: samples to draw [default: 10000].")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED,
+                                                help="Generate runs: seed of the latents [default: 0].")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Generate runs: the dataset folder [default: the run's data.path].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -639,9 +643,17 @@ def evaluate(
 
     from specgan.evaluate import evaluate_run, evaluate_translation, record_result
 
-    if pairs is not None and data is not None:
-        raise ConfigError(f"--data {data}: for generate runs; with --pairs, the recordings are what a run is "
-                          f"measured against")
+    # Options of the other kind of run would be ignored without a word: refused instead.
+    if pairs is not None:
+        given = [(flag, value) for flag, value in (("-n", n), ("--seed", seed), ("--data", data)) if value is not None]
+        if given:
+            raise ConfigError(f"{given[0][0]} {given[0][1]}: for generate runs; with --pairs, the recordings are "
+                              f"what a run is measured against")
+    else:
+        given = [(flag, value) for flag, value in (("--direction", direction), ("--iters", iters)) if value is not None]
+        if given:
+            raise ConfigError(f"{given[0][0]} {given[0][1]}: for translate runs, measured with --pairs SOURCE_DIR "
+                              f"TARGET_DIR")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=not err.is_terminal)
     current = {"task": None}
@@ -662,10 +674,10 @@ def evaluate(
     with progress:
         if pairs is not None:
             on_stage("converting and scoring pairs")
-            result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction,
-                                          n_iter=iters, device=dev, on_progress=on_progress, on_warning=warn)
+            result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction or "A2B",
+                                          n_iter=iters or 32, device=dev, on_progress=on_progress, on_warning=warn)
         else:
-            result = evaluate_run(run, n=n, seed=seed, device=dev, data_path=data,
+            result = evaluate_run(run, n=n or 10000, seed=seed or 0, device=dev, data_path=data,
                                   on_stage=on_stage, on_progress=on_progress, on_warning=warn)
     # Shown before it is kept, so that a run folder that cannot be written loses nothing that was measured.
     if json_output:

@@ -159,6 +159,9 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         # not a parser's error, but the same rule: an option that would be ignored is refused
         (["eval", tmp_path, "--pairs", tmp_path, tmp_path, "--data", tmp_path],
          f"error: --data {tmp_path}: for generate runs; with --pairs"),
+        (["eval", tmp_path, "--pairs", tmp_path, tmp_path, "-n", "500"], "error: -n 500: for generate runs; with --pairs"),
+        (["eval", tmp_path, "--direction", "B2A"], "error: --direction B2A: for translate runs, measured with --pairs"),
+        (["eval", tmp_path, "--iters", "8"], "error: --iters 8: for translate runs"),
     ]
     for args, message in cases:
         code, stdout, stderr = specgan(*args)
