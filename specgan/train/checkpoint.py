@@ -19,6 +19,8 @@ Faults never lose work:
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import re
 import zipfile
@@ -79,6 +81,18 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     return removed
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A short SHA-256 of specgan's own source files (their paths and bytes): kept in every checkpoint, so that a
+    run continued by other code (an upgrade, or an edited checkout with the same version number) can say that its
+    result need not match an uninterrupted run's."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any], *, step: int, keep: int) -> Path:
     """Write ``state`` (plus format fields and ``step``) as ``checkpoints/step_XXXXXXXX.pt`` atomically and
     durably, then delete all but the newest ``keep`` (never the one just written) and any stale temporary files.
@@ -93,7 +107,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], *, step: int, keep: in
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot create the checkpoint folder ({e.strerror or e})") from None
     path = folder / f"step_{step:08d}.pt"
-    document = {"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__, "step": step, **state}
+    document = {"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__,
+                "specgan_code": code_fingerprint(), "step": step, **state}
     failure = None
     try:
         with atomic_path(path, durable=True) as tmp:

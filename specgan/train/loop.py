@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from specgan import __version__
 from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData, data_fingerprint
@@ -31,7 +32,8 @@ from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
-from specgan.train.checkpoint import load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, restore_rng_state, rng_state,
+                                      save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text, saved_recipe_mapping
@@ -143,7 +145,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-        notes = [_decay_moved(state["recipe"], recipe, start=start),
+        notes = [_other_code(state, resumed_from), _decay_moved(state["recipe"], recipe, start=start),
                  None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)]
         for note in notes:
             if note and main and on_warning:
@@ -290,6 +292,17 @@ def _remove_samples_after(folder: Path, *, step: int) -> None:
         digits = path.name[len("step_"):].split("_")[0].split(".")[0]
         if digits.isdigit() and int(digits) > step and path.is_file():
             path.unlink()
+
+
+def _other_code(state: dict, path: Path) -> str | None:
+    """A line for the user when the checkpoint a run continues from was written by other specgan code (see
+    :func:`~specgan.train.checkpoint.code_fingerprint`; older checkpoints do not say, and are not checked)."""
+    saved = state.get("specgan_code")
+    if saved is None or saved == code_fingerprint():
+        return None
+    return (f"{path} was written by other specgan code (version {state.get('specgan_version', '?')}, files "
+            f"{saved}; now {__version__}, {code_fingerprint()}): the run continues, but need not end as an "
+            f"uninterrupted run would, bit for bit")
 
 
 def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:

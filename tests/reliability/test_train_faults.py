@@ -524,3 +524,22 @@ def test_raising_train_steps_of_a_run_stopped_before_its_decay_says_nothing(data
     assert _decay_moved({"train": {"steps": 8}}, recipe, start=4) is None
     assert _decay_moved({"train": {"steps": 8}}, recipe, start=7) is not None  # 6 and 7 had falling rates
     assert _decay_moved({"train": {"steps": 32}}, recipe, start=20) is None  # lowered below it: nothing to train
+
+
+def test_a_run_continued_by_other_specgan_code_says_so(data, tmp_path, monkeypatch):
+    """Bit-for-bit continuation holds for the same code: a checkpoint keeps a fingerprint of specgan's files."""
+    from specgan.train import checkpoint as checkpoint_module, loop
+
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2), device=CPU)
+    saved = load_checkpoint(run / "checkpoints" / "step_00000002.pt")["specgan_code"]
+    assert saved == checkpoint_module.code_fingerprint() and len(saved) == 16
+    said: list[str] = []
+    train(tiny_recipe(data, run, steps=4), device=CPU, on_warning=said.append)
+    assert not [line for line in said if "other specgan code" in line]  # the same code: nothing to say
+    monkeypatch.setattr(loop, "code_fingerprint", lambda: "0123456789abcdef")
+    train(tiny_recipe(data, run, steps=6), device=CPU, on_warning=said.append)
+    assert [line for line in said if "other specgan code" in line] == [
+        f"{run / 'checkpoints' / 'step_00000004.pt'} was written by other specgan code (version "
+        f"{checkpoint_module.__version__}, files {saved}; now {checkpoint_module.__version__}, 0123456789abcdef): the "
+        f"run continues, but need not end as an uninterrupted run would, bit for bit"]
