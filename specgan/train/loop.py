@@ -84,11 +84,13 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     ``on_start(first_step, last_step, data, accel)`` (``accel``: how the steps run, e.g. whether they are compiled)
     and ``on_step(record)`` report progress (``record`` is the newest line written to metrics.jsonl; lines are
     written LOG_EVERY steps at a time). Raises TrainingError if a loss becomes NaN or infinite (nothing is written
-    for that step; the last good checkpoint stays). Ctrl-C finishes the step in progress, checkpoints it and raises
-    :class:`~specgan.errors.TrainingInterrupted` (a second Ctrl-C stops at once, losing that step).
+    for that step; the last good checkpoint stays). Ctrl-C or SIGTERM finishes the step in progress, checkpoints it
+    and raises :class:`~specgan.errors.TrainingInterrupted` (a second one stops at once, losing that step).
 
     Started by ``torchrun``, each process trains its shard of every batch with DistributedDataParallel on its own
-    device (see :mod:`specgan.train.distributed`); only rank 0 reports progress and writes the run folder.
+    device (see :mod:`specgan.train.distributed`); only rank 0 reports progress and writes the run folder. What can
+    fail on one rank alone fails on every rank (:meth:`~specgan.train.distributed.Distributed.together`), and a
+    collective that fails because a rank is gone raises :class:`~specgan.errors.LostRankError`.
     """
     distributed, device = ranks.start(device)
     failed = True
