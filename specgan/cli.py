@@ -1,7 +1,8 @@
 """The ``specgan`` command line: parses arguments, calls library functions, prints with rich. No logic here.
 
 Every user error (:class:`~specgan.errors.SpecganError`) is printed as one line on stderr with exit code 2;
-Ctrl-C exits with 130 (training: 128 + the signal, 143 for SIGTERM). Anything else is a bug: exit code 1 with a short message (``--debug`` shows the traceback).
+Ctrl-C exits with 130, SIGTERM with 143. Anything else is a bug: exit code 1 with a short message (``--debug``
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -201,8 +202,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`~specgan.errors.Terminated` (a KeyboardInterrupt) in the main thread while a command
     runs, so that it stops as after Ctrl-C: temporary files removed, what was written before kept, one line said.
     (Training installs its own handler while it steps: it checkpoints first.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield  # (a SIGTERM ignored by whoever started us stays ignored)
         return
 
     def terminate(signum, frame):

@@ -27,23 +27,25 @@ def outermost_missing(folder: str | os.PathLike) -> Path | None:
 
 class FolderLock:
     """Context manager: the lock on ``folder`` (which must exist), or ``error`` raised with ``busy`` (the rest of
-    the message after the folder's name) when another process holds it.
+    the message after the folder's name) when another process holds it, and with ``elsewhere`` (what to do) when
+    the folder cannot be written.
 
     A command that fails leaves no lock file it made alone in a folder, and ``made``, the outermost folder made for
     this command (``folder`` or a parent of it; see :func:`outermost_missing`), tells which empty folders to remove
     again: up to ``made``.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, made: Path | None = None):
+    def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, made: Path | None = None,
+                 elsewhere: str = "choose another folder"):
         self.file = Path(folder) / ".lock"
-        self.error, self.busy, self.made = error, busy, made
+        self.error, self.busy, self.made, self.elsewhere = error, busy, made, elsewhere
 
     def __enter__(self) -> "FolderLock":
         self.created = not self.file.exists()
         try:
             self.handle = open(self.file, "a+")
         except OSError as e:
-            raise self.error(f"{self.file.parent}: cannot write here ({e.strerror or e})") from None
+            raise self.error(f"{self.file.parent}: cannot write here ({e.strerror or e}); {self.elsewhere}") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

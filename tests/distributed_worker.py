@@ -5,7 +5,7 @@
 ``OUT/rank_<rank>.pt``; writes its process id to ``OUT/pid_<rank>`` first. If training is interrupted
 (Ctrl-C, SIGTERM), saves the step of the checkpoint it stopped at instead, and on a specgan error, that error's
 class and message. In the environment, ``INTERRUPT_AT=RANK:STEP`` sends that rank Ctrl-C during that step,
-``DIE_AT=RANK:STEP`` kills that rank at once during that step (as ``kill -9`` would), and ``NO_DATA_ON=RANK`` makes
+(``INTERRUPT_WITH=SIGTERM``: SIGTERM instead), ``DIE_AT=RANK:STEP`` kills that rank at once during that step (as ``kill -9`` would), and ``NO_DATA_ON=RANK`` makes
 that rank alone fail to load the data.
 """
 
@@ -25,7 +25,8 @@ device = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")  # "cuda": ea
 (out / f"pid_{os.environ['RANK']}").write_text(str(os.getpid()))
 torch.set_num_threads(1)
 this_rank = int(os.environ["RANK"])
-for variable, action in [("INTERRUPT_AT", lambda: signal.raise_signal(signal.SIGINT)),  # the handler records it
+interrupt_with = getattr(signal, os.environ.get("INTERRUPT_WITH", "SIGINT"))
+for variable, action in [("INTERRUPT_AT", lambda: signal.raise_signal(interrupt_with)),  # the handler records it
                          ("DIE_AT", lambda: os._exit(9))]:
     if os.environ.get(variable):  # "RANK:STEP"
         from specgan.train.loop import TASKS

@@ -456,3 +456,11 @@ def test_a_damaged_manifest_is_one_dataset_error_naming_it(prepped, tmp_path, da
         load_spectrogram_data(folder)
     with pytest.raises(DatasetError, match=expected):
         prep(prepped.parent / "src", folder, params=FAST, workers=1)
+
+
+def test_a_prepped_dataset_given_as_idx_files_is_named_as_such(tmp_path):
+    """Not 'missing; fetch the set with: specgan data fetch mnist -o FOLDER', which would mix two datasets."""
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(tmp_path))}: a dataset made by specgan prep, not the "
+                                           f"mnist IDX files$"):
+        load_idx_set(tmp_path, name="mnist")

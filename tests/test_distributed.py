@@ -291,13 +291,16 @@ def test_a_run_folder_rank_0_cannot_lock_stops_every_rank_with_one_message(tones
     assert not list_checkpoints(run)
 
 
-def test_on_cpus_ranks_stop_after_the_very_step_ctrl_c_reached_one_of_them(tones, tmp_path):
+@pytest.mark.parametrize("sent, said", [("SIGINT", "interrupted: stopped"), ("SIGTERM", "stopped by SIGTERM")])
+def test_on_cpus_ranks_stop_after_the_very_step_ctrl_c_reached_one_of_them(tones, tmp_path, sent, said):
     """Not at the next step where scalars are fetched (every 25): with CPU steps of seconds, that could come after
-    torchrun's 30 s grace, which kills the ranks and loses everything since the last checkpoint."""
+    torchrun's 30 s grace, which kills the ranks and loses everything since the last checkpoint. Every rank names
+    the signal that reached one of them."""
     run = tmp_path / "run"
     recipe = tiny_recipe(tones, run, steps=200, checkpoint_every=1000, sample_every=1000)
-    ranks = torchrun(recipe, run, env={"INTERRUPT_AT": "1:7"})
+    ranks = torchrun(recipe, run, env={"INTERRUPT_AT": "1:7", "INTERRUPT_WITH": sent})
     assert [r["interrupted_at"] for r in ranks] == [7, 7]
+    assert all(r["message"].startswith(f"{said} after step 7, checkpoint ") for r in ranks), ranks
     assert [load_checkpoint(c)["step"] for c in list_checkpoints(run)] == [7]
 
 

@@ -405,3 +405,12 @@ def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_path):
     for given in (run, run / "checkpoints"):
         path, state = load_model_checkpoint(given)
         assert path == run / "checkpoints" / "step_00000003.pt" and state["step"] == 3
+
+
+def test_a_run_folder_that_cannot_be_written_says_what_to_do(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    (run / ".lock").mkdir(parents=True)  # as root, permissions refuse nothing: a folder where the lock file goes
+    with pytest.raises(CheckpointError) as e:
+        train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
+    assert str(e.value) == f"{run}: cannot write here (Is a directory); set another output.dir"

@@ -332,6 +332,8 @@ def load_idx_set(path: str | os.PathLike, *, name: str, split: str = "train") ->
     """
     spec = idx_set(name)
     path = Path(path)
+    if (path / "manifest.json").is_file():  # fetching the set into it would mix two datasets in one folder
+        raise DatasetError(f"{path}: a dataset made by specgan prep, not the {name} IDX files")
     images_entry, labels_entry = spec.split(split)
     files = []
     for entry in (images_entry, labels_entry):

@@ -492,7 +492,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     except OSError as e:
         raise DatasetError(f"{out}: cannot create the dataset folder ({e.strerror or e})") from None
     with FolderLock(out, error=DatasetError, busy="another specgan prep is writing this dataset; wait for it to finish",
-                    made=made):
+                    made=made, elsewhere="choose another -o"):
         current = _current_manifest(out, overwrite=overwrite)
         old = _reusable(current, out, params=params, overwrite=overwrite)
         previous = open_dataset(out) if old is not None else None

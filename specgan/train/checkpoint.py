@@ -18,6 +18,7 @@ Faults never lose work:
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -83,13 +84,21 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """A short SHA-256 of specgan's own source files (their paths and bytes): kept in every checkpoint, so that a
-    run continued by other code (an upgrade, or an edited checkout with the same version number) can say that its
-    result need not match an uninterrupted run's."""
+    """A short SHA-256 of specgan's own code: each source file's path and syntax tree without its docstrings (so
+    comments and docs may change). Kept in every checkpoint, so that a run continued by other code (an upgrade, or
+    an edited checkout with the same version number) can say that its result need not match an uninterrupted
+    run's."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        tree = ast.parse(path.read_bytes())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + ast.dump(tree).encode() + b"\0")
     return digest.hexdigest()[:16]
 
 

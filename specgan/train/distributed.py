@@ -79,11 +79,15 @@ class Distributed:
 
     def any(self, flag: bool, *, device: torch.device) -> bool:
         """True on every rank when ``flag`` is true on at least one (a collective: every rank must call it)."""
+        return self.largest(int(flag), device=device) > 0
+
+    def largest(self, value: int, *, device: torch.device) -> int:
+        """The largest of the ranks' ``value``, on every rank (a collective: every rank must call it)."""
         if not self.active:
-            return flag
-        value = torch.tensor([float(flag)], device=device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return value
+        values = torch.tensor([float(value)], device=device)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return int(values.item())
 
     def together(self, action: Callable[[], T], *, device: torch.device) -> T:
         """``action()`` on this rank, then the ranks compare notes (a collective: every rank must call it): when it

@@ -44,7 +44,8 @@ class StopRequest:
     def install(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
             for number in STOP_SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:  # ignored by whoever started us (nohup, &): kept so
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:

@@ -29,7 +29,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
-from specgan.errors import CheckpointError, ConfigError
+from specgan.errors import CheckpointError, ConfigError, SpecganError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
 from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, restore_rng_state, rng_state,
@@ -118,7 +118,7 @@ def _run_folder_lock(run_dir: Path) -> FolderLock:
     folder made here (and any parents made for it) is removed again if the run fails before writing anything."""
     made = outermost_missing(run_dir)
     _make_run_dir(run_dir)
-    return FolderLock(run_dir, error=CheckpointError, made=made,
+    return FolderLock(run_dir, error=CheckpointError, made=made, elsewhere="set another output.dir",
                       busy="another specgan train is writing this run folder; wait for it to finish, or set "
                            "another output.dir")
 
@@ -147,7 +147,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-        notes = [_other_code(state, resumed_from), _decay_moved(state["recipe"], recipe, start=start),
+        notes = [_other_code(state, resumed_from) if start < t.steps else None,  # (nothing will be trained)
+                 _decay_moved(state["recipe"], recipe, start=start),
                  None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)]
         for note in notes:
             if note and main and on_warning:
@@ -178,15 +179,26 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         if not main:
             return None
         task.refresh_sampler(seed=t.seed + step)
+        unwritable = None
         if sampling:
-            task.write_samples(run_dir / "samples", step)
-            log.add_sample_images(run_dir / "samples", step)
-        if not checkpointing:
-            return None
-        return save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
-                                         "recipe": saved_recipe_mapping(recipe), "data": data_info,
-                                         "metrics": log.last, "cpu_threads": cpu_threads},
-                               step=step, keep=t.keep_checkpoints)
+            try:
+                task.write_samples(run_dir / "samples", step)
+                log.add_sample_images(run_dir / "samples", step)
+            except OSError as e:  # e.g. a file put where the samples folder was, or a full disk
+                unwritable = e
+        # Checkpointed after the samples (the state an uninterrupted run goes on from), and also when they failed:
+        # then training stops, but with this step saved (the whole step: stopping at a checkpoint loses nothing).
+        if checkpointing or unwritable is not None:
+            saved = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
+                                              "recipe": saved_recipe_mapping(recipe), "data": data_info,
+                                              "metrics": log.last, "cpu_threads": cpu_threads},
+                                    step=step, keep=t.keep_checkpoints)
+        if unwritable is not None:
+            raise SpecganError(f"{run_dir / 'samples'}: cannot write the samples of step {step} "
+                               f"({unwritable.strerror or unwritable}); training stopped after checkpoint {saved}; "
+                               f"fix that and continue with: specgan train "
+                               f"{shlex.quote(str(run_dir / RUN_RECIPE))}")
+        return saved if checkpointing else None
 
     # -- the loop --------------------------------------------------------------------------------------
     checkpoint = None
@@ -199,7 +211,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
     # every rank and kills them 30 s later.)
     # Under torchrun a Ctrl-C in a terminal reaches each rank twice (directly and through torchrun): one request.
     stop = StopRequest(merged_within=REPEAT_WINDOW_S if distributed.active else 0.0).install()
-    step, stopping = start, False
+    step, stopping, stop_signal = start, False, 0
     # cuDNN's algorithm search (train.cudnn_benchmark) is process-wide: set while the loop runs, restored after.
     failing = True
     with task.accel.backend_settings(), writer_thread_errors_left_to_the_log():
@@ -212,7 +224,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                 # Whether to stop, at every step where asking costs no wait for queued device work: in one process,
                 # on a CPU (where 25 steps can outlast torchrun's 30 s), and where scalars are fetched anyway.
                 if due or not distributed.active or device.type == "cpu":
-                    stopping = distributed.any(stop.requested, device=device)
+                    # the signal too, so that every rank names the one that stopped them (SIGTERM over Ctrl-C)
+                    stop_signal = distributed.largest(stop.signal_number if stop.requested else 0, device=device)
+                    stopping = stop_signal > 0
                 checkpointing = checkpointing or stopping
                 if due or stopping:  # raises TrainingError on a NaN/inf loss, before anything is saved
                     distributed.together(log.flush, device=device)
@@ -234,7 +248,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
             log.close(failing=failing)  # with an error on its way out, that error is the one reported
     if stopping and step < t.steps:
         distributed.barrier()  # rank 0's checkpoint is on disk before any rank names it
-        raise interruption(run_dir, step=step, saved=True, signal_number=stop.signal_number,
+        raise interruption(run_dir, step=step, saved=True, signal_number=stop_signal,
                            distributed=distributed.active, launcher_gone=ranks.launcher_gone())
     final_step = max(start, t.steps)
     return TrainResult(run_dir, final_step, start, checkpoint or resumed_from, log.last,

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -543,3 +544,76 @@ def test_a_run_continued_by_other_specgan_code_says_so(data, tmp_path, monkeypat
         f"{run / 'checkpoints' / 'step_00000004.pt'} was written by other specgan code (version "
         f"{checkpoint_module.__version__}, files {saved}; now {checkpoint_module.__version__}, 0123456789abcdef): the "
         f"run continues, but need not end as an uninterrupted run would, bit for bit"]
+    monkeypatch.setattr(loop, "code_fingerprint", lambda: "fedcba9876543210")
+    said.clear()
+    train(tiny_recipe(data, run, steps=6), device=CPU, on_warning=said.append)  # nothing to train: nothing to say
+    assert not [line for line in said if "other specgan code" in line]
+
+
+def test_a_file_put_in_place_of_the_samples_folder_during_training_stops_it_with_the_step_saved(data, tmp_path,
+                                                                                               monkeypatch):
+    """Samples that cannot be written stop training in one line, after checkpointing the step (it was whole)."""
+    from specgan.train import generate
+
+    run = tmp_path / "run"
+    original = generate.GenerateTask.step
+
+    def replace_samples_folder_in_step_3(self, step):
+        if step == 3:
+            shutil.rmtree(run / "samples")
+            (run / "samples").write_text("mine")
+        return original(self, step)
+
+    monkeypatch.setattr(generate.GenerateTask, "step", replace_samples_folder_in_step_3)
+    recipe = recipe_file(tmp_path / "tiny.toml", data, run, sample_every=2, checkpoint_every=100)
+    code, _, stderr = cli("train", recipe, "--device", "cpu", "--quiet")
+    assert code == 2, stderr
+    checkpoint = run / "checkpoints" / "step_00000004.pt"
+    assert stderr.strip().splitlines()[-1].startswith(
+        f"error: {run / 'samples'}: cannot write the samples of step 4 (") and stderr.strip().endswith(
+        f"training stopped after checkpoint {checkpoint}; fix that and continue with: specgan train "
+        f"{run / 'recipe.toml'}")
+    assert list_checkpoints(run) == [checkpoint] and (run / "samples").read_text() == "mine"
+
+
+def test_signals_ignored_by_whoever_started_training_stay_ignored(data, tmp_path, monkeypatch):
+    """A shell's background job (or nohup) starts with SIGINT ignored: training must not start listening to it."""
+    from specgan.train import generate
+
+    original = generate.GenerateTask.step
+
+    def ctrl_c_in_step_2(self, step):
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, step)
+
+    monkeypatch.setattr(generate.GenerateTask, "step", ctrl_c_in_step_2)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = train(tiny_recipe(data, tmp_path / "run", steps=4), device=CPU)
+        assert result.step == 4  # not stopped after step 2
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code(tmp_path, monkeypatch):
+    from specgan.train import checkpoint as checkpoint_module
+
+    package = tmp_path / "specgan"
+    (package / "train").mkdir(parents=True)
+    fake_module_file = package / "train" / "checkpoint.py"
+    monkeypatch.setattr(checkpoint_module, "__file__", str(fake_module_file))
+    source = package / "mod.py"
+
+    def fingerprint(text: str) -> str:
+        source.write_text(text)
+        checkpoint_module.code_fingerprint.cache_clear()
+        return checkpoint_module.code_fingerprint()
+
+    try:
+        base = fingerprint('"""Module."""\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+        assert fingerprint('"""Other words."""\ndef f(x):  # a comment\n    """More."""\n    return x + 1\n') == base
+        assert fingerprint('"""Module."""\ndef f(x):\n    """Doc."""\n    return x + 2\n') != base
+    finally:
+        checkpoint_module.code_fingerprint.cache_clear()
