@@ -373,7 +373,7 @@ def reconstruct(
     device: Device = "auto",
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
-    from specgan.audio.io import OUTPUT_FORMATS
+    from specgan.audio.io import OUTPUT_FORMATS, refuse_existing
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
@@ -382,8 +382,8 @@ def reconstruct(
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
-    if output.exists() and not overwrite:
-        raise SpecganError(f"{output}: exists; use --overwrite to replace, or choose another output")
+    if not overwrite:
+        refuse_existing([output])
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
     dev, threads = compute_device(device)
@@ -433,6 +433,7 @@ def train(
     task = progress.add_task("train", total=r.train.steps, info="")
 
     def on_start(first: int, last: int, data, accel) -> None:
+        nonlocal paced_from
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
         say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
         if not threads_said:  # a continued run's own line on its thread count already covers the busy cores
@@ -446,11 +447,12 @@ def train(
             say(f"not compiling the networks: {accel.compile_skipped} (steps are slower; see train.compile)", to=err)
         progress.update(task, completed=first)
         progress.start()  # only once the data and any checkpoint are loaded: errors before stay one line
-        pace.update(start=time.monotonic(), first=first)
+        paced_from = (time.monotonic(), first)
 
     threads_said = False
     # On a CPU, once the pace is known, one line if the run will take hours (a GPU-sized recipe as it stands).
-    pace: dict[str, Any] = {"said": dev.type != "cpu"}
+    paced_from: tuple[float, int] | None = None  # (when, step) training began, once it has
+    pace_said = dev.type != "cpu"
 
     def on_warning(text: str) -> None:
         nonlocal threads_said
@@ -462,14 +464,13 @@ def train(
     last_line = time.monotonic()
 
     def on_step(record: dict) -> None:
-        nonlocal last_line
+        nonlocal last_line, pace_said
         info = (f"{record['images_per_s']:.0f} img/s  D {record['loss/D']:.3f}  G {record['loss/G']:.3f}  "
                 f"D acc {record['D/accuracy']:.2f}")
         progress.update(task, completed=record["step"], info=info)
-        done = record["step"] - pace.get("first", record["step"])
-        if not pace["said"] and done >= PACE_AFTER_STEPS:
-            pace["said"] = True
-            line = _pace_note(seconds_per_step=(time.monotonic() - pace["start"]) / done,
+        if not pace_said and paced_from and record["step"] - paced_from[1] >= PACE_AFTER_STEPS:
+            pace_said = True
+            line = _pace_note(seconds_per_step=(time.monotonic() - paced_from[0]) / (record["step"] - paced_from[1]),
                               steps_left=r.train.steps - record["step"])
             if line:
                 warn(line)
@@ -527,9 +528,10 @@ def _recipe_file(given: Path) -> Path:
         raise ConfigError(f"{given}: a folder without a recipe.toml; give a recipe file (recipes/*.toml) or a run "
                           f"folder")
     if given.suffix == ".pt":
+        from specgan.train.config import continue_command
+
         run = given.parent.parent if given.parent.name == "checkpoints" else given.parent
-        raise ConfigError(f"{given}: a checkpoint, not a recipe; to continue its run: specgan train "
-                          f"{shlex.quote(str(run / 'recipe.toml'))}")
+        raise ConfigError(f"{given}: a checkpoint, not a recipe; to continue its run: {continue_command(run)}")
     return given
 
 
@@ -616,21 +618,28 @@ def convert(
                            f"be converted (listed above); the others are in {report.output}")
 
 
+#: eval's options for one kind of run, when not given.
+EVAL_DEFAULTS = {"direction": "A2B", "iters": 32, "n": 10000, "seed": 0}
+
+
 @command(name="eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
     pairs: Annotated[Optional[tuple[Path, Path]], typer.Option(
         metavar="SOURCE_DIR TARGET_DIR", help="Translate runs: parallel recordings; each source file is converted "
                                               "and compared with the target file of the same name.")] = None,
+    # Defaults None: an option of the other kind of run is refused (below), not ignored; EVAL_DEFAULTS fill in.
     direction: Annotated[Optional[str], typer.Option(
         help="Translate runs: A2B converts the run's first domain (data.domains[0]) into its second; B2A the other "
-             "way [default: A2B].")] = None,
-    iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Translate runs: Griffin-Lim iterations "
-                                                                        "[default: 32].")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", "-n", min=100, max=100_000,
-                                             help="Generate runs: samples to draw [default: 10000].")] = None,
+             f"way [default: {EVAL_DEFAULTS['direction']}].")] = None,
+    iters: Annotated[Optional[int], typer.Option(
+        "--iters", min=1, help=f"Translate runs: Griffin-Lim iterations [default: {EVAL_DEFAULTS['iters']}].")] = None,
+    n: Annotated[Optional[int], typer.Option(
+        "--n", "-n", min=100, max=100_000, help=f"Generate runs: samples to draw [default: {EVAL_DEFAULTS['n']}].")] \
+        = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED,
-                                                help="Generate runs: seed of the latents [default: 0].")] = None,
+                                                help=f"Generate runs: seed of the latents [default: "
+                                                     f"{EVAL_DEFAULTS['seed']}].")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Generate runs: the dataset folder [default: the run's data.path].")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -675,11 +684,13 @@ def evaluate(
     with progress:
         if pairs is not None:
             on_stage("converting and scoring pairs")
-            result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1], direction=direction or "A2B",
-                                          n_iter=iters or 32, device=dev, on_progress=on_progress, on_warning=warn)
+            result = evaluate_translation(run, source_dir=pairs[0], target_dir=pairs[1],
+                                          direction=direction or EVAL_DEFAULTS["direction"],
+                                          n_iter=iters or EVAL_DEFAULTS["iters"], device=dev, on_progress=on_progress,
+                                          on_warning=warn)
         else:
-            result = evaluate_run(run, n=n or 10000, seed=seed or 0, device=dev, data_path=data,
-                                  on_stage=on_stage, on_progress=on_progress, on_warning=warn)
+            result = evaluate_run(run, n=n or EVAL_DEFAULTS["n"], seed=seed or EVAL_DEFAULTS["seed"], device=dev,
+                                  data_path=data, on_stage=on_stage, on_progress=on_progress, on_warning=warn)
     # Shown before it is kept, so that a run folder that cannot be written loses nothing that was measured.
     if json_output:
         out.print_json(json.dumps(result))

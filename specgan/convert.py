@@ -25,7 +25,7 @@ from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectral_convergence_blocks
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, load_audio, output_length, \
-    save_audio
+    refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
@@ -346,12 +346,9 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
     Outputs that exist (with ``plot``, their ``.png`` too) are refused unless ``overwrite``."""
     dst, jobs = _plan_outputs(src, to=to, output=output, into_folder=into_folder)
     if not overwrite:
-        taken = [path for _, out in jobs for path in (out, out.with_suffix(".png") if plot else None)
-                 if path is not None and path.exists()]
-        if taken:
-            more = f" (and {len(taken) - 1} more output(s))" if len(taken) > 1 else ""
-            raise SpecganError(f"{taken[0]}: exists{more}; use --overwrite to replace, or choose another output")
+        refuse_existing([path for _, out in jobs for path in ([out, out.with_suffix(".png")] if plot else [out])])
     return dst, jobs
+
 
 
 def _plan_outputs(src: Path, *, to: str, output: Path | None,

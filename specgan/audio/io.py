@@ -26,7 +26,7 @@ import torch
 from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.wav import pcm16_samples, pcm16_wav
-from specgan.errors import AudioError
+from specgan.errors import AudioError, SpecganError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".opus"})
@@ -439,6 +439,15 @@ def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     text = re.sub(r"^(Error opening .*?: |Error : )", "", text)
     return text.strip(" :.") or type(error).__name__
+
+
+def refuse_existing(outputs: list[Path]) -> None:
+    """SpecganError naming the first of ``outputs`` that exists (and how many more do): an output file is replaced
+    only with ``--overwrite``, so that no recording is replaced by mistake."""
+    taken = [path for path in outputs if path.exists()]
+    if taken:
+        more = f" (and {len(taken) - 1} more output(s))" if len(taken) > 1 else ""
+        raise SpecganError(f"{taken[0]}: exists{more}; use --overwrite to replace, or choose another output")
 
 
 def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, sample_rate: int) -> Path:

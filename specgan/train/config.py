@@ -188,12 +188,16 @@ def saved_recipe_mapping(recipe: Recipe) -> dict[str, Any]:
     return table
 
 
+def continue_command(run_dir: str | os.PathLike) -> str:
+    """The command that continues the run in ``run_dir`` (its ``recipe.toml``), shell-quoted to be copied."""
+    return f"specgan train {shlex.quote(str(Path(run_dir) / RUN_RECIPE))}"
+
+
 def run_recipe_text(recipe: Recipe) -> str:
     """The run folder's ``recipe.toml``: :func:`saved_recipe_mapping`, under a header naming the command that
     continues it."""
     table = saved_recipe_mapping(recipe)
-    command = f"specgan train {shlex.quote(str(recipe.run_dir.absolute() / RUN_RECIPE))}"
-    return (f"{RUN_RECIPE_HEADER}; continue it with: {command}\n"
+    return (f"{RUN_RECIPE_HEADER}; continue it with: {continue_command(recipe.run_dir.absolute())}\n"
             + dump_toml(table))
 
 

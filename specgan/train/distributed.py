@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shlex
 import signal
 import sys
 import time
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 
 from specgan.errors import ConfigError, LostRankError, RankFailed, SpecganError
 from specgan.train.checkpoint import list_checkpoints
+from specgan.train.config import continue_command
 
 T = TypeVar("T")
 
@@ -179,8 +179,8 @@ def lost_rank(error: BaseException, *, distributed: Distributed, run_dir: Path) 
         return None
     first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     found = list_checkpoints(run_dir)
-    where = (f"the newest checkpoint is {found[-1]}; continue with: specgan train "
-             f"{shlex.quote(str(Path(run_dir) / 'recipe.toml'))}" if found else "no checkpoint was written yet")
+    where = (f"the newest checkpoint is {found[-1]}; continue with: {continue_command(run_dir)}" if found
+             else "no checkpoint was written yet")
     return LostRankError(f"rank {distributed.rank}: lost contact with the other ranks (one of them stopped or was "
                          f"killed: {first_line}); {where}")
 

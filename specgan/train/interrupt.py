@@ -3,7 +3,6 @@ scheduler's time limit) stops after a whole step, checkpoints it, and says where
 
 from __future__ import annotations
 
-import shlex
 import signal
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import Any
 
 from specgan.errors import TrainingInterrupted
 from specgan.train.checkpoint import list_checkpoints, step_of
+from specgan.train.config import continue_command
 
 #: The signals that ask training to stop.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -72,7 +72,7 @@ def interruption(run_dir: Path, *, step: int, saved: bool, signal_number: int = 
     stop_with_launcher`), which the message says instead of naming the signal."""
     found = list_checkpoints(run_dir)
     newest = found[-1] if found else None
-    again = f"continue with: specgan train {shlex.quote(str(Path(run_dir) / 'recipe.toml'))}"
+    again = f"continue with: {continue_command(run_dir)}"
     if distributed:
         again += " (under torchrun as before, or in one process)"
     what = "interrupted" if signal_number == signal.SIGINT else f"stopped by {signal.Signals(signal_number).name}"

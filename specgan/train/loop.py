@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +35,8 @@ from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, 
                                       save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
-from specgan.train.config import RUN_RECIPE, Recipe, recipe_mapping, run_recipe_text, saved_recipe_mapping
+from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, recipe_mapping, run_recipe_text,
+                                  saved_recipe_mapping)
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import REPEAT_WINDOW_S, StopRequest, interruption
 from specgan.train.optim import linear_decay
@@ -196,8 +196,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         if unwritable is not None:
             raise SpecganError(f"{run_dir / 'samples'}: cannot write the samples of step {step} "
                                f"({unwritable.strerror or unwritable}); training stopped after checkpoint {saved}; "
-                               f"fix that and continue with: specgan train "
-                               f"{shlex.quote(str(run_dir / RUN_RECIPE))}")
+                               f"fix that and continue with: {continue_command(run_dir)}")
         return saved if checkpointing else None
 
     # -- the loop --------------------------------------------------------------------------------------
@@ -418,6 +417,6 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
         elif a != b:
             differences.append(f"{section} = {as_written(a)}, not {as_written(b)}")
     if differences:
-        run_recipe = shlex.quote(str(Path(path).parent.parent / RUN_RECIPE))
         raise CheckpointError(f"{path}: this run was trained with {', and '.join(differences)}; use another "
-                              f"output.dir for a new run (specgan train {run_recipe} continues this one as it was)")
+                              f"output.dir for a new run ({continue_command(Path(path).parent.parent)} continues "
+                              f"this one as it was)")
