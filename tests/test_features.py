@@ -5,20 +5,32 @@ import numpy as np
 import pytest
 import torch
 
-from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank, normalize_db, power_to_db
+from specgan.audio.features import LogMel, db_to_power, denormalize_db, hz_to_mel, mel_filterbank, mel_to_hz, \
+    normalize_db, power_to_db
 from specgan.audio.io import load_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError
 
 
 @pytest.mark.parametrize("sample_rate,n_fft,n_mels,f_min,f_max", [
-    (22050, 1024, 80, 0.0, None), (16000, 512, 64, 50.0, 7600.0), (8000, 256, 40, 0.0, 4000.0)])
+    (22050, 1024, 80, 0.0, None), (16000, 512, 64, 50.0, 7600.0), (8000, 256, 40, 0.0, 4000.0),
+    # An odd n_fft and an odd rate, where torchaudio's melscale_fbanks puts the FFT bins at the wrong frequencies.
+    (22050, 1023, 80, 0.0, None), (16000, 511, 64, 50.0, 7600.0), (11025, 512, 64, 0.0, None),
+    (44100, 2048, 128, 20.0, None)])
 def test_filterbank_matches_librosa(sample_rate, n_fft, n_mels, f_min, f_max):
     ours = mel_filterbank(sample_rate=sample_rate, n_fft=n_fft, n_mels=n_mels, f_min=f_min, f_max=f_max)
     ref = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
     assert ours.shape == (n_fft // 2 + 1, n_mels)
     # Tolerance: float32 against librosa's float64-computed weights, relative to the largest weight.
-    np.testing.assert_allclose(ours.T.numpy(), ref, rtol=0, atol=1e-5 * ref.max())
+    np.testing.assert_allclose(ours.T.numpy(), ref, rtol=0, atol=1e-6 * ref.max())
+
+
+def test_mel_scale_matches_librosa():
+    hz = np.array([0.0, 10.0, 500.0, 999.9, 1000.0, 1000.1, 4000.0, 11025.0, 24000.0])
+    np.testing.assert_allclose(hz_to_mel(torch.from_numpy(hz)).numpy(), librosa.hz_to_mel(hz), rtol=1e-12)
+    mels = librosa.hz_to_mel(hz)
+    np.testing.assert_allclose(mel_to_hz(torch.from_numpy(mels)).numpy(), librosa.mel_to_hz(mels), rtol=1e-12,
+                               atol=1e-9)
 
 
 def _chirp(sample_rate: int, seconds: float) -> torch.Tensor:
@@ -35,9 +47,10 @@ def _librosa_db(wave: torch.Tensor, p: AudioParams) -> np.ndarray:
     return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
 
 
-@pytest.mark.parametrize("win_length", [None, 800])
-def test_logmel_matches_librosa_on_a_chirp_in_noise(win_length):
-    p = AudioParams(win_length=win_length)
+@pytest.mark.parametrize("params", [{}, {"win_length": 800}, {"n_fft": 1023},
+                                    {"sample_rate": 11025, "n_fft": 512, "n_mels": 64}])
+def test_logmel_matches_librosa_on_a_chirp_in_noise(params):
+    p = AudioParams(**params)
     wave = _chirp(p.sample_rate, 1.5)
     ours_db = power_to_db(LogMel(p).mel_power(wave)).numpy()
     ref_db = _librosa_db(wave, p)

@@ -12,7 +12,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torchaudio
 from torch import Tensor, nn
 
 from specgan.audio.params import AudioParams
@@ -23,27 +22,60 @@ from specgan.errors import AudioError, SpecganWarning
 AMIN = 1e-10
 
 
+#: The Slaney mel scale (librosa's default, ``htk=False``): linear below 1 kHz at 3 mels per 200 Hz, logarithmic
+#: above, 27 mels per factor of 6.4.
+_SLANEY_HZ_PER_MEL = 200.0 / 3
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: Tensor) -> Tensor:
+    """Frequencies (Hz) → Slaney mels, as ``librosa.hz_to_mel(htk=False)``."""
+    linear = hz / _SLANEY_HZ_PER_MEL
+    above = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL + torch.log(hz.clamp_min(_SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) \
+        / _SLANEY_LOG_STEP
+    return torch.where(hz >= _SLANEY_BREAK_HZ, above, linear)
+
+
+def mel_to_hz(mels: Tensor) -> Tensor:
+    """Slaney mels → frequencies (Hz), the inverse of :func:`hz_to_mel` (``librosa.mel_to_hz(htk=False)``)."""
+    break_mel = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+    above = _SLANEY_BREAK_HZ * torch.exp(_SLANEY_LOG_STEP * (mels.clamp_min(break_mel) - break_mel))
+    return torch.where(mels >= break_mel, above, mels * _SLANEY_HZ_PER_MEL)
+
+
 def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
                    f_max: float | None = None) -> Tensor:
     """Slaney-scale, slaney-normalised triangular filters, as ``librosa.filters.mel`` builds them by default.
 
+    Built here in float64 rather than by ``torchaudio.functional.melscale_fbanks``, which places the FFT bins at
+    ``linspace(0, sample_rate // 2, n_fft // 2 + 1)``: right only for an even ``n_fft`` and an even rate. Bin ``k``
+    is at ``k · sample_rate / n_fft`` Hz; with an odd ``n_fft`` torchaudio's filters were off by up to 2% of the
+    largest weight (n_fft 1023), and at 11025 Hz by 0.2%. (librosa itself costs about a second to import.)
+
     Returns:
         float32 tensor of shape ``(n_fft // 2 + 1, n_mels)`` (torchaudio's layout; librosa's is the transpose).
 
-    Warns (:class:`~specgan.errors.SpecganWarning`, instead of torchaudio's two-line warning) when some filters
-    fall between two FFT bins and stay empty: those mel bands are always at the floor.
+    Warns (:class:`~specgan.errors.SpecganWarning`) when some filters fall between two FFT bins and stay empty:
+    those mel bands are always at the floor.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)   # torchaudio's "at least one mel filterbank has all zero values"
-        fbank = torchaudio.functional.melscale_fbanks(
-            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max if f_max is not None else sample_rate / 2,
-            n_mels=n_mels, sample_rate=sample_rate, norm="slaney", mel_scale="slaney")
-    empty = int((fbank.amax(dim=0) == 0).sum())
+    f_max = sample_rate / 2 if f_max is None else f_max
+    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * (sample_rate / n_fft)                   # (F,)
+    edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))),
+                                     float(hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))),
+                                     n_mels + 2, dtype=torch.float64))                                 # (M + 2,)
+    widths = edges.diff()                                                                              # (M + 1,)
+    ramps = edges[:, None] - bins[None, :]                                                             # (M + 2, F)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    fbank = torch.minimum(rising, falling).clamp_min(0.0)                                               # (M, F)
+    fbank *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # slaney normalisation: each filter's area is the same
+    empty = int((fbank.amax(dim=1) == 0).sum())
     if empty:
         warnings.warn(SpecganWarning(
             f"n_mels = {n_mels}: {empty} of the mel bands get no FFT bin at n_fft = {n_fft} and {sample_rate} Hz, so "
             f"they stay at the floor; use fewer mels or a larger n_fft"), stacklevel=2)
-    return fbank
+    return fbank.T.to(torch.float32).contiguous()
 
 
 def power_to_db(power: Tensor, *, amin: float = AMIN) -> Tensor:
@@ -137,7 +169,7 @@ class LogMel(nn.Module):
     """Waveform ``(..., samples)`` → normalised log-mel ``(..., n_mels, frames)`` in [-1, 1].
 
     ``frames = 1 + samples // hop_length`` (centred, reflect-padded STFT with a periodic Hann window), power
-    spectrogram, slaney mel filterbank from torchaudio: the definition of ``torchaudio.transforms.MelSpectrogram``
+    spectrogram, librosa's slaney mel filterbank (:func:`mel_filterbank`): the definition of ``torchaudio.transforms.MelSpectrogram``
     and of librosa's ``melspectrogram``, and ``torch.stft``'s numbers. The frames are windowed and transformed with
     one real FFT, squared in place as ``re² + im²`` (the complex ``abs`` is the slowest way to a power on CPU),
     laid out ``(n_freqs, frames)`` and projected on the mel filters as a sparse matrix on the CPU: prep spends about
