@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -359,3 +360,31 @@ def test_as_many_ranks_as_gpus_pick_their_own_gpu(monkeypatch):
         assert (ranks.rank, ranks.world_size, device) == (rank, 2, torch.device("cuda", rank))
     assert chosen == [torch.device("cuda", 0), torch.device("cuda", 1)]
     assert joined == [("nccl", {"device_id": torch.device("cuda", 0)}), ("nccl", {"device_id": torch.device("cuda", 1)})]
+
+
+def _ddp_stride_warning(grad_strides: list[int], bucket_strides: list[int], sizes: list[int]) -> str:
+    """The text of DDP's reducer warning (torch 2.11, as a Python warning) for one gradient."""
+    return ("Grad strides do not match bucket view strides. This may indicate grad was not created according to the "
+            "gradient layout contract, or that the param's strides changed since DDP was constructed.  This is not "
+            f"an error, but may impair performance.\ngrad.sizes() = {sizes}, strides() = {grad_strides}\n"
+            f"bucket_view.sizes() = {sizes}, strides() = {bucket_strides} (Triggered internally at "
+            "/pytorch/torch/csrc/distributed/c10d/reducer.cpp:332.)")
+
+
+def test_only_ddps_size_one_stride_warning_is_silenced():
+    """A one-input-channel weight's gradient that differs from its bucket only in the size-1 dimension's stride (as
+    the gradient penalty's double backward gives it, channels-last on a CPU) warns no more; any other mismatch
+    still does."""
+    from specgan.train.distributed import ignore_size_one_stride_warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ignore_size_one_stride_warnings()
+        warnings.warn(_ddp_stride_warning([16, 16, 4, 1], [16, 1, 4, 1], [64, 1, 4, 4]), UserWarning)
+        assert not seen
+        warnings.warn(_ddp_stride_warning([16, 1, 4, 1], [16, 16, 4, 1], [64, 1, 4, 4]), UserWarning)
+        assert not seen
+        for grad, bucket, sizes in (([512, 1, 128, 32], [512, 32, 128, 1], [64, 32, 4, 4]),   # a real layout change
+                                    ([16, 16, 1, 4], [16, 1, 4, 1], [64, 1, 4, 4]),           # another dim's stride
+                                    ([16, 16, 4, 1], [16, 1, 4, 1], [64, 2, 4, 4])):          # size 2, not 1
+            warnings.warn(_ddp_stride_warning(grad, bucket, sizes), UserWarning)
+        assert len(seen) == 3

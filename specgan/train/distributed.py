@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -121,6 +122,7 @@ class Distributed:
         # No buffer broadcast: a GAN calls D twice before one backward, and re-broadcasting batch-norm statistics
         # in place between the calls breaks the first call's graph. BN statistics are synchronised by
         # SyncBatchNorm on CUDA and are each rank's own on CPUs; rank 0's are saved.
+        ignore_size_one_stride_warnings()
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def check_batch(self, batch_size: int) -> None:
@@ -131,6 +133,21 @@ class Distributed:
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
+
+
+#: DDP's warning when a gradient's strides differ from its bucket's in a size-1 channel dimension only (weight
+#: ``(O, 1, kh, kw)``), where any stride describes the same memory order: a one-input-channel weight placed
+#: channels-last has strides ``(kh·kw, 1, kw, 1)``, and the gradient penalty's double backward gives its gradient
+#: ``(kh·kw, kh·kw, kw, 1)``. The reducer copies it into the bucket (a few kB); nothing is wrong.
+SIZE_ONE_STRIDE_WARNING = (r"(?s)Grad strides do not match bucket view strides.*"
+                           r"grad\.sizes\(\) = \[(\d+), 1, (\d+), (\d+)\], strides\(\) = \[(\d+), \d+, (\d+), (\d+)\]\s*"
+                           r"bucket_view\.sizes\(\) = \[\1, 1, \2, \3\], strides\(\) = \[\4, \d+, \5, \6\]")
+
+
+def ignore_size_one_stride_warnings() -> None:
+    """Silence :data:`SIZE_ONE_STRIDE_WARNING` (a 4-line warning per rank in a CPU WGAN-GP run); DDP's warning
+    about strides that differ in a dimension of more than one element still shows."""
+    warnings.filterwarnings("ignore", message=SIZE_ONE_STRIDE_WARNING, category=UserWarning)
 
 
 def start(device: torch.device) -> tuple[Distributed, torch.device]:
