@@ -301,7 +301,8 @@ def prep(
     domain_pattern: Annotated[Optional[str], typer.Option(
         help="Take each file's domain from its name: a regex whose first group is the domain, e.g. '^(\\d+)_' "
              "[default: the sub-folder].")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help="Files processed in parallel [default: all cores].")] = None,
+    workers: Annotated[Optional[int],
+                       typer.Option(min=1, help="Files processed in parallel [default: all cores].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild OUT even if it was made with other parameters.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
@@ -321,8 +322,8 @@ def prep(
                         disable=quiet or not err.is_terminal)
     with progress:
         task = progress.add_task("files", total=None)
-        report = run_prep(src, output, params=params, domains=wanted, domain_pattern=domain_pattern, workers=workers or os.cpu_count() or 1,
-                          overwrite=overwrite, on_start=lambda n: progress.update(task, total=n),
+        report = run_prep(src, output, params=params, domains=wanted, domain_pattern=domain_pattern,
+                          workers=workers or os.cpu_count() or 1, overwrite=overwrite, on_start=lambda n: progress.update(task, total=n),
                           on_file=lambda _path: progress.advance(task))
     _print_prep_summary(report)
 
@@ -360,7 +361,8 @@ def _print_prep_summary(report) -> None:
 @command
 def reconstruct(
     src: Annotated[Path, typer.Argument(metavar="AUDIO_FILE", help="An audio file.", dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the rebuilt audio (.wav, .flac or .ogg).")],
+    output: Annotated[Path, typer.Option("--output", "-o",
+                                         help="Where to write the rebuilt audio (.wav, .flac or .ogg).")],
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random initial phase.")] = 0,
     recipe: Recipe = None,
@@ -535,9 +537,14 @@ def _recipe_file(given: Path) -> Path:
     return given
 
 
+#: The ``RUN`` argument of the commands that read a trained model.
+RunArgument = Annotated[Path, typer.Argument(metavar="RUN",
+                                             help="A run folder (its latest checkpoint) or a checkpoint file.")]
+
+
 @command
 def sample(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    run: RunArgument,
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG grid to write.")] = Path("samples.png"),
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
     label: Annotated[Optional[str], typer.Option(help="Class to generate (conditional models), e.g. 7.")] = None,
@@ -562,7 +569,8 @@ def sample(
 
 @command
 def convert(
-    src: Annotated[Path, typer.Argument(metavar="INPUT", help="An audio file, or a folder of them (converted recursively).")],
+    src: Annotated[Path, typer.Argument(metavar="INPUT",
+                                        help="An audio file, or a folder of them (converted recursively).")],
     to: Annotated[str, typer.Option("--to", help="The domain to convert to, e.g. TM3 (a class of the model).")],
     output: Annotated[Optional[str], typer.Option(  # a string: a trailing / says "a folder" (a Path drops it)
         "--output", "-o", help="Output file (.wav/.flac/.ogg) for a file, output folder for a folder (or for a "
@@ -624,7 +632,7 @@ EVAL_DEFAULTS = {"direction": "A2B", "iters": 32, "n": 10000, "seed": 0}
 
 @command(name="eval")
 def evaluate(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (its latest checkpoint) or a checkpoint file.")],
+    run: RunArgument,
     pairs: Annotated[Optional[tuple[Path, Path]], typer.Option(
         metavar="SOURCE_DIR TARGET_DIR", help="Translate runs: parallel recordings; each source file is converted "
                                               "and compared with the target file of the same name.")] = None,

@@ -119,8 +119,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
             if meta.get("max") is not None and value > meta["max"]:
                 raise ConfigError(f"{where} = {_describe(value)}: must be <= {meta['max']}")
         if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(f"{where} = {_describe(value)}: must be one of "
-                              f"{', '.join(_describe(c) if c in ('', True, False) else str(c) for c in meta['choices'])}")
+            choices = ', '.join(_describe(c) if c in ('', True, False) else str(c) for c in meta['choices'])
+            raise ConfigError(f"{where} = {_describe(value)}: must be one of {choices}")
         values[name] = value
     try:
         return cls(**values)

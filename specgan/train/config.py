@@ -1,7 +1,7 @@
 """Training recipes: frozen, typed dataclasses loaded from TOML plus ``--set key=value`` overrides.
 
-Every recipe has ``name``, ``task``, ``[data]``, ``[model]``, ``[train]``, ``[loss]`` and ``[output]``. Names that pick an
-implementation (``data.kind``, ``model.name``, ``train.loss``) are checked against the registries, so an error
+Every recipe has ``name``, ``task``, ``[data]``, ``[model]``, ``[train]``, ``[loss]`` and ``[output]``. Names that pick
+an implementation (``data.kind``, ``model.name``, ``train.loss``) are checked against the registries, so an error
 lists the valid names.
 """
 

@@ -140,7 +140,8 @@ class Distributed:
 #: channels-last has strides ``(kh·kw, 1, kw, 1)``, and the gradient penalty's double backward gives its gradient
 #: ``(kh·kw, kh·kw, kw, 1)``. The reducer copies it into the bucket (a few kB); nothing is wrong.
 SIZE_ONE_STRIDE_WARNING = (r"(?s)Grad strides do not match bucket view strides.*"
-                           r"grad\.sizes\(\) = \[(\d+), 1, (\d+), (\d+)\], strides\(\) = \[(\d+), \d+, (\d+), (\d+)\]\s*"
+                           r"grad\.sizes\(\) = \[(\d+), 1, (\d+), (\d+)\], "
+                           r"strides\(\) = \[(\d+), \d+, (\d+), (\d+)\]\s*"
                            r"bucket_view\.sizes\(\) = \[\1, 1, \2, \3\], strides\(\) = \[\4, \d+, \5, \6\]")
 
 
