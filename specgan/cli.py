@@ -585,8 +585,9 @@ def convert(
     phase_init: Annotated[str, typer.Option(
         help="Griffin-Lim's starting phase: source (the input's own) or random.")] = "source",
     batch_size: Annotated[int, typer.Option(min=1, help="Windows translated at once (bounds memory).")] = 16,
-    plot: Annotated[bool, typer.Option(help="Also write <output>.png: input and output log-mel (past 4096 frames, "
-                                                   "runs of frames averaged to at most 4096 columns).")] = False,
+    plot: Annotated[bool, typer.Option(help="Also write <output>.png: input and output log-mel, with time (s) and "
+                                            "frequency (Hz) axes (past 4096 frames, runs of frames averaged to at "
+                                            "most 4096 columns).")] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of any random phase.")] = 0,
     overwrite: Overwrite = False,
     device: Device = "auto",

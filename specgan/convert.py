@@ -403,10 +403,10 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
                  n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0,
                  plot: bool = False) -> ConvertedFile:
     """Convert one file to domain ``to`` and write it to ``dst`` (mono, at ``sample_rate`` or the model's rate);
-    with ``plot``, also ``dst`` with suffix ``.png``: input (top) and output (bottom) log-mel, low bands at the
-    bottom, a column per frame, or per run of frames averaged when there are more than
-    :data:`PLOT_MAX_COLUMNS`. Raises AudioError for an unusable input."""
-    from specgan.images import save_grid
+    with ``plot``, also ``dst`` with suffix ``.png`` (:func:`~specgan.spectrogram_figure.save_spectrogram_figure`):
+    input (top) and output (bottom) log-mel with time and frequency axes, a column per frame, or per run of frames
+    averaged when there are more than :data:`PLOT_MAX_COLUMNS`. Raises AudioError for an unusable input."""
+    from specgan.spectrogram_figure import save_spectrogram_figure
 
     started = time.perf_counter()
     audio = translator.audio
@@ -429,7 +429,9 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
         squeeze = math.ceil(logmels.shape[-1] / PLOT_MAX_COLUMNS)
         if squeeze > 1:  # the mean of each run of `squeeze` frames, the last run possibly shorter
             logmels = F.avg_pool2d(logmels, kernel_size=(1, squeeze), ceil_mode=True)
-        image = save_grid(logmels, dst.with_suffix(".png"), nrow=1, low_at_bottom=True)
+        image = save_spectrogram_figure([(f"input: {src.name}", logmels[0, 0]), (f"converted to {to}", logmels[1, 0])],
+                                        dst.with_suffix(".png"), audio=audio,
+                                        seconds_per_column=squeeze * audio.hop_length / audio.sample_rate)
     return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
                          time.perf_counter() - started)
 

@@ -13,6 +13,7 @@ from PIL import Image
 from specgan.audio.io import load_audio
 from specgan.evaluate import parallel_pairs
 from specgan.metrics.audio_quality import mel_cepstral_distortion
+from specgan.spectrogram_figure import figure_layout
 from test_cli_train import specgan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_prep_train_convert_and_eval_a_voice_pair(vcc, tmp_path):
     out, rate = sf.read(tmp_path / "out.wav")
     assert rate == 16000 and len(out) == sf.info(source).frames  # VCC is 16 kHz already
     plot = Image.open(tmp_path / "out.png")
-    assert plot.size[1] == 2 * 80 + 3 * 2  # input above output, 80 mel bands each, 2-pixel padding
+    assert plot.size[1] == figure_layout(columns=1, n_mels=80, panels=2).size[1]  # input above output, 80 bands each
 
     code, _, stderr = specgan("convert", source, "--to", "jazz", "--model", run, cwd=tmp_path)
     assert code == 2 and "--to jazz" in stderr and "SF1 and TM3" in stderr

@@ -26,6 +26,7 @@ from specgan.cli import app
 from specgan.convert import Translator, convert_file, convert_waveform, find_translator, load_translator, \
     translate_logmel
 from specgan.errors import CheckpointError, ConfigError
+from specgan.spectrogram_figure import LEFT, colour_table, figure_layout
 from helpers import one_line_error, write_run
 
 PARAMS = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32)
@@ -473,13 +474,14 @@ def test_plot_shows_input_above_output(run, tmp_path):
     assert code == 0, stderr
     png = tmp_path / "o" / "res.png"
     assert f"and {png}" in stdout
+    n_frames = 1 + int(0.9 * RATE) // PARAMS.hop_length
+    layout = figure_layout(columns=n_frames, n_mels=PARAMS.n_mels, panels=2)
     with Image.open(png) as image:
-        n_frames = 1 + int(0.9 * RATE) // PARAMS.hop_length
-        assert image.size == (n_frames + 4, 2 * PARAMS.n_mels + 6)  # two tiles, 2-pixel padding around each
-        pixels = np.asarray(image)
-    # The top tile is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
-    top = pixels[2:2 + PARAMS.n_mels, 2:-2].astype(float)
-    assert top[-8:].mean() > top[:8].mean()
+        assert image.size == layout.size
+        grey = np.asarray(image.convert("L")).astype(float)
+    # The top panel is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
+    top = grey[layout.top(0):layout.top(0) + layout.height, LEFT:LEFT + layout.width]
+    assert top[-8 * layout.y_scale:].mean() > top[:8 * layout.y_scale].mean()
 
 
 def test_automatic_choice_names_and_warns_about_runs_it_cannot_read(tmp_path, monkeypatch):
@@ -506,13 +508,19 @@ def test_plot_of_a_long_input_averages_runs_of_frames(run, tmp_path, monkeypatch
     monkeypatch.setattr(convert, "PLOT_MAX_COLUMNS", 16)
     src = speech_file(tmp_path / "in.wav", seconds=0.9)           # 113 frames: runs of 8, the last of 1
     assert convert.convert_path(src, to="B", model=run, output=tmp_path / "res.wav", plot=True).converted[0].plot
+    layout = figure_layout(columns=15, n_mels=PARAMS.n_mels, panels=2)
     with Image.open(tmp_path / "res.png") as image:
-        assert image.size == (15 + 4, 2 * PARAMS.n_mels + 6)
-        pixels = np.asarray(image).astype(float)
+        assert image.size == layout.size
+        pixels = np.asarray(image).astype(int)
     wave, _ = load_audio(src, sample_rate=RATE)
-    logmel = convert.LogMel(PARAMS)(wave)                       # the top tile: the input's, averaged over 8 frames
-    column = ((logmel[:, 8:16].mean(1).flip(0) + 1) * 127.5).round()
-    np.testing.assert_allclose(pixels[2:2 + PARAMS.n_mels, 3], column.numpy(), atol=1.0)
+    logmel = convert.LogMel(PARAMS)(wave)                       # the top panel: the input's, averaged over 8 frames
+    levels = ((logmel[:, 8:16].mean(1).flip(0) + 1) * 127.5).round().long().numpy()
+    x = LEFT + layout.x_scale                                   # the second column's first pixel
+    rows = layout.top(0) + np.arange(PARAMS.n_mels) * layout.y_scale
+    # Within one quantisation level of the mean (float rounding), in the colour map's terms.
+    table = colour_table().astype(int)
+    nearest = [np.abs(table[max(0, v - 1):v + 2] - pixels[y, x]).sum(1).min() for v, y in zip(levels, rows)]
+    assert max(nearest) == 0
     monkeypatch.undo()
     help_text = " ".join(CliRunner().invoke(app, ["convert", "--help"], terminal_width=200).output.split())
     assert f"to at most {convert.PLOT_MAX_COLUMNS} columns" in help_text   # the help says the real limit
