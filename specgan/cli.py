@@ -323,7 +323,8 @@ def prep(
     with progress:
         task = progress.add_task("files", total=None)
         report = run_prep(src, output, params=params, domains=wanted, domain_pattern=domain_pattern,
-                          workers=workers or os.cpu_count() or 1, overwrite=overwrite, on_start=lambda n: progress.update(task, total=n),
+                          workers=workers or os.cpu_count() or 1, overwrite=overwrite,
+                          on_start=lambda n: progress.update(task, total=n),
                           on_file=lambda _path: progress.advance(task))
     _print_prep_summary(report)
 

@@ -141,8 +141,9 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
     Per pair: MCD and LSD of the conversion against the target, the same for the unconverted source (the
     baseline), the spectral convergence of Griffin-Lim against the magnitude it was given, and the MCD of the
     target itself passed through log-mel and Griffin-Lim (the floor this inversion puts under any conversion).
-    Returns means over pairs, the ratio converted / baseline MCD (below 1 means the conversion moved towards the target; it does
-    not depend on the cepstrum's scaling constant) and the per-pair figures (:func:`record_result` keeps them).
+    Returns means over pairs, the ratio converted / baseline MCD (below 1 means the conversion moved towards the
+    target; it does not depend on the cepstrum's scaling constant) and the per-pair figures (:func:`record_result`
+    keeps them).
     """
     from specgan.audio.io import load_audio
     from specgan.convert import convert_waveform, load_translator

@@ -170,11 +170,12 @@ class LogMel(nn.Module):
 
     ``frames = 1 + samples // hop_length`` (centred, reflect-padded STFT with a periodic Hann window), power
     spectrogram, librosa's slaney mel filterbank (:func:`mel_filterbank`): the definition of
-    ``torchaudio.transforms.MelSpectrogram`` and of librosa's ``melspectrogram``, and ``torch.stft``'s numbers. The frames are windowed and transformed with
-    one real FFT, squared in place as ``re² + im²`` (the complex ``abs`` is the slowest way to a power on CPU),
-    laid out ``(n_freqs, frames)`` and projected on the mel filters as a sparse matrix on the CPU: prep spends about
-    30% less time here than with ``torch.stft`` and a dense projection. Batched input gives the same result as each
-    signal alone. The window and filterbank are buffers, so the module follows ``.to()``.
+    ``torchaudio.transforms.MelSpectrogram`` and of librosa's ``melspectrogram``, and ``torch.stft``'s numbers. The
+    frames are windowed and transformed with one real FFT, squared in place as ``re² + im²`` (the complex ``abs`` is
+    the slowest way to a power on CPU), laid out ``(n_freqs, frames)`` and projected on the mel filters as a sparse
+    matrix on the CPU: prep spends about 30% less time here than with ``torch.stft`` and a dense projection. Batched
+    input gives the same result as each signal alone. The window and filterbank are buffers, so the module follows
+    ``.to()``.
     """
 
     def __init__(self, params: AudioParams):
