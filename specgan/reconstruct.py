@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
+from specgan.atomic import make_parent
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, block_size, centred_stft_frames, invert_logmel, \
     spectral_convergence_blocks
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
-from specgan.errors import AudioError, SpecganError
+from specgan.errors import AudioError
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,7 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     memory follows the block size, not the length.
     """
     wave, source_rate = load_audio(src, sample_rate=params.sample_rate)
-    try:  # before the work, so that a missing output folder does not cost it
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SpecganError(f"{dst}: cannot create its folder ({e.strerror or e})") from None
+    make_parent(dst)  # before the work, so that an output folder that cannot be made does not cost it
     wave = wave.to(device)
     block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
     try:

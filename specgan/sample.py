@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from specgan.atomic import make_parent
 from specgan.audio.inverse import MelInverter
 from specgan.audio.io import save_audio
 from specgan.audio.params import AudioParams
@@ -157,6 +158,7 @@ def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str
         raise ConfigError(f"{output}: the grid is written as PNG; give a .png file name")
     if audio and model.audio is None:
         raise ConfigError(f"--audio: {model.checkpoint} is an image model, not a spectrogram model")
+    make_parent(output)
     z, labels, nrow = latents_and_labels(model, n=n, label=label, seed=seed, interpolate=interpolate)
     images = model(z, labels)
     save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)

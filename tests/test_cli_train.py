@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from helpers import one_line_error
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +53,10 @@ def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
 
     code, _, stderr = specgan("sample", run, "--label", "3", "-o", tmp_path / "x.png", cwd=tmp_path)
     assert code == 2 and "not a conditional model" in stderr
+    (tmp_path / "afile").write_text("in the way")               # where the grid's folder should be
+    code, _, stderr = specgan("sample", run, "-o", tmp_path / "afile" / "sub" / "x.png", cwd=tmp_path)
+    one_line_error(code, stderr, f"{tmp_path / 'afile' / 'sub' / 'x.png'}: cannot create its folder "
+                                 f"({tmp_path / 'afile'} is a file)")
 
     # The run folder stands for its recipe.toml; a checkpoint given instead names the command that continues.
     code, stdout, stderr = specgan("train", run, "--device", "cpu", "--quiet", cwd=tmp_path)
