@@ -3,6 +3,7 @@ and a seeded tiny run that learns to move energy from low to high mel bands."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def test_crop_wider_than_the_chunks_is_an_error(tones, tmp_path):
     # narrower than the networks take: the key is named, not the image shape the networks were asked for
     with pytest.raises(ConfigError, match="^train.crop_frames = 7: cyclegan needs at least 8 frames$"):
         TranslateTask(tiny_recipe(tones, tmp_path / "run", crop_frames=7), data, device=torch.device("cpu"))
+
+
+
+def test_a_domain_without_chunks_is_refused_before_training(tones, tmp_path):
+    """Every file of a speaker can be too short for a chunk: prep then keeps the domain with no chunks, and the
+    first step's losses would be NaN (a mean over an empty batch), blamed on the learning rates."""
+    data = load_spectrogram_data(tones, domains=("low", "high"))
+    only_low = dataclasses.replace(data, images=data.images[data.labels == 0], labels=data.labels[data.labels == 0])
+    with pytest.raises(ConfigError, match=r"^.*: domain high has no chunks \(prep skipped all of its files; its "
+                                          r"manifest.json says why\); nothing to translate from$"):
+        TranslateTask(tiny_recipe(tones, tmp_path / "run"), only_low, device=torch.device("cpu"))
+    one_high = dataclasses.replace(data, images=torch.cat([only_low.images, data.images[data.labels == 1][:1]]),
+                                   labels=torch.cat([only_low.labels, torch.ones(1, dtype=torch.long)]))
+    TranslateTask(tiny_recipe(tones, tmp_path / "run"), one_high, device=torch.device("cpu"))  # one is enough
 
 
 # -- steps ---------------------------------------------------------------------------------------------------

@@ -152,9 +152,18 @@ class TranslateTask:
 
         def domain(label: int) -> ImageData:
             keep = data.labels == label
-            return ImageData(images=data.images[keep], labels=data.labels[keep], class_names=data.class_names)
+            return ImageData(images=data.images[keep], labels=data.labels[keep], class_names=data.class_names,
+                             audio=data.audio, source=data.source)
 
         a, b = domain(0), domain(1)
+        for name, part in zip(self.domains, (a, b)):
+            if len(part) < distributed.world_size:
+                # Caught here, not as a NaN loss at step 1: every file of a domain can be too short for a chunk.
+                noun = "chunk" if data.audio is not None else "image"
+                why = (f" for {distributed.world_size} processes" if len(part) else
+                       " (prep skipped all of its files; its manifest.json says why)" if data.audio is not None else "")
+                raise ConfigError(f"{data.source}: domain {name} has {len(part) or 'no'} {noun}"
+                                  f"{'' if len(part) == 1 else 's'}{why}; nothing to translate from")
         self.batches_a = Batches(a, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed,
                                  what=f"chunks of domain {self.domains[0]}")
         self.batches_b = Batches(b, batch_size=t.batch_size, seed=t.seed + 1, device=device, distributed=distributed,
