@@ -303,7 +303,9 @@ def prep(
              "[default: the sub-folder].")] = None,
     workers: Annotated[Optional[int],
                        typer.Option(min=1, help="Files processed in parallel [default: all cores].")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Rebuild OUT even if it was made with other parameters.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Rebuild the dataset from the recordings, re-using none of it (also one made with other parameters, "
+             "or damaged).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ):
     """Turn a folder of recordings into fixed-size normalised log-mel chunks (a dataset folder)."""

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from specgan.audio.params import AudioParams
 from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
 from specgan.data.prep import ClipLogMel, chunk_logmel, prep
-from specgan.errors import AudioError
+from specgan.data.spectrogram_data import load_spectrogram_data
+from specgan.errors import AudioError, DatasetError
+from helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEAKERS = {"SF1": ["100001.flac", "100003.flac"], "TM3": ["100001.flac", "100004.flac"]}
@@ -279,6 +282,39 @@ def test_other_parameters_need_overwrite(corpus, tmp_path):
     assert open_dataset(out).audio.n_fft == 512
 
 
+
+def test_a_damaged_dataset_is_refused_and_overwrite_rebuilds_it(corpus, tmp_path):
+    """A missing array file stops an update (whose unchanged rows it would copy) with the way out; damaged values
+    stop training's load; --overwrite rebuilds from the recordings, re-using nothing, in both cases."""
+    out = tmp_path / "ds"
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST)[0] == 0
+    good = open_dataset(out)
+    want = np.asarray(good.chunks).copy()
+    chunks_file = out / good.manifest["files"]["chunks"]
+    del good
+    chunks_file.unlink()
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    one_line_error(code, output, f"{chunks_file}: missing or damaged dataset array",
+                   "to rebuild the dataset from the recordings, run the same command with --overwrite")
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--overwrite")
+    assert code == 0 and "re-used 0 unchanged" in output, output
+    np.testing.assert_array_equal(open_dataset(out).chunks, want)
+
+    chunks_file = out / open_dataset(out).manifest["files"]["chunks"]
+    values = np.load(chunks_file, mmap_mode="r+")
+    values[0, 0, :3] = [np.nan, np.inf, 2.0]                      # a damaged file: prep only writes [-1, 1]
+    values.flush()
+    del values
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(chunks_file))}: 3 values are not numbers in \[-1, 1\] "
+                                           r"\(the file is damaged\); make the dataset again with: specgan prep SRC "
+                                           rf"-o {re.escape(str(out))} --overwrite$"):
+        load_spectrogram_data(out)
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    assert code == 0 and "up to date" in output                  # an update cannot know (the hashes are right)
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--overwrite")[0] == 0
+    np.testing.assert_array_equal(load_spectrogram_data(out).images[:, 0].numpy(), want.astype(np.float32))
+
+
 def test_worker_processes_give_the_same_dataset(corpus, tmp_path):
     one = prep(corpus, tmp_path / "one", params=FAST_PARAMS, workers=1)
     two = prep(corpus, tmp_path / "two", params=FAST_PARAMS, workers=2)
@@ -329,8 +365,8 @@ def test_prep_leaves_the_users_own_files_in_the_output_folder_alone(corpus, tmp_
            "positions-0123456789ab.npy.bak": b"a backup", "notes.txt": b"notes"}
     for name, data in own.items():
         (out / name).write_bytes(data)
-    for _ in range(2):  # a new dataset, then an update
-        prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=True)
+    for overwrite in (False, False, True):  # a new dataset, an update, a rebuild
+        prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=overwrite)
         assert {name: (out / name).read_bytes() for name in own} == own
     assert len(list(out.glob("chunks-*.npy"))) == 3  # the dataset's own, and the user's two
 

@@ -28,7 +28,8 @@ from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_bytes, mono_blocks,
                               open_regular, peak_amplitude, relative_audio_files, resample_whole)
 from specgan.audio.params import AudioParams
-from specgan.data.dataset_dir import domains_table, open_dataset, read_manifest, remove_orphans, write_dataset
+from specgan.data.dataset_dir import PreppedDataset, domains_table, open_dataset, read_manifest, remove_orphans, \
+    write_dataset
 from specgan.errors import AudioError, DatasetError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
@@ -494,8 +495,9 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     with FolderLock(out, error=DatasetError, busy="another specgan prep is writing this dataset; wait for it to finish",
                     made=made, elsewhere="choose another -o"):
         current = _current_manifest(out, overwrite=overwrite)
-        old = _reusable(current, out, params=params, overwrite=overwrite)
-        previous = open_dataset(out) if old is not None else None
+        # --overwrite rebuilds from the recordings and re-uses nothing: the way out of a damaged dataset.
+        old = None if overwrite else _reusable(current, out, params=params)
+        previous = _open_previous(out) if old is not None else None
         if current is not None:
             # Space left by an interrupted prep. The current dataset stays whole until the new one is committed,
             # even when --overwrite replaces it: a failed or interrupted rebuild leaves it usable.
@@ -579,19 +581,27 @@ def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
         raise
 
 
-def _reusable(old: dict | None, out: Path, *, params: AudioParams, overwrite: bool) -> dict | None:
+def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | None:
     """``old``, the manifest of the dataset at ``out``, when it can be updated with ``params``; None when there is
-    none or ``overwrite`` replaces one made with other parameters (otherwise that is a DatasetError)."""
+    none. A dataset made with other parameters is a DatasetError (``--overwrite`` rebuilds it instead)."""
     if old is None or old["audio"] == to_mapping(params):
         return old
-    if not overwrite:
-        wanted = to_mapping(params)
-        changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(v)}" for k, v in wanted.items()
-                            if old["audio"].get(k) != v)
-        raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
-                           f"prep with the parameters it was made with (the same --recipe or flags), or use "
-                           f"--overwrite to rebuild it with these")
-    return None
+    wanted = to_mapping(params)
+    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(v)}" for k, v in wanted.items()
+                        if old["audio"].get(k) != v)
+    raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
+                       f"prep with the parameters it was made with (the same --recipe or flags), or use "
+                       f"--overwrite to rebuild it with these")
+
+
+def _open_previous(out: Path) -> PreppedDataset:
+    """The dataset at ``out``, whose unchanged files' chunks an update copies; one whose arrays are missing or
+    damaged is a DatasetError that says how to rebuild it."""
+    try:
+        return open_dataset(out)
+    except DatasetError as e:
+        raise DatasetError(f"{e}; to rebuild the dataset from the recordings, run the same command with "
+                           f"--overwrite") from None
 
 
 #: Files one hashing task takes (one task per file costs more in thread hand-offs than hashing a short file).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,12 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
     if len(labels) == 0:
         which = f" of domains {', '.join(domains)}" if domains else ""
         raise DatasetError(f"{path}: holds no chunks{which} to train on")
+    # prep writes values in [-1, 1]; anything else is a damaged file, which training would meet as a NaN loss
+    bad = int(np.count_nonzero(~(np.abs(chunks) <= 1.0)))
+    if bad:
+        raise DatasetError(f"{path / ds.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
+                           f"(the file is damaged); make the dataset again with: specgan prep SRC -o "
+                           f"{shlex.quote(str(path))} --overwrite")
     images = torch.from_numpy(chunks).unsqueeze(1)
     return ImageData(images=images, labels=torch.from_numpy(labels), class_names=class_names, audio=ds.audio,
                      source=str(path))
