@@ -353,6 +353,8 @@ def _print_prep_summary(report) -> None:
         gone = f" (domain(s) {', '.join(report.removed_domains)} with them)" if report.removed_domains else ""
         say(f"removed {len(report.removed)} file(s) of the previous dataset, no longer found or selected{gone}: "
             f"{', '.join(report.removed[:5])}{', ...' if len(report.removed) > 5 else ''}", style="yellow")
+    for note in report.notes:
+        warn(note)
     if m["skipped"]:
         say(f"skipped {len(m['skipped'])} file(s):", style="yellow")
         for s in m["skipped"][:20]:

@@ -230,6 +230,47 @@ def test_domain_folders_may_be_links_and_link_loops_end(tmp_path):
     (src / "up").symlink_to(src, target_is_directory=True)                           # another loop
     assert [f.relative_to(src).as_posix() for f in audio_files(src)] == ["SF1/1.wav", "TM3/1.wav"]
     assert [s.domain for s in prep_module.discover(src)] == ["SF1", "TM3"]
+    (src / "again").symlink_to(store / "SF1", target_is_directory=True)               # a second link
+    notes = []
+    assert [s.domain for s in prep_module.discover(src, notes=notes)] == ["SF1", "TM3"]
+    # The loops are said too (harmless), and the domain that the second link would have been.
+    assert f"{src / 'again'}: the same folder as {src / 'SF1'} (through a link), so its files count once, as " \
+           f"{src / 'SF1'}'s" in notes
+
+
+def test_prep_says_what_it_passed_over(tmp_path):
+    """Files not named as audio, and a domain folder holding none, were left out without a word: a speaker
+    recorded as .m4a vanished from the dataset."""
+    src = tmp_path / "src"
+    for name in ("A/1.wav", "A/notes.txt", "B/1.m4a", "B/2.M4A", "B/take.aac", "C/readme", "D/x.wav"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"")
+    notes = []
+    assert [s.domain for s in prep_module.discover(src, notes=notes)] == ["A", "D"]
+    assert notes == [f"{src}: passed over 5 file(s) not named as audio (2 .m4a, 1 without a suffix, 1 .aac, 1 .txt); "
+                     "convert .aac, .m4a files to .wav or .flac to use them",
+                     f"{src / 'B'}: no audio files in it, so no domain B",
+                     f"{src / 'C'}: no audio files in it, so no domain C"]
+    notes = []
+    prep_module.discover(src, domains=("A",), notes=notes)           # folders of other domains are not news
+    assert len(notes) == 1 and notes[0].startswith(f"{src}: passed over 5 file(s)")
+    notes = []
+    prep_module.discover(src, domain_pattern="^(\\w)", notes=notes)   # domains from names: no folder notes
+    assert len(notes) == 1
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".caf", "CAF"), (".w64", "W64"), (".rf64", "RF64"), (".sph", "NIST"),
+                                        (".voc", "VOC"), (".snd", "AU"), (".bwf", "WAV"), (".wave", "WAV")])
+def test_every_listed_suffix_reads(tmp_path, suffix, fmt):
+    """The suffixes looked for are formats libsndfile reads, and the header check lets each one through (a CAF
+    file was refused as 'no known audio header', and a .w64 file was read alone but not found in a folder)."""
+    tone = (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+    path = tmp_path / f"a{suffix}"
+    sf.write(path, tone, 16000, format=fmt, subtype="PCM_16")
+    assert suffix in AUDIO_SUFFIXES and audio_files(tmp_path) == [path]
+    wave, rate = load_audio(path, sample_rate=16000)
+    assert rate == 16000
+    np.testing.assert_allclose(wave.numpy(), tone, atol=2 / 32768)
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -29,7 +30,8 @@ from specgan.audio.wav import pcm16_samples, pcm16_wav
 from specgan.errors import AudioError, SpecganError
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".opus"})
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".bwf", ".w64", ".rf64", ".flac", ".ogg", ".oga", ".opus", ".mp3",
+                            ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".sph", ".nist", ".voc"})
 #: Output suffix → libsndfile format that :func:`save_audio` writes.
 OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 #: Sample rates (Hz) accepted from a file; outside this a header is broken (a rate of 1 Hz would make
@@ -45,10 +47,11 @@ WHOLE_SAMPLES = 1 << 20
 #: A longer file streams in blocks of about this many samples at the output rate (3 s at 22050 Hz): decoding,
 #: resampling and the STFT then hold a few MB at a time, however long the file is.
 BLOCK_SAMPLES = 1 << 16
-#: How the formats libsndfile reads begin (WAV/RF64/W64/BW64, AIFF, AU, FLAC, Ogg, MP3 with an ID3 tag).
-#: A file starting otherwise (and not with an MPEG frame) is not handed to libsndfile, whose MP3 probe would
-#: print resync notes on stderr and report random bytes as "not a regular file".
-MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"BW64", b"FORM", b".snd", b"dns.", b"fLaC", b"OggS", b"ID3")
+#: How the formats of :data:`AUDIO_SUFFIXES` begin (WAV/RF64/W64/BW64, AIFF, AU, FLAC, Ogg, MP3 with an ID3 tag,
+#: CAF, NIST SPHERE, Creative VOC). A file starting otherwise (and not with an MPEG frame) is not handed to
+#: libsndfile, whose MP3 probe would print resync notes on stderr and report random bytes as "not a regular file".
+MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"BW64", b"FORM", b".snd", b"dns.", b"fLaC", b"OggS", b"ID3", b"caff",
+         b"NIST", b"Crea")
 
 
 def audio_files(folder: str | os.PathLike) -> list[Path]:
@@ -61,27 +64,53 @@ def audio_files(folder: str | os.PathLike) -> list[Path]:
     return [Path(folder, relative) for relative in relative_audio_files(folder)]
 
 
-def relative_audio_files(folder: str | os.PathLike) -> list[str]:
-    """:func:`audio_files` as paths relative to ``folder`` (``os.sep`` between parts), in the same order: sorted
-    part by part, as :class:`~pathlib.Path` objects sort. Strings, because pathlib's parsing took most of a
-    prep's discovery (10 ms for 648 files)."""
-    found, searched = [], set()
+@dataclass(frozen=True)
+class AudioScan:
+    """What :func:`scan_audio_files` found under a folder, as paths relative to it (``os.sep`` between parts).
+
+    Attributes:
+        files: the audio files, sorted part by part, as :class:`~pathlib.Path` objects sort.
+        ignored: suffix (lower case; ``""`` for none) → how many other files were passed over by their names.
+        repeated: ``(folder, the folder it is)`` for each folder reached again through a link, passed over.
+    """
+
+    files: list[str]
+    ignored: dict[str, int]
+    repeated: list[tuple[str, str]]
+
+
+def scan_audio_files(folder: str | os.PathLike) -> AudioScan:
+    """The audio files under ``folder`` (see :func:`audio_files`) and what was passed over. Strings, because
+    pathlib's parsing took most of a prep's discovery (10 ms for 648 files)."""
+    found, ignored, repeated, searched = [], {}, [], {}
     for root, dirs, names in os.walk(folder, followlinks=True):
+        relative_root = os.path.relpath(root, folder)
         try:
             info = os.stat(root)
         except OSError:
             info = None
         identity = (info.st_dev, info.st_ino) if info else root
         if identity in searched:  # reached again through a link: its files are listed once, and loops end here
+            repeated.append((relative_root, searched[identity]))
             dirs[:] = []
             continue
-        searched.add(identity)
+        searched[identity] = relative_root
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        relative_root = os.path.relpath(root, folder)
         prefix = "" if relative_root == os.curdir else relative_root + os.sep
-        found += [prefix + n for n in names
-                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in AUDIO_SUFFIXES]
-    return sorted(found, key=lambda relative: relative.split(os.sep))
+        for name in names:
+            if name.startswith("."):
+                continue
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in AUDIO_SUFFIXES:
+                found.append(prefix + name)
+            else:
+                ignored[suffix] = ignored.get(suffix, 0) + 1
+    return AudioScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated)
+
+
+def relative_audio_files(folder: str | os.PathLike) -> list[str]:
+    """:func:`audio_files` as paths relative to ``folder``, in the same order (see :func:`scan_audio_files`)."""
+    return scan_audio_files(folder).files
 
 
 def open_regular(path: str | os.PathLike) -> BinaryIO:

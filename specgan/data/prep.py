@@ -25,8 +25,8 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, Resamplers, block_frames_for, decode_bytes, mono_blocks,
-                              open_regular, peak_amplitude, relative_audio_files, resample_whole)
+from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes, mono_blocks,
+                              open_regular, peak_amplitude, resample_whole, scan_audio_files)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import PreppedDataset, domains_table, open_dataset, read_manifest, remove_orphans, \
     write_dataset
@@ -81,15 +81,18 @@ class PrepReport:
     #: domains that went with them.
     removed: list[str] = field(default_factory=list)
     removed_domains: list[str] = field(default_factory=list)
+    #: What discovery passed over (see :func:`discover`), for the user.
+    notes: list[str] = field(default_factory=list)
 
 
-def discover(src: Path, *, domains: tuple[str, ...] | None = None,
-             domain_pattern: str | None = None) -> list[SourceFile]:
+def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_pattern: str | None = None,
+             notes: list[str] | None = None) -> list[SourceFile]:
     """Audio files under ``src`` (recursive, sorted, hidden files and folders ignored), with their domains.
 
     The domain is the first sub-folder, or, with ``domain_pattern``, the first group of that regular expression
     searched in the file name (e.g. ``^(\\d+)_`` labels FSDD's ``7_jackson_3.wav`` as domain ``7``); a file
-    the pattern does not match is an error naming it.
+    the pattern does not match is an error naming it. ``notes`` gets a line for what was passed over: files not
+    named as audio, and domain folders that hold none or are another folder again (through a link).
     """
     try:
         pattern = re.compile(domain_pattern) if domain_pattern else None
@@ -103,7 +106,10 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
         raise DatasetError(f"{src}: not a folder (prep reads a folder of audio files)")
     found = []
     folder_domain = src.resolve().name or "audio"  # for files directly in src
-    for relative in relative_audio_files(src):
+    scan = scan_audio_files(src)
+    if notes is not None:
+        notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains)
+    for relative in scan.files:
         parts = relative.split(os.sep)
         path = Path(src, relative)
         domain = parts[0] if len(parts) > 1 else folder_domain
@@ -123,6 +129,33 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None,
     if not found:
         raise DatasetError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     return found
+
+
+#: Suffixes of audio formats that libsndfile does not read, for the advice to convert them first.
+OTHER_AUDIO_SUFFIXES = frozenset({".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".3gp", ".ape", ".wv", ".mka",
+                                  ".alac", ".mpc", ".ac3"})
+
+
+def _passed_over(src: Path, scan: AudioScan, *, by_folder: bool, domains: tuple[str, ...] | None) -> list[str]:
+    """Lines about what :func:`discover` leaves out (see its ``notes``)."""
+    lines = []
+    if scan.ignored:
+        counts = ", ".join(f"{n} {suffix or 'without a suffix'}" for suffix, n in
+                           sorted(scan.ignored.items(), key=lambda item: (-item[1], item[0]))[:6])
+        other = sorted(set(scan.ignored) & OTHER_AUDIO_SUFFIXES)
+        advice = f"; convert {', '.join(other)} files to .wav or .flac to use them" if other else ""
+        lines.append(f"{src}: passed over {sum(scan.ignored.values())} file(s) not named as audio ({counts}){advice}")
+    for folder, same in scan.repeated:
+        lines.append(f"{src / folder}: the same folder as {src / same} (through a link), so its files count once, "
+                     f"as {src / same}'s")
+    if by_folder:
+        with_files = {relative.split(os.sep)[0] for relative in scan.files}
+        repeated = {folder for folder, _ in scan.repeated}
+        for entry in sorted(os.scandir(src), key=lambda e: e.name):
+            if (entry.is_dir() and not entry.name.startswith(".") and entry.name not in with_files
+                    and entry.name not in repeated and (not domains or entry.name in domains)):
+                lines.append(f"{src / entry.name}: no audio files in it, so no domain {entry.name}")
+    return lines
 
 
 def printable(name: str) -> str:
@@ -484,7 +517,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     used, when another prep holds ``out``, or when the dataset cannot be written (the previous one is then kept).
     """
     src, out = Path(src), Path(out)
-    sources = discover(src, domains=domains, domain_pattern=domain_pattern)
+    notes: list[str] = []
+    sources = discover(src, domains=domains, domain_pattern=domain_pattern, notes=notes)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
     made = outermost_missing(out)
@@ -526,7 +560,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         label_of = {name: i for i, name in enumerate(domain_names)}
         chunks, labels, positions, entries, skipped = [], [], [], [], []
         total_chunks = 0
-        report = PrepReport(out=out, manifest=old or {}, found=len(sources), skipped=skipped)
+        report = PrepReport(out=out, manifest=old or {}, found=len(sources), skipped=skipped, notes=notes)
         for source in sources:
             digest = hashes.get(source.path)
             result = results.get(source.path)
