@@ -187,7 +187,7 @@ class Demo:
         self.run("train", Path("recipes/mnist_dcgan.toml"), "--set", f"data.path={self.show(data)}",
                  "--set", f"output.dir={self.show(run)}", *self.sets(MNIST_SETS[self.budget]), device=True)
         grid = self.out / "digits.png"
-        self.run("sample", run, "-o", grid, device=True)
+        self.run("sample", run, "-o", grid, "--overwrite", device=True)
         self.rows.append(("generated digits", self.show(grid), "64 samples of the trained generator"))
 
     def summary(self, elapsed: float) -> None:

@@ -558,6 +558,7 @@ def sample(
                                                    "latent to another; n is rounded down to whole rows.")] = False,
     audio: Annotated[bool, typer.Option(help="Spectrogram models: also write each sample as .wav.")] = False,
     iters: Annotated[int, typer.Option(min=1, help="Griffin-Lim iterations for --audio.")] = 32,
+    overwrite: Overwrite = False,
     device: Device = "auto",
 ):
     """Draw samples from a trained generator into a PNG grid (and audio for spectrogram models)."""
@@ -565,7 +566,7 @@ def sample(
 
     dev, threads = compute_device(device)
     report = draw(run, output=output, n=n, label=label, seed=seed, interpolate=interpolate, audio=audio,
-                  n_iter=iters, device=dev, on_warning=warn)
+                  n_iter=iters, device=dev, overwrite=overwrite, on_warning=warn)
     note(threads)
     say(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})")
     for path in report.audio:

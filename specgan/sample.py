@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from specgan.atomic import make_parent
 from specgan.audio.inverse import MelInverter
-from specgan.audio.io import save_audio
+from specgan.audio.io import refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import CheckpointError, ConfigError
 from specgan.models import build_model
@@ -148,9 +148,10 @@ def latents_and_labels(model: TrainedGenerator, *, n: int, label: str | None, se
 
 def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str | None = None, seed: int = 0,
          interpolate: bool = False, audio: bool = False, n_iter: int = 32, device: torch.device | str = "cpu",
-         on_warning: Callable[[str], None] | None = None) -> SampleReport:
+         overwrite: bool = False, on_warning: Callable[[str], None] | None = None) -> SampleReport:
     """``specgan sample``: a PNG grid of samples (and, for spectrogram models, one audio file per sample);
-    ``on_warning`` gets a line for each damaged checkpoint passed over."""
+    files that exist are refused before any work unless ``overwrite``; ``on_warning`` gets a line for each
+    damaged checkpoint passed over."""
     from specgan.images import save_grid
 
     model = load_generator(run_or_checkpoint, device=device, on_warning=on_warning)
@@ -158,14 +159,17 @@ def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str
         raise ConfigError(f"{output}: the grid is written as PNG; give a .png file name")
     if audio and model.audio is None:
         raise ConfigError(f"--audio: {model.checkpoint} is an image model, not a spectrogram model")
-    make_parent(output)
     z, labels, nrow = latents_and_labels(model, n=n, label=label, seed=seed, interpolate=interpolate)
-    images = model(z, labels)
-    save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
     written = []
     if audio:
         names = [f"{output.stem}_{i:03d}" + (f"_{model.class_names[int(labels[i])]}" if labels is not None else "")
-                 for i in range(len(images))]
+                 for i in range(len(z))]
         written = [output.with_name(f"{name}.wav") for name in names]
+    if not overwrite:
+        refuse_existing([output, *written])
+    make_parent(output)
+    images = model(z, labels)
+    save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
+    if audio:
         render_audio(images, audio=model.audio, paths=written, n_iter=n_iter, seed=seed)
     return SampleReport(output, len(images), model.step, model.checkpoint, written)

@@ -42,6 +42,12 @@ def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
     assert code == 0, stderr
     pixels = np.asarray(Image.open(tmp_path / "grid.png"))
     assert pixels.shape == (2 + 2 * 30, 2 + 8 * 30) and pixels.std() > 0
+    before = (tmp_path / "grid.png").read_bytes()
+    code, _, stderr = specgan("sample", run, "-n", "8", "-o", tmp_path / "grid.png", cwd=tmp_path)
+    one_line_error(code, stderr, f"{tmp_path / 'grid.png'}: exists; use --overwrite to replace")
+    assert (tmp_path / "grid.png").read_bytes() == before
+    code, _, stderr = specgan("sample", run, "-n", "8", "-o", tmp_path / "grid.png", "--overwrite", cwd=tmp_path)
+    assert code == 0 and np.asarray(Image.open(tmp_path / "grid.png")).shape == (2 + 30, 2 + 8 * 30), stderr
 
     # Running again with more steps continues from step 4.
     more = [s.replace("train.steps=4", "train.steps=6") for s in small]
