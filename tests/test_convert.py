@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from specgan.audio.chunks import window_starts
 from specgan.audio import inverse
 from specgan.audio.inverse import MelInverter, PhaseNoise, block_size, frame_blocks, spectral_convergence, stft
-from specgan.audio.io import load_audio
+from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan import convert
 from specgan.cli import app
@@ -571,3 +571,26 @@ def test_eval_pairs_in_folders_named_the_other_way_round_are_warned_about(run, t
     evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="B2A", n_iter=2,
                          on_warning=said.append)
     assert said == []
+
+
+@pytest.mark.parametrize("name", ["square", "speech-like", "quiet"])
+def test_ogg_output_decodes_without_clipping(tmp_path, name):
+    """Vorbis overshoots the peaks it is given (a conversion scaled to a peak of 1.0 decoded at 1.024, and a full
+    square wave at 1.45): save_audio writes again, scaled down by the overshoot, until the decoded peak is within 1.
+    A quiet signal is left as it is; .wav keeps a peak of 1.0."""
+    t = np.arange(32000) / 16000
+    signal = {"square": np.sign(np.sin(2 * np.pi * 440 * t)),
+              "speech-like": sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 30)) * (1 + np.sin(9 * t)),
+              "quiet": 0.1 * np.sign(np.sin(2 * np.pi * 440 * t))}[name]
+    signal = (signal / np.abs(signal).max() * (0.1 if name == "quiet" else 1.0)).astype(np.float32)
+    sf.write(tmp_path / "plain.ogg", signal, 16000, format="OGG", subtype="VORBIS")
+    overshoot = np.abs(sf.read(tmp_path / "plain.ogg")[0]).max()
+    save_audio(tmp_path / "out.ogg", signal, sample_rate=16000)
+    decoded = np.abs(sf.read(tmp_path / "out.ogg")[0]).max()
+    assert decoded <= 1.0
+    if overshoot > 1.0:
+        assert decoded > 0.9               # scaled by the overshoot, not by a blanket margin
+    else:
+        assert decoded == pytest.approx(overshoot, abs=1e-6)   # nothing to do: the same file
+    save_audio(tmp_path / "out.wav", signal, sample_rate=16000)
+    assert np.abs(sf.read(tmp_path / "out.wav")[0]).max() == pytest.approx(np.abs(signal).max(), abs=1 / 32768)

@@ -34,6 +34,8 @@ AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".bwf", ".w64", ".rf64", ".flac", "
                             ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".sph", ".nist", ".voc"})
 #: Output suffix → libsndfile format that :func:`save_audio` writes.
 OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+#: Tries at an Ogg Vorbis file whose decoded peaks stay within [-1, 1] (see :func:`save_audio`).
+LOSSY_TRIES = 4
 #: Sample rates (Hz) accepted from a file; outside this a header is broken (a rate of 1 Hz would make
 #: resampling to 22050 Hz multiply the samples 22050 times).
 SOURCE_RATES = (1000, 768000)
@@ -486,7 +488,10 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
         wave: shape ``(samples,)``, float in [-1, 1]; values outside are clipped.
         sample_rate: in Hz.
 
-    The format follows the suffix (``.wav`` is written as 16-bit PCM, ``.flac`` as 16-bit FLAC).
+    The format follows the suffix (``.wav`` is written as 16-bit PCM, ``.flac`` as 16-bit FLAC, ``.ogg`` as Vorbis).
+    A lossy encoder's output overshoots the peaks it was given (speech converted to a peak of 1.0 decoded at
+    1.024, clipped by any player), so an ``.ogg`` file is decoded once written and, while its peak exceeds 1,
+    written again from the waveform scaled down by that overshoot (at most :data:`LOSSY_TRIES` times).
     """
     path = Path(path)
     data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
@@ -496,5 +501,12 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
         raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
-        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+        for _ in range(LOSSY_TRIES if fmt == "OGG" else 1):
+            sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+            if fmt != "OGG":
+                break
+            decoded_peak = float(np.abs(sf.read(tmp, dtype="float32")[0]).max(initial=0.0))
+            if decoded_peak <= 1.0:
+                break
+            data = data * np.float32(0.999 / decoded_peak)
     return path
