@@ -366,8 +366,9 @@ def _print_prep_summary(report) -> None:
 @command
 def reconstruct(
     src: Annotated[Path, typer.Argument(metavar="AUDIO_FILE", help="An audio file.", dir_okay=False)],
-    output: Annotated[Path, typer.Option("--output", "-o",
-                                         help="Where to write the rebuilt audio (.wav, .flac or .ogg).")],
+    output: Annotated[str, typer.Option(  # a string: a trailing / says "a folder" (a Path drops it)
+        "--output", "-o", help="Where to write the rebuilt audio (.wav, .flac or .ogg); a folder (one that exists, "
+                               "or given with a trailing /) gets <stem>.reconstructed.wav.")],
     iters: Annotated[int, typer.Option("--iters", "-n", min=1, help="Griffin-Lim iterations.")] = 32,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the random initial phase.")] = 0,
     recipe: Recipe = None,
@@ -385,6 +386,10 @@ def reconstruct(
 
     if not src.is_file():
         raise SpecganError(f"{src}: no such file")
+    into_folder = output.endswith(("/", os.sep))
+    output = Path(output)
+    if into_folder or output.is_dir():
+        output = output / f"{src.stem}.reconstructed.wav"
     if output.exists() and output.resolve() == src.resolve():
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:

@@ -33,6 +33,20 @@ def test_reconstruct_replaces_an_existing_file_only_with_overwrite(tmp_path):
     assert code == 0 and sf.read(out)[0].size > 0, stderr
 
 
+
+def test_reconstruct_into_a_folder(tmp_path):
+    """-o naming a folder (with a trailing /, or one that exists) writes <stem>.reconstructed.wav in it; the
+    trailing / had been dropped, and 'rec: unsupported output format' was the answer."""
+    src = tmp_path / "tone.wav"
+    sf.write(src, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000).astype(np.float32), 8000)
+    for output in (f"{tmp_path / 'new'}{os.sep}", tmp_path / "new"):    # made, then existing
+        code, stdout, stderr = specgan("reconstruct", src, "-o", output, "--iters", "2", "--device", "cpu",
+                                       "--overwrite")
+        assert code == 0, stderr
+        assert f"wrote {tmp_path / 'new' / 'tone.reconstructed.wav'} " in stdout
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["tone.reconstructed.wav"]
+
+
 def test_reconstruct_of_silence_says_its_quality_cannot_be_measured(tmp_path):
     """Spectral convergence divides by the input's energy: for silence it is undefined (it printed 1.4e11)."""
     src = tmp_path / "silence.wav"
