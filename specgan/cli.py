@@ -231,10 +231,12 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML rec
                                                 dir_okay=False)]
 SetItems = Annotated[Optional[list[str]], typer.Option(
     "--set", "-s", metavar="KEY=VALUE", help="Override any [audio] key, e.g. --set f_max=8000 (repeatable).")]
-SampleRate = Annotated[Optional[int], typer.Option(help="Target sample rate in Hz [default: 22050].")]
-NFft = Annotated[Optional[int], typer.Option("--n-fft", help="FFT size in samples [default: 1024].")]
-HopLength = Annotated[Optional[int], typer.Option(help="STFT hop in samples [default: 256].")]
-NMels = Annotated[Optional[int], typer.Option("--n-mels", help="Mel bands, the image height [default: 80].")]
+SampleRate = Annotated[Optional[int], typer.Option(
+    help="Target sample rate in Hz [default: the recipe's, else 22050].")]
+NFft = Annotated[Optional[int], typer.Option("--n-fft", help="FFT size in samples [default: the recipe's, else 1024].")]
+HopLength = Annotated[Optional[int], typer.Option(help="STFT hop in samples [default: the recipe's, else 256].")]
+NMels = Annotated[Optional[int], typer.Option("--n-mels",
+                                              help="Mel bands, the image height [default: the recipe's, else 80].")]
 Overwrite = Annotated[bool, typer.Option(help="Replace output files that exist (refused otherwise, so that no "
                                                 "recording is replaced by mistake).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA, else Apple's MPS, when present), cpu, cuda, cuda:N or "
@@ -291,7 +293,8 @@ def prep(
     n_fft: NFft = None,
     hop_length: HopLength = None,
     n_mels: NMels = None,
-    frames: Annotated[Optional[int], typer.Option(help="Chunk width in frames [default: 128].")] = None,
+    frames: Annotated[Optional[int],
+                      typer.Option(help="Chunk width in frames [default: the recipe's, else 128].")] = None,
     chunk_hop: Annotated[Optional[int], typer.Option(help="Frames between chunks [default: frames // 2].")] = None,
     trim_silence: Annotated[Optional[bool], typer.Option("--trim/--no-trim",
                                                          help="Trim leading/trailing silence [default: trim].")] = None,

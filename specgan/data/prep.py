@@ -25,8 +25,8 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes, mono_blocks,
-                              open_regular, peak_amplitude, resample_whole, scan_audio_files)
+from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes,
+                              mono_blocks, open_regular, peak_amplitude, resample_whole, scan_audio_files)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import PreppedDataset, domains_table, open_dataset, read_manifest, remove_orphans, \
     write_dataset
