@@ -183,6 +183,13 @@ def test_fetch_from_mirror(tiny, tmp_path):
     shutil.copytree(dest, tmp_path / "sets" / name)
     with pytest.raises(DatasetError, match=f"it is in {tmp_path / 'sets' / name}: give that folder as the mirror"):
         fetch_idx(name, tmp_path / "third", mirror=tmp_path / "sets")
+    # A mirror that holds only some of the files: the missing one is named before any file is copied.
+    (tmp_path / "partial").mkdir()
+    for p in sorted(dest.iterdir())[:-1]:
+        shutil.copyfile(p, tmp_path / "partial" / p.name)
+    with pytest.raises(DatasetError, match=f"{sorted(dest.iterdir())[-1].name}: missing from the mirror"):
+        fetch_idx(name, tmp_path / "fourth", mirror=tmp_path / "partial")
+    assert not (tmp_path / "fourth").exists()
 
 
 def test_fetch_accepts_raw_and_recompressed_files(tiny, tmp_path):

@@ -294,17 +294,22 @@ def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, ba
     base = base_url if base_url is not None else spec.url
     if not base.endswith("/"):
         base += "/"
+    needed = []
     for entry in spec.files:
         present = find_file(dest, entry)
-        if present is not None and _verified(present, entry):
-            continue
+        if present is None or not _verified(present, entry):
+            needed.append((entry, present))
+    sources = {}
+    for entry, _ in needed if mirror is not None else ():  # all found before any is copied: no half-filled folder
+        sources[entry.name] = find_file(Path(mirror), entry)
+        if sources[entry.name] is None:
+            inside = find_file(Path(mirror) / name, entry)
+            hint = f"; it is in {Path(mirror) / name}: give that folder as the mirror" if inside else ""
+            raise DatasetError(f"{Path(mirror) / entry.name}: missing from the mirror (also looked for "
+                               f"{entry.raw_name}){hint}")
+    for entry, present in needed:
         if mirror is not None:
-            source = find_file(Path(mirror), entry)
-            if source is None:
-                inside = find_file(Path(mirror) / name, entry)
-                hint = f"; it is in {Path(mirror) / name}: give that folder as the mirror" if inside else ""
-                raise DatasetError(f"{Path(mirror) / entry.name}: missing from the mirror (also looked for "
-                                   f"{entry.raw_name}){hint}")
+            source = sources[entry.name]
             target = dest / source.name
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
