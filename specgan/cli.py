@@ -510,7 +510,9 @@ def train(
     if result.rank != 0:  # under torchrun, rank 0 reports
         return
     if result.resumed_from >= r.train.steps:
-        say(f"{r.run_dir} already reached step {result.resumed_from}; raise train.steps to go on")
+        below = f" (train.steps = {r.train.steps} is below it: nothing is undone)" \
+            if result.resumed_from > r.train.steps else ""
+        say(f"{r.run_dir} already reached step {result.resumed_from}{below}; raise train.steps to go on")
         return
     say(f"finished step {result.step} in {result.run_dir}; checkpoint {result.checkpoint}")
     run = shlex.quote(str(result.run_dir))  # a command to copy: a path with spaces must stay one word

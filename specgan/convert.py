@@ -29,7 +29,7 @@ from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_fi
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
-from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint
+from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint, run_folders
 
 PHASE_INITS = ("source", "random")
 #: The widest ``--plot``: a longer input's frames are averaged in runs down to at most this many columns (a
@@ -114,17 +114,6 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
                       generators["G_BA"])
 
 
-def _run_folders(runs_dir: Path) -> list[Path]:
-    """The folders under ``runs_dir`` (at any depth; ``runs/voices/sf1_tm3``) that hold a ``checkpoints`` folder;
-    nothing inside a run folder is searched."""
-    found = []
-    for folder, subfolders, _ in os.walk(runs_dir):
-        if "checkpoints" in subfolders:
-            found.append(Path(folder))
-            subfolders.clear()
-    return found
-
-
 def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
                     on_warning: Callable[[str], None] | None = None) -> Path:
     """The newest run folder under ``runs_dir``, at any depth (by the time its newest checkpoint was written), that
@@ -138,7 +127,7 @@ def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
     """
     runs_dir = Path(runs_dir)
     candidates = []
-    for run in _run_folders(runs_dir):
+    for run in run_folders(runs_dir):
         checkpoints = list_checkpoints(run)
         if checkpoints:
             candidates.append((checkpoints[-1].stat().st_mtime, run))

@@ -66,7 +66,10 @@ def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
 
     # The run folder stands for its recipe.toml; a checkpoint given instead names the command that continues.
     code, stdout, stderr = specgan("train", run, "--device", "cpu", "--quiet", cwd=tmp_path)
-    assert code == 0 and f"{run} already reached step 6" in stdout, stderr
+    assert code == 0 and f"{run} already reached step 6; raise train.steps to go on" in stdout, stderr
+    code, stdout, stderr = specgan("train", run, "--set", "train.steps=5", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert code == 0 and f"{run} already reached step 6 (train.steps = 5 is below it: nothing is undone); raise " \
+                         "train.steps to go on" in stdout, stderr
     checkpoint = run / "checkpoints" / "step_00000006.pt"
     code, _, stderr = specgan("train", checkpoint, cwd=tmp_path)
     assert code == 2 and stderr.strip() == f"error: {checkpoint}: a checkpoint, not a recipe; to continue its run: " \

@@ -594,3 +594,22 @@ def test_ogg_output_decodes_without_clipping(tmp_path, name):
         assert decoded == pytest.approx(overshoot, abs=1e-6)   # nothing to do: the same file
     save_audio(tmp_path / "out.wav", signal, sample_rate=16000)
     assert np.abs(sf.read(tmp_path / "out.wav")[0]).max() == pytest.approx(np.abs(signal).max(), abs=1 / 32768)
+
+
+def test_a_recipe_or_a_folder_of_runs_given_for_a_run_says_what_to_give(tmp_path):
+    """``sample runs/x/recipe.toml`` answered 'not a readable checkpoint (... not a zip file)', and ``sample
+    runs`` 'no checkpoints in runs/checkpoints'."""
+    from specgan.train.checkpoint import load_model_checkpoint
+    runs = tmp_path / "runs"
+    for name in ("b", "a", "deeper/c"):
+        write_run(runs / name)
+    (runs / "a" / "recipe.toml").write_text('name = "a"\n')
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(runs / 'a' / 'recipe.toml'))}: a recipe, not a "
+                                              f"checkpoint; give the run folder: {re.escape(str(runs / 'a'))}$"):
+        load_model_checkpoint(runs / "a" / "recipe.toml")
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(runs))}: not a run folder; the runs in it: "
+                                              f"{re.escape(', '.join(str(runs / n) for n in ('a', 'b', 'deeper/c')))}$"):
+        load_model_checkpoint(runs)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: no checkpoints in .*empty/checkpoints$"):
+        load_model_checkpoint(tmp_path / "empty")

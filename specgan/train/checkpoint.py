@@ -293,7 +293,7 @@ def load_model_checkpoint(run_or_checkpoint: str | os.PathLike, *, map_location:
     if found is None:
         if damaged:
             raise CheckpointError(f"{checkpoint_dir(path)}: no intact checkpoint (newest: {damaged[0][1]})")
-        raise CheckpointError(f"{path}: no checkpoints in {checkpoint_dir(path)}")
+        raise _not_a_run(path)
     for _, why in damaged:
         if on_warning:
             on_warning(f"{why}; using {found[0]} (step {found[1]['step']}), the newest intact checkpoint")
@@ -331,15 +331,44 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
+def run_folders(runs_dir: str | os.PathLike) -> list[Path]:
+    """The folders under ``runs_dir`` (at any depth; ``runs/voices/sf1_tm3``) that hold a ``checkpoints`` folder,
+    sorted; nothing inside a run folder is searched."""
+    found = []
+    for folder, subfolders, _ in os.walk(runs_dir):
+        subfolders.sort()
+        if "checkpoints" in subfolders:
+            found.append(Path(folder))
+            subfolders.clear()
+    return found
+
+
+def _not_a_run(path: Path) -> CheckpointError:
+    """The error for ``path``, a folder without checkpoints: naming the runs inside it, if any."""
+    inside = [run for run in run_folders(path) if run != path]
+    if inside:
+        shown = ", ".join(str(run) for run in inside[:5]) + (", ..." if len(inside) > 5 else "")
+        return CheckpointError(f"{path}: not a run folder; the runs in it: {shown}")
+    return CheckpointError(f"{path}: no checkpoints in {checkpoint_dir(path)}")
+
+
+def _not_a_checkpoint_file(path: Path) -> None:
+    """A recipe given where a run or checkpoint is asked for: say which to give instead."""
+    if path.suffix.lower() == ".toml" and path.is_file():
+        run = f": {path.parent}" if list_checkpoints(path.parent) else " (or a checkpoint .pt file)"
+        raise CheckpointError(f"{path}: a recipe, not a checkpoint; give the run folder{run}")
+
+
 def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
     """A checkpoint file given either itself or its run folder (then the latest one)."""
     path = Path(run_or_checkpoint)
     if path.is_file():
+        _not_a_checkpoint_file(path)
         return path
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise CheckpointError(f"{path}: no checkpoints in {checkpoint_dir(path)}")
+            raise _not_a_run(path)
         return found[-1]
     raise CheckpointError(f"{path}: no such run folder or checkpoint")
 
