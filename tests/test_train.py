@@ -7,14 +7,16 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError, TrainingError
 from specgan.sample import load_generator
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from specgan.train.config import Recipe, load_recipe
+from specgan.train.config import Recipe, load_recipe, recipe_mapping
 from specgan.train.loop import train
 from helpers import make_two_tone_folder  # noqa: F401  (also imported from here by other tests)
 
@@ -151,7 +153,6 @@ def test_run_folder_contents_and_checkpoint_rotation(tmp_path):
     # TensorBoard holds the curves and, under Images, the very grids in samples/
     import io
 
-    import numpy as np
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -343,6 +344,32 @@ def test_seeded_conditional_run_learns_the_labels(tmp_path):
     light = model(z, torch.ones(64, dtype=torch.long)).mean().item()
     # Real class means are (40/127.5 - 1) = -0.69 and (215/127.5 - 1) = 0.69.
     assert light - dark > 0.8, (dark, light)
+
+
+
+def test_an_rgb_image_folder_trains_in_colour(tmp_path):
+    """data.channels = 3 keeps an image folder's colour (it had always been made grayscale): after a short seeded
+    conditional run, class "red" comes out red and class "blue" blue. Kinds with one channel refuse it."""
+    rng = np.random.default_rng(0)
+    for name, colour in (("blue", (30, 40, 220)), ("red", (220, 40, 30))):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(48):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / name / f"{i}.png")
+    recipe = load_recipe(None, base={**recipe_mapping(tiny_recipe(tmp_path / "data", tmp_path / "run", steps=150,
+                                                                  batch_size=16, sample_every=150,
+                                                                  checkpoint_every=1000, ema_decay=0.0, lr_g=0.001,
+                                                                  lr_d=0.001))},
+                         overrides=["data.channels=3"])
+    train(recipe, device=torch.device("cpu"))
+    model = load_generator(tmp_path / "run")
+    z = torch.randn(32, model.z_dim, generator=torch.Generator().manual_seed(1))
+    blue, red = (model(z, torch.full((32,), label, dtype=torch.long)).mean((0, 2, 3)) for label in (0, 1))
+    assert blue.shape == (3,) and red[0] - red[2] > 0.5 and blue[2] - blue[0] > 0.5, (red, blue)
+    with Image.open(tmp_path / "run" / "samples" / "step_000150.png") as grid:
+        assert grid.mode == "RGB"
+    with pytest.raises(ConfigError, match="data.channels = 3: only image folders can be loaded in colour"):
+        load_data("mnist", tmp_path, channels=3)
 
 
 def test_sample_grids_labels_and_latent_walks(tmp_path):

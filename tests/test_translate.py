@@ -191,3 +191,10 @@ def test_a_seeded_tiny_run_learns_to_move_energy_up(tones, tmp_path):
 
     assert upper_share(low) < 0.3
     assert upper_share(fake_high) > upper_share(low) + 0.25
+
+
+def test_colour_images_are_refused_by_the_translators(tones, tmp_path):
+    data = load_spectrogram_data(tones, domains=("low", "high"))
+    rgb = dataclasses.replace(data, images=data.images.expand(-1, 3, -1, -1))
+    with pytest.raises(ConfigError, match="^data.channels = 3: cyclegan translates one-channel images"):
+        TranslateTask(tiny_recipe(tones, tmp_path / "run"), rgb, device=torch.device("cpu"))

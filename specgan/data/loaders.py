@@ -1,8 +1,8 @@
 """The dataset kinds a recipe can name (``data.kind``), each a function that loads a whole dataset as ImageData.
 
-Every loader takes ``(path, *, split, domains, image_size)``. An option that a kind has no use for is an error
-rather than ignored: ``split = "test"`` on a kind without a test split, ``domains`` on anything but spectrograms,
-``image_size`` on anything but image folders.
+Every loader takes ``(path, *, split, domains, image_size, channels)``. An option that a kind has no use for is an
+error rather than ignored: ``split = "test"`` on a kind without a test split, ``domains`` on anything but
+spectrograms, ``image_size`` and ``channels = 3`` on anything but image folders.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ Loader = Callable[..., ImageData]
 
 
 def _only(kind: str, *, split: str = "train", domains: tuple[str, ...] = (),
-          image_size: tuple[int, int] | None = None, allowed: tuple[str, ...] = ()) -> None:
+          image_size: tuple[int, int] | None = None, channels: int = 1, allowed: tuple[str, ...] = ()) -> None:
     """Reject options that ``kind`` does not use."""
+    if channels != 1 and "channels" not in allowed:
+        raise ConfigError(f"data.channels = {channels}: only image folders can be loaded in colour "
+                          f"(data.kind = {kind!r} has one channel)")
     if split != "train" and "split" not in allowed:
         raise ConfigError(f"data.split = {split!r}: data.kind = {kind!r} has no test split (only the IDX sets do)")
     if domains and "domains" not in allowed:
@@ -36,29 +39,32 @@ def _only(kind: str, *, split: str = "train", domains: tuple[str, ...] = (),
 
 
 def _idx(name: str) -> Loader:
-    def load(path: Path, *, split: str, domains: tuple[str, ...], image_size: tuple[int, int] | None) -> ImageData:
-        _only(name, split=split, domains=domains, image_size=image_size, allowed=("split",))
+    def load(path: Path, *, split: str, domains: tuple[str, ...], image_size: tuple[int, int] | None,
+             channels: int) -> ImageData:
+        _only(name, split=split, domains=domains, image_size=image_size, channels=channels, allowed=("split",))
         return load_idx_set(path, name=name, split=split)
 
     load.__doc__ = f"{name}: one split of the four IDX files in ``path``, 1×28×28 images."
     return load
 
 
-def _image_folder(path: Path, *, split: str, domains: tuple[str, ...],
-                  image_size: tuple[int, int] | None) -> ImageData:
-    """image-folder: grayscale PNG/JPEG images, one class per sub-folder."""
-    _only("image-folder", split=split, domains=domains, image_size=image_size, allowed=("image_size",))
-    return load_image_folder(path, image_size=image_size, channels=1)
+def _image_folder(path: Path, *, split: str, domains: tuple[str, ...], image_size: tuple[int, int] | None,
+                  channels: int) -> ImageData:
+    """image-folder: PNG/JPEG images, one class per sub-folder, grayscale or RGB (``channels``)."""
+    _only("image-folder", split=split, domains=domains, image_size=image_size, channels=channels,
+          allowed=("image_size", "channels"))
+    return load_image_folder(path, image_size=image_size, channels=channels)
 
 
-def _spectrogram(path: Path, *, split: str, domains: tuple[str, ...],
-                 image_size: tuple[int, int] | None) -> ImageData:
+def _spectrogram(path: Path, *, split: str, domains: tuple[str, ...], image_size: tuple[int, int] | None,
+                 channels: int) -> ImageData:
     """spectrogram: a dataset made by ``specgan prep``, 1×n_mels×frames images, one class per domain."""
-    _only("spectrogram", split=split, domains=domains, image_size=image_size, allowed=("domains",))
+    _only("spectrogram", split=split, domains=domains, image_size=image_size, channels=channels,
+          allowed=("domains",))
     return load_spectrogram_data(path, domains=domains)
 
 
-#: ``data.kind`` → loader ``(path, *, split, domains, image_size) -> ImageData``.
+#: ``data.kind`` → loader ``(path, *, split, domains, image_size, channels) -> ImageData``.
 DATA_KINDS: dict[str, Loader] = {
     "mnist": _idx("mnist"),
     "fashion-mnist": _idx("fashion-mnist"),
@@ -68,7 +74,7 @@ DATA_KINDS: dict[str, Loader] = {
 
 
 def load_data(kind: str, path: str | os.PathLike, *, split: str = "train", domains: tuple[str, ...] = (),
-              image_size: tuple[int, int] | None = None) -> ImageData:
+              image_size: tuple[int, int] | None = None, channels: int = 1) -> ImageData:
     """Load the dataset of kind ``kind`` (a key of :data:`DATA_KINDS`) from ``path``, whole.
 
     Raises:
@@ -82,4 +88,4 @@ def load_data(kind: str, path: str | os.PathLike, *, split: str = "train", domai
     if Path(path).is_file():  # every kind is a folder; a file here would only be reported as files missing in it
         raise DatasetError(f"{path}: a file, not a folder; the dataset is the folder that holds its files")
     return DATA_KINDS[kind](Path(path), split=split, domains=tuple(domains),
-                            image_size=tuple(image_size) if image_size else None)
+                            image_size=tuple(image_size) if image_size else None, channels=channels)

@@ -35,6 +35,8 @@ class DataConfig:
     split: str = param("train", "Which split of an IDX dataset to train on.", choices=("train", "test"))
     domains: tuple[str, ...] = param((), "Spectrogram datasets: domains to keep, in label order (empty: all).")
     image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep).")
+    channels: int = param(1, "Image folders: 1 (grayscale; colour images are converted) or 3 (RGB colour).",
+                          choices=(1, 3))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", os.path.expanduser(self.path))  # "~/data/mnist", as a shell would read it

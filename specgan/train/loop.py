@@ -270,7 +270,7 @@ def _load(recipe: Recipe, *, device: torch.device, distributed: Distributed, res
     if state is not None:
         _check_same_run(state["recipe"], recipe_mapping(recipe), resumed_from)
     data = load_data(recipe.data.kind, Path(recipe.data.path), split=recipe.data.split, domains=recipe.data.domains,
-                     image_size=tuple(recipe.data.image_size) or None)
+                     image_size=tuple(recipe.data.image_size) or None, channels=recipe.data.channels)
     _check_audio(recipe, data)
     data_info = {"kind": recipe.data.kind, "source": data.source, "image_shape": list(data.image_shape),
                  "class_names": list(data.class_names), "audio": to_mapping(data.audio) if data.audio else None,

@@ -119,7 +119,10 @@ class TranslateTask:
         if data.n_classes != 2:
             raise ConfigError(f"{data.source}: task = 'translate' needs exactly two domains, got "
                               f"{', '.join(data.class_names) or 'none'}")
-        _, n_mels, frames = data.image_shape
+        channels, n_mels, frames = data.image_shape
+        if channels != 1:
+            raise ConfigError(f"data.channels = {channels}: {m.name} translates one-channel images (spectrograms, "
+                              f"grayscale images); set data.channels = 1")
         if t.crop_frames > frames:
             raise ConfigError(f"train.crop_frames = {t.crop_frames}: the chunks of {data.source} are only {frames} "
                               f"frames wide")
