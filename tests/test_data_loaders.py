@@ -471,3 +471,20 @@ def test_a_prepped_dataset_given_as_idx_files_is_named_as_such(tmp_path):
     with pytest.raises(DatasetError, match=f"^{re.escape(str(tmp_path))}: a dataset made by specgan prep, not the "
                                            f"mnist IDX files$"):
         load_idx_set(tmp_path, name="mnist")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_mnists_files_are_not_taken_for_fashion_mnist(mnist, tmp_path, split):
+    """The two sets have the same shapes: data.kind = "fashion-mnist" on MNIST's folder trained on digits under
+    clothing names. Oracle: the published checksums of MNIST's label files; the raw copy of the same labels too."""
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(mnist))}: holds mnist's files, not fashion-mnist's; "
+                                           r"fetch fashion-mnist with: specgan data fetch fashion-mnist -o "):
+        load_idx_set(mnist, name="fashion-mnist", split=split)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for entry in IDX_SETS["mnist"].split(split):
+        with gzip.open(mnist / entry.name) as f:
+            (raw / entry.raw_name).write_bytes(f.read())
+    with pytest.raises(DatasetError, match="holds mnist's files"):
+        load_idx_set(raw, name="fashion-mnist", split=split)
+    assert len(load_idx_set(raw, name="mnist", split=split)) == (60000 if split == "train" else 10000)

@@ -324,6 +324,14 @@ def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, ba
 
 # -- loading -------------------------------------------------------------------------------------------------------
 
+def _published_by_another_set(labels: np.ndarray, *, name: str, split: str) -> str | None:
+    """The name of the other set in :data:`IDX_SETS` whose ``split`` labels are ``labels`` (their raw IDX content,
+    a 60 kB hash), or None."""
+    raw = hashlib.md5(b"\x00\x00\x08\x01" + len(labels).to_bytes(4, "big") + labels.tobytes()).hexdigest()
+    return next((other for other, spec in IDX_SETS.items()
+                 if other != name and spec.split(split)[1].raw_md5 == raw), None)
+
+
 def load_idx_set(path: str | os.PathLike, *, name: str, split: str = "train") -> ImageData:
     """Load one split of an IDX set from folder ``path`` (``.gz`` or raw files).
 
@@ -348,6 +356,10 @@ def load_idx_set(path: str | os.PathLike, *, name: str, split: str = "train") ->
                                f"with: specgan data fetch {name} -o {shlex.quote(str(path))}")
         files.append(found)
     images, labels = read_idx(files[0]), read_idx(files[1])
+    other = _published_by_another_set(labels, name=name, split=split)
+    if other is not None:  # the same shapes: nothing else would tell a learner that the digits are not clothes
+        raise DatasetError(f"{path}: holds {other}'s files, not {name}'s; fetch {name} with: specgan data fetch "
+                           f"{name} -o <another folder>, or set data.kind = {other!r}")
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DatasetError(f"{files[0]}: expected uint8 images (N, H, W), got {images.dtype} {list(images.shape)}")
     if labels.ndim != 1 or labels.dtype != np.uint8:
