@@ -441,6 +441,7 @@ def train(
 
     recipe = _recipe_file(recipe)
     r = load_recipe(recipe, overrides=set_items or [])
+    _say_if_a_runs_recipe_starts_elsewhere(recipe, r.run_dir)
     dev, threads = compute_device(device)
     progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[info]}"),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err,
@@ -550,6 +551,18 @@ def _recipe_file(given: Path) -> Path:
         run = given.parent.parent if given.parent.name == "checkpoints" else given.parent
         raise ConfigError(f"{given}: a checkpoint, not a recipe; to continue its run: {continue_command(run)}")
     return given
+
+
+def _say_if_a_runs_recipe_starts_elsewhere(recipe: Path, run_dir: Path) -> None:
+    """A run's own recipe.toml given with another output.dir starts a new run there, from step 0, which reads like
+    continuing or branching off the run: say so, and how to do either."""
+    from specgan.train.checkpoint import list_checkpoints
+
+    run = recipe.parent
+    if (recipe.name == "recipe.toml" and list_checkpoints(run) and run.resolve() != run_dir.resolve()
+            and not list_checkpoints(run_dir)):
+        warn(f"output.dir = {str(run_dir)!r}: a new run from step 0; {run}'s checkpoints stay where they are (to "
+             f"continue that run leave output.dir as it is; to branch off it, copy {run} to {run_dir} first)")
 
 
 #: The ``RUN`` argument of the commands that read a trained model.

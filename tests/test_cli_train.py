@@ -70,6 +70,11 @@ def test_train_sample_and_resume_mnist_dcgan(mnist, tmp_path):
     code, stdout, stderr = specgan("train", run, "--set", "train.steps=5", "--device", "cpu", "--quiet", cwd=tmp_path)
     assert code == 0 and f"{run} already reached step 6 (train.steps = 5 is below it: nothing is undone); raise " \
                          "train.steps to go on" in stdout, stderr
+    fork = tmp_path / "fork"   # another output.dir for a run's own recipe: a new run, which the user is told
+    code, stdout, stderr = specgan("train", run, "--set", f"output.dir={fork}", "--set", "train.steps=1",
+                                   "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert code == 0 and f"warning: output.dir = '{fork}': a new run from step 0; {run}'s checkpoints stay where " \
+                         f"they are" in stderr and f"training mnist_dcgan in {fork}" in stderr, stderr
     checkpoint = run / "checkpoints" / "step_00000006.pt"
     code, _, stderr = specgan("train", checkpoint, cwd=tmp_path)
     assert code == 2 and stderr.strip() == f"error: {checkpoint}: a checkpoint, not a recipe; to continue its run: " \
