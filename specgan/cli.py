@@ -594,6 +594,10 @@ def sample(
     say(f"wrote {report.grid} ({report.n} samples from step {report.step} of {report.checkpoint})")
     for path in report.audio:
         say(f"wrote {path}")
+    if report.stale:
+        more = f" (and {len(report.stale) - 1} more)" if len(report.stale) > 1 else ""
+        warn(f"{report.stale[0]}{more}: named as a sample of {report.grid} but left by an earlier call, not drawn "
+             f"now")
 
 
 @command

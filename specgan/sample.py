@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import glob
+
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -113,6 +115,8 @@ class SampleReport:
     step: int
     checkpoint: Path
     audio: list[Path]
+    #: ``.wav`` files beside the grid named as its samples, left by an earlier, larger or --audio call: not these.
+    stale: list[Path] = field(default_factory=list)
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -172,4 +176,5 @@ def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str
     save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
     if audio:
         render_audio(images, audio=model.audio, paths=written, n_iter=n_iter, seed=seed)
-    return SampleReport(output, len(images), model.step, model.checkpoint, written)
+    stale = sorted(set(output.parent.glob(f"{glob.escape(output.stem)}_[0-9][0-9][0-9]*.wav")) - set(written))
+    return SampleReport(output, len(images), model.step, model.checkpoint, written, stale)

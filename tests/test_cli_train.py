@@ -170,6 +170,11 @@ def test_spectrogram_gan_on_spoken_digits(fsdd, tmp_path):
                                    "--device", "cpu", cwd=tmp_path)
     assert code == 0, stderr
     assert sorted(p.name for p in tmp_path.glob("s_*.wav")) == ["s_000_7.wav", "s_001_7.wav"]
+    code, stdout, stderr = specgan("sample", run, "--label", "7", "-n", "1", "--audio", "-o", tmp_path / "s.png",
+                                   "--overwrite", "--iters", "2", "--device", "cpu", cwd=tmp_path)
+    assert code == 0 and f"warning: {tmp_path / 's_001_7.wav'}: named as a sample of {tmp_path / 's.png'} but left " \
+                         "by an earlier call, not drawn now" in stderr, stderr   # said, and kept
+    assert sorted(p.name for p in tmp_path.glob("s_*.wav")) == ["s_000_7.wav", "s_001_7.wav"]
     code, _, stderr = specgan("sample", run, "--label", "9", "-o", tmp_path / "t.png", cwd=tmp_path)
     assert code == 2 and "--label 9: not a class of this model (classes: 3, 7)" in stderr
 
