@@ -153,12 +153,13 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
         raise ConfigError(f"--direction {direction}: must be one of {', '.join(DIRECTIONS)}")
     translator = load_translator(run_or_checkpoint, device=device, on_warning=on_warning)
     src_domain, dst_domain = translator.domains if direction == "A2B" else translator.domains[::-1]
-    # Folders named after the domains the other way round: most likely --direction is the wrong one.
-    if on_warning and (Path(source_dir).name, Path(target_dir).name) == (dst_domain, src_domain):
+    # Folders named after the domains the other way round: the source recordings are in the target's voice, so the
+    # scores would measure nothing, and would be appended to the run's eval.jsonl as if they did.
+    if (Path(source_dir).name, Path(target_dir).name) == (dst_domain, src_domain):
         other = "B2A" if direction == "A2B" else "A2B"
-        on_warning(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, but "
-                   f"--direction {direction} converts {src_domain} → {dst_domain}; --direction {other} converts "
-                   f"{dst_domain} → {src_domain}")
+        raise ConfigError(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, "
+                          f"but --direction {direction} converts {src_domain} → {dst_domain}; --direction {other} "
+                          f"converts {dst_domain} → {src_domain}, or give the folders the other way round")
     pairs, unmatched = parallel_pairs(Path(source_dir), Path(target_dir))
     if not pairs:
         raise ConfigError(f"--pairs {source_dir} {target_dir}: no source file has a target of the same name")

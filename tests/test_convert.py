@@ -554,23 +554,21 @@ def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, m
     one_line_error(code, stderr, "no model under runs/ (no such folder) converts to 'B'")
 
 
-def test_eval_pairs_in_folders_named_the_other_way_round_are_warned_about(run, tmp_path):
-    """--pairs SRC TGT with SRC named after the target domain (and TGT after the source): likely the wrong
-    --direction, said in one warning line; the measurement itself goes on as asked."""
+def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_path):
+    """--pairs SRC TGT with SRC named after the target domain (and TGT after the source): the wrong --direction
+    (or folder order); the scores would measure nothing and be appended to eval.jsonl, so it is refused."""
     from specgan.evaluate import evaluate_translation
 
     for domain in ("A", "B"):
         speech_file(tmp_path / domain / "s1.wav", seconds=0.5, seed=ord(domain))
-    said: list[str] = []
-    result = evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="A2B",
-                                  n_iter=2, on_warning=said.append)
-    assert result["direction"] == "A->B" and result["pairs"] == 1
-    assert said == [f"--pairs {tmp_path / 'B'} {tmp_path / 'A'}: the folders are named B and A, but --direction A2B "
-                    f"converts A → B; --direction B2A converts B → A"]
-    said.clear()
-    evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="B2A", n_iter=2,
-                         on_warning=said.append)
-    assert said == []
+    with pytest.raises(ConfigError, match=f"^--pairs {re.escape(str(tmp_path / 'B'))} "
+                                          f"{re.escape(str(tmp_path / 'A'))}: the folders are named B and A, but "
+                                          f"--direction A2B converts A → B; --direction B2A converts B → A, or give "
+                                          f"the folders the other way round$"):
+        evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="A2B", n_iter=2)
+    result = evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="B2A",
+                                  n_iter=2)
+    assert result["direction"] == "B->A" and result["pairs"] == 1
 
 
 @pytest.mark.parametrize("name", ["square", "speech-like", "quiet"])
