@@ -110,6 +110,19 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _fitted(text: str, *, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, width: float) -> str:
+    """``text``, shortened in the middle with "…" until it is at most ``width`` pixels wide (a long file name)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        short = f"{text[:keep // 2]}…{text[len(text) - (keep - keep // 2):]}"
+        if draw.textlength(short, font=font) <= width:
+            return short
+    return "…"
+
+
 def save_spectrogram_figure(panels: Sequence[tuple[str, Tensor]], path: str | Path, *, audio: AudioParams,
                             seconds_per_column: float) -> Path:
     """Write ``panels`` (title, normalised log-mel ``(n_mels, columns)`` in [-1, 1], all the same shape) as one
@@ -129,7 +142,8 @@ def save_spectrogram_figure(panels: Sequence[tuple[str, Tensor]], path: str | Pa
         pixels = np.repeat(np.repeat(pixels, layout.y_scale, axis=0), layout.x_scale, axis=1)
         image.paste(Image.fromarray(np.ascontiguousarray(pixels)), (LEFT, top))
         draw.rectangle((LEFT - 1, top - 1, LEFT + layout.width, top + layout.height), outline="black")
-        draw.text((LEFT, top - TITLE + 2), title, fill="black", font=font)
+        draw.text((LEFT, top - TITLE + 2), _fitted(title, draw=draw, font=font, width=layout.width + RIGHT),
+                  fill="black", font=font)
         labelled = math.inf
         for hz, band in frequency_ticks(audio):
             y = top + layout.height - (band + 0.5) * layout.y_scale

@@ -75,3 +75,17 @@ def test_a_figure_replaces_an_older_one_whole(tmp_path):
     with Image.open(path) as image:
         assert image.size == figure_layout(columns=600, n_mels=audio.n_mels, panels=1).size
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]      # no temporary file left
+
+
+def test_a_long_title_is_shortened_in_the_middle_to_fit():
+    from PIL import ImageDraw, ImageFont
+
+    from specgan.spectrogram_figure import _fitted
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = ImageFont.load_default()
+    title = "input: " + "a_long_recording_name_" * 8 + "take3.wav"
+    short = _fitted(title, draw=draw, font=font, width=300)
+    assert draw.textlength(short, font=font) <= 300 < draw.textlength(title, font=font)
+    head, tail = short.split("…")
+    assert title.startswith(head) and title.endswith(tail) and tail.endswith("take3.wav")
+    assert _fitted("converted to B", draw=draw, font=font, width=300) == "converted to B"
