@@ -259,6 +259,46 @@ def test_prep_says_what_it_passed_over(tmp_path):
     assert len(notes) == 1
 
 
+
+def test_a_link_to_a_domain_folder_never_takes_its_recordings(tmp_path):
+    """The folder itself keeps its files, wherever a link to it sorts: a link A_alias → B (sorting first) had made
+    B's recordings domain A_alias, and a link inside domain C had made them C's."""
+    src = tmp_path / "src"
+    for name in ("B/b1.wav", "C/c1.wav"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"")
+    (src / "A_alias").symlink_to(src / "B", target_is_directory=True)
+    (src / "C" / "more").symlink_to(src / "B", target_is_directory=True)
+    notes = []
+    assert [(s.relpath, s.domain) for s in prep_module.discover(src, notes=notes)] == [("B/b1.wav", "B"),
+                                                                                      ("C/c1.wav", "C")]
+    assert notes == [f"{src / 'A_alias'}: the same folder as {src / 'B'} (through a link), so its files count once, "
+                     f"as {src / 'B'}'s",
+                     f"{src / 'C' / 'more'}: the same folder as {src / 'B'} (through a link), so its files count "
+                     f"once, as {src / 'B'}'s"]
+
+
+def test_a_dataset_written_inside_its_source_folder_is_not_news(corpus, tmp_path):
+    """prep SRC -o SRC/ds: the second run had warned about the dataset's own .npy and .json files, and about a
+    domain folder 'ds' without audio."""
+    out = corpus / "ds"
+    for _ in range(2):
+        code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+        assert code == 0, output
+        assert ".npy" not in output and ".json" not in output and "so no domain ds" not in output, output
+    assert "ds" not in {d["name"] for d in open_dataset(out).manifest["domains"]}
+
+
+def test_an_unreadable_manifest_says_how_to_rebuild(corpus, tmp_path):
+    out = tmp_path / "ds"
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST)[0] == 0
+    (out / "manifest.json").write_text("{garbage")
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    one_line_error(code, output, f"{out / 'manifest.json'}: ", "; to rebuild the dataset from the recordings, run "
+                                                              "the same command with --overwrite")
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--overwrite")[0] == 0
+
+
 @pytest.mark.parametrize("suffix,fmt", [(".caf", "CAF"), (".w64", "W64"), (".rf64", "RF64"), (".sph", "NIST"),
                                         (".voc", "VOC"), (".snd", "AU"), (".bwf", "WAV"), (".wave", "WAV")])
 def test_every_listed_suffix_reads(tmp_path, suffix, fmt):
@@ -350,8 +390,9 @@ def test_a_damaged_dataset_is_refused_and_overwrite_rebuilds_it(corpus, tmp_path
                                            r"\(the file is damaged\); make the dataset again with: specgan prep SRC "
                                            rf"-o {re.escape(str(out))} --overwrite$"):
         load_spectrogram_data(out)
-    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
-    assert code == 0 and "up to date" in output                  # an update cannot know (the hashes are right)
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)   # not "up to date": the rows are bad
+    one_line_error(code, output, f"{chunks_file}: 3 values are not numbers in [-1, 1] (the file is damaged); to "
+                                 f"rebuild the dataset from the recordings, run the same command with --overwrite")
     assert run("prep", corpus, "-o", out, "--workers", "1", *FAST, "--overwrite")[0] == 0
     np.testing.assert_array_equal(load_spectrogram_data(out).images[:, 0].numpy(), want.astype(np.float32))
 

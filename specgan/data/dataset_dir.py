@@ -136,6 +136,12 @@ def open_dataset(path: str | os.PathLike) -> PreppedDataset:
     return PreppedDataset(path=path, manifest=manifest, audio=audio, **arrays)
 
 
+def values_out_of_range(chunks: np.ndarray, *, block: int = 4096) -> int:
+    """How many values of ``chunks`` ``(n, n_mels, frames)`` are not numbers in [-1, 1] (NaN, inf, or beyond):
+    prep writes none, so any is a damaged file. Read ``block`` chunks at a time (a memory map stays one)."""
+    return sum(int(np.count_nonzero(~(np.abs(chunks[i:i + block]) <= 1.0))) for i in range(0, len(chunks), block))
+
+
 def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], labels: list[np.ndarray],
                   positions: list[np.ndarray], manifest: dict[str, Any]) -> dict[str, Any]:
     """Write a new generation of the dataset at ``path`` and commit it by replacing the manifest.

@@ -29,7 +29,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, 
                               mono_blocks, open_regular, peak_amplitude, resample_whole, scan_audio_files)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import PreppedDataset, domains_table, open_dataset, read_manifest, remove_orphans, \
-    write_dataset
+    values_out_of_range, write_dataset
 from specgan.errors import AudioError, DatasetError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
@@ -86,13 +86,14 @@ class PrepReport:
 
 
 def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_pattern: str | None = None,
-             notes: list[str] | None = None) -> list[SourceFile]:
+             notes: list[str] | None = None, skip: Path | None = None) -> list[SourceFile]:
     """Audio files under ``src`` (recursive, sorted, hidden files and folders ignored), with their domains.
 
     The domain is the first sub-folder, or, with ``domain_pattern``, the first group of that regular expression
     searched in the file name (e.g. ``^(\\d+)_`` labels FSDD's ``7_jackson_3.wav`` as domain ``7``); a file
     the pattern does not match is an error naming it. ``notes`` gets a line for what was passed over: files not
-    named as audio, and domain folders that hold none or are another folder again (through a link).
+    named as audio, and domain folders that hold none or are another folder again (through a link). The folder
+    ``skip`` (the dataset being written, when it lies inside ``src``) is left out.
     """
     try:
         pattern = re.compile(domain_pattern) if domain_pattern else None
@@ -106,9 +107,9 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
         raise DatasetError(f"{src}: not a folder (prep reads a folder of audio files)")
     found = []
     folder_domain = src.resolve().name or "audio"  # for files directly in src
-    scan = scan_audio_files(src)
+    scan = scan_audio_files(src, skip=skip)
     if notes is not None:
-        notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains)
+        notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, skip=skip)
     for relative in scan.files:
         parts = relative.split(os.sep)
         path = Path(src, relative)
@@ -136,7 +137,8 @@ OTHER_AUDIO_SUFFIXES = frozenset({".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr
                                   ".alac", ".mpc", ".ac3"})
 
 
-def _passed_over(src: Path, scan: AudioScan, *, by_folder: bool, domains: tuple[str, ...] | None) -> list[str]:
+def _passed_over(src: Path, scan: AudioScan, *, by_folder: bool, domains: tuple[str, ...] | None,
+                 skip: Path | None = None) -> list[str]:
     """Lines about what :func:`discover` leaves out (see its ``notes``)."""
     lines = []
     if scan.ignored:
@@ -153,7 +155,8 @@ def _passed_over(src: Path, scan: AudioScan, *, by_folder: bool, domains: tuple[
         repeated = {folder for folder, _ in scan.repeated}
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
             if (entry.is_dir() and not entry.name.startswith(".") and entry.name not in with_files
-                    and entry.name not in repeated and (not domains or entry.name in domains)):
+                    and entry.name not in repeated and (not domains or entry.name in domains)
+                    and not (skip is not None and os.path.samefile(entry.path, skip))):
                 lines.append(f"{src / entry.name}: no audio files in it, so no domain {entry.name}")
     return lines
 
@@ -518,7 +521,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     """
     src, out = Path(src), Path(out)
     notes: list[str] = []
-    sources = discover(src, domains=domains, domain_pattern=domain_pattern, notes=notes)
+    sources = discover(src, domains=domains, domain_pattern=domain_pattern, notes=notes,
+                       skip=Path(out) if Path(out).is_dir() else None)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
     made = outermost_missing(out)
@@ -609,10 +613,11 @@ def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
     rebuilds the dataset (without ``overwrite`` a damaged one is a DatasetError saying to use it)."""
     try:
         return read_manifest(out)
-    except DatasetError:
+    except DatasetError as e:
         if overwrite:
             return None
-        raise
+        raise DatasetError(f"{e}; to rebuild the dataset from the recordings, run the same command with "
+                           f"--overwrite") from None
 
 
 def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | None:
@@ -632,10 +637,16 @@ def _open_previous(out: Path) -> PreppedDataset:
     """The dataset at ``out``, whose unchanged files' chunks an update copies; one whose arrays are missing or
     damaged is a DatasetError that says how to rebuild it."""
     try:
-        return open_dataset(out)
+        previous = open_dataset(out)
     except DatasetError as e:
         raise DatasetError(f"{e}; to rebuild the dataset from the recordings, run the same command with "
                            f"--overwrite") from None
+    bad = values_out_of_range(previous.chunks)
+    if bad:  # its rows would be copied again, and the update called up to date
+        raise DatasetError(f"{out / previous.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
+                           f"(the file is damaged); to rebuild the dataset from the recordings, run the same command "
+                           f"with --overwrite")
+    return previous
 
 
 #: Files one hashing task takes (one task per file costs more in thread hand-offs than hashing a short file).

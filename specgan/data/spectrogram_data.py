@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specgan.data.dataset_dir import open_dataset
+from specgan.data.dataset_dir import open_dataset, values_out_of_range
 from specgan.data.image_data import ImageData
 from specgan.errors import DatasetError
 
@@ -59,7 +59,7 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
         which = f" of domains {', '.join(domains)}" if domains else ""
         raise DatasetError(f"{path}: holds no chunks{which} to train on")
     # prep writes values in [-1, 1]; anything else is a damaged file, which training would meet as a NaN loss
-    bad = int(np.count_nonzero(~(np.abs(chunks) <= 1.0)))
+    bad = values_out_of_range(chunks)
     if bad:
         raise DatasetError(f"{path / ds.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
                            f"(the file is damaged); make the dataset again with: specgan prep SRC -o "
