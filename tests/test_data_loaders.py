@@ -190,6 +190,13 @@ def test_fetch_from_mirror(tiny, tmp_path):
     with pytest.raises(DatasetError, match=f"{sorted(dest.iterdir())[-1].name}: missing from the mirror"):
         fetch_idx(name, tmp_path / "fourth", mirror=tmp_path / "partial")
     assert not (tmp_path / "fourth").exists()
+    # ... and one whose file is damaged: named with its checksums, before any file is copied.
+    shutil.copyfile(sorted(dest.iterdir())[-1], tmp_path / "partial" / sorted(dest.iterdir())[-1].name)
+    damaged = tmp_path / "partial" / sorted(dest.iterdir())[-1].name
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"x")
+    with pytest.raises(DatasetError, match=f"{re.escape(str(damaged))}: md5 "):
+        fetch_idx(name, tmp_path / "fifth", mirror=tmp_path / "partial")
+    assert not (tmp_path / "fifth").exists()
 
 
 def test_fetch_accepts_raw_and_recompressed_files(tiny, tmp_path):
@@ -219,10 +226,10 @@ def test_fetch_checksum_mismatch_leaves_nothing(tiny, tmp_path):
         fetch_idx(name, dest, mirror=mirror)
     message = str(e.value)
     assert str(file) in message and md5(bad) in message and entry.md5 in message and "\n" not in message
-    # the three good files before it were kept; the bad one left nothing, not even a temporary file
-    assert sorted(p.name for p in dest.iterdir()) == ["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz",
-                                                      "train-labels-idx1-ubyte.gz"]
+    # the mirror's files are all checked before any is copied: nothing was, not even a temporary file
+    assert not dest.exists()
     # a damaged file already in dest is replaced, not trusted
+    dest.mkdir()
     (dest / "train-labels-idx1-ubyte.gz").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match="md5"):
         verify_file(dest / "train-labels-idx1-ubyte.gz", IDX_SETS[name].train_labels)

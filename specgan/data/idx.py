@@ -300,13 +300,15 @@ def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, ba
         if present is None or not _verified(present, entry):
             needed.append((entry, present))
     sources = {}
-    for entry, _ in needed if mirror is not None else ():  # all found before any is copied: no half-filled folder
+    # All found and verified before any is copied: a mirror missing or damaging one file leaves no half-filled folder.
+    for entry, _ in needed if mirror is not None else ():
         sources[entry.name] = find_file(Path(mirror), entry)
         if sources[entry.name] is None:
             inside = find_file(Path(mirror) / name, entry)
             hint = f"; it is in {Path(mirror) / name}: give that folder as the mirror" if inside else ""
             raise DatasetError(f"{Path(mirror) / entry.name}: missing from the mirror (also looked for "
                                f"{entry.raw_name}){hint}")
+        verify_file(sources[entry.name], entry)
     for entry, present in needed:
         if mirror is not None:
             source = sources[entry.name]
