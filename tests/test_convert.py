@@ -571,13 +571,13 @@ def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_pa
     assert result["direction"] == "B->A" and result["pairs"] == 1
 
 
-@pytest.mark.parametrize("name", ["square", "speech-like", "quiet"])
+@pytest.mark.parametrize("name", ["square", "square-3k", "speech-like", "quiet"])
 def test_ogg_output_decodes_without_clipping(tmp_path, name):
     """Vorbis overshoots the peaks it is given (a conversion scaled to a peak of 1.0 decoded at 1.024, and a full
     square wave at 1.45): save_audio writes again, scaled down by the overshoot, until the decoded peak is within 1.
     A quiet signal is left as it is; .wav keeps a peak of 1.0."""
     t = np.arange(32000) / 16000
-    signal = {"square": np.sign(np.sin(2 * np.pi * 440 * t)),
+    signal = {"square": np.sign(np.sin(2 * np.pi * 440 * t)), "square-3k": np.sign(np.sin(2 * np.pi * 3000 * t)),
               "speech-like": sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 30)) * (1 + np.sin(9 * t)),
               "quiet": 0.1 * np.sign(np.sin(2 * np.pi * 440 * t))}[name]
     signal = (signal / np.abs(signal).max() * (0.1 if name == "quiet" else 1.0)).astype(np.float32)
