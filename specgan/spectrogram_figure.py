@@ -33,7 +33,9 @@ MIN_WIDTH = 480
 LEFT, RIGHT, TITLE, BOTTOM = 44, 16, 18, 30
 #: Tick frequencies considered for the frequency axis, in Hz, and time steps for the time axis, in seconds.
 FREQUENCY_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
-TIME_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+TIME_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+#: Fonts tried first for the text, by file name: DejaVu Sans has Latin, Greek and Cyrillic letters.
+FONTS = ("DejaVuSans.ttf", "NotoSans-Regular.ttf", "Arial Unicode.ttf", "Arial.ttf")
 #: At most this many time ticks per panel.
 MAX_TIME_TICKS = 10
 #: Least vertical distance between two frequency labels, in pixels.
@@ -99,15 +101,34 @@ class Layout:
 def figure_layout(*, columns: int, n_mels: int, panels: int) -> Layout:
     """The layout of ``panels`` panels of ``n_mels × columns`` values: bands about :data:`TARGET_HEIGHT` pixels
     high in all, columns widened to at least :data:`MIN_WIDTH` pixels (whole multiples, so pixels stay exact)."""
-    return Layout(columns=columns, n_mels=n_mels, x_scale=max(1, MIN_WIDTH // columns),
+    return Layout(columns=columns, n_mels=n_mels, x_scale=max(1, math.ceil(MIN_WIDTH / columns)),
                   y_scale=max(1, round(TARGET_HEIGHT / n_mels)), panels=panels)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
+    """The first of :data:`FONTS` found on this system (Pillow searches the system's font folders), else Pillow's
+    own (Latin letters without accents only), else, without FreeType, its small bitmap font."""
+    for name in FONTS:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
     try:
         return ImageFont.load_default(size=size)
-    except (ImportError, OSError):  # Pillow without FreeType: its small bitmap font
+    except (ImportError, OSError):
         return ImageFont.load_default()
+
+
+def _drawable(text: str, font: ImageFont.ImageFont) -> str:
+    """``text`` with each character the font has no glyph for (it would draw the same box as a character no font
+    has) replaced by "?": a file name in another script reads as "???.wav", not as boxes that look like letters."""
+    try:
+        missing = font.getmask("\U0010FFFD")
+    except (AttributeError, UnicodeEncodeError):
+        return text.encode("ascii", "replace").decode()
+    box = (missing.size, bytes(missing))
+    return "".join("?" if not ch.isspace() and (font.getmask(ch).size, bytes(font.getmask(ch))) == box else ch
+                   for ch in text)
 
 
 def _fitted(text: str, *, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, width: float) -> str:
@@ -142,13 +163,14 @@ def save_spectrogram_figure(panels: Sequence[tuple[str, Tensor]], path: str | Pa
         pixels = np.repeat(np.repeat(pixels, layout.y_scale, axis=0), layout.x_scale, axis=1)
         image.paste(Image.fromarray(np.ascontiguousarray(pixels)), (LEFT, top))
         draw.rectangle((LEFT - 1, top - 1, LEFT + layout.width, top + layout.height), outline="black")
-        draw.text((LEFT, top - TITLE + 2), _fitted(title, draw=draw, font=font, width=layout.width + RIGHT),
+        draw.text((LEFT, top - TITLE + 2),
+                  _fitted(_drawable(title, font), draw=draw, font=font, width=layout.width + RIGHT),
                   fill="black", font=font)
         labelled = math.inf
         for hz, band in frequency_ticks(audio):
             y = top + layout.height - (band + 0.5) * layout.y_scale
-            if labelled - y < LABEL_SPACING:  # too close to the label below it (low ticks crowd on the mel scale)
-                continue
+            if labelled - y < LABEL_SPACING or y - top < LABEL_SPACING / 2:
+                continue  # too close to the label below it (low ticks crowd on the mel scale), or to the unit above
             labelled = y
             draw.line((LEFT - 4, y, LEFT - 1, y), fill="black")
             label = f"{hz / 1000:g}k" if hz >= 1000 else f"{hz:g}"

@@ -38,7 +38,8 @@ def test_frequency_ticks_sit_where_librosas_band_centres_put_them(params):
                                        if centres[0] <= f <= centres[-1]}
 
 
-@pytest.mark.parametrize("seconds,step", [(0.3, 0.1), (2.72, 0.5), (9.0, 1), (60.0, 10), (600.0, 120)])
+@pytest.mark.parametrize("seconds,step", [(0.072, 0.01), (0.3, 0.05), (2.72, 0.5), (9.0, 1), (60.0, 10),
+                                          (600.0, 120)])
 def test_time_ticks_are_round_and_few(seconds, step):
     ticks = time_ticks(seconds)
     assert ticks == pytest.approx([i * step for i in range(len(ticks))])
@@ -89,3 +90,19 @@ def test_a_long_title_is_shortened_in_the_middle_to_fit():
     head, tail = short.split("…")
     assert title.startswith(head) and title.endswith(tail) and tail.endswith("take3.wav")
     assert _fitted("converted to B", draw=draw, font=font, width=300) == "converted to B"
+
+
+
+@pytest.mark.parametrize("columns", [9, 241, 376, 479, 480, 4096])
+def test_panels_are_at_least_480_pixels_wide_in_whole_multiples(columns):
+    layout = figure_layout(columns=columns, n_mels=80, panels=2)
+    assert layout.width == columns * layout.x_scale >= 480
+    assert (layout.x_scale == 1) == (columns >= 480) and (layout.x_scale - 1) * columns < 480
+
+
+def test_characters_without_a_glyph_become_question_marks():
+    """A file name in a script the font lacks drew boxes that looked like letters (even ü with Pillow's own font)."""
+    from specgan.spectrogram_figure import _drawable, _font
+    font = _font(12)
+    assert _drawable("input: a-b_c 1.wav", font) == "input: a-b_c 1.wav"
+    assert _drawable("x\U0010FFFDy", font) == "x?y"
