@@ -289,6 +289,26 @@ def test_a_dataset_written_inside_its_source_folder_is_not_news(corpus, tmp_path
     assert "ds" not in {d["name"] for d in open_dataset(out).manifest["domains"]}
 
 
+
+@pytest.mark.parametrize("flags,rebuilt", [(["--n-fft", "1023"], True), (["--sample-rate", "11025"], True),
+                                           ([], False)])
+def test_chunks_of_an_older_filterbank_are_made_again_where_it_differed(corpus, tmp_path, flags, rebuilt):
+    """Before features version 2 the mel filterbank was torchaudio's, whose bins are wrong for an odd n_fft or an
+    odd rate: an update there re-makes every chunk (mixing old and new rows differed by 0.3 dB), and elsewhere
+    re-uses them (the same numbers)."""
+    out = tmp_path / "ds"
+    assert run("prep", corpus, "-o", out, "--workers", "1", *FAST, *flags)[0] == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["features"] == dataset_dir.FEATURES_VERSION == 2
+    del manifest["features"]                                          # as an older specgan wrote it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST, *flags)
+    assert code == 0, output
+    said = "its chunks were made by an older specgan, whose mel filterbank differed"
+    assert (said in output) == rebuilt and ("re-used 0 unchanged" in output) == rebuilt, output
+    assert ("up to date" in output) == (not rebuilt)
+
+
 def test_an_unreadable_manifest_says_how_to_rebuild(corpus, tmp_path):
     out = tmp_path / "ds"
     assert run("prep", corpus, "-o", out, "--workers", "1", *FAST)[0] == 0

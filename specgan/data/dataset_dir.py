@@ -38,6 +38,9 @@ from specgan.recipe import from_mapping, to_mapping
 MANIFEST = "manifest.json"
 FORMAT = "specgan-dataset"
 FORMAT_VERSION = 1
+#: Which computation made the chunks: 2 since the mel filterbank sits on librosa's FFT bin frequencies (it had been
+#: torchaudio's, off for an odd n_fft or an odd sample rate). A manifest without the field is 1.
+FEATURES_VERSION = 2
 ARRAYS = ("chunks", "labels", "positions")
 #: Each write is a generation: its arrays are named ``<array>-<id>.npy``, the id this many random hex digits.
 GENERATION_DIGITS = 12
@@ -157,7 +160,7 @@ def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], l
     pieces = {"chunks": (chunks, np.float16, (n_mels, frames)), "labels": (labels, np.int64, ()),
               "positions": (positions, np.int64, (2,))}
     files = {name: f"{name}-{generation}.npy" for name in pieces}
-    full = {"format": FORMAT, "version": FORMAT_VERSION, "specgan_version": __version__,
+    full = {"format": FORMAT, "version": FORMAT_VERSION, "features": FEATURES_VERSION, "specgan_version": __version__,
             "audio": to_mapping(audio),
             "normalization": {"scale": "10*log10(max(mel_power, 1e-10)) dB, mapped linearly from "
                                        "[min_db, max_db] to [-1, 1] and clipped",

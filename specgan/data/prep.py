@@ -28,8 +28,8 @@ from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes,
                               mono_blocks, open_regular, peak_amplitude, resample_whole, scan_audio_files)
 from specgan.audio.params import AudioParams
-from specgan.data.dataset_dir import PreppedDataset, domains_table, open_dataset, read_manifest, remove_orphans, \
-    values_out_of_range, write_dataset
+from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, domains_table, open_dataset, read_manifest,
+                                     remove_orphans, values_out_of_range, write_dataset)
 from specgan.errors import AudioError, DatasetError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
@@ -535,6 +535,10 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         current = _current_manifest(out, overwrite=overwrite)
         # --overwrite rebuilds from the recordings and re-uses nothing: the way out of a damaged dataset.
         old = None if overwrite else _reusable(current, out, params=params)
+        if old is not None and _features_changed(old, params):
+            notes.append(f"{out}: its chunks were made by an older specgan, whose mel filterbank differed at "
+                         f"n_fft {params.n_fft} and {params.sample_rate} Hz; rebuilt from the recordings")
+            old = None
         previous = _open_previous(out) if old is not None else None
         if current is not None:
             # Space left by an interrupted prep. The current dataset stays whole until the new one is committed,
@@ -631,6 +635,13 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | Non
     raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
                        f"prep with the parameters it was made with (the same --recipe or flags), or use "
                        f"--overwrite to rebuild it with these")
+
+
+def _features_changed(old: dict, params: AudioParams) -> bool:
+    """Whether the dataset of manifest ``old`` holds chunks that this code would compute otherwise: before
+    :data:`~specgan.data.dataset_dir.FEATURES_VERSION` 2 the filterbank's bins were wrong for an odd n_fft or an odd
+    rate (and right, to float32 rounding, otherwise)."""
+    return old.get("features", 1) < FEATURES_VERSION and (params.n_fft % 2 == 1 or params.sample_rate % 2 == 1)
 
 
 def _open_previous(out: Path) -> PreppedDataset:
