@@ -490,6 +490,11 @@ def test_domain_filter(corpus, tmp_path):
     assert [d["name"] for d in report.manifest["domains"]] == ["TM3"]
     code, output = run("prep", corpus, "-o", tmp_path / "ds2", "--domains", "XX", "--quiet")
     assert code == 2 and "no domain 'XX'" in output and "SF1, TM3" in output
+    (corpus / "XX").mkdir()
+    (corpus / "XX" / "take1.m4a").write_bytes(b"")                # a folder of it, but nothing read as audio
+    code, output = run("prep", corpus, "-o", tmp_path / "ds2", "--domains", "XX", "--quiet")
+    one_line_error(code, output, f"{corpus}: no domain 'XX' (domains found: SF1, TM3; {corpus / 'XX'} holds no "
+                                 f"audio files)")
 
 
 def test_only_bad_files_is_an_error(tmp_path):

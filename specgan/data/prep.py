@@ -125,7 +125,9 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
         present = sorted({f.domain for f in found})
         missing = [d for d in domains if d not in present]
         if missing:
-            raise DatasetError(f"{src}: no domain '{missing[0]}' (domains found: {', '.join(present) or 'none'})")
+            empty = f"; {src / missing[0]} holds no audio files" if (src / missing[0]).is_dir() else ""
+            raise DatasetError(f"{src}: no domain '{missing[0]}' (domains found: {', '.join(present) or 'none'}"
+                               f"{empty})")
         found = [f for f in found if f.domain in domains]
     if not found:
         raise DatasetError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
