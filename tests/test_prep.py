@@ -488,6 +488,18 @@ def test_bad_source_is_a_one_line_error(tmp_path, make, message):
 def test_domain_filter(corpus, tmp_path):
     report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1, domains=("TM3",))
     assert [d["name"] for d in report.manifest["domains"]] == ["TM3"]
+    # On a dataset that holds other domains, a selection does not drop them without --overwrite.
+    full = tmp_path / "full"
+    prep(corpus, full, params=FAST_PARAMS, workers=1)
+    before = (full / "manifest.json").read_bytes()
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(full))}: holds domain\\(s\\) SF1, which --domains TM3 "
+                                           r"leaves out; to update it, prep without --domains \(or with all of its "
+                                           r"domains\); to keep only TM3, add --overwrite$"):
+        prep(corpus, full, params=FAST_PARAMS, workers=1, domains=("TM3",))
+    assert (full / "manifest.json").read_bytes() == before
+    report = prep(corpus, full, params=FAST_PARAMS, workers=1, domains=("TM3",), overwrite=True)
+    assert [d["name"] for d in report.manifest["domains"]] == ["TM3"]
+    assert prep(corpus, full, params=FAST_PARAMS, workers=1, domains=("TM3",)).up_to_date
     code, output = run("prep", corpus, "-o", tmp_path / "ds2", "--domains", "XX", "--quiet")
     assert code == 2 and "no domain 'XX'" in output and "SF1, TM3" in output
     (corpus / "XX").mkdir()

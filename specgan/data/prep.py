@@ -537,6 +537,12 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         current = _current_manifest(out, overwrite=overwrite)
         # --overwrite rebuilds from the recordings and re-uses nothing: the way out of a damaged dataset.
         old = None if overwrite else _reusable(current, out, params=params)
+        if old is not None and domains:
+            dropped = [d["name"] for d in old["domains"] if d["name"] not in domains]
+            if dropped:  # a selection is easily meant as "update these"; dropping the others is for --overwrite
+                raise DatasetError(f"{out}: holds domain(s) {', '.join(dropped)}, which --domains "
+                                   f"{','.join(domains)} leaves out; to update it, prep without --domains (or with "
+                                   f"all of its domains); to keep only {','.join(domains)}, add --overwrite")
         if old is not None and _features_changed(old, params):
             notes.append(f"{out}: its chunks were made by an older specgan, whose mel filterbank differed at "
                          f"n_fft {params.n_fft} and {params.sample_rate} Hz; rebuilt from the recordings")
