@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -289,7 +290,12 @@ def test_an_update_says_which_files_and_domains_of_the_previous_dataset_it_dropp
     (src / "a" / "clip0.wav").unlink()
     report = prep(src, out, params=PARAMS, workers=1)
     assert report.removed == ["a/clip0.wav"] and report.removed_domains == []
+    # Leaving a domain out with --domains is refused (the dataset kept); its folder gone, it goes with its files.
     code, output = run_cli("prep", src, "-o", out, "--workers", "1", "--domains", "b", *PARAM_FLAGS[:-1])
+    assert code == 2 and "holds domain(s) a, which --domains b leaves out" in output, output
+    assert open_dataset(out).domains == ("a", "b")
+    shutil.rmtree(src / "a")
+    code, output = run_cli("prep", src, "-o", out, "--workers", "1", *PARAM_FLAGS[:-1])
     assert code == 0, output
     assert "removed 1 file(s) of the previous dataset, no longer found or selected (domain(s) a with them): " \
            "a/clip2.wav" in output
