@@ -339,7 +339,6 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
     return dst, jobs
 
 
-
 def _plan_outputs(src: Path, *, to: str, output: Path | None,
                   into_folder: bool) -> tuple[Path, list[tuple[Path, Path]]]:
     """:func:`_plan`'s output and pairs, before checking which exist."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -54,15 +54,11 @@ def frequency_ticks(audio: AudioParams) -> list[tuple[float, float]]:
     """``(Hz, band)`` of each :data:`FREQUENCY_TICKS` value inside the mel range, ``band`` the fractional index of
     the mel band centred there (band ``i`` is centred at the ``i + 1``-th of ``n_mels + 2`` points evenly spaced on
     the mel scale from ``f_min`` to ``f_max``, as librosa's filters are)."""
-    low, high = (float(hz_to_mel(torch.tensor(float(f), dtype=torch.float64)))
-                 for f in (audio.f_min, audio.mel_f_max))
+    low, high, *ticks = hz_to_mel(torch.tensor([audio.f_min, audio.mel_f_max, *FREQUENCY_TICKS],
+                                                dtype=torch.float64)).tolist()
     spacing = (high - low) / (audio.n_mels + 1)
-    ticks = []
-    for hz in FREQUENCY_TICKS:
-        band = (float(hz_to_mel(torch.tensor(float(hz), dtype=torch.float64))) - low) / spacing - 1
-        if 0 <= band <= audio.n_mels - 1:
-            ticks.append((float(hz), band))
-    return ticks
+    bands = [(mel - low) / spacing - 1 for mel in ticks]
+    return [(float(hz), band) for hz, band in zip(FREQUENCY_TICKS, bands) if 0 <= band <= audio.n_mels - 1]
 
 
 def time_ticks(seconds: float) -> list[float]:
@@ -127,8 +123,12 @@ def _drawable(text: str, font: ImageFont.ImageFont) -> str:
     except (AttributeError, UnicodeEncodeError):
         return text.encode("ascii", "replace").decode()
     box = (missing.size, bytes(missing))
-    return "".join("?" if not ch.isspace() and (font.getmask(ch).size, bytes(font.getmask(ch))) == box else ch
-                   for ch in text)
+
+    def has_glyph(ch: str) -> bool:
+        mask = font.getmask(ch)
+        return ch.isspace() or (mask.size, bytes(mask)) != box
+
+    return "".join(ch if has_glyph(ch) else "?" for ch in text)
 
 
 def _fitted(text: str, *, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, width: float) -> str:

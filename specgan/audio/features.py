@@ -61,9 +61,8 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, f_min: float = 
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * (sample_rate / n_fft)                   # (F,)
-    edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))),
-                                     float(hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))),
-                                     n_mels + 2, dtype=torch.float64))                                 # (M + 2,)
+    low, high = hz_to_mel(torch.tensor([f_min, f_max], dtype=torch.float64)).tolist()
+    edges = mel_to_hz(torch.linspace(low, high, n_mels + 2, dtype=torch.float64))                      # (M + 2,)
     widths = edges.diff()                                                                              # (M + 1,)
     ramps = edges[:, None] - bins[None, :]                                                             # (M + 2, F)
     rising = -ramps[:-2] / widths[:-1, None]

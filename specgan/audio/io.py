@@ -519,16 +519,22 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
         raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
-        for attempt in range(1, LOSSY_TRIES + 1 if fmt == "OGG" else 2):
-            sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
-            if fmt != "OGG":
-                break
-            decoded_peak = float(np.abs(sf.read(tmp, dtype="float32")[0]).max(initial=0.0))
-            if decoded_peak <= 1.0:
-                break
-            if attempt == LOSSY_TRIES:
-                raise AudioError(f"{path}: Vorbis still decodes this waveform to a peak of {decoded_peak:.3f} after "
-                                 f"{attempt} tries; write .wav or .flac instead")
-            # The overshoot is not quite proportional to the level: ask for a little more headroom each time.
-            data = data * np.float32((1.0 - 0.01 * attempt) / decoded_peak)
+        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+        if fmt == "OGG":
+            _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
     return path
+
+
+def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: int, name: Path) -> None:
+    """Decode the Vorbis file ``tmp`` made from ``data`` and, while its peak exceeds 1, write it again from ``data``
+    scaled down (see :func:`save_audio`); an AudioError naming ``name`` after :data:`LOSSY_TRIES` files."""
+    for attempt in range(1, LOSSY_TRIES + 1):
+        decoded_peak = float(np.abs(sf.read(tmp, dtype="float32")[0]).max(initial=0.0))
+        if decoded_peak <= 1.0:
+            return
+        if attempt == LOSSY_TRIES:
+            raise AudioError(f"{name}: Vorbis still decodes this waveform to a peak of {decoded_peak:.3f} after "
+                             f"{attempt} tries; write .wav or .flac instead")
+        # The overshoot is not quite proportional to the level: ask for a little more headroom each time.
+        data = data * np.float32((1.0 - 0.01 * attempt) / decoded_peak)
+        sf.write(tmp, data, sample_rate, format="OGG", subtype="VORBIS")

@@ -352,7 +352,7 @@ def _not_a_run(path: Path) -> CheckpointError:
     return CheckpointError(f"{path}: no checkpoints in {checkpoint_dir(path)}")
 
 
-def _not_a_checkpoint_file(path: Path) -> None:
+def _refuse_a_recipe_file(path: Path) -> None:
     """A recipe given where a run or checkpoint is asked for: say which to give instead."""
     if path.suffix.lower() == ".toml" and path.is_file():
         run = f": {path.parent}" if list_checkpoints(path.parent) else " (or a checkpoint .pt file)"
@@ -363,7 +363,7 @@ def find_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
     """A checkpoint file given either itself or its run folder (then the latest one)."""
     path = Path(run_or_checkpoint)
     if path.is_file():
-        _not_a_checkpoint_file(path)
+        _refuse_a_recipe_file(path)
         return path
     if path.is_dir():
         found = list_checkpoints(path)
