@@ -123,6 +123,8 @@ def naive(src: Path, *, translator, device: torch.device, seconds: float, n_iter
         pieces.append(librosa.feature.inverse.mel_to_audio(
             power, sr=audio.sample_rate, n_fft=audio.n_fft, hop_length=audio.hop_length,
             win_length=audio.window_length, power=2.0, n_iter=n_iter, fmin=audio.f_min, fmax=audio.f_max))
+    if not pieces:
+        raise SystemExit(f"--naive-seconds {seconds:g}: shorter than one window of the model ({audio.frames} frames)")
     np.concatenate(pieces)
     return time.perf_counter() - started
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             sync(device)
             t0 = time.perf_counter()
             report = convert_path(src, to=TARGET, model=run, output=work / "out.wav", device=device,
-                                  n_iter=args.iters)
+                                  n_iter=args.iters, overwrite=True)  # each repeat writes the same file
             sync(device)
             if i:
                 calls.append(time.perf_counter() - t0)
