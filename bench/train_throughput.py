@@ -462,11 +462,11 @@ def main(argv: list[str] | None = None) -> dict:
             for run in side["runs"]:
                 run["round"] += offset
         earlier["reference"]["runs"] += result["reference"]["runs"]
-        for name, variant in result["variants"].items():  # more rounds of a variant pool with the earlier ones
-            if name in earlier["variants"]:
-                earlier["variants"][name]["runs"] += variant["runs"]
+        for variant_name, variant in result["variants"].items():  # more rounds of a variant pool with the earlier
+            if variant_name in earlier["variants"]:
+                earlier["variants"][variant_name]["runs"] += variant["runs"]
             else:
-                earlier["variants"][name] = variant
+                earlier["variants"][variant_name] = variant
         earlier["errors"].update(result["errors"])
         earlier["skipped"] += result["skipped"]
         earlier.setdefault("merged", []).append({"variants": variants, "rounds": args.rounds,
