@@ -19,6 +19,12 @@ OUT = ROOT / "bench" / "out"
 #: Where GPU results fetched from another machine may be kept under version control (``NAME_cuda.json``);
 #: run_all.py reads ``bench/out`` first, then this folder.
 GPU_RESULTS = ROOT / "bench" / "gpu"
+#: The CPU results that bench/results.md was last rendered from, kept under version control (bench/out is not), so
+#: that a fresh checkout can render it again: run_all.py reads ``bench/out`` first, then this folder, then
+#: ``GPU_RESULTS``.
+CPU_RESULTS = ROOT / "bench" / "cpu"
+#: Where read_json looks, in order.
+RESULT_FOLDERS = (OUT, CPU_RESULTS, GPU_RESULTS)
 
 # The benchmarks run from a checkout where specgan may not be installed (the GPU machine): import it from here.
 if str(ROOT) not in sys.path:
@@ -111,8 +117,9 @@ def write_json(name: str, data: dict, out: Path | None = None) -> Path:
 
 
 def read_json(name: str) -> dict | None:
-    """``bench/out/NAME.json``, else ``bench/gpu/NAME.json``, else None."""
-    for folder in (OUT, GPU_RESULTS):
+    """``NAME.json`` from the first of :data:`RESULT_FOLDERS` that holds it (``bench/out``, ``bench/cpu``,
+    ``bench/gpu``), else None."""
+    for folder in RESULT_FOLDERS:
         path = folder / f"{name}.json"
         if path.exists():
             return json.loads(path.read_text())

@@ -1,5 +1,6 @@
 """Run every benchmark and write ``bench/results.md`` (committed, linked from the README) plus JSON under
-``bench/out/``. Timings live here, never in tests."""
+``bench/out/``. Timings live here, never in tests. The JSON that a committed results.md was rendered from is kept
+in ``bench/cpu/`` (and ``bench/gpu/``), so ``--render-only`` works in a fresh checkout."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import OUT, ROOT, read_json, result_name  # noqa: E402
+from common import RESULT_FOLDERS, ROOT, read_json, result_name  # noqa: E402
 from specgan.train.acceleration import native_bf16  # noqa: E402
 
 import convert_memory  # noqa: E402
@@ -45,11 +46,14 @@ def main() -> None:
     parser.add_argument("--convert", choices=("yes", "no"), default="yes",
                         help="run the convert benchmarks (real-time factor; memory on long inputs)")
     parser.add_argument("--render-only", action="store_true",
-                        help="rewrite results.md from bench/out/*.json (and bench/gpu/*_cuda.json)")
+                        help="rewrite results.md from the JSON in bench/out, else bench/cpu (committed), else bench/gpu")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # each benchmark parses its own defaults
     if args.render_only:
-        prep, recon = (json.loads((OUT / f"{n}.json").read_text()) for n in ("prep_throughput", "reconstruct_speed"))
+        prep, recon = (read_json(n) for n in ("prep_throughput", "reconstruct_speed"))
+        if prep is None or recon is None:
+            raise SystemExit("--render-only needs prep_throughput.json and reconstruct_speed.json in bench/out or "
+                             "bench/cpu; run make bench first")
     else:
         prep = prep_throughput.main()
         recon = reconstruct_speed.main(["--device", "cpu"])
@@ -71,7 +75,7 @@ def main() -> None:
             sys.argv = sys.argv[:1]
             voice_convert.main()
     gan = read_json("gan_mnist")
-    voice = json.loads((OUT / "voice_convert.json").read_text()) if (OUT / "voice_convert.json").exists() else None
+    voice = read_json("voice_convert")
     m = prep["machine"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
@@ -143,8 +147,9 @@ def main() -> None:
     lines += edge_convolutions_section(read_json("edge_convolutions"))
     lines += convert_section()
     lines += scaling_section(read_json(result_name("scaling", "cuda")))
-    lines += ["Raw figures: `bench/out/*.json` (not committed); GPU figures `NAME_cuda.json`, from `bench/out/` or, "
-              "when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
+    lines += ["Raw figures: `bench/out/*.json` (not committed); the CPU figures rendered here are kept in `bench/cpu/` "
+              "(copied there from `bench/out/` when results.md is committed); GPU figures `NAME_cuda.json`, from "
+              "`bench/out/` or, when fetched from a GPU machine (`bench/gpu_session.py`), `bench/gpu/`.", ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
     print(f"wrote {ROOT / 'bench' / 'results.md'}")
 
@@ -162,11 +167,13 @@ def _stolen_lines(prep: dict, workers_key: str) -> list[str]:
 
 def _measured_at() -> str:
     """"commit (files), ..." for the result files that name the commit they were measured at."""
-    from common import GPU_RESULTS
-
     by_commit: dict[str, list[str]] = {}
-    for folder in (OUT, GPU_RESULTS):
+    shown: set[str] = set()
+    for folder in RESULT_FOLDERS:
         for path in sorted(folder.glob("*.json")):
+            if path.name in shown:  # read_json takes the first folder's
+                continue
+            shown.add(path.name)
             machine = json.loads(path.read_text()).get("machine")
             if isinstance(machine, dict) and machine.get("commit"):
                 by_commit.setdefault(machine["commit"], []).append(path.stem)
