@@ -26,7 +26,7 @@ from specgan.data.image_folder import load_image_folder
 from specgan.data.loaders import DATA_KINDS, load_data
 from specgan.data.prep import prep
 from specgan.data.spectrogram_data import load_spectrogram_data
-from specgan.errors import ConfigError, DatasetError
+from specgan.errors import ConfigError, DatasetError, SpecganWarning
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
 
@@ -495,3 +495,37 @@ def test_mnists_files_are_not_taken_for_fashion_mnist(mnist, tmp_path, split):
     with pytest.raises(DatasetError, match="holds mnist's files"):
         load_idx_set(raw, name="fashion-mnist", split=split)
     assert len(load_idx_set(raw, name="mnist", split=split)) == (60000 if split == "train" else 10000)
+
+
+def test_transparent_pixels_are_composited_onto_black_with_a_warning(tmp_path):
+    """Converting alone drops the alpha, so a transparent pixel kept whatever colour it stores (here red)."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (200, 10, 10)
+    rgba[..., 3] = [[0] * 4, [255] * 4, [128] * 4, [255] * 4]
+    root = tmp_path / "sprites"
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(rgba, mode="RGBA").save(root / "a" / "see_through.png")
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, mode="RGBA").save(root / "a" / "opaque.png")
+    with pytest.warns(SpecganWarning, match=r"1 image\(s\) have transparent pixels .*see_through.png.*onto black"):
+        data = load_image_folder(root, channels=3)
+    pixels = (data.images[1].permute(1, 2, 0) + 1) * 127.5  # see_through.png sorts after opaque.png
+    expected = rgba[..., :3].astype(np.float64) * rgba[..., 3:] / 255
+    assert np.abs(pixels.numpy() - expected).max() <= 1.0
+    assert pixels[0].abs().max() == 0  # fully transparent: black, not red
+    assert torch.allclose((data.images[0] + 1) * 127.5, torch.tensor([200., 10., 10.])[:, None, None].expand(3, 4, 4))
+    with pytest.warns(SpecganWarning, match="transparent"):
+        gray = load_image_folder(root)  # and the same in grayscale
+    assert gray.images[1, 0, 0].max() == -1
+
+
+def test_a_palette_image_with_a_transparent_entry_is_composited_too(tmp_path):
+    root = tmp_path / "p"
+    (root / "a").mkdir(parents=True)
+    img = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+    img.putpalette([255, 255, 255, 90, 90, 90] + [0] * 762)
+    img.save(root / "a" / "x.png", transparency=0)  # entry 0 (white) is transparent
+    with pytest.warns(SpecganWarning, match="transparent"):
+        data = load_image_folder(root)
+    assert ((data.images[0, 0] + 1) * 127.5).round().tolist() == [[0, 90], [90, 0]]

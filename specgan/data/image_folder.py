@@ -3,12 +3,13 @@
 As in ``specgan prep``, each immediate sub-folder of the dataset folder is a class (sorted by name; images in
 deeper folders belong to their first sub-folder), and images directly in the folder form one class named after
 it. Hidden files and folders are ignored. Every image must be readable: training data should be clean, so a bad
-file is an error naming it, never skipped silently.
+file is an error naming it, never skipped silently. Transparent pixels are composited onto black, with a warning.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 from specgan.data.image_data import ImageData
-from specgan.errors import ConfigError, DatasetError
+from specgan.errors import ConfigError, DatasetError, SpecganWarning
 
 #: File name suffixes read as images (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -39,20 +40,33 @@ def find_images(path: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 ``(H, W, C)``, converted to ``mode`` and resized to ``size`` = (height, width)."""
+def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
+    """One image as uint8 ``(H, W, C)``, converted to ``mode`` and resized to ``size`` = (height, width), and
+    whether it had transparent pixels (composited onto black: converting alone would drop the alpha and keep
+    whatever colour a transparent pixel happens to store)."""
     try:
         with Image.open(file) as img:
             img.load()
             if img.mode.startswith("I;16"):  # 16-bit grayscale: scale to 8 bits rather than clip
                 img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), mode="L")
+            transparent = _transparent(img)
+            if transparent:
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             img = img.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{file}: unreadable image ({e})") from None
-    return array.reshape(array.shape[0], array.shape[1], -1)
+    return array.reshape(array.shape[0], array.shape[1], -1), transparent
+
+
+def _transparent(img: Image.Image) -> bool:
+    """Whether ``img`` has an alpha channel or a transparent palette entry with a pixel below full opacity."""
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return False
+    return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
 
 
 def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
@@ -88,9 +102,11 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
     index = {name: i for i, name in enumerate(class_names)}
     resize = tuple(image_size) if image_size is not None else None
     size, first = resize, None
-    images = []
+    images, transparent = [], []
     for file, _ in found:
-        array = _read(file, mode=_MODES[channels], size=resize)
+        array, has_alpha = _read(file, mode=_MODES[channels], size=resize)
+        if has_alpha:
+            transparent.append(file)
         if size is None:
             first, size = file, array.shape[:2]
         elif array.shape[:2] != size:
@@ -98,6 +114,9 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
             raise DatasetError(f"{file}: {h}x{w} pixels (height x width), but {first} is {size[0]}x{size[1]}; "
                                f"resize them all with data.image_size = [height, width]")
         images.append(array)
+    if transparent:
+        warnings.warn(f"{path}: {len(transparent)} image(s) have transparent pixels (first: {transparent[0]}); "
+                      f"they are composited onto black", SpecganWarning, stacklevel=2)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(torch.float32).contiguous()
     x.div_(127.5).sub_(1.0)
     labels = torch.tensor([index[name] for _, name in found], dtype=torch.int64)
