@@ -563,3 +563,27 @@ def test_pad_short_keeps_a_short_clip_judged_by_its_own_frames():
     chunks, starts = chunk_logmel(clip, params=trimmed)
     assert starts.tolist() == [5 * 64]
     np.testing.assert_array_equal(chunks[0, :, :20], clip.spec[:, 5:25].numpy())
+
+
+def test_another_domain_pattern_relabels_the_same_chunks_and_says_so(vcc, tmp_path):
+    src = tmp_path / "flat"
+    src.mkdir()
+    for speaker, names in SPEAKERS.items():
+        for name in names:
+            shutil.copy(vcc / "vcc2016_training" / speaker / name, src / f"{speaker}_{name}")
+    out = tmp_path / "ds"
+    first = prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern=r"^(\w+?)_")
+    assert [d["name"] for d in first.manifest["domains"]] == ["SF1", "TM3"] and not first.notes
+    chunks = open_dataset(out).chunks[:].copy()
+    report = prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern=r"_\d{5}(\d)\.")  # the last digit
+    assert report.notes == ["4 file(s) changed domain since the previous dataset (first: SF1_100001.flac: SF1 → 1); "
+                            "their chunks are relabelled"]
+    assert report.reused == 4 and report.processed == 0
+    data = open_dataset(out)
+    assert np.array_equal(data.chunks[:], chunks)
+    assert [d["name"] for d in report.manifest["domains"]] == ["1", "3", "4"]
+    assert [s["domain"] for s in report.manifest["sources"]] == ["1", "3", "1", "4"]
+    for row, label in zip(report.manifest["sources"], [0, 1, 0, 2]):
+        assert set(np.asarray(data.labels[row["first_chunk"]:row["first_chunk"] + row["chunks"]])) == {label}
+    again = prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern=r"_\d{5}(\d)\.")
+    assert again.up_to_date and not again.notes

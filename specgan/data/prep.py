@@ -606,6 +606,13 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             kept = {e["path"] for e in entries} | {s["path"] for s in skipped}
             report.removed = [s["path"] for s in old["sources"] if s["path"] not in kept]
             report.removed_domains = [d["name"] for d in old["domains"] if d["name"] not in domain_names]
+            was_in = {row["path"]: row["domain"] for row in (*old["sources"], *old["skipped"])}
+            moved = [(s.relpath, was_in[s.relpath], s.domain) for s in sources
+                     if s.relpath in was_in and was_in[s.relpath] != s.domain]
+            if moved:  # e.g. another --domain-pattern: the same recordings, labelled anew
+                path, before, now = moved[0]
+                notes.append(f"{len(moved)} file(s) changed domain since the previous dataset (first: {path}: "
+                             f"{before} → {now}); their chunks are relabelled")
         if old is not None and not to_process and _same(old, entries, skipped):
             report.up_to_date = True
             return report
