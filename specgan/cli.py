@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specgan.errors import ConfigError, SpecganError, SpecganWarning, Terminated
+from specgan.errors import ConfigError, PrepInterrupted, SpecganError, SpecganWarning, Terminated
 from specgan.recipe import MAX_SEED
 
 #: Click's usage error (a bad option value, a missing argument, an unknown command), reached through typer's public
@@ -185,8 +185,8 @@ def guarded(fn: Callable) -> Callable:
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt as e:
             if not other_rank():
-                what = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
-                say(f"{what}; nothing half-written was kept", to=err)
+                what = "stopped by SIGTERM" if getattr(e, "exit_code", 130) == 143 else "interrupted"
+                say(f"{what}; {e if isinstance(e, PrepInterrupted) else 'nothing half-written was kept'}", to=err)
             raise typer.Exit(getattr(e, "exit_code", 130)) from None
         except Exception as e:
             if _debug:

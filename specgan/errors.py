@@ -70,6 +70,18 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
+class PrepInterrupted(KeyboardInterrupt):
+    """prep was stopped by Ctrl-C or SIGTERM after it had processed some files: those were committed as a dataset
+    whose manifest counts the files not yet reached (``unfinished``), which the same command processes next time.
+    The message says so; ``report`` is the :class:`~specgan.data.prep.PrepReport` of what was kept, and the command
+    line exits with ``exit_code`` (130, or 143 after SIGTERM)."""
+
+    def __init__(self, message: str, *, exit_code: int = 130, report: object | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.report = report
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training was stopped by Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, ``docker stop``, a batch
     scheduler). ``checkpoint`` is the newest checkpoint on disk (None if there is none) and ``step`` its step (0 if

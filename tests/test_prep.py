@@ -27,7 +27,7 @@ from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
 from specgan.data.prep import ClipLogMel, chunk_logmel, prep
 from specgan.data.spectrogram_data import load_spectrogram_data
-from specgan.errors import AudioError, DatasetError
+from specgan.errors import AudioError, DatasetError, PrepInterrupted, SpecganWarning, Terminated
 from helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -587,3 +587,83 @@ def test_another_domain_pattern_relabels_the_same_chunks_and_says_so(vcc, tmp_pa
         assert set(np.asarray(data.labels[row["first_chunk"]:row["first_chunk"] + row["chunks"]])) == {label}
     again = prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern=r"_\d{5}(\d)\.")
     assert again.up_to_date and not again.notes
+
+
+def _stop_after(monkeypatch, n: int, error: type[BaseException] = KeyboardInterrupt) -> None:
+    """Make prep's file processing raise ``error`` (as Ctrl-C or SIGTERM would) once ``n`` files are done."""
+    real_process = prep_module._process
+
+    def process_then_stop(*args, **kwargs):
+        for i, item in enumerate(real_process(*args, **kwargs)):
+            if i == n:
+                raise error()
+            yield item
+
+    monkeypatch.setattr(prep_module, "_process", process_then_stop)
+
+
+def test_an_interrupted_prep_keeps_the_files_it_finished_and_the_next_run_finishes_it(corpus, tmp_path, monkeypatch):
+    """Ctrl-C after 5 of the 10 files (4 usable, 6 bad) commits those 5; the next prep processes only the rest and
+    ends with the dataset an uninterrupted prep makes."""
+    complete = prep(corpus, tmp_path / "complete", params=FAST_PARAMS, workers=1).manifest
+    out = tmp_path / "ds"
+    _stop_after(monkeypatch, 5)
+    with pytest.raises(PrepInterrupted, match=f"^kept the 5 file\\(s\\) processed so far in {re.escape(str(out))} "
+                                              r"\(5 not yet\); run the same command again to finish it$") as caught:
+        prep(corpus, out, params=FAST_PARAMS, workers=1)
+    monkeypatch.undo()
+    assert caught.value.exit_code == 130
+    partial = open_dataset(out)
+    m = partial.manifest
+    assert m["unfinished"] == 5 and len(m["sources"]) + len(m["skipped"]) == 5
+    assert [d["name"] for d in m["domains"]] == ["SF1", "TM3"]  # every domain found, so labels stay as they will be
+    assert len(partial.chunks) == sum(s["chunks"] for s in m["sources"]) == m["shape"][0]
+    with pytest.warns(SpecganWarning, match=r"an interrupted prep left 5 file\(s\) of its source out; run the same"):
+        load_spectrogram_data(out)
+
+    report = prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert report.unfinished == 0 and report.processed + len(report.skipped) - len(m["skipped"]) == 5
+    finished = open_dataset(out)
+    assert "unfinished" not in finished.manifest
+    for key in ("sources", "skipped", "domains", "shape"):
+        assert finished.manifest[key] == complete[key]
+    reference = open_dataset(tmp_path / "complete")
+    np.testing.assert_array_equal(finished.chunks, reference.chunks)
+    np.testing.assert_array_equal(finished.labels, reference.labels)
+    np.testing.assert_array_equal(finished.positions, reference.positions)
+
+
+def test_an_update_interrupted_before_any_file_is_done_keeps_the_dataset_as_it_was(corpus, vcc, tmp_path,
+                                                                                    monkeypatch):
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    before = (out / "manifest.json").read_bytes()
+    shutil.copy(vcc / "vcc2016_training" / "TM3" / "100005.flac", corpus / "TM3" / "new.flac")
+    shutil.copy(vcc / "vcc2016_training" / "TM3" / "100006.flac", corpus / "TM3" / "newer.flac")
+    _stop_after(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        prep(corpus, out, params=FAST_PARAMS, workers=1)
+    assert type(caught.value) is KeyboardInterrupt  # nothing kept, so nothing to say about it
+    assert (out / "manifest.json").read_bytes() == before
+    # An interruption after one of the two new files: the other is counted as not yet processed.
+    monkeypatch.undo()
+    _stop_after(monkeypatch, 1)
+    with pytest.raises(PrepInterrupted, match=r"kept the 1 file\(s\) processed so far .*\(1 not yet\)"):
+        prep(corpus, out, params=FAST_PARAMS, workers=1)
+    monkeypatch.undo()
+    m = open_dataset(out).manifest
+    assert m["unfinished"] == 1 and len(m["sources"]) == 5  # the 4 it had and one new
+    assert not prep(corpus, out, params=FAST_PARAMS, workers=1).up_to_date
+    assert "unfinished" not in open_dataset(out).manifest and len(open_dataset(out).manifest["sources"]) == 6
+
+
+@pytest.mark.parametrize("error, exit_code, what", [(KeyboardInterrupt, 130, "interrupted"),
+                                                     (Terminated, 143, "stopped by SIGTERM")])
+def test_the_command_line_says_what_an_interrupted_prep_kept(corpus, tmp_path, monkeypatch, error, exit_code, what):
+    _stop_after(monkeypatch, 3, error)
+    out = tmp_path / "ds"
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    assert code == exit_code
+    assert output.strip() == (f"{what}; kept the 3 file(s) processed so far in {out} (7 not yet); run the same "
+                              f"command again to finish it")
+    assert open_dataset(out).manifest["unfinished"] == 7

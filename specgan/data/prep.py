@@ -30,7 +30,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, 
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, domains_table, open_dataset, read_manifest,
                                      remove_orphans, values_out_of_range, write_dataset)
-from specgan.errors import AudioError, DatasetError
+from specgan.errors import AudioError, DatasetError, PrepInterrupted
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
 
@@ -83,6 +83,9 @@ class PrepReport:
     removed_domains: list[str] = field(default_factory=list)
     #: What discovery passed over (see :func:`discover`), for the user.
     notes: list[str] = field(default_factory=list)
+    #: Files not reached before an interruption (see :class:`~specgan.errors.PrepInterrupted`): left out of the
+    #: dataset, which records their number as ``unfinished``; the next prep processes them.
+    unfinished: int = 0
 
 
 def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_pattern: str | None = None,
@@ -565,12 +568,18 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                           and hashes[s.path] not in done_skips]
         if on_start:
             on_start(len(to_process))
-        for path, digest, result in _process(to_process, params, workers, hash_files=old is None):
-            if digest is not None:
-                hashes[path] = digest
-            results[path] = result
-            if on_file:
-                on_file(path)
+        interrupted = None
+        try:
+            for path, digest, result in _process(to_process, params, workers, hash_files=old is None):
+                if digest is not None:
+                    hashes[path] = digest
+                results[path] = result
+                if on_file:
+                    on_file(path)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: commit the files done so far (below), then stop
+            if not results:
+                raise
+            interrupted = e
 
         domain_names = sorted({s.domain for s in sources})
         label_of = {name: i for i, name in enumerate(domain_names)}
@@ -584,6 +593,9 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 result = done_skips[digest]
             if isinstance(result, str):
                 skipped.append({"path": source.relpath, "domain": source.domain, "sha256": digest, "reason": result})
+                continue
+            if result is None and digest not in done_rows:  # not reached before an interruption
+                report.unfinished += 1
                 continue
             if result is None:  # unchanged: copy its rows out of the previous generation
                 entry = done_rows[digest]
@@ -602,7 +614,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             labels.append(np.full(n, label_of[source.domain], dtype=np.int64))
             positions.append(np.stack([np.full(n, len(entries) - 1), result.starts], axis=1))
 
-        if old is not None:
+        if old is not None and not interrupted:
             kept = {e["path"] for e in entries} | {s["path"] for s in skipped}
             report.removed = [s["path"] for s in old["sources"] if s["path"] not in kept]
             report.removed_domains = [d["name"] for d in old["domains"] if d["name"] not in domain_names]
@@ -613,17 +625,25 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 path, before, now = moved[0]
                 notes.append(f"{len(moved)} file(s) changed domain since the previous dataset (first: {path}: "
                              f"{before} → {now}); their chunks are relabelled")
-        if old is not None and not to_process and _same(old, entries, skipped):
+        if old is not None and not to_process and _same(old, entries, skipped) and not old.get("unfinished"):
             report.up_to_date = True
             return report
         if not entries:
+            if interrupted:
+                raise interrupted
             raise DatasetError(f"{src}: none of the {len(sources)} audio files could be used "
                                f"(first: {skipped[0]['path']}: {skipped[0]['reason']})")
         del previous  # release the memory map before old arrays are removed
-        report.manifest = write_dataset(out, audio=params, chunks=chunks, labels=labels, positions=positions,
-                                        manifest={"source": printable(str(src.resolve())),
-                                                  "domains": domains_table(domain_names, entries, skipped),
-                                                  "sources": entries, "skipped": skipped})
+        report.manifest = write_dataset(
+            out, audio=params, chunks=chunks, labels=labels, positions=positions,
+            manifest={"source": printable(str(src.resolve())),
+                      "domains": domains_table(domain_names, entries, skipped), "sources": entries, "skipped": skipped,
+                      **({"unfinished": report.unfinished} if report.unfinished else {})})
+        if interrupted:
+            raise PrepInterrupted(
+                f"kept the {len(results)} file(s) processed so far in {out} ({report.unfinished} not yet); run "
+                f"the same command again to finish it", exit_code=getattr(interrupted, "exit_code", 130),
+                report=report) from None
         return report
 
 

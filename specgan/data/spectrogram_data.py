@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from specgan.data.dataset_dir import open_dataset, values_out_of_range
 from specgan.data.image_data import ImageData
-from specgan.errors import DatasetError
+from specgan.errors import DatasetError, SpecganWarning
 
 
 def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] = ()) -> ImageData:
@@ -25,7 +26,7 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
     Returns:
         ImageData with images float32 ``(N, 1, n_mels, frames)``: normalised log-mel in [-1, 1] (see
         :class:`~specgan.audio.params.AudioParams`), labels int64 ``(N,)``, class names = domain names, and the
-        dataset's audio parameters.
+        dataset's audio parameters. A dataset an interrupted prep left unfinished loads with a SpecganWarning.
 
     Raises:
         DatasetError: no dataset at ``path``, an unknown or repeated domain (listing the available ones), or no
@@ -64,6 +65,10 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
         raise DatasetError(f"{path / ds.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
                            f"(the file is damaged); make the dataset again with: specgan prep SRC -o "
                            f"{shlex.quote(str(path))} --overwrite")
+    unfinished = ds.manifest.get("unfinished")
+    if unfinished:
+        warnings.warn(f"{path}: an interrupted prep left {unfinished} file(s) of its source out; run the same prep "
+                      f"command again to add them", SpecganWarning, stacklevel=2)
     images = torch.from_numpy(chunks).unsqueeze(1)
     return ImageData(images=images, labels=torch.from_numpy(labels), class_names=class_names, audio=ds.audio,
                      source=str(path))
