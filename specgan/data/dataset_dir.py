@@ -145,6 +145,15 @@ def values_out_of_range(chunks: np.ndarray, *, block: int = 4096) -> int:
     return sum(int(np.count_nonzero(~(np.abs(chunks[i:i + block]) <= 1.0))) for i in range(0, len(chunks), block))
 
 
+def check_values_in_range(dataset: PreppedDataset, chunks: np.ndarray, *, remedy: str) -> None:
+    """Raise DatasetError naming ``dataset``'s chunks file when ``chunks`` (its chunks, or those a reader kept)
+    hold values that are not numbers in [-1, 1] (see :func:`values_out_of_range`); ``remedy`` ends the message."""
+    bad = values_out_of_range(chunks)
+    if bad:
+        raise DatasetError(f"{dataset.path / dataset.manifest['files']['chunks']}: {bad} values are not numbers in "
+                           f"[-1, 1] (the file is damaged); {remedy}")
+
+
 def write_dataset(path: Path, *, audio: AudioParams, chunks: list[np.ndarray], labels: list[np.ndarray],
                   positions: list[np.ndarray], manifest: dict[str, Any]) -> dict[str, Any]:
     """Write a new generation of the dataset at ``path`` and commit it by replacing the manifest.

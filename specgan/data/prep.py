@@ -28,8 +28,8 @@ from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes,
                               mono_blocks, open_regular, peak_amplitude, resample_whole, scan_audio_files)
 from specgan.audio.params import AudioParams
-from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, domains_table, open_dataset, read_manifest,
-                                     remove_orphans, values_out_of_range, write_dataset)
+from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, check_values_in_range, domains_table,
+                                     open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.errors import AudioError, DatasetError, PrepInterrupted
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
@@ -687,11 +687,9 @@ def _open_previous(out: Path) -> PreppedDataset:
     except DatasetError as e:
         raise DatasetError(f"{e}; to rebuild the dataset from the recordings, run the same command with "
                            f"--overwrite") from None
-    bad = values_out_of_range(previous.chunks)
-    if bad:  # its rows would be copied again, and the update called up to date
-        raise DatasetError(f"{out / previous.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
-                           f"(the file is damaged); to rebuild the dataset from the recordings, run the same command "
-                           f"with --overwrite")
+    # Its rows would be copied again, and the update called up to date.
+    check_values_in_range(previous, previous.chunks, remedy="to rebuild the dataset from the recordings, run the same "
+                                                            "command with --overwrite")
     return previous
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specgan.data.dataset_dir import open_dataset, values_out_of_range
+from specgan.data.dataset_dir import check_values_in_range, open_dataset
 from specgan.data.image_data import ImageData
 from specgan.errors import DatasetError, SpecganWarning
 
@@ -60,11 +60,8 @@ def load_spectrogram_data(path: str | os.PathLike, *, domains: tuple[str, ...] =
         which = f" of domains {', '.join(domains)}" if domains else ""
         raise DatasetError(f"{path}: holds no chunks{which} to train on")
     # prep writes values in [-1, 1]; anything else is a damaged file, which training would meet as a NaN loss
-    bad = values_out_of_range(chunks)
-    if bad:
-        raise DatasetError(f"{path / ds.manifest['files']['chunks']}: {bad} values are not numbers in [-1, 1] "
-                           f"(the file is damaged); make the dataset again with: specgan prep SRC -o "
-                           f"{shlex.quote(str(path))} --overwrite")
+    check_values_in_range(ds, chunks, remedy=f"make the dataset again with: specgan prep SRC -o "
+                                              f"{shlex.quote(str(path))} --overwrite")
     unfinished = ds.manifest.get("unfinished")
     if unfinished:
         warnings.warn(f"{path}: an interrupted prep left {unfinished} file(s) of its source out; run the same prep "
