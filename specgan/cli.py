@@ -384,7 +384,7 @@ def reconstruct(
     device: Device = "auto",
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
-    from specgan.audio.io import OUTPUT_FORMATS, refuse_existing
+    from specgan.audio.io import OUTPUT_FORMATS, check_output_rate, refuse_existing
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
@@ -401,6 +401,7 @@ def reconstruct(
         refuse_existing([output])
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
+    check_output_rate(output, params.sample_rate)
     dev, threads = compute_device(device)
     r = reconstruct_file(src, output, params=params, n_iter=iters, seed=seed, device=str(dev))
     note(threads)

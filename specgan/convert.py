@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectral_convergence_blocks
-from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, load_audio, output_length, \
-    refuse_existing, save_audio
+from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, check_output_rate, load_audio, \
+    output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
 from specgan.recipe import from_mapping
@@ -455,6 +455,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     translator = load_translator(find_translator(to, runs_dir=runs_dir, on_warning=on_warning) if picked else model,
                                  device=device, on_warning=on_warning)
     translator.generator_to(to)  # an unknown domain fails before any work
+    for _, target in jobs:
+        check_output_rate(target, sample_rate or translator.audio.sample_rate)
     if on_model:
         on_model(translator, picked)
     converted, failed = [], []

@@ -25,7 +25,7 @@ from specgan import convert
 from specgan.cli import app
 from specgan.convert import Translator, convert_file, convert_waveform, find_translator, load_translator, \
     translate_logmel
-from specgan.errors import CheckpointError, ConfigError
+from specgan.errors import CheckpointError, ConfigError, SpecganError
 from specgan.spectrogram_figure import LEFT, colour_table, figure_layout
 from helpers import one_line_error, write_run
 
@@ -611,3 +611,24 @@ def test_a_recipe_or_a_folder_of_runs_given_for_a_run_says_what_to_give(tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="empty: no checkpoints in .*empty/checkpoints$"):
         load_model_checkpoint(tmp_path / "empty")
+
+
+def test_ogg_above_what_vorbis_holds_is_one_line_before_any_work(run, tmp_path):
+    """libsndfile crashed the process writing Vorbis above 200 kHz (a segmentation fault, exit 139, a temporary
+    file left behind); convert and reconstruct now refuse such an output before converting, and save_audio before
+    writing."""
+    src = speech_file(tmp_path / "in.wav", seconds=0.5)
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "hi.ogg", "--sample-rate", 384000)
+    one_line_error(code, stderr, f"{tmp_path / 'hi.ogg'}: an .ogg file holds at most 200000 Hz, not 384000; write "
+                                 f".wav or .flac, or choose a lower --sample-rate")
+    result = CliRunner().invoke(app, ["reconstruct", str(src), "-o", str(tmp_path / "r.ogg"), "--sample-rate",
+                                      "200001"])
+    one_line_error(result.exit_code, result.stderr, f"{tmp_path / 'r.ogg'}: an .ogg file holds at most 200000 Hz, "
+                                                    f"not 200001; write .wav or .flac, or choose a lower --sample-rate")
+    with pytest.raises(SpecganError, match="holds at most 200000 Hz"):
+        save_audio(tmp_path / "direct.ogg", np.zeros(1000, np.float32), sample_rate=256000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "runs"]
+    # The limit itself, and .flac above it, are written.
+    save_audio(tmp_path / "top.ogg", np.zeros(1000, np.float32), sample_rate=200000)
+    save_audio(tmp_path / "hi.flac", np.zeros(1000, np.float32), sample_rate=384000)
+    assert sf.info(tmp_path / "top.ogg").samplerate == 200000 and sf.info(tmp_path / "hi.flac").samplerate == 384000

@@ -34,6 +34,9 @@ AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".bwf", ".w64", ".rf64", ".flac", "
                             ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".sph", ".nist", ".voc"})
 #: Output suffix → libsndfile format that :func:`save_audio` writes.
 OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+#: The highest sample rate (Hz) of a format, where it is below what the commands accept: libvorbis takes up to
+#: 200 kHz, and libsndfile crashed the process (a segmentation fault) writing Vorbis at 200001 Hz and above.
+MAX_OUTPUT_RATES = {"OGG": 200_000}
 #: Tries at an Ogg Vorbis file whose decoded peaks stay within [-1, 1] (see :func:`save_audio`).
 LOSSY_TRIES = 8
 #: Sample rates (Hz) accepted from a file; outside this a header is broken (a rate of 1 Hz would make
@@ -517,12 +520,23 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
+    check_output_rate(path, sample_rate)
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
         if fmt == "OGG":
             _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
     return path
+
+
+def check_output_rate(path: Path, sample_rate: int) -> None:
+    """A one-line SpecganError when ``path``'s format cannot hold ``sample_rate`` Hz (see :data:`MAX_OUTPUT_RATES`);
+    commands call it before their work, and :func:`save_audio` before it writes."""
+    fmt = OUTPUT_FORMATS.get(Path(path).suffix.lower())
+    limit = MAX_OUTPUT_RATES.get(fmt)
+    if limit is not None and sample_rate > limit:
+        raise SpecganError(f"{path}: an .{fmt.lower()} file holds at most {limit} Hz, not {sample_rate}; write .wav or "
+                           f".flac, or choose a lower --sample-rate")
 
 
 def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: int, name: Path) -> None:
