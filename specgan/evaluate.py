@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -131,6 +132,21 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
     return pairs, unmatched
 
 
+def _unscorable(wave: torch.Tensor, *, sample_rate: int) -> str | None:
+    """Why a recording ``(samples,)`` at ``sample_rate`` Hz cannot be scored by :mod:`specgan.metrics.audio_quality`,
+    or None: shorter than one analysis frame, or silent (the distances of silence measure nothing)."""
+    from specgan.audio.io import SILENCE_PEAK, output_length, peak_amplitude
+    from specgan.metrics.audio_quality import ANALYSIS_RATE, N_FFT
+
+    if output_length(wave.shape[-1], source_rate=sample_rate, sample_rate=ANALYSIS_RATE) <= N_FFT // 2:
+        return (f"too short to score ({wave.shape[-1] / sample_rate * 1000:.0f} ms; one analysis frame is "
+                f"{N_FFT / ANALYSIS_RATE * 1000:.0f} ms)")
+    peak = peak_amplitude(wave)
+    if not peak >= SILENCE_PEAK:
+        return f"silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS), nothing to score"
+    return None
+
+
 def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, target_dir: Path,
                          direction: str = "A2B", n_iter: int = 32, device: torch.device | str = "cpu",
                          on_progress: Callable[[int, int], None] | None = None,
@@ -160,6 +176,9 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
         raise ConfigError(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, "
                           f"but --direction {direction} converts {src_domain} → {dst_domain}; --direction {other} "
                           f"converts {dst_domain} → {src_domain}, or give the folders the other way round")
+    if Path(source_dir).resolve() == Path(target_dir).resolve():  # every conversion scored against its own input
+        raise ConfigError(f"--pairs {source_dir} {target_dir}: the same folder twice; give the source speaker's "
+                          f"recordings and the target speaker's same sentences")
     pairs, unmatched = parallel_pairs(Path(source_dir), Path(target_dir))
     if not pairs:
         raise ConfigError(f"--pairs {source_dir} {target_dir}: no source file has a target of the same name")
@@ -172,7 +191,11 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
         try:
             wave, _ = load_audio(source, sample_rate=rate)
             reference, _ = load_audio(target, sample_rate=rate)
-        except AudioError as e:  # one unreadable recording costs its pair, not the whole measurement
+            for path, recording in ((source, wave), (target, reference)):
+                reason = _unscorable(recording, sample_rate=rate)
+                if reason:
+                    raise AudioError(f"{path}: {reason}")
+        except AudioError as e:  # one unusable recording costs its pair, not the whole measurement
             failed.append({"source": str(source), "target": str(target), "reason": str(e)})
             continue
         conversion = convert_waveform(wave.to(translator.device), generator=generator, audio=translator.audio,

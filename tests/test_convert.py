@@ -632,3 +632,27 @@ def test_ogg_above_what_vorbis_holds_is_one_line_before_any_work(run, tmp_path):
     save_audio(tmp_path / "top.ogg", np.zeros(1000, np.float32), sample_rate=200000)
     save_audio(tmp_path / "hi.flac", np.zeros(1000, np.float32), sample_rate=384000)
     assert sf.info(tmp_path / "top.ogg").samplerate == 200000 and sf.info(tmp_path / "hi.flac").samplerate == 384000
+
+
+def test_eval_pairs_leaves_out_pairs_it_cannot_score_and_says_why(run, tmp_path):
+    """A recording shorter than one analysis frame (64 ms) made the scoring raise ValueError (an internal error,
+    exit 1, no result); a silent one was averaged in. Each now costs its pair only, with the reason."""
+    from specgan.evaluate import evaluate_translation
+
+    for domain in ("A", "B"):
+        speech_file(tmp_path / domain / "good.wav", seconds=0.5, seed=ord(domain))
+        speech_file(tmp_path / domain / "other.wav", seconds=0.5, seed=ord(domain) + 7)
+    sf.write(tmp_path / "A" / "blip.wav", np.full(400, 0.1, np.float32), 16000)   # 25 ms
+    speech_file(tmp_path / "B" / "blip.wav", seconds=0.5, seed=3)
+    speech_file(tmp_path / "A" / "hush.wav", seconds=0.5, seed=4)
+    sf.write(tmp_path / "B" / "hush.wav", np.zeros(8000, np.float32), 16000)       # silent target
+    result = evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "B", direction="A2B",
+                                  n_iter=2)
+    assert result["pairs"] == 2 and sorted(Path(r["source"]).name for r in result["per_pair"]) == ["good.wav",
+                                                                                                   "other.wav"]
+    reasons = {Path(f["source"]).name: f["reason"] for f in result["failed"]}
+    assert reasons == {"blip.wav": f"{tmp_path / 'A' / 'blip.wav'}: too short to score (25 ms; one analysis frame "
+                                   f"is 64 ms)",
+                       "hush.wav": f"{tmp_path / 'B' / 'hush.wav'}: silent (peak -240 dBFS), nothing to score"}
+    with pytest.raises(ConfigError, match="the same folder twice"):
+        evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "A" / ".", direction="A2B")

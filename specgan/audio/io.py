@@ -39,6 +39,8 @@ OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 MAX_OUTPUT_RATES = {"OGG": 200_000}
 #: Tries at an Ogg Vorbis file whose decoded peaks stay within [-1, 1] (see :func:`save_audio`).
 LOSSY_TRIES = 8
+#: A recording whose peak is below this amplitude (-80 dBFS) is silent: prep skips it, eval --pairs does not score it.
+SILENCE_PEAK = 1e-4
 #: Sample rates (Hz) accepted from a file; outside this a header is broken (a rate of 1 Hz would make
 #: resampling to 22050 Hz multiply the samples 22050 times).
 SOURCE_RATES = (1000, 768000)

@@ -25,18 +25,15 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, AudioFile, AudioScan, Resamplers, block_frames_for, decode_bytes,
-                              mono_blocks, open_regular, peak_amplitude, resample_whole, scan_audio_files)
+from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, AudioScan, Resamplers, block_frames_for,
+                              decode_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole,
+                              scan_audio_files)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, check_values_in_range, domains_table,
                                      open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.errors import AudioError, DatasetError, PrepInterrupted
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
-
-#: A file whose peak is below this amplitude (-80 dBFS) is silent.
-SILENCE_PEAK = 1e-4
-
 
 @dataclass(frozen=True)
 class SourceFile:
