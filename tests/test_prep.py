@@ -289,6 +289,18 @@ def test_a_dataset_written_inside_its_source_folder_is_not_news(corpus, tmp_path
     assert "ds" not in {d["name"] for d in open_dataset(out).manifest["domains"]}
 
 
+def test_a_dataset_among_the_recordings_is_refused(corpus, tmp_path):
+    """prep SRC -o SRC/DOMAIN left that domain's recordings out without a word (discovery skips the output folder)
+    and wrote the dataset among them; prep SRC -o SRC said "no audio files found"."""
+    before = sorted(p.name for p in (corpus / "TM3").iterdir())
+    code, output = run("prep", corpus, "-o", corpus / "TM3", "--workers", "1", *FAST)
+    one_line_error(code, output, f"{corpus / 'TM3'}: holds 2 recording(s) of {corpus} (e.g. 100001.flac), which the "
+                                 f"dataset would leave out; write it to a folder of its own")
+    assert sorted(p.name for p in (corpus / "TM3").iterdir()) == before
+    code, output = run("prep", corpus, "-o", corpus, "--workers", "1", *FAST)
+    one_line_error(code, output, f"{corpus}: is the source folder; the dataset needs a folder of its own (e.g. -o "
+                                 f"{tmp_path / 'wavs-dataset'})")
+
 
 @pytest.mark.parametrize("flags,rebuilt", [(["--n-fft", "1023"], True), (["--sample-rate", "11025"], True),
                                            ([], False)])
@@ -667,3 +679,24 @@ def test_the_command_line_says_what_an_interrupted_prep_kept(corpus, tmp_path, m
     assert output.strip() == (f"{what}; kept the 3 file(s) processed so far in {out} (7 not yet); run the same "
                               f"command again to finish it")
     assert open_dataset(out).manifest["unfinished"] == 7
+
+
+def test_another_source_folder_does_not_replace_a_dataset_without_overwrite(corpus, tmp_path):
+    """An update from another folder that lacks some of the dataset's recordings (a typo, a disk not mounted) had
+    replaced the dataset with that folder's, while --domains, which drops files the same way, was refused."""
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    before = (out / "manifest.json").read_bytes()
+    other = tmp_path / "other"
+    (other / "SF1").mkdir(parents=True)
+    shutil.copy(corpus / "SF1" / "100001.flac", other / "SF1" / "100001.flac")
+    code, output = run("prep", other, "-o", out, "--workers", "1", *FAST)
+    one_line_error(code, output, f"{out}: was made from {corpus}, and {other} lacks 3 of its 4 recordings (e.g. "
+                                 f"SF1/100003.flac); to replace it with a dataset of {other}, add --overwrite")
+    assert (out / "manifest.json").read_bytes() == before
+    assert prep(other, out, params=FAST_PARAMS, workers=1, overwrite=True).manifest["source"] == str(other)
+    # A source folder that moved, with every recording still in it, updates the dataset as before.
+    prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=True)
+    moved = corpus.rename(tmp_path / "moved")
+    report = prep(moved, out, params=FAST_PARAMS, workers=1)
+    assert (report.processed, report.reused) == (0, 4) and report.manifest["source"] == str(moved)

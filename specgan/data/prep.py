@@ -522,6 +522,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     used, when another prep holds ``out``, or when the dataset cannot be written (the previous one is then kept).
     """
     src, out = Path(src), Path(out)
+    _refuse_output_among_recordings(src, out)
     notes: list[str] = []
     sources = discover(src, domains=domains, domain_pattern=domain_pattern, notes=notes,
                        skip=Path(out) if Path(out).is_dir() else None)
@@ -543,6 +544,14 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 raise DatasetError(f"{out}: holds domain(s) {', '.join(dropped)}, which --domains "
                                    f"{','.join(domains)} leaves out; to update it, prep without --domains (or with "
                                    f"all of its domains); to keep only {','.join(domains)}, add --overwrite")
+        source_folder = printable(str(src.resolve()))
+        if old is not None and old.get("source", source_folder) != source_folder:
+            found = {s.relpath for s in sources}
+            gone = [row["path"] for row in old["sources"] if row["path"] not in found]
+            if gone:  # another folder (a typo, a disk not mounted) would replace the dataset as a by-product
+                raise DatasetError(f"{out}: was made from {old['source']}, and {src} lacks {len(gone)} of its "
+                                   f"{len(old['sources'])} recordings (e.g. {gone[0]}); to replace it with a dataset "
+                                   f"of {src}, add --overwrite")
         if old is not None and _features_changed(old, params):
             notes.append(f"{out}: its chunks were made by an older specgan, whose mel filterbank differed at "
                          f"n_fft {params.n_fft} and {params.sample_rate} Hz; rebuilt from the recordings")
@@ -622,7 +631,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 path, before, now = moved[0]
                 notes.append(f"{len(moved)} file(s) changed domain since the previous dataset (first: {path}: "
                              f"{before} → {now}); their chunks are relabelled")
-        if old is not None and not to_process and _same(old, entries, skipped) and not old.get("unfinished"):
+        if (old is not None and not to_process and _same(old, entries, skipped) and not old.get("unfinished")
+                and old.get("source") == source_folder):
             report.up_to_date = True
             return report
         if not entries:
@@ -633,7 +643,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         del previous  # release the memory map before old arrays are removed
         report.manifest = write_dataset(
             out, audio=params, chunks=chunks, labels=labels, positions=positions,
-            manifest={"source": printable(str(src.resolve())),
+            manifest={"source": source_folder,
                       "domains": domains_table(domain_names, entries, skipped), "sources": entries, "skipped": skipped,
                       **({"unfinished": report.unfinished} if report.unfinished else {})})
         if interrupted:
@@ -642,6 +652,23 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 f"the same command again to finish it", exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
         return report
+
+
+def _refuse_output_among_recordings(src: Path, out: Path) -> None:
+    """A DatasetError when the dataset folder ``out`` is the source folder, or a folder inside it that holds
+    recordings: discovery leaves the output folder out, so those recordings would be left out of the dataset
+    without a word (a whole domain, for ``-o SRC/DOMAIN``), and the dataset's files would lie among them."""
+    if not (src.is_dir() and out.is_dir()):
+        return
+    inside, there = out.resolve(), src.resolve()
+    if inside == there:
+        raise DatasetError(f"{out}: is the source folder; the dataset needs a folder of its own (e.g. -o "
+                           f"{src.parent / (src.resolve().name + '-dataset')})")
+    if there in inside.parents:
+        recordings = scan_audio_files(out).files
+        if recordings:
+            raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src} (e.g. {printable(recordings[0])}), "
+                               f"which the dataset would leave out; write it to a folder of its own")
 
 
 def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
