@@ -667,8 +667,9 @@ def _refuse_output_among_recordings(src: Path, out: Path) -> None:
     if there in inside.parents:
         recordings = scan_audio_files(out).files
         if recordings:
-            raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src} (e.g. {printable(recordings[0])}), "
-                               f"which the dataset would leave out; write it to a folder of its own")
+            raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src} (e.g. "
+                               f"{printable(recordings[0])}), which the dataset would leave out; write it to a folder "
+                               f"of its own")
 
 
 def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
