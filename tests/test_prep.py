@@ -700,3 +700,12 @@ def test_another_source_folder_does_not_replace_a_dataset_without_overwrite(corp
     moved = corpus.rename(tmp_path / "moved")
     report = prep(moved, out, params=FAST_PARAMS, workers=1)
     assert (report.processed, report.reused) == (0, 4) and report.manifest["source"] == str(moved)
+
+
+def test_the_same_recording_in_two_domains_is_noted(corpus, tmp_path):
+    (corpus / "SF1" / "borrowed.flac").symlink_to(corpus / "TM3" / "100004.flac")
+    shutil.copy(corpus / "SF1" / "100001.flac", corpus / "SF1" / "copy.flac")   # twice in one domain: no note
+    report = prep(corpus, tmp_path / "ds", params=FAST_PARAMS, workers=1)
+    assert report.notes[1:] == ["1 recording(s) are in more than one domain (first: SF1/borrowed.flac in SF1 and "
+                                "TM3/100004.flac in TM3 hold the same audio)"]
+    assert report.notes[0].endswith("passed over 1 file(s) not named as audio (1 .txt)")  # the corpus's notes.txt

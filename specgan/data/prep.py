@@ -620,6 +620,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
             labels.append(np.full(n, label_of[source.domain], dtype=np.int64))
             positions.append(np.stack([np.full(n, len(entries) - 1), result.starts], axis=1))
 
+        _note_recordings_in_several_domains(entries, notes)
         if old is not None and not interrupted:
             kept = {e["path"] for e in entries} | {s["path"] for s in skipped}
             report.removed = [s["path"] for s in old["sources"] if s["path"] not in kept]
@@ -652,6 +653,21 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 f"the same command again to finish it", exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
         return report
+
+
+def _note_recordings_in_several_domains(entries: list[dict], notes: list[str]) -> None:
+    """Add a line to ``notes`` when the same recording (by content) is in two or more domains: a copy or a link
+    that makes it an example of both voices or styles, which a translator cannot tell apart."""
+    first_of: dict[str, dict] = {}
+    crossings = []
+    for entry in entries:
+        earlier = first_of.setdefault(entry["sha256"], entry)
+        if earlier["domain"] != entry["domain"]:
+            crossings.append((earlier, entry))
+    if crossings:
+        a, b = crossings[0]
+        notes.append(f"{len(crossings)} recording(s) are in more than one domain (first: {a['path']} in {a['domain']} "
+                     f"and {b['path']} in {b['domain']} hold the same audio)")
 
 
 def _refuse_output_among_recordings(src: Path, out: Path) -> None:
