@@ -236,3 +236,35 @@ def test_off_a_terminal_training_prints_plain_progress_lines(tmp_path):
     assert [line for line in stderr.splitlines() if line.startswith("step ")][-1].startswith("step 8/8  ")
     code, _, stderr = specgan("train", recipe, "--set", "train.steps=10", "--device", "cpu", "--quiet", cwd=tmp_path)
     assert code == 0 and not [line for line in stderr.splitlines() if line.startswith("step ")], stderr
+
+
+def test_a_run_folder_that_is_not_a_run_or_lies_inside_its_images_is_refused(tmp_path):
+    """output.dir naming a folder of the user's own files replaced its recipe.toml and cut a line of its
+    metrics.jsonl; one inside the image folder made the run's sample grids a class of the next run's data."""
+    recipe = tiny_recipe_file(tmp_path)
+    mine = tmp_path / "mystuff"
+    mine.mkdir()
+    (mine / "recipe.toml").write_text("important\n")
+    (mine / "metrics.jsonl").write_text("x")
+    code, _, stderr = specgan("train", recipe, "--set", f"output.dir={mine}", "--set", "train.steps=1", cwd=tmp_path)
+    one_line_error(code, stderr, f"output.dir = '{mine}': holds 2 file(s) or folder(s) that are not a specgan run's "
+                                 f"(e.g. metrics.jsonl), which the run could replace; set another output.dir")
+    assert (mine / "recipe.toml").read_text() == "important\n" and (mine / "metrics.jsonl").read_text() == "x"
+    assert sorted(p.name for p in mine.iterdir()) == ["metrics.jsonl", "recipe.toml"]
+    inside = tmp_path / "data" / "runs" / "one"
+    code, _, stderr = specgan("train", recipe, "--set", f"output.dir={inside}", "--set", "train.steps=1",
+                              cwd=tmp_path)
+    one_line_error(code, stderr, f"output.dir = '{inside}': inside data.path = '{tmp_path / 'data'}', whose every "
+                                 f"image is training data (the run's samples would become a class); set an output.dir "
+                                 f"outside it")
+    assert not (tmp_path / "data" / "runs").exists()
+    # A run folder is continued; an empty folder becomes one.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for _ in range(2):
+        code, _, stderr = specgan("train", recipe, "--set", f"output.dir={empty}", "--set", "train.steps=1",
+                                  cwd=tmp_path)
+        assert code == 0, stderr
+    code, _, stderr = specgan("train", empty, "--set", "train.steps=2", cwd=tmp_path)
+    assert code == 0, stderr
+    assert (empty / "checkpoints" / "step_00000002.pt").exists()

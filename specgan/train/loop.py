@@ -35,8 +35,8 @@ from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, 
                                       save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
-from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, recipe_mapping, run_recipe_text,
-                                  saved_recipe_mapping)
+from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, is_run_recipe, recipe_mapping,
+                                  run_recipe_text, saved_recipe_mapping)
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import REPEAT_WINDOW_S, StopRequest, interruption
 from specgan.train.optim import linear_decay
@@ -97,7 +97,7 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
     try:
         with contextlib.ExitStack() as held:
             # Rank 0 makes and locks the run folder; every rank learns if that failed (and stops with it).
-            distributed.together(lambda: held.enter_context(_run_folder_lock(recipe.run_dir))
+            distributed.together(lambda: held.enter_context(_run_folder_lock(recipe))
                                  if distributed.is_main else None, device=device)
             result = _train(recipe, device=device, distributed=distributed, resume=resume, on_start=on_start,
                             on_step=on_step, on_warning=on_warning)
@@ -112,11 +112,15 @@ def train(recipe: Recipe, *, device: torch.device, resume: bool = False,
         ranks.stop(distributed, failed=failed)
 
 
-def _run_folder_lock(run_dir: Path) -> FolderLock:
+def _run_folder_lock(recipe: Recipe) -> FolderLock:
     """The run folder, made if need be and locked for this training (rank 0 writes it): a second ``specgan
     train`` into the same folder is refused at once instead of interleaving its checkpoints with this one's. A
-    folder made here (and any parents made for it) is removed again if the run fails before writing anything."""
+    folder made here (and any parents made for it) is removed again if the run fails before writing anything.
+    A folder that holds other things than a run, or one inside the image folder it trains on, is refused."""
+    run_dir = recipe.run_dir
     made = outermost_missing(run_dir)
+    _refuse_a_folder_not_a_run(run_dir)
+    _refuse_a_run_inside_its_images(recipe)
     _make_run_dir(run_dir)
     return FolderLock(run_dir, error=CheckpointError, made=made, elsewhere="set another output.dir",
                       busy="another specgan train is writing this run folder; wait for it to finish, or set "
@@ -355,6 +359,39 @@ def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
                 f"run bit for bit (set OMP_NUM_THREADS to choose)")
     return (f"this run trained on {saved} CPU threads but only {now} core(s) are free: continuing on {now}, so "
             f"its numbers will differ in rounding from an uninterrupted run's (OMP_NUM_THREADS={saved} keeps them)")
+
+
+#: What a run folder may hold before its run has written anything of its own: the lock of a start that failed.
+FRESH_RUN_FOLDER = {".lock"}
+
+
+def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
+    """A ConfigError when ``output.dir`` is a folder that holds other things than a specgan run: the run would
+    replace a ``recipe.toml`` and a ``metrics.jsonl`` there (and cut a last line it takes for one left half-written
+    by a crash). A run folder has its own recipe (see :func:`~specgan.train.config.is_run_recipe`) or checkpoints;
+    an empty folder becomes one."""
+    if not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or (run_dir / "checkpoints").is_dir():
+        return
+    try:
+        others = sorted(name for name in os.listdir(run_dir) if name not in FRESH_RUN_FOLDER)
+    except OSError as e:
+        raise ConfigError(f"output.dir = '{run_dir}': cannot read the folder ({e.strerror or e})") from None
+    if others:
+        raise ConfigError(f"output.dir = '{run_dir}': holds {len(others)} file(s) or folder(s) that are not a specgan "
+                          f"run's (e.g. {others[0]}), which the run could replace; set another output.dir")
+
+
+def _refuse_a_run_inside_its_images(recipe: Recipe) -> None:
+    """A ConfigError when the run folder is an image-folder dataset's folder or lies inside it: every image found
+    there is training data, so the run's sample grids would become a class of the next run's data (and this run
+    could not continue: its data would have changed)."""
+    if recipe.data.kind != "image-folder":
+        return
+    images, run_dir = Path(recipe.data.path).resolve(), recipe.run_dir.resolve()
+    if run_dir == images or images in run_dir.parents:
+        raise ConfigError(f"output.dir = '{recipe.run_dir}': inside data.path = '{recipe.data.path}', whose every "
+                          f"image is training data (the run's samples would become a class); set an output.dir "
+                          f"outside it")
 
 
 def _make_run_dir(run_dir: Path) -> None:
