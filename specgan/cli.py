@@ -452,7 +452,8 @@ def train(
     def on_start(first: int, last: int, data, accel) -> None:
         nonlocal paced_from
         what = f"continuing {r.run_dir} from step {first}" if first else f"training {r.name} in {r.run_dir}"
-        say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} classes, on {dev}", to=err)
+        say(f"{what}: {len(data)} images {tuple(data.image_shape)}, {data.n_classes} "
+            f"class{'es' if data.n_classes != 1 else ''}, on {dev}", to=err)
         if not threads_said:  # a continued run's own line on its thread count already covers the busy cores
             note(threads)
         if accel.precision_note:

@@ -343,6 +343,17 @@ def test_image_folder(folder):
     assert torch.allclose(resized.images[3], torch.ones(1, 16, 4))
 
 
+def test_a_folder_without_images_is_no_class_and_is_named(folder):
+    (folder / "empty").mkdir()
+    (folder / "notes").mkdir()
+    (folder / "notes" / "readme.txt").write_text("no image")
+    (folder / ".cache").mkdir()  # hidden: not a class folder either way
+    with pytest.warns(SpecganWarning, match=r"pets: 2 folder\(s\) hold no images \(empty, notes\), so they are no "
+                                            r"classes$"):
+        data = load_image_folder(folder)
+    assert data.class_names == ("cats", "dogs")
+
+
 def test_image_folder_root_files_form_a_class(tmp_path):
     write_png(tmp_path / "digits" / "a.png", np.zeros((4, 4), np.uint8))
     write_png(tmp_path / "digits" / "sevens" / "b.png", np.zeros((4, 4), np.uint8))

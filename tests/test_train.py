@@ -443,3 +443,16 @@ def test_a_run_folder_that_cannot_be_written_says_what_to_do(tmp_path):
     with pytest.raises(CheckpointError) as e:
         train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
     assert str(e.value) == f"{run}: cannot write here (Is a directory); set another output.dir"
+
+
+def test_a_conditional_model_on_one_class_is_told_so(tmp_path):
+    from specgan.data.image_data import ImageData
+    from specgan.train.generate import GenerateTask
+
+    recipe = tiny_recipe(tmp_path / "data", tmp_path / "run")
+    one = ImageData(images=torch.zeros(16, 1, 16, 16), labels=torch.zeros(16, dtype=torch.long),
+                    class_names=("digits",))
+    assert GenerateTask(recipe, one, device=torch.device("cpu")).notes == [
+        "model.conditional = true, but the data has one class (digits): the condition tells the networks nothing"]
+    two = ImageData(images=torch.zeros(16, 1, 16, 16), labels=torch.arange(16) % 2, class_names=("a", "b"))
+    assert GenerateTask(recipe, two, device=torch.device("cpu")).notes == []

@@ -99,6 +99,11 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
     if not found:
         raise DatasetError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     class_names = tuple(sorted({name for _, name in found}))
+    empty = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith(".")
+                   and entry.name not in class_names)
+    if empty:
+        warnings.warn(f"{path}: {len(empty)} folder(s) hold no images ({', '.join(empty[:5])}"
+                      f"{', ...' if len(empty) > 5 else ''}), so they are no classes", SpecganWarning, stacklevel=2)
     index = {name: i for i, name in enumerate(class_names)}
     resize = tuple(image_size) if image_size is not None else None
     size, first = resize, None

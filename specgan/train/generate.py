@@ -108,7 +108,9 @@ class GenerateTask:
         self.batches = Batches(data, batch_size=t.batch_size, seed=t.seed, device=device, distributed=distributed)
         self.images_per_step = self.batches.batch_size * t.n_critic
         #: Lines for the user about how the recipe meets the data.
-        self.notes = [note for note in (self.batches.note,) if note]
+        one_class = (f"model.conditional = true, but the data has one class ({self.class_names[0]}): the condition "
+                     f"tells the networks nothing" if m.conditional and data.n_classes == 1 else None)
+        self.notes = [note for note in (self.batches.note, one_class) if note]
         self.noise = torch.Generator(device=device).manual_seed(t.seed + 1)
         self._lr_factor: float | None = None
         # One process only: DDP's gradient hooks do not record as they are.
