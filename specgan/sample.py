@@ -40,10 +40,12 @@ class TrainedGenerator:
             return self.generator(z.to(self.device), labels.to(self.device) if labels is not None else None)
 
     def label_index(self, label: str) -> int:
-        """A class given by name ("7", "jazz") or index."""
+        """A class given by name ("7", "jazz") or, where no class is named by a number, by index ("0": the first
+        class; with folders named 2, 10 and 3, "0" could only be a mistake)."""
         if label in self.class_names:
             return self.class_names.index(label)
-        if label.isdigit() and int(label) < len(self.class_names):
+        numbered = any(name.isdigit() for name in self.class_names)
+        if label.isdigit() and int(label) < len(self.class_names) and not numbered:
             return int(label)
         alike = [i for i, name in enumerate(self.class_names) if name.casefold() == label.casefold()]
         if len(alike) == 1:  # "sandal" for "Sandal"; names that differ only in case must be given exactly

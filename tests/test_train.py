@@ -456,3 +456,22 @@ def test_a_conditional_model_on_one_class_is_told_so(tmp_path):
         "model.conditional = true, but the data has one class (digits): the condition tells the networks nothing"]
     two = ImageData(images=torch.zeros(16, 1, 16, 16), labels=torch.arange(16) % 2, class_names=("a", "b"))
     assert GenerateTask(recipe, two, device=torch.device("cpu")).notes == []
+
+
+@pytest.mark.parametrize("names, label, expected", [
+    (("0", "1", "2"), "2", 2), (("cat", "dog"), "1", 1), (("cat", "dog"), "Dog", 1),
+    (("10", "2", "3"), "2", 1), (("10", "2", "3"), "0", None), (("10", "2", "3"), "1", None),
+    (("cat", "dog"), "2", None)])
+def test_a_label_is_a_class_name_or_an_index_only_where_no_class_is_a_number(names, label, expected):
+    """Folders named 2, 10 and 3 sort as 10, 2, 3: --label 0 had drawn class 10, and --label 1 class 2."""
+    from specgan.sample import TrainedGenerator
+
+    model = TrainedGenerator(generator=torch.nn.Identity(), z_dim=2, class_names=names, conditional=True,
+                             image_shape=(1, 8, 8), audio=None, step=1, checkpoint=Path("x.pt"),
+                             device=torch.device("cpu"))
+    if expected is None:
+        with pytest.raises(ConfigError, match=f"^--label {label}: not a class of this model \\(classes: "
+                                              f"{', '.join(names)}\\)$"):
+            model.label_index(label)
+    else:
+        assert model.label_index(label) == expected
