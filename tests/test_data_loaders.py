@@ -378,6 +378,19 @@ def test_image_folder_errors(folder, tmp_path):
         load_image_folder(tmp_path / "absent")
     with pytest.raises(ConfigError, match="channels = 2"):
         load_image_folder(folder, channels=2)
+    # Several problems: one error names them all, so that one run tells what to fix.
+    with pytest.raises(DatasetError) as caught:
+        load_image_folder(folder)
+    assert str(caught.value) == (
+        f"{folder}: 2 of 7 images cannot be used: {broken}: unreadable image (cannot identify image file "
+        f"'{broken}'); {odd}: 9x6 pixels (height x width), but {folder / 'cats' / 'c0.png'} is 8x6; resize them all "
+        f"with data.image_size = [height, width]")
+    for i in range(6):
+        write_png(folder / "dogs" / f"e{i}.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(DatasetError, match=r": 8 of 13 images cannot be used: .*e2.png: 5x5 pixels[^;]*; \.\.\.; "
+                                           r"resize") as caught:
+        load_image_folder(folder)
+    assert "e3.png" not in str(caught.value)  # the first five are named
 
 
 # -- spectrogram datasets --------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 As in ``specgan prep``, each immediate sub-folder of the dataset folder is a class (sorted by name; images in
 deeper folders belong to their first sub-folder), and images directly in the folder form one class named after
 it. Hidden files and folders are ignored. Every image must be readable: training data should be clean, so a bad
-file is an error naming it, never skipped silently. Transparent pixels are composited onto black, with a warning.
+file is an error naming it (one error names them all, up to :data:`MAX_PROBLEMS_NAMED`), never skipped silently.
+Transparent pixels are composited onto black, with a warning.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from specgan.errors import ConfigError, DatasetError, SpecganWarning
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 _MODES = {1: "L", 3: "RGB"}
+#: The images a single error names, when several cannot be used.
+MAX_PROBLEMS_NAMED = 5
 
 
 def find_images(path: Path) -> list[tuple[Path, str]]:
@@ -107,18 +110,30 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
     index = {name: i for i, name in enumerate(class_names)}
     resize = tuple(image_size) if image_size is not None else None
     size, first = resize, None
-    images, transparent = [], []
-    for file, _ in found:
-        array, has_alpha = _read(file, mode=_MODES[channels], size=resize)
+    images, transparent, problems, other_sizes = [], [], [], False
+    for file, _ in found:  # every problem is gathered, so that one run names them all
+        try:
+            array, has_alpha = _read(file, mode=_MODES[channels], size=resize)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
         if has_alpha:
             transparent.append(file)
         if size is None:
             first, size = file, array.shape[:2]
         elif array.shape[:2] != size:
             h, w = array.shape[:2]
-            raise DatasetError(f"{file}: {h}x{w} pixels (height x width), but {first} is {size[0]}x{size[1]}; "
-                               f"resize them all with data.image_size = [height, width]")
+            problems.append(f"{file}: {h}x{w} pixels (height x width), but {first} is {size[0]}x{size[1]}")
+            other_sizes = True
+            continue
         images.append(array)
+    if problems:
+        remedy = "; resize them all with data.image_size = [height, width]" if other_sizes else ""
+        if len(problems) == 1:
+            raise DatasetError(problems[0] + remedy)
+        raise DatasetError(f"{path}: {len(problems)} of {len(found)} images cannot be used: "
+                           f"{'; '.join(problems[:MAX_PROBLEMS_NAMED])}"
+                           f"{'; ...' if len(problems) > MAX_PROBLEMS_NAMED else ''}{remedy}")
     if transparent:
         warnings.warn(f"{path}: {len(transparent)} image(s) have transparent pixels (first: {transparent[0]}); "
                       f"they are composited onto black", SpecganWarning, stacklevel=2)
