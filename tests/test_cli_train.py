@@ -268,3 +268,21 @@ def test_a_run_folder_that_is_not_a_run_or_lies_inside_its_images_is_refused(tmp
     code, _, stderr = specgan("train", empty, "--set", "train.steps=2", cwd=tmp_path)
     assert code == 0, stderr
     assert (empty / "checkpoints" / "step_00000002.pt").exists()
+
+
+def test_the_image_folder_recipe_trains_on_a_folder_of_pictures_and_samples_them(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, size in (("cats", (40, 30)), ("dogs", (20, 24))):   # any sizes: image_size resizes them
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        for i in range(6):
+            picture = Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+            picture.save(tmp_path / "pics" / name / f"{i}.jpg")
+    code, _, stderr = specgan("train", ROOT / "recipes" / "image_folder.toml",
+                              "--set", f"data.path={tmp_path / 'pics'}", "--set", "data.image_size=[16,16]",
+                              "--set", "train.steps=2", "--set", "model.channels=4", "--set", "train.batch_size=4",
+                              "--set", f"output.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 0, stderr
+    assert "12 images (3, 16, 16), 2 classes" in stderr
+    code, _, stderr = specgan("sample", tmp_path / "run", "-n", "4", "-o", tmp_path / "grid.png", cwd=tmp_path)
+    assert code == 0, stderr
+    assert Image.open(tmp_path / "grid.png").mode == "RGB"
