@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specgan.errors import ConfigError, PrepInterrupted, SpecganError, SpecganWarning, Terminated
+from specgan.errors import ConfigError, InterruptedWithWorkKept, SpecganError, SpecganWarning, Terminated
 from specgan.recipe import MAX_SEED
 
 #: Click's usage error (a bad option value, a missing argument, an unknown command), reached through typer's public
@@ -186,7 +186,8 @@ def guarded(fn: Callable) -> Callable:
         except KeyboardInterrupt as e:
             if not other_rank():
                 what = "stopped by SIGTERM" if getattr(e, "exit_code", 130) == 143 else "interrupted"
-                say(f"{what}; {e if isinstance(e, PrepInterrupted) else 'nothing half-written was kept'}", to=err)
+                kept = e if isinstance(e, InterruptedWithWorkKept) else "nothing half-written was kept"
+                say(f"{what}; {kept}", to=err)
             raise typer.Exit(getattr(e, "exit_code", 130)) from None
         except Exception as e:
             if _debug:
@@ -627,6 +628,9 @@ def convert(
                                             "most 4096 columns).")] = False,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of any random phase.")] = 0,
     overwrite: Overwrite = False,
+    skip_existing: Annotated[bool, typer.Option(
+        help="Keep the outputs that exist and convert the rest (a folder's conversion continued, or new files "
+             "added to it).")] = False,
     device: Device = "auto",
 ):
     """Convert recordings to another domain with a trained translator (a translate run)."""
@@ -652,7 +656,11 @@ def convert(
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
-                          overwrite=overwrite, device=dev, on_model=on_model, on_file=on_file, on_warning=warn)
+                          overwrite=overwrite, skip_existing=skip_existing, device=dev, on_model=on_model,
+                          on_file=on_file, on_warning=warn)
+    if report.kept:
+        say(f"kept {len(report.kept)} output(s) that exist (--skip-existing)"
+            + ("; nothing else to convert" if not report.converted and not report.failed else ""))
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "

@@ -27,7 +27,7 @@ from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectr
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, check_output_rate, load_audio, \
     output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
-from specgan.errors import AudioError, CheckpointError, ConfigError, SpecganError
+from specgan.errors import AudioError, CheckpointError, ConfigError, InterruptedWithWorkKept, SpecganError
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint, run_folders
 
@@ -287,6 +287,8 @@ class ConvertReport:
     sample_rate: int
     converted: list[ConvertedFile]
     failed: list[FailedFile]
+    kept: list[Path] = field(default_factory=list)          # outputs that existed, left as they were
+    passed_over: list[Path] = field(default_factory=list)   # inputs named as conversions to ``to`` already
 
     @property
     def seconds(self) -> float:
@@ -328,15 +330,44 @@ def _check_writable(folder: Path) -> None:
                            f"{folder}: cannot create the output folder ({existing} is not writable)")
 
 
+@dataclass
+class ConvertPlan:
+    """What a convert call will do, decided before any model is loaded: ``output`` (the file, or the folder of a
+    folder input), the ``(input, output)`` ``jobs``, the outputs ``kept`` as they are (``skip_existing``), and
+    the inputs ``passed_over`` because their names say they are conversions to the target already."""
+
+    output: Path
+    jobs: list[tuple[Path, Path]]
+    kept: list[Path] = field(default_factory=list)
+    passed_over: list[Path] = field(default_factory=list)
+
+
 def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False, plot: bool = False,
-          overwrite: bool = False) -> tuple[Path, list[tuple[Path, Path]]]:
+          overwrite: bool = False, skip_existing: bool = False) -> ConvertPlan:
     """The output (file or folder) and the (input, output) pairs, checked before any model is loaded.
     ``into_folder``: ``output`` names a folder even if it does not exist yet (it was given with a trailing /).
-    Outputs that exist (with ``plot``, their ``.png`` too) are refused unless ``overwrite``."""
+    Outputs that exist (with ``plot``, their ``.png`` too) are refused unless ``overwrite``; with
+    ``skip_existing``, a job whose outputs all exist is left out (a folder's conversion continued, or extended)."""
+    if overwrite and skip_existing:
+        raise ConfigError("--overwrite and --skip-existing: choose one (replace outputs that exist, or keep them)")
     dst, jobs = _plan_outputs(src, to=to, output=output, into_folder=into_folder)
+    plan = ConvertPlan(dst, jobs)
+    if src.is_dir():  # name.to-B.wav beside its input: converting it to B again would convert a conversion
+        plan.passed_over = [s for s, _ in jobs if s.stem.endswith(f".to-{to}")]
+        plan.jobs = [(s, o) for s, o in jobs if s not in plan.passed_over]
+        if not plan.jobs:
+            raise AudioError(f"{src}: its {len(jobs)} audio file(s) are all named as conversions to {to} "
+                             f"(*.to-{to}.*)")
+
+    def outputs(out: Path) -> list[Path]:
+        return [out, out.with_suffix(".png")] if plot else [out]
+
+    if skip_existing:
+        plan.kept = [o for _, o in plan.jobs if all(p.exists() for p in outputs(o))]
+        plan.jobs = [(s, o) for s, o in plan.jobs if o not in plan.kept]
     if not overwrite:
-        refuse_existing([path for _, out in jobs for path in ([out, out.with_suffix(".png")] if plot else [out])])
-    return dst, jobs
+        refuse_existing([path for _, out in plan.jobs for path in outputs(out)])
+    return plan
 
 
 def _plan_outputs(src: Path, *, to: str, output: Path | None,
@@ -427,7 +458,8 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
 def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | None = None,
                  output: str | os.PathLike | None = None, sample_rate: int | None = None, n_iter: int = 32,
                  phase_init: str = "source", batch_size: int = 16, seed: int = 0, plot: bool = False,
-                 overwrite: bool = False, device: torch.device | str = "cpu", runs_dir: Path = Path("runs"),
+                 overwrite: bool = False, skip_existing: bool = False, device: torch.device | str = "cpu",
+                 runs_dir: Path = Path("runs"),
                  on_model: Callable[[Translator, bool], None] | None = None,
                  on_file: Callable[[ConvertedFile | FailedFile], None] | None = None,
                  on_warning: Callable[[str], None] | None = None) -> ConvertReport:
@@ -435,10 +467,13 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
     same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
-    exists, or a string ending in /). Outputs that exist are refused (before any work) unless ``overwrite``.
+    exists, or a string ending in /). Outputs that exist are refused (before any work) unless ``overwrite``
+    replaces them or ``skip_existing`` keeps them and converts the rest (``kept`` in the report). In a folder,
+    files named as conversions to ``to`` already (``*.to-<to>.*``) are passed over (``passed_over``). Ctrl-C
+    after some of a folder's files were written raises InterruptedWithWorkKept, which says how to go on.
     Without ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
     ``on_model(translator, picked)`` is called once the model is loaded, ``on_file`` after each file, and
-    ``on_warning`` with a line for each damaged checkpoint passed over.
+    ``on_warning`` with a line for each damaged checkpoint passed over, and one for the inputs passed over.
 
     In a folder, a file that cannot be read (AudioError) is listed in ``failed`` and the rest go on; for a single
     file, the error is raised.
@@ -449,8 +484,12 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     if not src.exists():
         raise SpecganError(f"{src}: no such file or folder")
     into_folder = isinstance(output, str) and output.endswith(("/", os.sep))
-    dst, jobs = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder,
-                      plot=plot, overwrite=overwrite)
+    plan = _plan(src, to=to, output=Path(output) if output is not None else None, into_folder=into_folder,
+                 plot=plot, overwrite=overwrite, skip_existing=skip_existing)
+    dst, jobs = plan.output, plan.jobs
+    if plan.passed_over and on_warning:
+        on_warning(f"passed over {len(plan.passed_over)} file(s) named as conversions to {to} already (e.g. "
+                   f"{plan.passed_over[0]})")
     picked = model is None
     translator = load_translator(find_translator(to, runs_dir=runs_dir, on_warning=on_warning) if picked else model,
                                  device=device, on_warning=on_warning)
@@ -460,16 +499,25 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     if on_model:
         on_model(translator, picked)
     converted, failed = [], []
-    for source, target in jobs:
-        try:
-            item = convert_file(source, target, translator=translator, to=to, sample_rate=sample_rate,
-                                n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot)
-        except AudioError as e:
-            if src.is_file():
-                raise
-            item = FailedFile(source, str(e))
-        (converted if isinstance(item, ConvertedFile) else failed).append(item)
-        if on_file:
-            on_file(item)
+    try:
+        for source, target in jobs:
+            try:
+                item = convert_file(source, target, translator=translator, to=to, sample_rate=sample_rate,
+                                    n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed,
+                                    plot=plot)
+            except AudioError as e:
+                if src.is_file():
+                    raise
+                item = FailedFile(source, str(e))
+            (converted if isinstance(item, ConvertedFile) else failed).append(item)
+            if on_file:
+                on_file(item)
+    except KeyboardInterrupt as e:  # each file written is whole (atomic): say how to convert the rest
+        if not converted:
+            raise
+        raise InterruptedWithWorkKept(
+            f"{len(converted)} of {len(jobs)} file(s) converted into {dst}; the same command with --skip-existing "
+            f"converts the rest", exit_code=getattr(e, "exit_code", 130)) from None
     return ConvertReport(translator.checkpoint, translator.step, translator.domains, to, picked, dst,
-                         sample_rate or translator.audio.sample_rate, converted, failed)
+                         sample_rate or translator.audio.sample_rate, converted, failed, plan.kept,
+                         plan.passed_over)

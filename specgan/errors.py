@@ -70,11 +70,11 @@ class Terminated(KeyboardInterrupt):
     exit_code = 143
 
 
-class PrepInterrupted(KeyboardInterrupt):
-    """prep was stopped by Ctrl-C or SIGTERM after it had processed some files: those were committed as a dataset
-    whose manifest counts the files not yet reached (``unfinished``), which the same command processes next time.
-    The message says so; ``report`` is the :class:`~specgan.data.prep.PrepReport` of what was kept, and the command
-    line exits with ``exit_code`` (130, or 143 after SIGTERM)."""
+class InterruptedWithWorkKept(KeyboardInterrupt):
+    """A command was stopped by Ctrl-C or SIGTERM after some of its work was done and kept: prep's files so far,
+    committed as a dataset whose manifest counts the files not yet reached (``unfinished``), or a folder's
+    conversions written so far. The message says what was kept and how to go on; ``report`` is the command's
+    report of it, where there is one, and the command line exits with ``exit_code`` (130, or 143 after SIGTERM)."""
 
     def __init__(self, message: str, *, exit_code: int = 130, report: object | None = None):
         super().__init__(message)

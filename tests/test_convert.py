@@ -656,3 +656,46 @@ def test_eval_pairs_leaves_out_pairs_it_cannot_score_and_says_why(run, tmp_path)
                        "hush.wav": f"{tmp_path / 'B' / 'hush.wav'}: silent (peak -240 dBFS), nothing to score"}
     with pytest.raises(ConfigError, match="the same folder twice"):
         evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "A" / ".", direction="A2B")
+
+
+def test_a_folders_conversion_continues_with_skip_existing_and_passes_over_earlier_conversions(run, tmp_path,
+                                                                                                monkeypatch):
+    """Stopped after some files, or given new recordings, a folder's conversion could only start again from scratch
+    with --overwrite; and name.to-B.wav, written beside its input by an earlier conversion of that one file, was
+    converted again (a conversion of a conversion)."""
+    import specgan.convert as convert_module
+
+    src, out = tmp_path / "calls", tmp_path / "out"
+    for i, name in enumerate(["a.wav", "b.wav", "c.wav"]):
+        speech_file(src / name, seconds=0.5, seed=i)
+    code, _, stderr = cli(src / "a.wav", "--to", "B", "--model", run)   # -> calls/a.to-B.wav, beside it
+    assert code == 0, stderr
+    real_convert_file, calls = convert_module.convert_file, []
+
+    def convert_then_stop(source, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(source.name)
+        return real_convert_file(source, *args, **kwargs)
+
+    monkeypatch.setattr(convert_module, "convert_file", convert_then_stop)
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", out)
+    assert code == 130 and calls == ["a.wav", "b.wav"]
+    assert stderr.strip().splitlines()[-1] == (f"interrupted; 2 of 3 file(s) converted into {out}; the same command "
+                                               f"with --skip-existing converts the rest")
+    assert "a.to-B.wav" not in calls and "passed over 1 file(s) named as conversions to B already" in stderr
+    monkeypatch.undo()
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", out)
+    one_line_error(code, stderr, f"{out / 'a.wav'}: exists (and 1 more output(s)); use --overwrite to replace, or "
+                                 f"choose another output")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--skip-existing")
+    assert code == 0, stderr
+    assert f"wrote {out / 'c.wav'}" in stdout and "kept 2 output(s) that exist (--skip-existing)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav", "b.wav", "c.wav"]
+    assert all(out.joinpath(name).stat().st_mtime_ns == t for name, t in before.items())  # left as they were
+    code, stdout, _ = cli(src, "--to", "B", "--model", run, "-o", out, "--skip-existing")
+    assert code == 0 and "kept 3 output(s) that exist (--skip-existing); nothing else to convert" in stdout
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--skip-existing", "--overwrite")
+    one_line_error(code, stderr, "--overwrite and --skip-existing: choose one (replace outputs that exist, or keep "
+                                 "them)")

@@ -27,7 +27,7 @@ from specgan.cli import app
 from specgan.data.dataset_dir import open_dataset
 from specgan.data.prep import ClipLogMel, chunk_logmel, prep
 from specgan.data.spectrogram_data import load_spectrogram_data
-from specgan.errors import AudioError, DatasetError, PrepInterrupted, SpecganWarning, Terminated
+from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept, SpecganWarning, Terminated
 from helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -620,7 +620,7 @@ def test_an_interrupted_prep_keeps_the_files_it_finished_and_the_next_run_finish
     complete = prep(corpus, tmp_path / "complete", params=FAST_PARAMS, workers=1).manifest
     out = tmp_path / "ds"
     _stop_after(monkeypatch, 5)
-    with pytest.raises(PrepInterrupted, match=f"^kept the 5 file\\(s\\) processed so far in {re.escape(str(out))} "
+    with pytest.raises(InterruptedWithWorkKept, match=f"^kept the 5 file\\(s\\) processed so far in {re.escape(str(out))} "
                                               r"\(5 not yet\); run the same command again to finish it$") as caught:
         prep(corpus, out, params=FAST_PARAMS, workers=1)
     monkeypatch.undo()
@@ -660,7 +660,7 @@ def test_an_update_interrupted_before_any_file_is_done_keeps_the_dataset_as_it_w
     # An interruption after one of the two new files: the other is counted as not yet processed.
     monkeypatch.undo()
     _stop_after(monkeypatch, 1)
-    with pytest.raises(PrepInterrupted, match=r"kept the 1 file\(s\) processed so far .*\(1 not yet\)"):
+    with pytest.raises(InterruptedWithWorkKept, match=r"kept the 1 file\(s\) processed so far .*\(1 not yet\)"):
         prep(corpus, out, params=FAST_PARAMS, workers=1)
     monkeypatch.undo()
     m = open_dataset(out).manifest

@@ -31,7 +31,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, AudioScan
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, check_values_in_range, domains_table,
                                      open_dataset, read_manifest, remove_orphans, write_dataset)
-from specgan.errors import AudioError, DatasetError, PrepInterrupted
+from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
 
@@ -80,7 +80,7 @@ class PrepReport:
     removed_domains: list[str] = field(default_factory=list)
     #: What discovery passed over (see :func:`discover`), for the user.
     notes: list[str] = field(default_factory=list)
-    #: Files not reached before an interruption (see :class:`~specgan.errors.PrepInterrupted`): left out of the
+    #: Files not reached before an interruption (see :class:`~specgan.errors.InterruptedWithWorkKept`): left out of the
     #: dataset, which records their number as ``unfinished``; the next prep processes them.
     unfinished: int = 0
 
@@ -648,7 +648,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                       "domains": domains_table(domain_names, entries, skipped), "sources": entries, "skipped": skipped,
                       **({"unfinished": report.unfinished} if report.unfinished else {})})
         if interrupted:
-            raise PrepInterrupted(
+            raise InterruptedWithWorkKept(
                 f"kept the {len(results)} file(s) processed so far in {out} ({report.unfinished} not yet); run "
                 f"the same command again to finish it", exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
