@@ -709,3 +709,24 @@ def test_the_same_recording_in_two_domains_is_noted(corpus, tmp_path):
     assert report.notes[1:] == ["1 recording(s) are in more than one domain (first: SF1/borrowed.flac in SF1 and "
                                 "TM3/100004.flac in TM3 hold the same audio)"]
     assert report.notes[0].endswith("passed over 1 file(s) not named as audio (1 .txt)")  # the corpus's notes.txt
+
+
+def test_a_folder_with_someone_elses_manifest_is_not_offered_to_overwrite(corpus, tmp_path):
+    """A manifest.json that is not a dataset's, with no dataset arrays beside it, is the user's: prep had advised
+    --overwrite, which replaced it."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"name": "my project", "version": 3}\n')
+    for overwrite in ([], ["--overwrite"]):
+        code, output = run("prep", corpus, "-o", mine, "--workers", "1", *FAST, *overwrite)
+        one_line_error(code, output, f"{mine / 'manifest.json'}: not a specgan dataset manifest")
+        assert "so the file is not prep's to replace: write the dataset to a folder of its own" in output
+        assert "--overwrite" not in output
+    assert (mine / "manifest.json").read_text() == '{"name": "my project", "version": 3}\n'
+    # prep's own dataset with a damaged manifest: --overwrite rebuilds it, as before.
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    (out / "manifest.json").write_text("{ half")
+    code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
+    assert code == 2 and "run the same command with --overwrite" in output
+    assert prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=True).processed == 4

@@ -29,8 +29,8 @@ from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, AudioScan
                               decode_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole,
                               scan_audio_files)
 from specgan.audio.params import AudioParams
-from specgan.data.dataset_dir import (FEATURES_VERSION, PreppedDataset, check_values_in_range, domains_table,
-                                     open_dataset, read_manifest, remove_orphans, write_dataset)
+from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, PreppedDataset, check_values_in_range,
+                                     domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
@@ -690,10 +690,15 @@ def _refuse_output_among_recordings(src: Path, out: Path) -> None:
 
 def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
     """The manifest of the dataset at ``out``, or None when there is none, or when it is damaged and ``overwrite``
-    rebuilds the dataset (without ``overwrite`` a damaged one is a DatasetError saying to use it)."""
+    rebuilds the dataset (without ``overwrite`` a damaged one is a DatasetError saying to use it). A
+    ``manifest.json`` that cannot be read as a dataset's, in a folder without a dataset's arrays, is someone
+    else's: a DatasetError either way, since ``--overwrite`` would replace it."""
     try:
         return read_manifest(out)
     except DatasetError as e:
+        if not any(GENERATION_FILE.fullmatch(name) for name in os.listdir(out)):
+            raise DatasetError(f"{e}; {out} holds no specgan dataset, so the file is not prep's to replace: write "
+                               f"the dataset to a folder of its own") from None
         if overwrite:
             return None
         raise DatasetError(f"{e}; to rebuild the dataset from the recordings, run the same command with "

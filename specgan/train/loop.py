@@ -361,8 +361,10 @@ def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
             f"its numbers will differ in rounding from an uninterrupted run's (OMP_NUM_THREADS={saved} keeps them)")
 
 
-#: What a run folder may hold before its run has written anything of its own: the lock of a start that failed.
-FRESH_RUN_FOLDER = {".lock"}
+#: What a folder may hold to become a run folder although no run recipe is there (the run writes its recipe
+#: before anything else): the lock of a start that failed, and the run's own sub-folders (a file in their way gets
+#: its own message, see :func:`_write_run_recipe`).
+NOT_IN_THE_WAY = {".lock", *RUN_SUBFOLDERS}
 
 
 def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
@@ -373,7 +375,7 @@ def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
     if not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or (run_dir / "checkpoints").is_dir():
         return
     try:
-        others = sorted(name for name in os.listdir(run_dir) if name not in FRESH_RUN_FOLDER)
+        others = sorted(name for name in os.listdir(run_dir) if name not in NOT_IN_THE_WAY)
     except OSError as e:
         raise ConfigError(f"output.dir = '{run_dir}': cannot read the folder ({e.strerror or e})") from None
     if others:

@@ -173,7 +173,8 @@ FULL_DISK = textwrap.dedent("""
     out, flags = disk / "ds", sys.argv[3:]
     first = CliRunner().invoke(app, ["prep", str(src / "small"), "-o", str(out), *flags])
     before = {f.name: f.read_bytes() for f in out.iterdir()}
-    second = CliRunner().invoke(app, ["prep", str(src / "big"), "-o", str(out), *flags])
+    # Another source folder replaces a dataset only with --overwrite, which also keeps it until the new one is whole.
+    second = CliRunner().invoke(app, ["prep", str(src / "big"), "-o", str(out), "--overwrite", *flags])
     after = {f.name: f.read_bytes() for f in out.iterdir()}
     ds = open_dataset(out)
     print(json.dumps({"first": [first.exit_code, first.output], "second": [second.exit_code, second.output],

@@ -128,7 +128,9 @@ def test_a_missing_data_path_is_one_line_naming_file_key_and_value(tmp_path, kin
 def test_an_option_the_data_kind_cannot_use_is_one_line_naming_the_recipe(tmp_path):
     run = tmp_path / "run"
     recipe = tmp_path / "r.toml"
-    recipe.write_text(GENERATE.format(data=tmp_path, run=run).replace("[model]", 'domains = ["a", "b"]\n[model]'))
+    (tmp_path / "pictures").mkdir()  # (the run folder may not lie inside the image folder)
+    recipe.write_text(GENERATE.format(data=tmp_path / "pictures", run=run).replace("[model]",
+                                                                                   'domains = ["a", "b"]\n[model]'))
     code, _, stderr = train_cli(recipe)
     one_line_error(code, stderr, f"error: {recipe}: data.domains = ['a', 'b']: only spectrogram datasets")
     assert not run.exists()
