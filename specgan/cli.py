@@ -335,17 +335,25 @@ def prep(
     _print_prep_summary(report)
 
 
+def _duration(seconds: float) -> str:
+    """``h:mm:ss`` (a dataset's length), or seconds with a decimal below a minute: 0.8 s of audio is not 0.000 h."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def _print_prep_summary(report) -> None:
     m = report.manifest
     table = Table(title=f"dataset {report.out}", title_justify="left")
     for name, justify in [("domain", "left"), ("label", "right"), ("files", "right"), ("chunks", "right"),
-                          ("hours", "right"), ("skipped", "right")]:
+                          ("duration", "right"), ("skipped", "right")]:
         table.add_column(name, justify=justify)
     for d in m["domains"]:
-        table.add_row(d["name"], str(d["label"]), str(d["files"]), str(d["chunks"]), f"{d['seconds'] / 3600:.3f}",
+        table.add_row(d["name"], str(d["label"]), str(d["files"]), str(d["chunks"]), _duration(d["seconds"]),
                       str(d["skipped"]))
     table.add_row("total", "", str(sum(d["files"] for d in m["domains"])), str(m["shape"][0]),
-                  f"{sum(d['seconds'] for d in m['domains']) / 3600:.3f}", str(len(m["skipped"])), style="bold")
+                  _duration(sum(d["seconds"] for d in m["domains"])), str(len(m["skipped"])), style="bold")
     out.print(table)
     a = m["audio"]
     say(f"chunks of {a['n_mels']} mels × {a['frames']} frames at {a['sample_rate']} Hz "

@@ -123,7 +123,8 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
 
     for folder in (source_dir, target_dir):
         if not Path(folder).is_dir():
-            raise ConfigError(f"--pairs: {folder}: no such folder")
+            raise ConfigError(f"--pairs: {folder}: " + ("a file; --pairs takes two folders of same-named recordings"
+                                                        if Path(folder).exists() else "no such folder"))
     targets = {f.relative_to(target_dir).with_suffix(""): f for f in audio_files(target_dir)}
     pairs, unmatched = [], []
     for source in audio_files(source_dir):

@@ -7,10 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from PIL import Image
 
 from specgan.audio.io import load_audio
+from specgan.errors import ConfigError
 from specgan.evaluate import parallel_pairs
 from specgan.metrics.audio_quality import mel_cepstral_distortion
 from specgan.spectrogram_figure import figure_layout
@@ -90,3 +92,13 @@ def test_parallel_pairs_match_by_relative_name(tmp_path):
     assert [(s.relative_to(tmp_path).as_posix(), t.relative_to(tmp_path).as_posix()) for s, t in pairs] == \
         [("a/2.flac", "b/2.wav"), ("a/x/1.wav", "b/x/1.flac")]
     assert [u.name for u in unmatched] == ["3.wav"]
+
+
+def test_parallel_pairs_name_a_file_given_for_a_folder_as_such(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b.wav").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^--pairs: .*b.wav: a file; --pairs takes two folders of same-named "
+                                          r"recordings$"):
+        parallel_pairs(tmp_path / "a", tmp_path / "b.wav")
+    with pytest.raises(ConfigError, match=r"^--pairs: .*nowhere: no such folder$"):
+        parallel_pairs(tmp_path / "nowhere", tmp_path / "a")

@@ -730,3 +730,15 @@ def test_a_folder_with_someone_elses_manifest_is_not_offered_to_overwrite(corpus
     code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
     assert code == 2 and "run the same command with --overwrite" in output
     assert prep(corpus, out, params=FAST_PARAMS, workers=1, overwrite=True).processed == 4
+
+
+def test_the_summary_gives_each_domain_its_duration_readably(corpus, tmp_path):
+    from specgan.cli import _duration
+
+    assert [_duration(s) for s in (0.84, 59.94, 60.4, 3723.0, 36000.0)] == ["0.8 s", "59.9 s", "0:01:00", "1:02:03",
+                                                                           "10:00:00"]
+    code, output = run("prep", corpus, "-o", tmp_path / "ds", "--workers", "1", *FAST[:-1])
+    assert code == 0 and "duration" in output
+    m = open_dataset(tmp_path / "ds").manifest
+    for d in m["domains"]:
+        assert _duration(d["seconds"]) in output
