@@ -221,13 +221,23 @@ def test_fetch_checksum_mismatch_leaves_nothing(tiny, tmp_path):
     bad = gz(idx_bytes(np.array([2, 1], np.uint8), 0x08))
     file.write_bytes(bad)
     entry = IDX_SETS[name].test_labels
-    dest = tmp_path / "dest"
+    dest = tmp_path / "data" / "dest"
     with pytest.raises(DatasetError) as e:
         fetch_idx(name, dest, mirror=mirror)
     message = str(e.value)
     assert str(file) in message and md5(bad) in message and entry.md5 in message and "\n" not in message
-    # the mirror's files are all checked before any is copied: nothing was, not even a temporary file
-    assert not dest.exists()
+    # the mirror's files are all checked before any is copied: nothing was, not even a temporary file, and the
+    # folders made for them are gone again
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("kept")
+    with pytest.raises(DatasetError):
+        fetch_idx(name, dest, mirror=mirror)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mine.txt"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(tmp_path / 'afile'))}: is a file; give a folder for "
+                                           f"the {name} files$"):
+        fetch_idx(name, tmp_path / "afile", mirror=mirror)
     # a damaged file already in dest is replaced, not trusted
     dest.mkdir()
     (dest / "train-labels-idx1-ubyte.gz").write_bytes(b"garbage")

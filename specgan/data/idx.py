@@ -30,6 +30,7 @@ import torch
 from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError
+from specgan.folder_lock import outermost_missing
 
 #: IDX dtype code → numpy dtype (big-endian as stored).
 IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
@@ -274,7 +275,9 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
     dest = Path(dest)
     if mirror is not None and not Path(mirror).is_dir():
         raise DatasetError(f"{mirror}: mirror folder does not exist")
-    new_folder = not dest.exists()
+    if dest.exists() and not dest.is_dir():
+        raise DatasetError(f"{dest}: is a file; give a folder for the {name} files")
+    made = outermost_missing(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -282,8 +285,13 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
     try:
         _fetch_files(name, spec, dest, mirror=mirror, base_url=base_url, on_progress=on_progress)
     except BaseException:
-        if new_folder and not any(dest.iterdir()):  # a failed first fetch leaves no empty folder behind
-            dest.rmdir()
+        if made is not None:  # a failed first fetch leaves no empty folder behind (nor the parents made for it)
+            folder = dest.absolute()
+            while not any(folder.iterdir()):
+                folder.rmdir()
+                if folder == made:
+                    break
+                folder = folder.parent
         raise
     return dest
 
