@@ -34,7 +34,9 @@ class DataConfig:
                                     "(relative paths are relative to the current directory).")
     split: str = param("train", "Which split of an IDX dataset to train on.", choices=("train", "test"))
     domains: tuple[str, ...] = param((), "Spectrogram datasets: domains to keep, in label order (empty: all).")
-    image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep).")
+    image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep); "
+                                            "the DCGAN takes sizes that halve to at least 3, e.g. 28x28, 32x32, "
+                                            "64x64, 80x128.")
     channels: int = param(1, "Image folders: 1 (grayscale; colour images are converted) or 3 (RGB colour).",
                           choices=(1, 3))
 
