@@ -68,6 +68,9 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     stage("reference classifier (trained once, then cached)")
     classifier, info = load_or_train_classifier(path, kind=kind, train=train, test=test, cache_dir=cache_dir,
                                                 device=device, on_progress=on_progress)
+    if info["trained_now"] and info["reason"] != "missing" and on_warning:
+        on_warning(f"{info['path']}: the cached reference classifier was {info['reason']} (damaged, or made for "
+                   f"other data or code); it was trained again ({info['seconds']:.0f} s) and cached anew")
     stage(f"sampling and classifying {n} images")
     noise = torch.Generator().manual_seed(seed)
 

@@ -95,7 +95,7 @@ def test_train_errors_are_one_line(tmp_path):
     assert code == 2 and "no_run" in stderr
 
 
-def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp_path):
+def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp_path, monkeypatch):
     """Train a conditional model for a few steps and measure it (the classifier is the session's cached one)."""
     import shutil
 
@@ -140,6 +140,16 @@ def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp
     code, _, stderr = specgan("eval", loose / "cgan.pt", "-n", "500", "--json", "--device", "cpu", cwd=tmp_path)
     assert code == 0 and f"appended to {loose / 'eval.jsonl'}" in stderr
     assert len((loose / "eval.jsonl").read_text().splitlines()) == 1 and not (tmp_path / "loose" / "eval.jsonl").exists()
+    # A cached classifier that had to be trained again (damaged, or stale) is said, not retrained silently.
+    import specgan.evaluate as evaluate_module
+
+    model, info, _ = mnist_classifier
+    monkeypatch.setattr(evaluate_module, "load_or_train_classifier", lambda *args, **kwargs: (
+        model, {**info, "trained_now": True, "reason": "unreadable", "seconds": 42.0}))
+    warnings = []
+    evaluate_module.evaluate_run(run, n=100, device="cpu", on_warning=warnings.append)
+    assert warnings == [f"{info['path']}: the cached reference classifier was unreadable (damaged, or made for other "
+                        f"data or code); it was trained again (42 s) and cached anew"]
 
 
 def test_spectrogram_gan_on_spoken_digits(fsdd, tmp_path):
