@@ -3,7 +3,7 @@
 Every file a user keeps (datasets, checkpoints, audio, images, logs) is written through :class:`atomic_path`, so an
 interrupted write never leaves a half-written file under the real name. The temporary file is named
 ``.<name>.<random>.tmp``; a process killed mid-write (``kill -9``, power loss) can leave one behind, never a
-partial ``<name>``. A full disk is a one-line :class:`~specgan.errors.SpecganError` naming the file.
+partial ``<name>``. A full disk is a one-line :class:`~specgan.errors.WriteError` naming the file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from specgan.errors import SpecganError
+from specgan.errors import SpecganError, WriteError
 
 #: OSError numbers that can only mean the write itself failed (not, say, an unreadable source being copied).
 WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -25,7 +25,7 @@ class atomic_path:
     With ``durable``, the data is flushed to the disk (``fsync``) before the rename and the rename itself after
     it, so that after a power loss ``path`` is either the old file or the whole new one: for files that, once
     written, allow older ones to be deleted (checkpoints). On any error the temporary file is removed; an OSError
-    that means the disk is full, over quota or read-only becomes a one-line SpecganError naming ``path``.
+    that means the disk is full, over quota or read-only becomes a one-line WriteError naming ``path``.
     """
 
     def __init__(self, path: str | os.PathLike, *, durable: bool = False):
@@ -36,7 +36,7 @@ class atomic_path:
         try:
             fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         except OSError as e:
-            raise SpecganError(f"{self.path}: cannot write ({e.strerror or e})") from None
+            raise WriteError(self.path, e.strerror or str(e)) from None
         os.close(fd)
         self.tmp = Path(name)
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
@@ -53,7 +53,7 @@ class atomic_path:
                 os.replace(self.tmp, self.path)
             except OSError as e:
                 self.tmp.unlink(missing_ok=True)
-                raise SpecganError(f"{self.path}: cannot write ({e.strerror or e})") from None
+                raise WriteError(self.path, e.strerror or str(e)) from None
             if self.durable:
                 try:
                     _fsync(self.path.parent)
@@ -62,7 +62,7 @@ class atomic_path:
             return
         self.tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
-            raise SpecganError(f"{self.path}: cannot write ({exc.strerror or os.strerror(exc.errno)})") from None
+            raise WriteError(self.path, exc.strerror or os.strerror(exc.errno)) from None
 
 
 def _fsync(path: Path) -> None:

@@ -41,6 +41,15 @@ class TrainingError(SpecganError):
     exit_code = 3
 
 
+class WriteError(SpecganError):
+    """A file could not be written (:class:`~specgan.atomic.atomic_path`: no permission, a full disk, a read-only
+    file system); the message names the file, ``reason`` is the system's word for why."""
+
+    def __init__(self, path: object, reason: str):
+        super().__init__(f"{path}: cannot write ({reason})")
+        self.reason = reason
+
+
 class RankFailed(SpecganError):
     """Under ``torchrun``: another rank met an error at a point where the ranks compare notes (see
     :meth:`specgan.train.distributed.Distributed.together`). The message is that rank's, prefixed with its rank, so

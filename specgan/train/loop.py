@@ -28,7 +28,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
-from specgan.errors import CheckpointError, ConfigError, SpecganError
+from specgan.errors import CheckpointError, ConfigError, SpecganError, WriteError
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
 from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, restore_rng_state, rng_state,
@@ -188,7 +188,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
             try:
                 task.write_samples(run_dir / "samples", step)
                 log.add_sample_images(run_dir / "samples", step)
-            except OSError as e:  # e.g. a file put where the samples folder was, or a full disk
+            except (OSError, WriteError) as e:  # e.g. a file put where the samples folder was, or a full disk
                 unwritable = e
         # Checkpointed after the samples (the state an uninterrupted run goes on from), and also when they failed:
         # then training stops, but with this step saved (the whole step: stopping at a checkpoint loses nothing).
@@ -198,8 +198,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                                               "metrics": log.last, "cpu_threads": cpu_threads},
                                     step=step, keep=t.keep_checkpoints)
         if unwritable is not None:
+            reason = unwritable.reason if isinstance(unwritable, WriteError) else unwritable.strerror or unwritable
             raise SpecganError(f"{run_dir / 'samples'}: cannot write the samples of step {step} "
-                               f"({unwritable.strerror or unwritable}); training stopped after checkpoint {saved}; "
+                               f"({reason}); training stopped after checkpoint {saved}; "
                                f"fix that and continue with: {continue_command(run_dir)}")
         return saved if checkpointing else None
 

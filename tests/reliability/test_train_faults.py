@@ -21,7 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from specgan.cli import app
-from specgan.errors import TrainingInterrupted
+from specgan.errors import SpecganError, TrainingInterrupted
 from specgan.recipe import dump_toml
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, stale_temp_files
 from specgan.train.config import load_recipe, recipe_mapping
@@ -617,3 +617,26 @@ def test_the_code_fingerprint_ignores_docstrings_and_comments_but_not_code(tmp_p
         assert fingerprint('"""Module."""\ndef f(x):\n    """Doc."""\n    return x + 2\n') != base
     finally:
         checkpoint_module.code_fingerprint.cache_clear()
+
+
+def test_a_sample_grid_the_disk_refuses_stops_training_with_the_step_saved(data, tmp_path, monkeypatch):
+    """A sample write that fails inside atomic_path (no permission, a full disk) became a one-line error before
+    the loop could checkpoint the step: every step since the last checkpoint was lost."""
+    import tempfile
+
+    run = tmp_path / "run"
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, prefix="", **kwargs):  # as a samples folder made read-only would refuse it
+        if prefix.startswith(".step_000004.png"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkstemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(SpecganError) as caught:
+        train(tiny_recipe(data, run, steps=8, sample_every=2, checkpoint_every=100), device=CPU)
+    checkpoint = run / "checkpoints" / "step_00000004.pt"
+    assert str(caught.value) == (f"{run / 'samples'}: cannot write the samples of step 4 (Permission denied); "
+                                 f"training stopped after checkpoint {checkpoint}; fix that and continue with: "
+                                 f"specgan train {run / 'recipe.toml'}")
+    assert list_checkpoints(run) == [checkpoint]
