@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -222,6 +223,11 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu",
     return state
 
 
+#: Errors of reading a file that say nothing about its contents (no permission, a failing disk or network file
+#: system, a folder of that name): such a checkpoint is not taken for a damaged one.
+CANNOT_READ = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.EISDIR})
+
+
 def _check_archive(path: Path) -> None:
     """DamagedCheckpointError unless ``path`` is a complete zip archive whose members match their CRC-32."""
     try:
@@ -230,6 +236,8 @@ def _check_archive(path: Path) -> None:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, OSError) as e:
+        if isinstance(e, OSError) and e.errno in CANNOT_READ:  # the file may be whole: not for setting aside
+            raise CheckpointError(f"{path}: cannot read ({e.strerror}); the checkpoint is left as it is") from None
         raise DamagedCheckpointError(_one_line(f"{path}: not a readable checkpoint (truncated or not a checkpoint "
                                                f"file: {e})")) from None
     if bad is not None:

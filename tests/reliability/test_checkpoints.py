@@ -454,3 +454,28 @@ def test_temporary_files_of_unfinished_writes_are_ignored_then_removed(four_step
     assert result.resumed_from == 4
     assert stale_temp_files(run) == [] and not list(folder.glob(".*"))
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000006.pt"]
+
+
+def test_a_checkpoint_that_cannot_be_read_is_an_error_not_set_aside_as_damaged(four_steps, tmp_path, monkeypatch):
+    """No permission (or a failing disk) says nothing about a file's contents: it had been renamed .damaged and the
+    run continued from an older checkpoint, redoing the steps since."""
+    import errno
+
+    import specgan.train.checkpoint as checkpoint_module
+
+    run = copy_run(four_steps, tmp_path / "run")
+    newest = list_checkpoints(run)[-1]
+    real_zipfile = zipfile.ZipFile
+
+    def zip_file(path, *args, **kwargs):
+        if Path(path) == newest:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_zipfile(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.zipfile, "ZipFile", zip_file)
+    warned = []
+    with pytest.raises(CheckpointError) as caught:
+        load_latest_checkpoint(run, on_warning=warned.append)
+    assert not isinstance(caught.value, DamagedCheckpointError) and not warned
+    assert str(caught.value) == f"{newest}: cannot read (Permission denied); the checkpoint is left as it is"
+    assert list_checkpoints(run)[-1] == newest and not list(run.glob("checkpoints/*.damaged"))
