@@ -61,18 +61,24 @@ def step_of(path: Path) -> int:
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first (temporary files of unfinished writes and set-aside damaged files are
     not checkpoints)."""
-    folder = checkpoint_dir(run_dir)
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+    return _files_named(run_dir, _NAME)
 
 
 def stale_temp_files(run_dir: Path) -> list[Path]:
     """Temporary files of checkpoint writes that never finished (a process killed mid-write)."""
+    return _files_named(run_dir, _TEMP)
+
+
+def _files_named(run_dir: Path, name: re.Pattern) -> list[Path]:
+    """The files of the run's checkpoint folder whose names match ``name``, sorted; a folder that cannot be read
+    is a one-line CheckpointError."""
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if _TEMP.match(p.name))
+    try:
+        return sorted(p for p in folder.iterdir() if name.match(p.name))
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot read the run's checkpoints ({e.strerror or e})") from None
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:

@@ -311,7 +311,11 @@ def _remove_samples_after(folder: Path, *, step: int) -> None:
     for path in folder.glob("step_*"):
         digits = path.name[len("step_"):].split("_")[0].split(".")[0]
         if digits.isdigit() and int(digits) > step and path.is_file():
-            path.unlink()
+            try:
+                path.unlink()
+            except OSError as e:
+                raise SpecganError(f"{path}: cannot remove this sample of a step after the checkpoint the run "
+                                   f"continues from ({e.strerror or e})") from None
 
 
 def _other_code(state: dict, path: Path) -> str | None:

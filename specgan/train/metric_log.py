@@ -161,8 +161,13 @@ def truncate_metrics(path: Path, *, after: int) -> None:
     """Drop metric lines past ``after`` (steps an interrupted run logged after its last checkpoint)."""
     if not path.exists():
         return
+    try:
+        # A line that is not UTF-8 is as damaged as a torn one: dropped below, not a reason to stop.
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise SpecganError(f"{path}: cannot read the run's metrics ({e.strerror or e})") from None
     kept = []
-    for line in path.read_text().splitlines(keepends=True):
+    for line in text.splitlines(keepends=True):
         try:
             if line.strip() and json.loads(line)["step"] <= after:
                 kept.append(line if line.endswith("\n") else line + "\n")

@@ -640,3 +640,33 @@ def test_a_sample_grid_the_disk_refuses_stops_training_with_the_step_saved(data,
                                  f"training stopped after checkpoint {checkpoint}; fix that and continue with: "
                                  f"specgan train {run / 'recipe.toml'}")
     assert list_checkpoints(run) == [checkpoint]
+
+
+def test_a_damaged_or_unreadable_log_or_checkpoint_folder_is_one_line_when_continuing(data, tmp_path, monkeypatch):
+    """These were internal errors (UnicodeDecodeError, IsADirectoryError, PermissionError) when a run continued."""
+    from specgan.train.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=2, sample_every=2, checkpoint_every=2), device=CPU)
+    with open(run / "metrics.jsonl", "ab") as f:   # a line that is not even UTF-8: dropped like a torn one
+        f.write(b'\xff\xfe{"step": 9}\n')
+    train(tiny_recipe(data, run, steps=3, sample_every=2, checkpoint_every=2), device=CPU)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    with pytest.raises(SpecganError, match=f"^{re.escape(str(run / 'metrics.jsonl'))}: cannot read the run's "
+                                           f"metrics \\(Is a directory\\)$"):
+        train(tiny_recipe(data, run, steps=4, sample_every=2, checkpoint_every=2), device=CPU)
+    (run / "metrics.jsonl").rmdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "checkpoints":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(run / 'checkpoints'))}: cannot read the run's "
+                                              f"checkpoints \\(Permission denied\\)$"):
+        train(tiny_recipe(data, run, steps=4, sample_every=2, checkpoint_every=2), device=CPU)
