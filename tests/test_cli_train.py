@@ -296,3 +296,28 @@ def test_the_image_folder_recipe_trains_on_a_folder_of_pictures_and_samples_them
     code, _, stderr = specgan("sample", tmp_path / "run", "-n", "4", "-o", tmp_path / "grid.png", cwd=tmp_path)
     assert code == 0, stderr
     assert Image.open(tmp_path / "grid.png").mode == "RGB"
+
+
+def test_a_run_folder_that_lost_its_recipe_continues_from_its_checkpoints_recipe(tmp_path):
+    """Every checkpoint holds the resolved recipe: a run folder without recipe.toml had been refused as not a run
+    folder, with no way back but the original recipe file."""
+    from specgan.train.config import is_run_recipe
+
+    recipe = tiny_recipe_file(tmp_path)
+    code, _, stderr = specgan("train", recipe, "--set", "train.steps=4", cwd=tmp_path)
+    assert code == 0, stderr
+    run = tmp_path / "run"
+    (run / "recipe.toml").unlink()
+    moved = run.rename(tmp_path / "moved")
+    code, _, stderr = specgan("train", moved, "--set", "train.steps=6", cwd=tmp_path)
+    assert code == 0, stderr
+    assert (f"warning: {moved / 'recipe.toml'} was missing: rebuilt from {moved / 'checkpoints' / 'step_00000004.pt'}, "
+            f"which holds the recipe the run trained with") in stderr
+    assert is_run_recipe(moved / "recipe.toml") and f'dir = "{moved}"' in (moved / "recipe.toml").read_text()
+    steps = [json.loads(line)["step"] for line in (moved / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7)) and (moved / "checkpoints" / "step_00000006.pt").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, stderr = specgan("train", empty, cwd=tmp_path)
+    one_line_error(code, stderr, f"{empty}: a folder without a recipe.toml; give a recipe file (recipes/*.toml) or a "
+                                 f"run folder")
