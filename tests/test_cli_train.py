@@ -278,6 +278,12 @@ def test_a_run_folder_that_is_not_a_run_or_lies_inside_its_images_is_refused(tmp
     code, _, stderr = specgan("train", empty, "--set", "train.steps=2", cwd=tmp_path)
     assert code == 0, stderr
     assert (empty / "checkpoints" / "step_00000002.pt").exists()
+    # A recipe written into the folder it names as output.dir is that run's recipe in the making.
+    planned = tmp_path / "planned"
+    planned.mkdir()
+    (planned / "recipe.toml").write_text(recipe.read_text().replace(str(tmp_path / "run"), str(planned)))
+    code, _, stderr = specgan("train", planned / "recipe.toml", "--set", "train.steps=1", cwd=tmp_path)
+    assert code == 0, stderr
 
 
 def test_the_image_folder_recipe_trains_on_a_folder_of_pictures_and_samples_them(tmp_path):

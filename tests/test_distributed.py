@@ -31,11 +31,18 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def worker_folder(out: Path) -> Path:
+    """Where :func:`torchrun` keeps the recipe file it runs and what each rank saves (``rank_R.pt``, ``pid_R``):
+    beside ``out`` (usually the run folder), since train refuses a run folder holding other files."""
+    return out.parent / f"{out.name}.torchrun"
+
+
 def torchrun(recipe, out: Path, *, ranks: int = 2, during: Callable[[subprocess.Popen], None] | None = None,
              device: str = "cpu", env: dict[str, str] | None = None, check: bool = True) -> list[dict | None]:
     """Run ``recipe`` on ``ranks`` processes (gloo on ``device = "cpu"``, NCCL on ``"cuda"``; calling
     ``during(torchrun's process)`` while they run); what each rank saved (None for a rank that saved nothing, when
     not ``check``-ing that torchrun succeeded)."""
+    out = worker_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.toml"
     path.write_text(dump_toml(recipe_mapping(recipe)))
@@ -146,8 +153,13 @@ def test_a_two_rank_checkpoint_continues_in_one_process(tones, tmp_path, one_thr
     does for an uninterrupted two-rank run; the continued run matched the two-rank one to 1e-8.)"""
     keys = dict(checkpoint_every=2, **COMPARED)
     torchrun(tiny_recipe(tones, tmp_path / "run", steps=2, **keys), tmp_path / "run")
-    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, **keys), device=torch.device("cpu"))
+    said = []
+    continued = train(tiny_recipe(tones, tmp_path / "run", steps=4, **keys), device=torch.device("cpu"),
+                      on_warning=said.append)
     assert continued.resumed_from == 2
+    assert ("this run trained in 2 process(es) and continues in 1: it goes on from its checkpoint, but its numbers "
+            "will differ from an uninterrupted run's (gradients are summed in another order, and batch norm's "
+            "statistics are each process's own)") in said
     recipe = tiny_recipe(tones, tmp_path / "two_ranks", steps=4, **keys)
     [two_ranks, _] = torchrun(recipe, tmp_path / "two_ranks")
     assert_same(models_of(continued), two_ranks["models"], exact=False,
@@ -221,7 +233,7 @@ def test_ctrl_c_on_one_rank_stops_all_ranks_after_the_same_checkpointed_step(ton
 
     def interrupt_rank_1(_):
         wait_for_a_logged_step(run)
-        os.kill(int((run / "pid_1").read_text()), signal.SIGINT)
+        os.kill(int((worker_folder(run) / "pid_1").read_text()), signal.SIGINT)
 
     ranks = torchrun(recipe, run, during=interrupt_rank_1)
     stopped = {r["interrupted_at"] for r in ranks}

@@ -35,8 +35,8 @@ from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, 
                                       save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
-from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, is_run_recipe, recipe_mapping,
-                                  run_recipe_text, saved_recipe_mapping)
+from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, is_run_recipe, load_recipe,
+                                  recipe_mapping, run_recipe_text, saved_recipe_mapping)
 from specgan.train.distributed import Distributed
 from specgan.train.interrupt import REPEAT_WINDOW_S, StopRequest, interruption
 from specgan.train.optim import linear_decay
@@ -151,9 +151,12 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
         start = int(state["step"])
-        notes = [_other_code(state, resumed_from) if start < t.steps else None,  # (nothing will be trained)
+        training = start < t.steps  # (else nothing will be trained, and nothing differs)
+        notes = [_other_code(state, resumed_from) if training else None,
                  _decay_moved(state["recipe"], recipe, start=start),
-                 None if distributed.active else _keep_cpu_threads(state.get("cpu_threads"), device=device)]
+                 _other_world_size(state.get("world_size"), distributed.world_size) if training else None,
+                 None if distributed.active or not training else
+                 _keep_cpu_threads(state.get("cpu_threads"), device=device)]
         for note in notes:
             if note and main and on_warning:
                 on_warning(note)
@@ -195,7 +198,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         if checkpointing or unwritable is not None:
             saved = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                               "recipe": saved_recipe_mapping(recipe), "data": data_info,
-                                              "metrics": log.last, "cpu_threads": cpu_threads},
+                                              "metrics": log.last, "cpu_threads": cpu_threads,
+                                              "world_size": distributed.world_size},
                                     step=step, keep=t.keep_checkpoints)
         if unwritable is not None:
             reason = unwritable.reason if isinstance(unwritable, WriteError) else unwritable.strerror or unwritable
@@ -348,6 +352,17 @@ def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
             f"result will differ from a run trained for {t.steps} steps from the start")
 
 
+def _other_world_size(saved: int | None, now: int) -> str | None:
+    """A line for the user when a run continues in another number of processes than it trained in (checkpoints
+    say since they record it): it continues, but the gradients are summed in another order and batch norm's
+    statistics are each process's own, so its numbers differ from an uninterrupted run's. None otherwise."""
+    if saved is None or saved == now:
+        return None
+    return (f"this run trained in {saved} process(es) and continues in {now}: it goes on from its checkpoint, but its "
+            f"numbers will differ from an uninterrupted run's (gradients are summed in another order, and batch "
+            f"norm's statistics are each process's own)")
+
+
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
     """Continue a CPU run on the thread count it trained on, so that it stays bit-identical to an uninterrupted
     run (a different count sums in another order), unless ``OMP_NUM_THREADS`` chooses or fewer cores are free
@@ -376,8 +391,10 @@ def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
     """A ConfigError when ``output.dir`` is a folder that holds other things than a specgan run: the run would
     replace a ``recipe.toml`` and a ``metrics.jsonl`` there (and cut a last line it takes for one left half-written
     by a crash). A run folder has its own recipe (see :func:`~specgan.train.config.is_run_recipe`) or checkpoints;
-    an empty folder becomes one."""
-    if not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or (run_dir / "checkpoints").is_dir():
+    an empty folder becomes one, and so does one whose ``recipe.toml`` is a recipe written for it (its
+    ``output.dir`` is this folder)."""
+    if (not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or (run_dir / "checkpoints").is_dir()
+            or _a_recipe_for(run_dir)):
         return
     try:
         others = sorted(name for name in os.listdir(run_dir) if name not in NOT_IN_THE_WAY)
@@ -386,6 +403,18 @@ def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
     if others:
         raise ConfigError(f"output.dir = '{run_dir}': holds {len(others)} file(s) or folder(s) that are not a specgan "
                           f"run's (e.g. {others[0]}), which the run could replace; set another output.dir")
+
+
+def _a_recipe_for(run_dir: Path) -> bool:
+    """Whether ``run_dir/recipe.toml`` is a recipe whose ``output.dir`` is ``run_dir``: written for this run (and
+    the one being trained, if any), which the run's own resolved recipe then replaces."""
+    path = run_dir / RUN_RECIPE
+    if not path.is_file():
+        return False
+    try:
+        return load_recipe(path).run_dir.resolve() == run_dir.resolve()
+    except (SpecganError, OSError):
+        return False
 
 
 def _refuse_a_run_inside_its_images(recipe: Recipe) -> None:
