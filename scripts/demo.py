@@ -177,9 +177,9 @@ class Demo:
             data = local
             console.print(f"using the MNIST files already in {self.show(local)}")
         else:
-            console.print("[yellow]MNIST step skipped:[/] the MNIST files are not here (data/mnist); get them with "
-                          "'specgan data fetch mnist' (downloads about 11 MB), then run the demo again.",
-                          markup=True, soft_wrap=True)
+            console.print(f"[yellow]MNIST step skipped:[/] no MNIST files in {self.show(local)}, nor a mirror at "
+                          f"{mirror} (SPECGAN_DATA_MIRROR chooses it); get them with 'specgan data fetch mnist' "
+                          f"(downloads about 11 MB), then run the demo again.", markup=True, soft_wrap=True)
             self.rows.append(("generated digits", "skipped", "no MNIST files: specgan data fetch mnist"))
             return
         run = self.out / "runs" / "mnist_dcgan"

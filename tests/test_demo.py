@@ -68,6 +68,7 @@ def test_the_demo_runs_end_to_end_and_says_what_it_wrote(tmp_path):
         assert (out / "runs" / "mnist_dcgan" / "samples").is_dir()
     else:
         assert "MNIST step skipped" in stdout and "specgan data fetch mnist" in stdout
+        assert "SPECGAN_DATA_MIRROR chooses it" in stdout  # where it looked, and how to point it elsewhere
         assert not (out / "digits.png").exists()
 
 
