@@ -419,6 +419,9 @@ def test_commands_in_messages_quote_paths_for_the_shell(tmp_path):
     run = tmp_path / "my runs" / "tiny"
     text = run_recipe_text(tiny_recipe(tmp_path / "data", run))
     assert text.splitlines()[0].endswith(f"continue it with: specgan train '{run.absolute() / 'recipe.toml'}'")
+    roundabout = tmp_path / "my runs" / ".." / "my runs" / "tiny"   # named as the folder it is
+    text = run_recipe_text(tiny_recipe(tmp_path / "data", roundabout))
+    assert text.splitlines()[0].endswith(f"continue it with: specgan train '{run.absolute() / 'recipe.toml'}'")
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "step_00000002.pt").write_bytes(b"")  # the newest checkpoint, as far as names go
     message = str(interruption(run, step=2, saved=True))

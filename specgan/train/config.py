@@ -201,7 +201,8 @@ def run_recipe_text(recipe: Recipe) -> str:
     """The run folder's ``recipe.toml``: :func:`saved_recipe_mapping`, under a header naming the command that
     continues it."""
     table = saved_recipe_mapping(recipe)
-    return (f"{RUN_RECIPE_HEADER}; continue it with: {continue_command(recipe.run_dir.absolute())}\n"
+    # abspath, not Path.absolute: "runs/../x" is named as the folder it is (symbolic links kept as given)
+    return (f"{RUN_RECIPE_HEADER}; continue it with: {continue_command(os.path.abspath(recipe.run_dir))}\n"
             + dump_toml(table))
 
 
