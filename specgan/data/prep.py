@@ -519,7 +519,10 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
 
     ``on_start(n_to_process)`` and ``on_file(path)`` report progress. Returns what was done; the dataset is
     committed only at the end (see :mod:`specgan.data.dataset_dir`). Raises DatasetError when no file could be
-    used, when another prep holds ``out``, or when the dataset cannot be written (the previous one is then kept).
+    used, when another prep holds ``out``, when the dataset cannot be written (the previous one is then kept), or
+    when the update would drop recordings as a by-product (see the checks below; ``overwrite`` allows it). A
+    KeyboardInterrupt (Ctrl-C, SIGTERM) while files are processed commits those finished and raises
+    InterruptedWithWorkKept; one before any was finished leaves the dataset as it was.
     """
     src, out = Path(src), Path(out)
     _refuse_output_among_recordings(src, out)
