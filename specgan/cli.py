@@ -733,7 +733,8 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     device: Device = "auto",
 ):
-    """Measure a run: generate runs on MNIST-like data (label accuracy, Fréchet distance, class entropy);
+    """Measure a run: generate runs on MNIST-like data (label accuracy, Fréchet distance, class entropy,
+    within-class diversity);
     translate runs against parallel recordings (mel-cepstral distortion, log-spectral distance)."""
     import json
 
@@ -826,6 +827,10 @@ def _generation_rows(table: Table, result: dict) -> None:
                                                               "is better)")
     table.add_row("class entropy", f"{result['class_entropy']:.3f} bits",
                   "of predicted classes over the samples (max 3.32 for 10; low = mode collapse)")
+    if result.get("within_class_diversity") is not None:  # (results recorded before it have none)
+        table.add_row("within-class diversity", f"{result['within_class_diversity']:.3f}",
+                      "feature variance within a class, against real images' (1 = as varied; near 0 = one image "
+                      "per class)")
     table.add_row("samples", str(result["n"]), "")
     table.add_row("classifier accuracy", f"{result['classifier_test_accuracy']:.4f}", "on the real test set")
 

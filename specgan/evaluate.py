@@ -1,6 +1,7 @@
 """``specgan eval``: measure a trained model.
 
-- A ``generate`` run on MNIST-like images: label accuracy, Fréchet distance and class entropy of its samples
+- A ``generate`` run on MNIST-like images: label accuracy, Fréchet distance, class entropy and within-class
+  diversity of its samples
   (:func:`evaluate_run`; definitions in :mod:`specgan.metrics.generative`).
 - A ``translate`` run against parallel recordings: each source utterance is converted and compared with the
   target utterance of the same name, next to the unconverted source against the same target, the baseline any

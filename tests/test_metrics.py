@@ -293,6 +293,33 @@ def test_perfect_unconditional_generator_scores_well(perfect_scores, noise_score
     assert unconditional["class_entropy"] > 3.2 and unconditional["fd"] < noise_scores["fd"] / 10
 
 
+def test_within_class_diversity_tells_one_image_per_class_from_real_variety(mnist_classifier, mnist_sets,
+                                                                            perfect_scores):
+    """A generator that draws one fixed real image per requested class has perfect label accuracy and class entropy;
+    only the within-class diversity (0) shows that it ignores its noise. Real images score about 1."""
+    model, test = mnist_classifier[0], mnist_sets[1]
+    prototypes = torch.stack([test.images[test.labels == c][0] for c in range(10)])
+    scores = evaluate_generator(lambda k, labels: prototypes[labels], classifier=model, real_test=test, n=N,
+                                conditional=True)
+    assert scores["label_accuracy"] > 0.95 and scores["class_entropy"] > 3.2
+    assert scores["within_class_diversity"] == pytest.approx(0.0, abs=1e-12)
+    assert 0.8 < perfect_scores["within_class_diversity"] < 1.2
+
+
+def test_class_spread_is_the_trace_of_each_class_covariance():
+    from specgan.metrics.generative import class_spread
+
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.normal(size=(50, 4)))
+    classes = torch.from_numpy(rng.integers(0, 3, 50))
+    classes[classes == 2] = 1  # class 2 empty: NaN
+    classes[0] = 2             # then one row: still NaN
+    spread = class_spread(features, classes, 4)
+    for c in (0, 1):
+        assert spread[c].item() == pytest.approx(np.trace(np.cov(features[classes == c].numpy(), rowvar=False)))
+    assert torch.isnan(spread[2]) and torch.isnan(spread[3])
+
+
 def test_collapsed_generator_shows_low_entropy_and_large_distance(mnist_classifier, mnist_sets, perfect_scores):
     model, test = mnist_classifier[0], mnist_sets[1]
     seven = test.images[test.labels == 7][:1]

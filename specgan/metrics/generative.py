@@ -26,6 +26,15 @@ of ``batch_size`` and returns:
     1). ``class_entropy = -Σ p_c log2 p_c`` in *bits* (0 log 0 = 0): log2(10) ≈ 3.32 when every class is
     predicted equally often, 0 when every sample looks like the same class; mode collapse shows as a lower value.
 
+``within_class_diversity``
+    How varied the samples of one class are, against the real images of that class: for each class, the total
+    variance (trace of the unbiased covariance) of the penultimate features of the samples in it, divided by the
+    same for the real test images of that class (by their true labels); the mean of that ratio over the classes
+    with at least two samples. The samples' class is the requested label for conditional generators (the
+    variety a condition leaves) and the predicted class otherwise. About 1 means as varied as real data; near 0
+    means each class collapsed to (nearly) one image, which neither the label accuracy nor the class entropy
+    shows. None when no class has two samples.
+
 ``n`` and ``n_real``
     The number of generated samples and of real test images behind the numbers.
 
@@ -77,8 +86,8 @@ def evaluate_generator(
             images, then the generated ones (``total = len(real_test) + n``).
 
     Returns:
-        ``{"fd", "class_entropy", "class_histogram", "n", "n_real"}`` plus ``"label_accuracy"`` when
-        ``conditional``; floats, a list of ``n_classes`` floats, and ints.
+        ``{"fd", "class_entropy", "class_histogram", "within_class_diversity", "n", "n_real"}`` plus
+        ``"label_accuracy"`` when ``conditional``; floats, a list of ``n_classes`` floats, and ints.
 
     Raises:
         SpecganError: the generator returned non-finite values.
@@ -129,16 +138,32 @@ def evaluate_generator(
     predicted = torch.cat(predicted)
 
     histogram = torch.bincount(predicted, minlength=n_classes).double() / n
+    fake_spread = class_spread(torch.cat(fake_features), requested if conditional else predicted, n_classes)
+    real_spread = class_spread(torch.cat(real_features), real_test.labels.cpu(), n_classes)
+    ratios = fake_spread / real_spread
+    ratios = ratios[torch.isfinite(ratios)]
     result: dict = {
         "fd": frechet_distance(mu_fake, sigma_fake, mu_real, sigma_real),
         "class_entropy": entropy_bits(histogram.numpy()),
         "class_histogram": [float(p) for p in histogram],
+        "within_class_diversity": float(ratios.mean()) if len(ratios) else None,
         "n": n,
         "n_real": len(real_test),
     }
     if conditional:
         result["label_accuracy"] = float((predicted == requested).double().mean())
     return result
+
+
+def class_spread(features: Tensor, classes: Tensor, n_classes: int) -> Tensor:
+    """Total variance (trace of the unbiased covariance) of the rows of ``features`` ``(N, d)`` of each class,
+    ``(n_classes,)`` float64; NaN for a class with fewer than two rows."""
+    spread = torch.full((n_classes,), float("nan"), dtype=torch.float64)
+    for c in range(n_classes):
+        rows = features[classes == c].double()
+        if len(rows) >= 2:
+            spread[c] = rows.var(dim=0, unbiased=True).sum()
+    return spread
 
 
 def entropy_bits(p: np.ndarray) -> float:
