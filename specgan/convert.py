@@ -354,7 +354,7 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
     plan = ConvertPlan(dst, jobs)
     if src.is_dir():  # name.to-B.wav beside its input: converting it to B again would convert a conversion
         plan.passed_over = [s for s, _ in jobs if s.stem.endswith(f".to-{to}")]
-        plan.jobs = [(s, o) for s, o in jobs if s not in plan.passed_over]
+        plan.jobs = [(s, o) for s, o in jobs if not s.stem.endswith(f".to-{to}")]
         if not plan.jobs:
             raise AudioError(f"{src}: its {len(jobs)} audio file(s) are all named as conversions to {to} "
                              f"(*.to-{to}.*)")
@@ -363,8 +363,9 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
         return [out, out.with_suffix(".png")] if plot else [out]
 
     if skip_existing:
-        plan.kept = [o for _, o in plan.jobs if all(p.exists() for p in outputs(o))]
-        plan.jobs = [(s, o) for s, o in plan.jobs if o not in plan.kept]
+        done = [all(p.exists() for p in outputs(o)) for _, o in plan.jobs]
+        plan.kept = [o for (_, o), d in zip(plan.jobs, done) if d]
+        plan.jobs = [job for job, d in zip(plan.jobs, done) if not d]
     if not overwrite:
         refuse_existing([path for _, out in plan.jobs for path in outputs(out)])
     return plan
@@ -394,7 +395,7 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
     if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):
         raise ConfigError(f"{dst}: {'is a file' if dst.exists() else 'looks like a file name'}; for a folder of "
                           f"inputs give an output folder")
-    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+    if dst.resolve().is_relative_to(src.resolve()):  # the input folder itself, or inside it
         raise SpecganError(f"{dst}: is inside the input folder {src}; choose another output so the originals "
                            f"are kept")
     files = audio_files(src)

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -140,16 +139,14 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
 def _unscorable(wave: torch.Tensor, *, sample_rate: int) -> str | None:
     """Why a recording ``(samples,)`` at ``sample_rate`` Hz cannot be scored by :mod:`specgan.metrics.audio_quality`,
     or None: shorter than one analysis frame, or silent (the distances of silence measure nothing)."""
-    from specgan.audio.io import SILENCE_PEAK, output_length, peak_amplitude
+    from specgan.audio.io import output_length, peak_amplitude, silence_reason
     from specgan.metrics.audio_quality import ANALYSIS_RATE, N_FFT
 
     if output_length(wave.shape[-1], source_rate=sample_rate, sample_rate=ANALYSIS_RATE) <= N_FFT // 2:
         return (f"too short to score ({wave.shape[-1] / sample_rate * 1000:.0f} ms; one analysis frame is "
                 f"{N_FFT / ANALYSIS_RATE * 1000:.0f} ms)")
-    peak = peak_amplitude(wave)
-    if not peak >= SILENCE_PEAK:
-        return f"silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS), nothing to score"
-    return None
+    silent = silence_reason(peak_amplitude(wave))  # (load_audio refused NaN and infinite samples)
+    return f"{silent}, nothing to score" if silent else None
 
 
 def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, target_dir: Path,

@@ -531,6 +531,14 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     return path
 
 
+def silence_reason(peak: float) -> str | None:
+    """Why a recording whose largest absolute sample is ``peak`` counts as silent (``"silent (peak -96 dBFS)"``),
+    or None when it does not (see :data:`SILENCE_PEAK`)."""
+    if peak < SILENCE_PEAK:
+        return f"silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS)"
+    return None
+
+
 def check_output_rate(path: Path, sample_rate: int) -> None:
     """A one-line SpecganError when ``path``'s format cannot hold ``sample_rate`` Hz (see :data:`MAX_OUTPUT_RATES`);
     commands call it before their work, and :func:`save_audio` before it writes."""

@@ -52,9 +52,9 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
             img.load()
             if img.mode.startswith("I;16"):  # 16-bit grayscale: scale to 8 bits rather than clip
                 img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), mode="L")
-            transparent = _transparent(img)
+            rgba = _rgba_if_transparent(img)
+            transparent = rgba is not None
             if transparent:
-                rgba = img.convert("RGBA")
                 img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             img = img.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
@@ -65,11 +65,13 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
     return array.reshape(array.shape[0], array.shape[1], -1), transparent
 
 
-def _transparent(img: Image.Image) -> bool:
-    """Whether ``img`` has an alpha channel or a transparent palette entry with a pixel below full opacity."""
+def _rgba_if_transparent(img: Image.Image) -> Image.Image | None:
+    """``img`` as RGBA when it has an alpha channel or a transparent palette entry and a pixel below full opacity,
+    else None."""
     if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
-        return False
-    return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+        return None
+    rgba = img.convert("RGBA")
+    return rgba if rgba.getchannel("A").getextrema()[0] < 255 else None
 
 
 def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,

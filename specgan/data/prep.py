@@ -27,7 +27,7 @@ from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, AudioScan, Resamplers, block_frames_for,
                               decode_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole,
-                              scan_audio_files)
+                              scan_audio_files, silence_reason)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, PreppedDataset, check_values_in_range,
                                      domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
@@ -229,8 +229,9 @@ def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) 
         too_short = True
     if samples == 0:
         raise AudioError("empty audio (0 samples)")
-    if peak < SILENCE_PEAK:
-        raise AudioError(f"silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
+    silent = silence_reason(peak)
+    if silent:
+        raise AudioError(silent)
     if too_short:
         raise AudioError(f"too short: {samples} samples at {logmel.params.sample_rate} Hz, less than half an FFT "
                          f"window (n_fft {logmel.params.n_fft})")
@@ -683,7 +684,7 @@ def _refuse_output_among_recordings(src: Path, out: Path) -> None:
     if inside == there:
         raise DatasetError(f"{out}: is the source folder; the dataset needs a folder of its own (e.g. -o "
                            f"{src.parent / (src.resolve().name + '-dataset')})")
-    if there in inside.parents:
+    if inside.is_relative_to(there):
         recordings = scan_audio_files(out).files
         if recordings:
             raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src} (e.g. "

@@ -423,8 +423,7 @@ def _refuse_a_run_inside_its_images(recipe: Recipe) -> None:
     could not continue: its data would have changed)."""
     if recipe.data.kind != "image-folder":
         return
-    images, run_dir = Path(recipe.data.path).resolve(), recipe.run_dir.resolve()
-    if run_dir == images or images in run_dir.parents:
+    if recipe.run_dir.resolve().is_relative_to(Path(recipe.data.path).resolve()):  # (the folder itself, or inside)
         raise ConfigError(f"output.dir = '{recipe.run_dir}': inside data.path = '{recipe.data.path}', whose every "
                           f"image is training data (the run's samples would become a class); set an output.dir "
                           f"outside it")
