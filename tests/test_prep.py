@@ -176,6 +176,46 @@ def test_manifest_holds_each_files_sha256_whether_read_whole_or_streamed(corpus,
     assert prep(corpus, out, params=FAST_PARAMS, workers=2).up_to_date
 
 
+class _ChunkedReads:
+    """A file whose reads return at most ``limit`` bytes each, as a network file system's may."""
+
+    def __init__(self, path: Path, *, limit: int):
+        self.file = open(path, "rb", buffering=0)
+        self.limit = limit
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def read(self, n):
+        return self.file.read(min(n, self.limit))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_read_small_reads_the_whole_file_however_the_reads_come(tmp_path, monkeypatch):
+    path = tmp_path / "x.wav"
+    data = np.random.default_rng(0).bytes(10_000)
+    path.write_bytes(data)
+    assert prep_module.read_small(path) == data
+    monkeypatch.setattr(prep_module, "open_regular", lambda p: _ChunkedReads(p, limit=999))
+    assert prep_module.read_small(path) == data
+    monkeypatch.setattr(prep_module, "SMALL_FILE_BYTES", 9_999)
+    assert prep_module.read_small(path) is None  # larger than SMALL_FILE_BYTES: streamed instead
+
+
+def test_read_small_declines_a_file_that_grew_after_its_size_was_taken(tmp_path, monkeypatch):
+    path = tmp_path / "x.wav"
+    path.write_bytes(bytes(10_000))
+    real_fstat = os.fstat
+    monkeypatch.setattr(prep_module.os, "fstat",
+                        lambda fd: os.stat_result((*real_fstat(fd)[:6], 4_000, *real_fstat(fd)[7:])))
+    assert prep_module.read_small(path) is None
+
+
 def test_plain_flac_and_wav_files_are_decoded_without_libsndfile_and_the_others_with_it(corpus, tmp_path,
                                                                                         monkeypatch):
     opened = []

@@ -186,16 +186,26 @@ SMALL_FILE_BYTES = 16 << 20
 
 
 def read_small(path: Path) -> bytes | None:
-    """The bytes of a file of at most :data:`SMALL_FILE_BYTES`, or None for a larger one. Raises AudioError naming
-    it when it cannot be read (the same reasons as :func:`file_sha256`)."""
+    """The bytes of a file of at most :data:`SMALL_FILE_BYTES`, or None for a larger one, or for one that grew
+    while it was read. Raises AudioError naming it when it cannot be read (the same reasons as
+    :func:`file_sha256`)."""
     with open_regular(path) as f:
         try:
-            if os.fstat(f.fileno()).st_size > SMALL_FILE_BYTES:  # not read at all: hashed and decoded as a stream
+            size = os.fstat(f.fileno()).st_size
+            if size > SMALL_FILE_BYTES:  # not read at all: hashed and decoded as a stream
                 return None
-            data = f.read(SMALL_FILE_BYTES + 1)  # + 1: a file that grew since fstat is still caught
+            # Exactly the declared size (+ 1 to see growth): asking for SMALL_FILE_BYTES made Python allocate a
+            # 16 MB buffer per file, mapped fresh from the system and faulted page by page (see
+            # docs/architecture.md, Performance).
+            data = f.read(size + 1)
+            while 0 < len(data) <= size:  # to the end, should a read stop short (some network file systems)
+                more = f.read(size + 1 - len(data))
+                if not more:
+                    break
+                data += more
         except OSError as e:
             raise AudioError(f"{path}: cannot read ({e.strerror or e})") from None
-    return data if len(data) <= SMALL_FILE_BYTES else None
+    return data if len(data) <= size else None
 
 
 def clip_logmel(blocks: Iterable[np.ndarray | torch.Tensor], *, logmel: LogMel) -> ClipLogMel:
