@@ -591,6 +591,57 @@ def test_worker_tasks_hold_a_bounded_number_of_bytes_and_files(tmp_path):
     assert [len(b) for b in batches] == [1, 1, 1, 3, 3, 3]
 
 
+def _partitions(items: list[int]):
+    """Every way to split ``items`` into groups (a slow oracle for the best grouping)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in _partitions(rest):
+        yield [[first], *partition]
+        for i in range(len(partition)):
+            yield [*partition[:i], [first, *partition[i]], *partition[i + 1:]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=st.lists(st.integers(1, 120_000), min_size=1, max_size=7))
+def test_resampling_groups_cost_least_of_all_groupings(lengths):
+    """Each signal in one group; the padded samples plus a call's cost per group are the least of every grouping."""
+    def cost(groups):
+        return sum(prep_module.RESAMPLE_CALL_SAMPLES + max(lengths[k] for k in g) * len(g) for g in groups)
+    groups = prep_module.resample_groups(lengths)
+    assert sorted(k for g in groups for k in g) == list(range(len(lengths)))
+    assert cost(groups) == min(cost(p) for p in _partitions(list(range(len(lengths)))))
+
+
+def test_files_resampled_in_several_groups_give_the_chunks_each_gives_alone(tmp_path, monkeypatch):
+    """Files of one rate and very different lengths are resampled in groups; each file's chunks are its own, the
+    same as one group for all (soxr filters each padded channel alone) and as chunk_file of the file alone."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i, seconds in enumerate([0.7, 0.75, 2.9, 3.0, 3.1, 6.0, 11.0]):
+        t = np.arange(int(seconds * 16000)) / 16000
+        wave = np.sin(2 * np.pi * (200 + 40 * i) * t) * 0.3 + rng.normal(0, 0.01, len(t))
+        sf.write(src / "a" / f"{i}.wav", wave.astype(np.float32), 16000, subtype="PCM_16")
+    params = AudioParams(sample_rate=22050, n_mels=32, frames=16)
+    resample_whole, calls = prep_module.resample_whole, []
+    monkeypatch.setattr(prep_module, "resample_whole", lambda signals, **kw: calls.append(len(signals)) or
+                        resample_whole(signals, **kw))
+    datasets = {}
+    for name, call_samples in [("one group", 10**12), ("groups", 0)]:
+        monkeypatch.setattr(prep_module, "RESAMPLE_CALL_SAMPLES", call_samples)
+        datasets[name] = open_dataset(prep(src, tmp_path / name.replace(" ", "_"), params=params, workers=1).out)
+    assert calls == [7, 1, 1, 1, 1, 1, 1, 1]  # at no cost per call, one group per length
+    a, b = datasets.values()
+    np.testing.assert_array_equal(a.chunks, b.chunks)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    logmel = LogMel(params)
+    for row in b.manifest["sources"]:
+        alone = prep_module.chunk_file(src / row["path"], params=params, logmel=logmel)
+        np.testing.assert_array_equal(b.chunks[row["first_chunk"]:row["first_chunk"] + row["chunks"]], alone.chunks)
+
+
 def _clip(frame_db: list[float], n_mels: int = 8) -> ClipLogMel:
     """A clip's log-mel whose frame ``i`` holds the value ``i / 100`` in every band, with the given loudness."""
     spec = (torch.arange(len(frame_db)) / 100).expand(n_mels, -1).to(torch.float16)
