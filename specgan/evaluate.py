@@ -80,7 +80,7 @@ def evaluate_run(run_or_checkpoint: str | Path, *, n: int = 10000, seed: int = 0
     started = time.perf_counter()
     metrics = evaluate_generator(sample, classifier=classifier, real_test=test, n=n, conditional=model.conditional,
                                  seed=seed, on_progress=on_progress)
-    result = {"checkpoint": str(model.checkpoint), "step": model.step, "kind": kind, "seed": seed,
+    result = {"checkpoint": str(model.checkpoint), "step": model.step, "kind": kind, "data": str(path), "seed": seed,
               "classifier_test_accuracy": info["accuracy"], "seconds": round(time.perf_counter() - started, 2),
               **metrics}
     return result
