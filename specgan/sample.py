@@ -73,7 +73,8 @@ def generator_from_checkpoint(path: Path, state: dict, *, device: torch.device |
     try:
         generator, _ = build_model(model["name"], image_shape=tuple(data["image_shape"]), n_classes=n_classes,
                                    z_dim=model["z_dim"], channels=model["channels"],
-                                   spectral_norm=model["spectral_norm"], batch_norm_d=True)
+                                   spectral_norm=model["spectral_norm"], batch_norm_d=True,
+                                   embed_dim=model["embed_dim"])
     except ConfigError as e:  # a recipe this specgan cannot build (another version's model name, say)
         raise CheckpointError(f"{path}: cannot rebuild its generator ({e})") from None
     models = state["task"]["models"]

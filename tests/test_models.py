@@ -79,6 +79,12 @@ def test_conditional_generator_depends_on_label():
     assert (distinct + torch.eye(10)).min() > 1e-3
 
 
+@pytest.mark.parametrize("embed_dim, width", [(0, 10), (3, 3), (100, 100)])
+def test_the_label_embedding_has_one_dimension_per_class_unless_told(embed_dim, width):
+    G = Generator(image_shape=(1, 28, 28), z_dim=100, channels=8, n_classes=10, embed_dim=embed_dim)
+    assert G.embed.weight.shape == (10, width) and G.project.in_features == 100 + width
+
+
 @pytest.mark.parametrize("n_classes", [0, 10])
 def test_generator_batch_consistency_in_eval(n_classes):
     torch.manual_seed(0)

@@ -13,9 +13,12 @@ from specgan.models.dcgan import Discriminator, Generator
 
 
 def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim: int = 100, channels: int = 64,
-                spectral_norm: bool = False, batch_norm_d: bool = True) -> tuple[Generator, Discriminator]:
-    """A DCGAN pair for images of ``image_shape`` ``(C, H, W)``; conditional when ``n_classes > 0``."""
-    generator = Generator(image_shape=image_shape, z_dim=z_dim, channels=channels, n_classes=n_classes)
+                spectral_norm: bool = False, batch_norm_d: bool = True, embed_dim: int = 0) \
+        -> tuple[Generator, Discriminator]:
+    """A DCGAN pair for images of ``image_shape`` ``(C, H, W)``; conditional when ``n_classes > 0``, G's label
+    embedding of ``embed_dim`` dimensions (0: ``n_classes``)."""
+    generator = Generator(image_shape=image_shape, z_dim=z_dim, channels=channels, n_classes=n_classes,
+                          embed_dim=embed_dim)
     discriminator = Discriminator(image_shape=image_shape, channels=channels, n_classes=n_classes,
                                   spectral_norm=spectral_norm, batch_norm=batch_norm_d)
     return generator, discriminator
@@ -38,7 +41,7 @@ class ModelFamily:
 
 
 #: ``model.name`` → family. ``generate`` builders take ``image_shape, n_classes, z_dim, channels, spectral_norm,
-#: batch_norm_d``; ``translate`` builders take ``image_shape, channels, n_blocks`` and are called once per
+#: batch_norm_d, embed_dim``; ``translate`` builders take ``image_shape, channels, n_blocks`` and are called once per
 #: direction.
 #: Channels-last on CPUs: on the 2-core AMD EPYC with AVX512-BF16 (bf16), two interleaved measurements each, DCGAN
 #: step 1.01x and 1.06x, ResNet CycleGAN step 1.03x and 1.11x faster; CycleGAN-VC2's step 7% slower (its pixel

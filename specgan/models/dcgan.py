@@ -3,8 +3,10 @@
 The generator starts from a small ``h0 × w0`` grid and doubles it ``n`` times with strided transposed
 convolutions; the discriminator mirrors it with strided convolutions. :func:`layout` picks ``n`` and ``h0 × w0``
 so that any image whose sides are divisible by 2 (28×28 MNIST, 32×32, 64×64, 80×128 spectrogram chunks) works.
-The conditional generator concatenates a label embedding to ``z``; the conditional discriminator is a
-projection discriminator (Miyato & Koyama 2018).
+The conditional generator concatenates a learned label embedding to ``z``, by default of one dimension per class
+(as a one-hot label has: with as many as ``z`` has, MNIST's conditional DCGAN made one image per class at CPU
+budgets; see docs/architecture.md); the conditional discriminator is a projection discriminator (Miyato & Koyama
+2018).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def _check_labels(labels: Tensor | None, n_classes: int, batch: int, who: str) -
 class Generator(nn.Module):
     """``z`` ``(N, z_dim)`` (and labels ``(N,)`` int64 when conditional) → images ``(N, C, H, W)`` in [-1, 1].
 
-    A bias-free linear layer maps ``z`` (concatenated with the label embedding) to
+    A bias-free linear layer maps ``z`` (concatenated with the label embedding, ``embed_dim`` dimensions; 0:
+    ``n_classes``) to
     ``min(channels·2**(n-1), channels·8) × h0 × w0``, then BN + ReLU; each of the ``n`` stages is
     ``ConvTranspose2d(4, stride 2, padding 1)`` halving the channels, with BN + ReLU, except the last, which
     goes to ``C`` channels with ``tanh``. In eval mode every item is independent of the rest of the batch.
@@ -96,7 +99,7 @@ class Generator(nn.Module):
         self.image_shape = tuple(image_shape)
         self.z_dim, self.n_classes = z_dim, n_classes
         self.start = (_width(channels, n - 1), h0, w0)
-        self.embed = nn.Embedding(n_classes, embed_dim or z_dim) if n_classes else None
+        self.embed = nn.Embedding(n_classes, embed_dim or n_classes) if n_classes else None
         in_dim = z_dim + (self.embed.embedding_dim if self.embed is not None else 0)
         self.project = nn.Linear(in_dim, self.start[0] * h0 * w0, bias=False)
         self.project_norm = nn.BatchNorm2d(self.start[0])

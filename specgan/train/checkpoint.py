@@ -34,6 +34,7 @@ import torch
 from specgan import __version__
 from specgan.atomic import atomic_path
 from specgan.errors import CheckpointError, DamagedCheckpointError, SpecganError, check_format
+from specgan.train.added_keys import complete_saved_recipe
 
 FORMAT = "specgan-checkpoint"
 FORMAT_VERSION = 1
@@ -226,6 +227,8 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu",
     missing = [key for key in required if key not in state]
     if missing:
         raise DamagedCheckpointError(f"{path}: not a readable checkpoint (it has no {missing[0]!r})")
+    if isinstance(state.get("recipe"), dict):  # saved by an older specgan, perhaps: keys added since
+        state["recipe"] = complete_saved_recipe(state["recipe"])
     return state
 
 

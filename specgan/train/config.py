@@ -20,6 +20,7 @@ from specgan.losses import LOSSES
 from specgan.models import MODELS, models_for
 from specgan.recipe import MAX_SEED, dump_toml, from_mapping, merge, param, parse_overrides, read_toml, \
     to_mapping, toml_value
+from specgan.train.added_keys import complete_saved_recipe
 from specgan.train.checkpoint import STEP_DIGITS  # checkpoint names bound train.steps
 
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
@@ -55,6 +56,9 @@ class ModelConfig:
     z_dim: int = param(100, "Latent size.", min=1, max=4096)
     channels: int = param(64, "Base channel count of G and D (the widest layer has 8x this).", min=1, max=1024)
     spectral_norm: bool = param(False, "Spectral normalisation on every layer of D.")
+    embed_dim: int = param(0, "Conditional dcgan: size of G's learned label embedding, concatenated to z (0: one "
+                              "per class, as a one-hot label has; as many as z had made each class collapse to "
+                              "one image at CPU budgets).", min=0, max=4096)
     n_blocks: int = param(6, "translate: residual blocks in each generator.", min=1, max=64)
 
 
@@ -231,8 +235,8 @@ def load_recipe(path: str | Path | None, *, overrides: list[str] | tuple[str, ..
         table = read_toml(path)
         source = str(path)
         from_mapping(Recipe, table, source=source)  # report errors in the file against the file
-        if is_run_recipe(path):
-            table = merge(table, {"output": {"dir": str(path.parent)}})
+        if is_run_recipe(path):  # saved by an older specgan, perhaps: keys added since take the run's values
+            table = merge(complete_saved_recipe(table), {"output": {"dir": str(path.parent)}})
     if overrides:
         table = merge(table, parse_overrides(overrides))
         source = "--set" if path is None else f"{path} with --set"

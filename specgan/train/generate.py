@@ -87,7 +87,7 @@ class GenerateTask:
         self.z_dim = m.z_dim
         torch.manual_seed(t.seed)
         self.G, self.D = build_model(m.name, image_shape=data.image_shape, n_classes=self.n_classes, z_dim=m.z_dim,
-                                     channels=m.channels, spectral_norm=m.spectral_norm,
+                                     channels=m.channels, spectral_norm=m.spectral_norm, embed_dim=m.embed_dim,
                                      # batch norm in the critic breaks the per-sample gradient penalty
                                      batch_norm_d=t.gp_weight == 0)
         self.accel.place(self.G)
