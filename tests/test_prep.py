@@ -736,6 +736,34 @@ def test_an_interrupted_prep_keeps_the_files_it_finished_and_the_next_run_finish
     np.testing.assert_array_equal(finished.positions, reference.positions)
 
 
+def test_an_interrupted_overwrite_keeps_the_dataset_it_was_to_replace(corpus, tmp_path, monkeypatch):
+    """--overwrite rebuilds whole or not at all: Ctrl-C after 5 of the 10 files leaves the previous dataset (of other
+    parameters here) as it was. Into a folder with no dataset, the files done are kept, and the command without
+    --overwrite (which would re-use none of them) finishes them."""
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = dataclasses.replace(FAST_PARAMS, hop_length=FAST_PARAMS.hop_length * 2)
+    _stop_after(monkeypatch, 5)
+    with pytest.raises(InterruptedWithWorkKept, match=f"^{re.escape(str(out))} holds the dataset it held before \\(an "
+                                                      r"interrupted --overwrite replaces nothing\); run the same command "
+                                                      r"again to rebuild it$"):
+        prep(corpus, out, params=other, workers=1, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(InterruptedWithWorkKept, match=r"\(5 not yet\); run the same command again without "
+                                                      r"--overwrite to finish it$"):
+        prep(corpus, fresh, params=other, workers=1, overwrite=True)
+    monkeypatch.undo()
+    partial = open_dataset(fresh).manifest
+    assert partial["unfinished"] == 5
+    report = prep(corpus, fresh, params=other, workers=1)
+    assert report.unfinished == 0 and report.processed + len(report.skipped) - len(partial["skipped"]) == 5
+    np.testing.assert_array_equal(open_dataset(fresh).chunks,
+                                  open_dataset(prep(corpus, tmp_path / "whole", params=other, workers=1).out).chunks)
+
+
 def test_an_update_interrupted_before_any_file_is_done_keeps_the_dataset_as_it_was(corpus, vcc, tmp_path,
                                                                                     monkeypatch):
     out = tmp_path / "ds"

@@ -628,6 +628,12 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: commit the files done so far (below), then stop
             if not results:
                 raise
+            if overwrite and current is not None:
+                # A rebuild replaces the dataset whole or not at all: committing part of it would lose the complete
+                # dataset, and the same command would re-use none of the part anyway.
+                raise InterruptedWithWorkKept(
+                    f"{out} holds the dataset it held before (an interrupted --overwrite replaces nothing); run the "
+                    f"same command again to rebuild it", exit_code=getattr(e, "exit_code", 130)) from None
             interrupted = e
 
         domain_names = sorted({s.domain for s in sources})
@@ -693,7 +699,8 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         if interrupted:
             raise InterruptedWithWorkKept(
                 f"kept the {len(results)} file(s) processed so far in {out} ({report.unfinished} not yet); run "
-                f"the same command again to finish it", exit_code=getattr(interrupted, "exit_code", 130),
+                f"the same command again{' without --overwrite' if overwrite else ''} to finish it",
+                exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
         return report
 
