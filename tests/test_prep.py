@@ -658,8 +658,10 @@ def test_pad_short_keeps_a_short_clip_judged_by_its_own_frames():
     assert (chunks[0, :, 20:] == -1).all()
     with pytest.raises(AudioError, match="near-silent"):                    # 6 of 20 frames active
         chunk_logmel(_clip([0.0] * 6 + [-90.0] * 14), params=params)
-    with pytest.raises(AudioError, match="too short: 20 frames"):
+    with pytest.raises(AudioError, match="^too short: 20 frames, one chunk is 64"):  # not trimmed: not said so
         chunk_logmel(_clip([0.0] * 20), params=dataclasses.replace(params, pad_short=False))
+    with pytest.raises(AudioError, match="^too short: 20 frames after trimming, one chunk is 64"):
+        chunk_logmel(_clip([0.0] * 20), params=dataclasses.replace(params, pad_short=False, trim_silence=True))
     # Trimmed first: the start is that of the first frame kept.
     trimmed = dataclasses.replace(params, trim_silence=True, trim_top_db=30.0)
     clip = _clip([-90.0] * 5 + [0.0] * 20 + [-90.0] * 3)

@@ -273,7 +273,8 @@ def chunk_logmel(clip: ClipLogMel, *, params: AudioParams) -> tuple[np.ndarray, 
     n_frames = spec.shape[-1]
     if n_frames < params.frames:
         if not params.pad_short:
-            raise AudioError(f"too short: {n_frames} frames after trimming, one chunk is {params.frames} "
+            trimmed = " after trimming" if params.trim_silence else ""
+            raise AudioError(f"too short: {n_frames} frames{trimmed}, one chunk is {params.frames} "
                              f"({params.chunk_seconds:.2f} s; --pad-short, or audio.pad_short = true, pads it)")
         # One chunk, judged by the clip's own frames: counted with the padding, a clip shorter than min_active of a
         # chunk could never be kept (FSDD's shortest spoken digits were all skipped so).
