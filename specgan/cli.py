@@ -300,7 +300,9 @@ def prep(
     trim_silence: Annotated[Optional[bool], typer.Option("--trim/--no-trim",
                                                          help="Trim leading/trailing silence [default: trim].")] = None,
     pad_short: Annotated[Optional[bool], typer.Option("--pad-short/--skip-short",
-                                                      help="Pad clips shorter than a chunk [default: skip].")] = None,
+                                                      help="Pad clips shorter than a chunk with silence (one whose "
+                                                           "own frames are mostly quiet is still skipped) "
+                                                           "[default: skip].")] = None,
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated domains to include [default: all].")] = None,
     domain_pattern: Annotated[Optional[str], typer.Option(
         help="Take each file's domain from its name: a regex whose first group is the domain, e.g. '^(\\d+)_' "

@@ -38,7 +38,8 @@ class AudioParams:
                                   min=1.0)
     min_active: float = param(0.5, "A chunk is kept when at least this fraction of its frames is not silent.",
                               min=0.0, max=1.0)
-    pad_short: bool = param(False, "Pad a clip shorter than one chunk with silence instead of skipping it.")
+    pad_short: bool = param(False, "Pad a clip shorter than one chunk with silence instead of skipping it (one "
+                                   "whose own frames are not min_active active is still skipped).")
 
     def __post_init__(self) -> None:
         if self.win_length is not None and self.win_length > self.n_fft:
