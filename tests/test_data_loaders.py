@@ -531,6 +531,23 @@ def test_mnists_files_are_not_taken_for_fashion_mnist(mnist, tmp_path, split):
     assert len(load_idx_set(raw, name="mnist", split=split)) == (60000 if split == "train" else 10000)
 
 
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    """A phone stores a portrait photo as landscape pixels and an EXIF tag (6: turn 90° clockwise to view); the
+    picture trains as a viewer shows it, so portrait and landscape photos of one size agree."""
+    stored = np.zeros((4, 6, 3), np.uint8)        # 6 wide, 4 high as stored
+    stored[0, 0] = (255, 255, 255)                # top-left as stored
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "a" / "portrait.jpg", exif=exif, quality=100)
+    Image.fromarray(np.zeros((6, 4, 3), np.uint8)).save(root / "a" / "upright.jpg", quality=100)
+    data = load_image_folder(root, channels=3)
+    assert data.images.shape == (2, 3, 6, 4)      # 4 wide, 6 high: both pictures, as viewed
+    portrait = (data.images[0].permute(1, 2, 0) + 1) * 127.5
+    assert portrait[0, -1].min() > 200 and portrait[-1, 0].max() < 60  # the stored top-left is now top-right
+
+
 def test_transparent_pixels_are_composited_onto_black_with_a_warning(tmp_path):
     """Converting alone drops the alpha, so a transparent pixel kept whatever colour it stores (here red)."""
     rgba = np.zeros((4, 4, 4), np.uint8)

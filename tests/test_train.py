@@ -48,6 +48,14 @@ def test_the_required_recipes_are_shipped():
     ('[train]\nsteps = 3\n', "r.toml: missing key 'name'"),
     # a section's own cross-field check names its key with the section
     ('name = "x"\n[train]\nbetas = [0.5]\n', "r.toml: train.betas = [0.5]: expected two numbers in [0, 1)"),
+    ('name = "x"\n[data]\nimage_size = [100000, 100000]\n', "r.toml: data.image_size = [100000, 100000]: expected "
+                                                              "[height, width], each even and from 6 to 1024"),
+    ('name = "x"\n[data]\nimage_size = [33, 33]\n', "r.toml: data.image_size = [33, 33]: expected [height, width], "
+                                                      "each even"),
+    ('name = "x"\n[data]\nimage_size = [4, 4]\n', "r.toml: data.image_size = [4, 4]: expected"),
+    # a key that would change nothing, yet bind the run to its value
+    ('name = "x"\n[model]\nembed_dim = 16\n', "r.toml: model.embed_dim = 16: the width of a conditional dcgan's "
+                                                "label embedding; this model is not conditional"),
 ])
 def test_recipe_errors_name_file_key_and_value(tmp_path, text, message):
     path = tmp_path / "r.toml"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError, SpecganWarning
@@ -44,12 +44,14 @@ def find_images(path: Path) -> list[tuple[Path, str]]:
 
 
 def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
-    """One image as uint8 ``(H, W, C)``, converted to ``mode`` and resized to ``size`` = (height, width), and
-    whether it had transparent pixels (composited onto black: converting alone would drop the alpha and keep
-    whatever colour a transparent pixel happens to store)."""
+    """One image as uint8 ``(H, W, C)``, turned upright as its EXIF orientation says (a phone stores a portrait
+    photo as landscape pixels and a tag; viewers show it upright), converted to ``mode`` and resized to ``size`` =
+    (height, width), and whether it had transparent pixels (composited onto black: converting alone would drop the
+    alpha and keep whatever colour a transparent pixel happens to store)."""
     try:
         with Image.open(file) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)
             if img.mode.startswith("I;16"):  # 16-bit grayscale: scale to 8 bits rather than clip
                 img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8), mode="L")
             rgba = _rgba_if_transparent(img)

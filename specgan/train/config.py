@@ -28,6 +28,10 @@ from specgan.train.checkpoint import STEP_DIGITS  # checkpoint names bound train
 TASKS = ("generate", "translate")
 
 
+#: The largest side ``data.image_size`` takes: a folder is held whole in memory, 12 MB per 1024×1024 RGB picture.
+MAX_IMAGE_SIDE = 1024
+
+
 @dataclass(frozen=True)
 class DataConfig:
     kind: str = param("mnist", "Dataset kind.", choices=tuple(DATA_KINDS))
@@ -36,15 +40,18 @@ class DataConfig:
     split: str = param("train", "Which split of an IDX dataset to train on.", choices=("train", "test"))
     domains: tuple[str, ...] = param((), "Spectrogram datasets: domains to keep, in label order (empty: all).")
     image_size: tuple[int, ...] = param((), "Image folders: resize every image to [height, width] (empty: keep); "
-                                            "the DCGAN takes sizes that halve to at least 3, e.g. 28x28, 32x32, "
-                                            "64x64, 80x128.")
+                                            "each side even, from 6 to 1024 (the DCGAN halves it to at least 3), "
+                                            "e.g. 28x28, 32x32, 64x64, 80x128.")
     channels: int = param(1, "Image folders: 1 (grayscale; colour images are converted) or 3 (RGB colour).",
                           choices=(1, 3))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", os.path.expanduser(self.path))  # "~/data/mnist", as a shell would read it
-        if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 4):
-            raise ValueError(f"image_size = {list(self.image_size)}: expected [height, width], each >= 4")
+        if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 6
+                                or max(self.image_size) > MAX_IMAGE_SIDE or any(side % 2 for side in self.image_size)):
+            raise ValueError(f"image_size = {list(self.image_size)}: expected [height, width], each even and from 6 "
+                             f"to {MAX_IMAGE_SIDE} (the DCGAN halves both sides at least once, to at least 3; the "
+                             f"whole folder is held in memory at that size)")
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,9 @@ class Recipe:
         if family != self.task:
             raise ValueError(f"model.name = {self.model.name!r} is a {family} model; task = {self.task!r} needs one "
                              f"of {', '.join(models_for(self.task))}")
+        if self.model.embed_dim and not self.model.conditional:  # it would change nothing, yet bind the run
+            raise ValueError(f"model.embed_dim = {self.model.embed_dim}: the width of a conditional dcgan's label "
+                             f"embedding; this model is not conditional (model.conditional = false), so remove it")
         if self.task == "translate":
             if len(self.data.domains) != 2:
                 raise ValueError(f"data.domains = {list(self.data.domains)}: task = 'translate' needs the two "
