@@ -531,6 +531,28 @@ def test_mnists_files_are_not_taken_for_fashion_mnist(mnist, tmp_path, split):
     assert len(load_idx_set(raw, name="mnist", split=split)) == (60000 if split == "train" else 10000)
 
 
+def test_class_folders_may_be_links_and_other_files_are_said(tmp_path):
+    """A class folder that is a link to where the pictures live is read (it had been passed over, and called empty);
+    a link back into the folder counts its pictures once; files of other formats are named in a warning."""
+    store = tmp_path / "store"
+    for name, value in (("red", 200), ("blue", 50)):
+        (store / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((6, 6), value + i, np.uint8)).save(store / name / f"{i}.png")
+    root = tmp_path / "linked"
+    (root / "green").mkdir(parents=True)
+    Image.fromarray(np.full((6, 6), 120, np.uint8)).save(root / "green" / "0.png")
+    (root / "red").symlink_to(store / "red")
+    (root / "blue").symlink_to(store / "blue")
+    (root / "green" / "loop").symlink_to(root / "green")  # a link loop ends
+    (root / "green" / "x.bmp").write_bytes(b"BM")
+    with pytest.warns(SpecganWarning, match=r"passed over 1 file\(s\) not named as pictures \(1 \.bmp\); only \.jpeg"):
+        data = load_image_folder(root)
+    assert data.class_names == ("blue", "green", "red") and len(data) == 7
+    assert data.labels.tolist() == [0, 0, 0, 1, 2, 2, 2]  # the walk's order: class folders by name, links or not
+    assert data.images[3, 0, 0, 0].item() == pytest.approx(120 / 127.5 - 1)
+
+
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
     """A phone stores a portrait photo as landscape pixels and an EXIF tag (6: turn 90° clockwise to view); the
     picture trains as a viewer shows it, so portrait and landscape photos of one size agree."""

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -28,6 +27,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.wav import pcm16_samples, pcm16_wav
 from specgan.errors import AudioError, SpecganError
+from specgan.file_scan import FileScan, scan_files
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".bwf", ".w64", ".rf64", ".flac", ".ogg", ".oga", ".opus", ".mp3",
@@ -71,65 +71,10 @@ def audio_files(folder: str | os.PathLike) -> list[Path]:
     return [Path(folder, relative) for relative in relative_audio_files(folder)]
 
 
-@dataclass(frozen=True)
-class AudioScan:
-    """What :func:`scan_audio_files` found under a folder, as paths relative to it (``os.sep`` between parts).
-
-    Attributes:
-        files: the audio files, sorted part by part, as :class:`~pathlib.Path` objects sort.
-        ignored: suffix (lower case; ``""`` for none) → how many other files were passed over by their names.
-        repeated: ``(folder, the folder it is)`` for each folder reached again through a link, passed over.
-    """
-
-    files: list[str]
-    ignored: dict[str, int]
-    repeated: list[tuple[str, str]]
-
-
-def _identity(path: str) -> tuple[int, int] | str:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return path
-    return info.st_dev, info.st_ino
-
-
-def scan_audio_files(folder: str | os.PathLike, *, skip: str | os.PathLike | None = None) -> AudioScan:
-    """The audio files under ``folder`` (see :func:`audio_files`) and what was passed over, leaving out the folder
-    ``skip`` (prep's output, when it lies inside). A folder reached both as itself and through a link is searched
-    as itself, wherever the link sorts: a link named ``A_alias`` to ``B`` must not take B's files for another
-    domain. Strings, because pathlib's parsing took most of a prep's discovery (10 ms for 648 files)."""
-    # Every real folder, reached without following links, by identity.
-    real = {}
-    for root, dirs, _ in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        real.setdefault(_identity(root), os.path.relpath(root, folder))
-    skipped = _identity(os.fspath(skip)) if skip is not None else None
-    found, ignored, repeated, searched = [], {}, [], {}
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        relative_root = os.path.relpath(root, folder)
-        identity = _identity(root)
-        first = searched.get(identity, real.get(identity, relative_root))
-        if identity in searched or first != relative_root:
-            # reached again (or, through a link, before the folder itself): listed once, and loops end here
-            repeated.append((relative_root, first))
-            dirs[:] = []
-            continue
-        if identity == skipped:
-            dirs[:] = []
-            continue
-        searched[identity] = relative_root
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        prefix = "" if relative_root == os.curdir else relative_root + os.sep
-        for name in names:
-            if name.startswith("."):
-                continue
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix in AUDIO_SUFFIXES:
-                found.append(prefix + name)
-            else:
-                ignored[suffix] = ignored.get(suffix, 0) + 1
-    return AudioScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated)
+def scan_audio_files(folder: str | os.PathLike, *, skip: str | os.PathLike | None = None) -> FileScan:
+    """The audio files under ``folder`` (by suffix, :data:`AUDIO_SUFFIXES`) and what was passed over, leaving out
+    the folder ``skip`` (prep's output, when it lies inside); see :func:`~specgan.file_scan.scan_files`."""
+    return scan_files(folder, suffixes=AUDIO_SUFFIXES, skip=skip)
 
 
 def relative_audio_files(folder: str | os.PathLike) -> list[str]:

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError, SpecganWarning
+from specgan.file_scan import FileScan, scan_files
 
 #: File name suffixes read as images (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -28,19 +29,21 @@ _MODES = {1: "L", 3: "RGB"}
 MAX_PROBLEMS_NAMED = 5
 
 
-def find_images(path: Path) -> list[tuple[Path, str]]:
-    """``(file, class name)`` of every image under ``path``, folders walked in sorted order."""
-    found = []
-    # os.walk does not follow symbolic links to folders, so a link loop cannot trap it.
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            file = Path(root) / name
-            rel = file.relative_to(path)
-            found.append((file, rel.parts[0] if len(rel.parts) > 1 else (path.resolve().name or "images")))
-    return found
+def find_images(path: Path) -> tuple[list[tuple[Path, str]], FileScan]:
+    """``(file, class name)`` of every image under ``path``, and the scan that found them (what it passed over).
+
+    A class folder may be a link to where the pictures are (see :func:`~specgan.file_scan.scan_files`). The order
+    is that of a walk of sorted folders, each folder's files before its sub-folders (the images' order in the
+    data, which a continued run checks)."""
+    scan = scan_files(path, suffixes=IMAGE_SUFFIXES)
+
+    def walk_order(relative: str) -> list[tuple[int, str]]:
+        *folders, name = relative.split(os.sep)
+        return [(1, folder) for folder in folders] + [(0, name)]
+
+    top_class = path.resolve().name or "images"  # for pictures directly in the folder
+    return [(Path(path, relative), relative.split(os.sep)[0] if os.sep in relative else top_class)
+            for relative in sorted(scan.files, key=walk_order)], scan
 
 
 def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.ndarray, bool]:
@@ -102,9 +105,13 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
     if not path.is_dir():
         raise DatasetError(f"{path}: image folder does not exist" if not path.exists() else
                            f"{path}: not a folder (an image-folder dataset is a folder of class folders)")
-    found = find_images(path)
+    found, scan = find_images(path)
     if not found:
         raise DatasetError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if scan.ignored:  # e.g. .bmp, .gif or .webp pictures, which would otherwise be left out without a word
+        warnings.warn(f"{path}: passed over {sum(scan.ignored.values())} file(s) not named as pictures "
+                      f"({scan.ignored_counts()}); "
+                      f"only {', '.join(sorted(IMAGE_SUFFIXES))} files are read", SpecganWarning, stacklevel=2)
     class_names = tuple(sorted({name for _, name in found}))
     empty = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith(".")
                    and entry.name not in class_names)

@@ -25,13 +25,14 @@ import torch
 
 from specgan.audio.chunks import window_starts
 from specgan.audio.features import LogMel, power_to_db
-from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, AudioScan, Resamplers, block_frames_for,
+from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, Resamplers, block_frames_for,
                               decode_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole,
                               scan_audio_files, silence_reason)
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, PreppedDataset, check_values_in_range,
                                      domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept
+from specgan.file_scan import FileScan
 from specgan.folder_lock import FolderLock, outermost_missing
 from specgan.recipe import as_written, to_mapping
 
@@ -139,13 +140,12 @@ OTHER_AUDIO_SUFFIXES = frozenset({".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr
                                   ".alac", ".mpc", ".ac3"})
 
 
-def _passed_over(src: Path, scan: AudioScan, *, by_folder: bool, domains: tuple[str, ...] | None,
+def _passed_over(src: Path, scan: FileScan, *, by_folder: bool, domains: tuple[str, ...] | None,
                  skip: Path | None = None) -> list[str]:
     """Lines about what :func:`discover` leaves out (see its ``notes``)."""
     lines = []
     if scan.ignored:
-        counts = ", ".join(f"{n} {suffix or 'without a suffix'}" for suffix, n in
-                           sorted(scan.ignored.items(), key=lambda item: (-item[1], item[0]))[:6])
+        counts = scan.ignored_counts()
         other = sorted(set(scan.ignored) & OTHER_AUDIO_SUFFIXES)
         advice = f"; convert {', '.join(other)} files to .wav or .flac to use them" if other else ""
         lines.append(f"{src}: passed over {sum(scan.ignored.values())} file(s) not named as audio ({counts}){advice}")
