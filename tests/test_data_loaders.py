@@ -369,6 +369,12 @@ def test_image_folder_root_files_form_a_class(tmp_path):
     write_png(tmp_path / "digits" / "sevens" / "b.png", np.zeros((4, 4), np.uint8))
     data = load_image_folder(tmp_path / "digits")
     assert data.class_names == ("digits", "sevens") and data.labels.tolist() == [0, 1]
+    # With a class folder of the folder's own name, the two merge: said, not silent.
+    write_png(tmp_path / "digits" / "digits" / "c.png", np.zeros((4, 4), np.uint8))
+    with pytest.warns(SpecganWarning, match=r"digits: its 1 picture\(s\) outside class folders are class digits, as "
+                                            r"are those of its folder digits; move them"):
+        data = load_image_folder(tmp_path / "digits")
+    assert data.class_names == ("digits", "sevens") and data.labels.tolist() == [0, 0, 1]
 
 
 def test_image_folder_errors(folder, tmp_path):

@@ -300,6 +300,23 @@ def test_prep_says_what_it_passed_over(tmp_path):
 
 
 
+def test_loose_recordings_that_share_a_domain_with_a_sub_folder_are_noted(tmp_path):
+    src = tmp_path / "voices"
+    for relative in ("loose.wav", "voices/a.wav", "other/b.wav"):
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(src / relative, np.zeros(100), 8000)
+    notes = []
+    found = prep_module.discover(src, notes=notes)
+    assert [f.domain for f in found] == ["voices", "other", "voices"]
+    assert notes == [f"{src}: its 1 recording(s) outside sub-folders are domain voices, as are those of its "
+                     f"sub-folder voices; move them into a sub-folder of their own to keep them apart"]
+    (src / "voices" / "a.wav").unlink()
+    (src / "voices").rmdir()
+    notes.clear()
+    prep_module.discover(src, notes=notes)
+    assert notes == []
+
+
 def test_a_link_to_a_domain_folder_never_takes_its_recordings(tmp_path):
     """The folder itself keeps its files, wherever a link to it sorts: a link A_alias → B (sorting first) had made
     B's recordings domain A_alias, and a link inside domain C had made them C's."""

@@ -113,6 +113,12 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
                       f"({scan.ignored_counts()}); "
                       f"only {', '.join(sorted(IMAGE_SUFFIXES))} files are read", SpecganWarning, stacklevel=2)
     class_names = tuple(sorted({name for _, name in found}))
+    loose = sum(file.parent == path for file, _ in found)  # pictures outside class folders: the folder's class
+    top_class = found[0][1]  # the walk's order puts them first
+    if loose and any(name == top_class and file.parent != path for file, name in found):
+        warnings.warn(f"{path}: its {loose} picture(s) outside class folders are class {top_class}, as are those of "
+                      f"its folder {top_class}; move them into a folder of their own to keep them apart",
+                      SpecganWarning, stacklevel=2)
     empty = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith(".")
                    and entry.name not in class_names)
     if empty:

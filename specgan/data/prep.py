@@ -111,6 +111,12 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
     scan = scan_audio_files(src, skip=skip)
     if notes is not None:
         notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, skip=skip)
+        if pattern is None:
+            loose = sum(os.sep not in relative for relative in scan.files)
+            if loose and any(relative.startswith(folder_domain + os.sep) for relative in scan.files):
+                notes.append(f"{src}: its {loose} recording(s) outside sub-folders are domain {folder_domain}, as "
+                             f"are those of its sub-folder {folder_domain}; move them into a sub-folder of their "
+                             f"own to keep them apart")
     for relative in scan.files:
         parts = relative.split(os.sep)
         path = Path(src, relative)
