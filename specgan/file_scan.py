@@ -26,6 +26,12 @@ class FileScan:
     ignored: dict[str, int]
     repeated: list[tuple[str, str]]
 
+    def loose_beside(self, name: str) -> int:
+        """How many files lie directly in the folder when its sub-folder ``name`` holds some too (0 otherwise): named
+        after the folder, the loose ones share that sub-folder's label (domain, class)."""
+        loose = sum(os.sep not in relative for relative in self.files)
+        return loose if loose and any(relative.startswith(name + os.sep) for relative in self.files) else 0
+
     def ignored_counts(self, most: int = 6) -> str:
         """The commonest suffixes passed over, for a message: ``"3 .txt, 1 .bmp, 1 without a suffix"``."""
         return ", ".join(f"{n} {suffix or 'without a suffix'}" for suffix, n in

@@ -29,6 +29,11 @@ _MODES = {1: "L", 3: "RGB"}
 MAX_PROBLEMS_NAMED = 5
 
 
+def _folder_class(path: Path) -> str:
+    """The class of the pictures directly in the folder ``path``: its name."""
+    return path.resolve().name or "images"
+
+
 def find_images(path: Path) -> tuple[list[tuple[Path, str]], FileScan]:
     """``(file, class name)`` of every image under ``path``, and the scan that found them (what it passed over).
 
@@ -41,7 +46,7 @@ def find_images(path: Path) -> tuple[list[tuple[Path, str]], FileScan]:
         *folders, name = relative.split(os.sep)
         return [(1, folder) for folder in folders] + [(0, name)]
 
-    top_class = path.resolve().name or "images"  # for pictures directly in the folder
+    top_class = _folder_class(path)
     return [(Path(path, relative), relative.split(os.sep)[0] if os.sep in relative else top_class)
             for relative in sorted(scan.files, key=walk_order)], scan
 
@@ -113,9 +118,9 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
                       f"({scan.ignored_counts()}); "
                       f"only {', '.join(sorted(IMAGE_SUFFIXES))} files are read", SpecganWarning, stacklevel=2)
     class_names = tuple(sorted({name for _, name in found}))
-    loose = sum(file.parent == path for file, _ in found)  # pictures outside class folders: the folder's class
-    top_class = found[0][1]  # the walk's order puts them first
-    if loose and any(name == top_class and file.parent != path for file, name in found):
+    top_class = _folder_class(path)
+    loose = scan.loose_beside(top_class)
+    if loose:
         warnings.warn(f"{path}: its {loose} picture(s) outside class folders are class {top_class}, as are those of "
                       f"its folder {top_class}; move them into a folder of their own to keep them apart",
                       SpecganWarning, stacklevel=2)

@@ -111,12 +111,11 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
     scan = scan_audio_files(src, skip=skip)
     if notes is not None:
         notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, skip=skip)
-        if pattern is None:
-            loose = sum(os.sep not in relative for relative in scan.files)
-            if loose and any(relative.startswith(folder_domain + os.sep) for relative in scan.files):
-                notes.append(f"{src}: its {loose} recording(s) outside sub-folders are domain {folder_domain}, as "
-                             f"are those of its sub-folder {folder_domain}; move them into a sub-folder of their "
-                             f"own to keep them apart")
+        loose = scan.loose_beside(folder_domain) if pattern is None else 0
+        if loose:
+            notes.append(f"{src}: its {loose} recording(s) outside sub-folders are domain {folder_domain}, as are "
+                         f"those of its sub-folder {folder_domain}; move them into a sub-folder of their own to keep "
+                         f"them apart")
     for relative in scan.files:
         parts = relative.split(os.sep)
         path = Path(src, relative)
@@ -399,7 +398,7 @@ def resample_groups(lengths: list[int]) -> list[list[int]]:
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
     longest = [lengths[k] for k in order]
-    best = [0] + [0] * len(order)  # best[j]: the least cost of the first j sorted signals
+    best = [0] * (len(order) + 1)  # best[j]: the least cost of the first j sorted signals
     start = [0] * (len(order) + 1)  # where the last group of that best split begins
     for j in range(1, len(order) + 1):
         best[j], start[j] = min((best[i] + RESAMPLE_CALL_SAMPLES + longest[i] * (j - i), i) for i in range(j))
