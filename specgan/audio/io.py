@@ -25,6 +25,7 @@ import torch
 
 from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
+from specgan.audio.unsized import PatchedFile, length_patches
 from specgan.audio.wav import pcm16_samples, pcm16_wav
 from specgan.errors import AudioError, SpecganError
 from specgan.file_scan import FileScan, scan_files
@@ -107,9 +108,9 @@ class AudioFile:
     """An audio file opened for decoding in blocks; a context manager.
 
     On entry the file is checked (regular, not empty, a known audio header, not a truncated WAV, a sample rate
-    in :data:`SOURCE_RATES`); ``sample_rate`` (Hz), ``channels``, ``frames`` (as the header declares) and
-    ``format`` (libsndfile's name: "WAV", "FLAC", ...) are then set. Every problem is an AudioError naming the
-    file.
+    in :data:`SOURCE_RATES`); ``sample_rate`` (Hz), ``channels``, ``frames`` (as the header declares, or as it
+    would have where a streaming writer left the length out: :mod:`specgan.audio.unsized`) and ``format``
+    (libsndfile's name: "WAV", "FLAC", ...) are then set. Every problem is an AudioError naming the file.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -120,7 +121,9 @@ class AudioFile:
         try:
             self._check_header()
             self._raw.seek(0)
-            self._sf = sf.SoundFile(self._raw.fileno(), closefd=False)
+            fd = self._raw.fileno()
+            patches = length_patches(fd, self.path)
+            self._sf = sf.SoundFile(PatchedFile(fd, patches) if patches else fd, closefd=False)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
             self._raw.close()
             raise AudioError(f"{self.path}: not readable audio ({_short(e)})") from None

@@ -39,6 +39,8 @@ GOOD = {
     "beta/eight_channels.wav": 48000,    # mixed down
     f"beta/{SHOWN_GOOD}": 22050,
     "beta/long_30min.wav": LONG_RATE,    # streamed
+    "alpha/piped.wav": 16000,            # written to a pipe: data size 0
+    "beta/piped.flac": 22050,            # written to a pipe: 0 total samples
 }
 #: Valid audio that no one may read (mode 000): skipped where permissions are enforced, see :func:`unreadable`.
 UNREADABLE = "alpha/unreadable.wav"
@@ -144,6 +146,15 @@ def make_hostile_corpus(root: Path) -> None:
     write_long(beta / "long_30min.wav", seconds=LONG_SECONDS, rate=LONG_RATE)
     sf.write(alpha / "unreadable.wav", voiced(2.0, 16000, seed=4), 16000, subtype="PCM_16")
     os.chmod(alpha / "unreadable.wav", 0)
+    # A streaming writer cannot seek back to fill in the length: 0 where WAV's data size and FLAC's total samples go.
+    piped = bytearray(wav_bytes(voiced(2.0, 16000, seed=7), 16000))
+    piped[4:8] = piped[40:44] = bytes(4)
+    (alpha / "piped.wav").write_bytes(bytes(piped))
+    sf.write(beta / "piped.flac", voiced(2.0, 22050, seed=8), 22050, subtype="PCM_16")
+    piped = bytearray((beta / "piped.flac").read_bytes())
+    piped[21] &= 0xF0  # the low 36 bits of bytes 18-25: total samples
+    piped[22:26] = bytes(4)
+    (beta / "piped.flac").write_bytes(bytes(piped))
 
     # Bad files.
     (alpha / "zero_bytes.wav").write_bytes(b"")

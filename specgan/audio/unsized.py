@@ -1,0 +1,115 @@
+"""Audio files whose writer never came back to write their length into the header.
+
+A program that writes to a pipe cannot seek back when it is done, so it leaves the length at what it wrote first:
+a WAV ``data`` chunk of size 0 (a recorder that stopped mid-way leaves the same), a FLAC STREAMINFO of 0 total
+samples ("unknown"; ``ffmpeg -f flac pipe:``, ``flac -`` reading stdin). libsndfile reads such a WAV as 0 frames,
+and such a FLAC as 2**63 - 1 frames whose last read fails ("Internal psf_fseek() failed"). ffmpeg reads both to
+the end of the file, and so does specgan: :func:`length_patches` works out what the header would have said, and
+:class:`PatchedFile` shows libsndfile the file with those bytes in place. The file itself is never changed.
+
+A WAV data size of 0xFFFFFFFF, the other streaming convention, libsndfile already reads to the end.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import miniaudio
+
+#: STREAMINFO's total samples: the low 36 bits of the 8 bytes at this offset (see :mod:`specgan.audio.flac`).
+FLAC_FIELDS_AT = 18
+FLAC_FRAMES_BITS = 36
+#: Frames that dr_flac decodes at a time while counting an unknown-length FLAC file.
+COUNT_BLOCK_FRAMES = 1 << 16
+
+
+def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
+    """``{byte offset: new bytes}`` that give the file open at ``fd`` (``path``) the length its writer left out;
+    empty when it has one, or is neither WAV nor FLAC.
+
+    - WAV (RIFF/WAVE): a ``data`` chunk whose size is 0 while bytes follow its header gets the size of the rest of
+      the file (0xFFFFFFFF beyond 4 GiB, which libsndfile also reads to the end), and a RIFF size of 0 that of the
+      whole file after it.
+    - FLAC: a STREAMINFO that gives 0 total samples gets the frames that dr_flac decodes from the file, counted by
+      decoding it once more (a 10-minute 44.1 kHz stereo file: 0.27 s, against 0.43 s to read it, on the 2-core
+      Zen 4 VM); a file dr_flac cannot decode is left to libsndfile.
+    """
+    head = os.pread(fd, 42, 0)
+    size = os.fstat(fd).st_size
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return _wav_patches(fd, size)
+    if len(head) == 42 and head[:4] == b"fLaC" and head[4] & 0x7F == 0:
+        fields = int.from_bytes(head[FLAC_FIELDS_AT:FLAC_FIELDS_AT + 8], "big")
+        if fields & (1 << FLAC_FRAMES_BITS) - 1 == 0:
+            frames = _flac_frames(path, channels=(fields >> 41 & 0x7) + 1)
+            if 0 < frames < 1 << FLAC_FRAMES_BITS:
+                return {FLAC_FIELDS_AT: (fields | frames).to_bytes(8, "big")}
+    return {}
+
+
+def _wav_patches(fd: int, size: int) -> dict[int, bytes]:
+    """The patches of a RIFF/WAVE file (see :func:`length_patches`); chunks are walked as RIFF lays them out."""
+    position = 12
+    while position + 8 <= size:
+        header = os.pread(fd, 8, position)
+        chunk, chunk_size = header[:4], int.from_bytes(header[4:], "little")
+        body = position + 8
+        if chunk == b"data":
+            if chunk_size != 0 or body >= size:
+                return {}
+            patches = {position + 4: min(size - body, 0xFFFFFFFF).to_bytes(4, "little")}
+            if int.from_bytes(os.pread(fd, 4, 4), "little") == 0:
+                patches[4] = min(size - 8, 0xFFFFFFFF).to_bytes(4, "little")
+            return patches
+        position = body + chunk_size + (chunk_size & 1)
+    return {}
+
+
+def _flac_frames(path: str | os.PathLike, *, channels: int) -> int:
+    """Frames per channel that dr_flac decodes from the FLAC file ``path`` (16-bit samples: only counted), or 0
+    when it cannot decode it."""
+    frames = 0
+    try:
+        for block in miniaudio.flac_stream_file(os.fspath(path), frames_to_read=COUNT_BLOCK_FRAMES):
+            frames += len(block)
+    except miniaudio.MiniaudioError:
+        return 0
+    return frames // channels
+
+
+class PatchedFile(io.RawIOBase):
+    """The file open at ``fd`` read as though ``patches`` (``{offset: bytes}``) were written over it; for
+    soundfile's virtual I/O. Reads with ``pread``, so the descriptor's own position is left alone."""
+
+    def __init__(self, fd: int, patches: dict[int, bytes]):
+        super().__init__()
+        self._fd, self._patches = fd, patches
+        self._size = os.fstat(fd).st_size
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._position)
+        n = len(data)
+        view[:n] = data
+        for at, new in self._patches.items():
+            start, stop = max(at, self._position), min(at + len(new), self._position + n)
+            if start < stop:
+                view[start - self._position:stop - self._position] = new[start - at:stop - at]
+        self._position += n
+        return n
