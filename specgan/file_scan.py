@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -18,13 +19,28 @@ class FileScan:
 
     Attributes:
         files: the files of the kind sought, sorted part by part, as :class:`~pathlib.Path` objects sort.
-        ignored: suffix (lower case; ``""`` for none) → how many other files were passed over by their names.
+        ignored: the other files, passed over by their names, in the order found.
         repeated: ``(folder, the folder it is)`` for each folder reached again through a link, passed over.
     """
 
     files: list[str]
-    ignored: dict[str, int]
+    ignored: list[str]
     repeated: list[tuple[str, str]]
+
+    def top_folders(self, keep: Callable[[str | None], bool]) -> "FileScan":
+        """The scan with only the files and passed-over files under the top-level folders ``keep`` accepts (its
+        argument: the folder's name, None for the files lying directly in the folder)."""
+        def kept(relative: str) -> bool:
+            return keep(relative.split(os.sep, 1)[0] if os.sep in relative else None)
+        return FileScan([r for r in self.files if kept(r)], [r for r in self.ignored if kept(r)], self.repeated)
+
+    def ignored_suffixes(self) -> dict[str, int]:
+        """Suffix (lower case; ``""`` for none) → how many files were passed over with it."""
+        counts: dict[str, int] = {}
+        for relative in self.ignored:
+            suffix = os.path.splitext(relative)[1].lower()
+            counts[suffix] = counts.get(suffix, 0) + 1
+        return counts
 
     def loose_beside(self, name: str) -> int:
         """How many files lie directly in the folder when its sub-folder ``name`` holds some too (0 otherwise): named
@@ -35,7 +51,7 @@ class FileScan:
     def ignored_counts(self, most: int = 6) -> str:
         """The commonest suffixes passed over, for a message: ``"3 .txt, 1 .bmp, 1 without a suffix"``."""
         return ", ".join(f"{n} {suffix or 'without a suffix'}" for suffix, n in
-                         sorted(self.ignored.items(), key=lambda item: (-item[1], item[0]))[:most])
+                         sorted(self.ignored_suffixes().items(), key=lambda item: (-item[1], item[0]))[:most])
 
 
 def _identity(path: str) -> tuple[int, int] | str:
@@ -57,7 +73,7 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         real.setdefault(_identity(root), os.path.relpath(root, folder))
     skipped = _identity(os.fspath(skip)) if skip is not None else None
-    found, ignored, repeated, searched = [], {}, [], {}
+    found, ignored, repeated, searched = [], [], [], {}
     for root, dirs, names in os.walk(folder, followlinks=True):
         relative_root = os.path.relpath(root, folder)
         identity = _identity(root)
@@ -76,9 +92,5 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
         for name in names:
             if name.startswith("."):
                 continue
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix in suffixes:
-                found.append(prefix + name)
-            else:
-                ignored[suffix] = ignored.get(suffix, 0) + 1
+            (found if os.path.splitext(name)[1].lower() in suffixes else ignored).append(prefix + name)
     return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated)

@@ -145,7 +145,8 @@ def parse_overrides(items: list[str] | tuple[str, ...], *, source: str = "--set"
     """``["train.steps=100", "audio.n_mels=64"]`` → ``{"train": {"steps": 100}, "audio": {"n_mels": 64}}``.
 
     Values are read as TOML (``64``, ``1e-4``, ``true``, ``[1, 2]``, ``"text"``); a value that is not valid TOML is
-    taken as a plain string, so ``--set model.name=dcgan`` needs no quotes.
+    taken as a plain string, so ``--set model.name=dcgan`` needs no quotes; one that starts as a list, table or
+    quoted string and is broken (``[0.5``) is refused.
     """
     tree: dict[str, Any] = {}
     for item in items:
@@ -156,7 +157,11 @@ def parse_overrides(items: list[str] | tuple[str, ...], *, source: str = "--set"
             raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. {example}")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as e:
+            if text.strip()[:1] in ("[", "{", '"', "'"):  # meant as a list, table or quoted string, but broken
+                reason = re.sub(r"\s*\(at .*\)$", "", str(e))
+                raise ConfigError(f"{source} {item!r}: not a TOML value ({reason}); a list is written [1, 2], "
+                                  f"a string \"text\"") from None
             value = text.strip()
         node = tree
         *parents, leaf = key.split(".")

@@ -133,6 +133,8 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
 def latents_and_labels(model: TrainedGenerator, *, n: int, label: str | None, seed: int,
                        interpolate: bool) -> tuple[Tensor, Tensor | None, int]:
     """The latents ``(n, z_dim)``, labels and row length of a sample grid."""
+    if interpolate and n < 2:
+        raise ConfigError(f"--n {n}: a latent walk (--interpolate) needs at least 2 samples, one at each end")
     g = torch.Generator().manual_seed(seed)
     nrow = min(8, n) if interpolate else 8 if n >= 16 else n
     if interpolate:

@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -557,6 +558,25 @@ def test_class_folders_may_be_links_and_other_files_are_said(tmp_path):
     assert data.class_names == ("blue", "green", "red") and len(data) == 7
     assert data.labels.tolist() == [0, 0, 0, 1, 2, 2, 2]  # the walk's order: class folders by name, links or not
     assert data.images[3, 0, 0, 0].item() == pytest.approx(120 / 127.5 - 1)
+
+
+def test_a_class_folder_linked_again_under_another_name_is_said_once_and_not_called_empty(tmp_path):
+    """``crimson`` → ``red``: red's pictures count once, as red's, and crimson is named as the same folder, not
+    among the folders that hold no images."""
+    root = tmp_path / "classes"
+    for name, value in (("red", 200), ("blue", 50)):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(np.full((6, 6), value, np.uint8)).save(root / name / "0.png")
+    (root / "crimson").symlink_to(root / "red", target_is_directory=True)
+    (root / "empty").mkdir()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_image_folder(root)
+    assert data.class_names == ("blue", "red") and len(data) == 2
+    assert sorted(str(w.message) for w in caught) == sorted([
+        f"{root}: 1 folder(s) hold no images (empty), so they are no classes",
+        f"{root / 'crimson'}: the same folder as {root / 'red'} (through a link), so its pictures count once, as "
+        f"{root / 'red'}'s"])
 
 
 def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):

@@ -292,8 +292,12 @@ def test_prep_says_what_it_passed_over(tmp_path):
                      f"{src / 'B'}: no audio files in it, so no domain B",
                      f"{src / 'C'}: no audio files in it, so no domain C"]
     notes = []
-    prep_module.discover(src, domains=("A",), notes=notes)           # folders of other domains are not news
-    assert len(notes) == 1 and notes[0].startswith(f"{src}: passed over 5 file(s)")
+    prep_module.discover(src, domains=("A",), notes=notes)  # files and folders of other domains are not news
+    assert notes == [f"{src}: passed over 1 file(s) not named as audio (1 .txt)"]
+    (src / "about.txt").write_bytes(b"")  # beside the domain folders: domain "src", if it were audio
+    notes = []
+    prep_module.discover(src, domains=("A", "D"), notes=notes)
+    assert notes == [f"{src}: passed over 1 file(s) not named as audio (1 .txt)"]
     notes = []
     prep_module.discover(src, domain_pattern="^(\\w)", notes=notes)   # domains from names: no folder notes
     assert len(notes) == 1

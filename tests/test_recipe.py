@@ -79,4 +79,12 @@ def test_parse_overrides_reads_toml_values():
                     "a": {"flag": True, "list": [1, 2]}}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["novalue"])
+    # A list, table or quoted string left unfinished is a typo, not a string: it had been refused later as
+    # "expected a list", which hid the missing bracket.
+    for broken, reason in (("train.betas=[0.5", "Unclosed array"), ('model.name="dcgan', "Unterminated string"),
+                           ("a.t={x = 1", "Unclosed inline table")):
+        with pytest.raises(ConfigError) as caught:
+            parse_overrides([broken])
+        assert str(caught.value) == (f"--set {broken!r}: not a TOML value ({reason}); a list is written [1, 2], a "
+                                     f'string "text"')
     assert merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}, "b": 1}

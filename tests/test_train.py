@@ -452,9 +452,11 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     torch.testing.assert_close(walk, z[:8])
     assert walk.norm(dim=1).min() >= min(a.norm(), b.norm()) * 0.999
     # Fewer than a row: one walk of n steps (it was a row of 8, more than asked for); else whole rows of 8.
-    for n, (rows, steps) in {5: (1, 5), 1: (1, 1), 20: (2, 8)}.items():
+    for n, (rows, steps) in {5: (1, 5), 2: (1, 2), 20: (2, 8)}.items():
         z, _, nrow = latents_and_labels(model, n=n, label=None, seed=3, interpolate=True)
         assert (len(z), nrow) == (rows * steps, steps)
+    with pytest.raises(ConfigError, match="--n 1: a latent walk"):  # it had drawn one image and called it a walk
+        latents_and_labels(model, n=1, label=None, seed=3, interpolate=True)
     z, labels, _ = latents_and_labels(model, n=4, label="light", seed=0, interpolate=False)
     assert labels.tolist() == [1, 1, 1, 1]
     z, labels, _ = latents_and_labels(model, n=4, label="LIGHT", seed=0, interpolate=False)  # case aside

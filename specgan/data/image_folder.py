@@ -114,7 +114,7 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
     if not found:
         raise DatasetError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if scan.ignored:  # e.g. .bmp, .gif or .webp pictures, which would otherwise be left out without a word
-        warnings.warn(f"{path}: passed over {sum(scan.ignored.values())} file(s) not named as pictures "
+        warnings.warn(f"{path}: passed over {len(scan.ignored)} file(s) not named as pictures "
                       f"({scan.ignored_counts()}); "
                       f"only {', '.join(sorted(IMAGE_SUFFIXES))} files are read", SpecganWarning, stacklevel=2)
     class_names = tuple(sorted({name for _, name in found}))
@@ -124,8 +124,12 @@ def load_image_folder(path: str | os.PathLike, *, image_size: tuple[int, int] | 
         warnings.warn(f"{path}: its {loose} picture(s) outside class folders are class {top_class}, as are those of "
                       f"its folder {top_class}; move them into a folder of their own to keep them apart",
                       SpecganWarning, stacklevel=2)
+    repeated = {folder: same for folder, same in scan.repeated if os.sep not in folder}
+    for folder, same in sorted(repeated.items()):
+        warnings.warn(f"{path / folder}: the same folder as {path / same} (through a link), so its pictures count "
+                      f"once, as {path / same}'s", SpecganWarning, stacklevel=2)
     empty = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith(".")
-                   and entry.name not in class_names)
+                   and entry.name not in class_names and entry.name not in repeated)
     if empty:
         warnings.warn(f"{path}: {len(empty)} folder(s) hold no images ({', '.join(empty[:5])}"
                       f"{', ...' if len(empty) > 5 else ''}), so they are no classes", SpecganWarning, stacklevel=2)

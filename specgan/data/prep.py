@@ -110,7 +110,8 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
     folder_domain = src.resolve().name or "audio"  # for files directly in src
     scan = scan_audio_files(src, skip=skip)
     if notes is not None:
-        notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, skip=skip)
+        notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, folder_domain=folder_domain,
+                              skip=skip)
         loose = scan.loose_beside(folder_domain) if pattern is None else 0
         if loose:
             notes.append(f"{src}: its {loose} recording(s) outside sub-folders are domain {folder_domain}, as are "
@@ -146,14 +147,16 @@ OTHER_AUDIO_SUFFIXES = frozenset({".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr
 
 
 def _passed_over(src: Path, scan: FileScan, *, by_folder: bool, domains: tuple[str, ...] | None,
-                 skip: Path | None = None) -> list[str]:
-    """Lines about what :func:`discover` leaves out (see its ``notes``)."""
+                 folder_domain: str, skip: Path | None = None) -> list[str]:
+    """Lines about what :func:`discover` leaves out (see its ``notes``); with ``domains`` and domains by folder,
+    only the files in those domains count (``folder_domain``: that of the files directly in ``src``)."""
     lines = []
-    if scan.ignored:
-        counts = scan.ignored_counts()
-        other = sorted(set(scan.ignored) & OTHER_AUDIO_SUFFIXES)
+    kept = scan.top_folders(lambda folder: (folder or folder_domain) in domains) if by_folder and domains else scan
+    if kept.ignored:
+        other = sorted(set(kept.ignored_suffixes()) & OTHER_AUDIO_SUFFIXES)
         advice = f"; convert {', '.join(other)} files to .wav or .flac to use them" if other else ""
-        lines.append(f"{src}: passed over {sum(scan.ignored.values())} file(s) not named as audio ({counts}){advice}")
+        lines.append(f"{src}: passed over {len(kept.ignored)} file(s) not named as audio ({kept.ignored_counts()})"
+                     f"{advice}")
     for folder, same in scan.repeated:
         lines.append(f"{src / folder}: the same folder as {src / same} (through a link), so its files count once, "
                      f"as {src / same}'s")
