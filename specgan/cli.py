@@ -408,8 +408,7 @@ def reconstruct(
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")
-    if not overwrite:
-        refuse_existing([output])
+    refuse_existing([output], overwrite=overwrite)
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels)
     check_output_rate(output, params.sample_rate)

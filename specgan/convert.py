@@ -366,8 +366,7 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
         done = [all(p.exists() for p in outputs(o)) for _, o in plan.jobs]
         plan.kept = [o for (_, o), d in zip(plan.jobs, done) if d]
         plan.jobs = [job for job, d in zip(plan.jobs, done) if not d]
-    if not overwrite:
-        refuse_existing([path for _, out in plan.jobs for path in outputs(out)])
+    refuse_existing([path for _, out in plan.jobs for path in outputs(out)], overwrite=overwrite)
     return plan
 
 

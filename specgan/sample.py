@@ -173,8 +173,7 @@ def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str
         names = [f"{output.stem}_{i:03d}" + (f"_{model.class_names[int(labels[i])]}" if labels is not None else "")
                  for i in range(len(z))]
         written = [output.with_name(f"{name}.wav") for name in names]
-    if not overwrite:
-        refuse_existing([output, *written])
+    refuse_existing([output, *written], overwrite=overwrite)
     make_parent(output)
     images = model(z, labels)
     save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +395,12 @@ def test_an_existing_output_file_is_replaced_only_with_overwrite(run, tmp_path):
     assert not (tmp_path / "out.wav").exists()
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", mine, "--overwrite")
     assert code == 0 and mine.read_bytes() != kept, stderr
+    # A folder where the .png goes: refused before any work even with --overwrite (the audio had been written,
+    # then the plot failed with exit 2).
+    (tmp_path / "taken.png").mkdir()
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "taken.wav", "--plot", "--overwrite")
+    one_line_error(code, stderr, f"{tmp_path / 'taken.png'}: is a folder, where an output file is to be written")
+    assert not (tmp_path / "taken.wav").exists()
 
 
 def test_the_default_output_of_dot_and_dot_dot_is_beside_the_folder_they_name(run, tmp_path, monkeypatch):
@@ -592,6 +600,22 @@ def test_ogg_output_decodes_without_clipping(tmp_path, name):
         assert decoded == pytest.approx(overshoot, abs=1e-6)   # nothing to do: the same file
     save_audio(tmp_path / "out.wav", signal, sample_rate=16000)
     assert np.abs(sf.read(tmp_path / "out.wav")[0]).max() == pytest.approx(np.abs(signal).max(), abs=1 / 32768)
+
+
+def test_a_long_ogg_output_is_written(tmp_path):
+    """libvorbis allocates a write's whole input on its stack: one write of 2.2M samples (50 s at 44.1 kHz)
+    crashed the process (a segmentation fault, exit 139, a temporary file left). In a child process, so that a
+    crash fails this test rather than the whole run."""
+    script = ("import sys, numpy as np\n"
+              "from specgan.audio.io import save_audio\n"
+              "t = np.arange(2_300_000, dtype=np.float64)\n"
+              "save_audio(sys.argv[1], (0.5 * np.sin(2 * np.pi * 440 / 44100 * t)).astype(np.float32), "
+              "sample_rate=44100)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "long.ogg")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.ogg"]
+    decoded, rate = sf.read(tmp_path / "long.ogg", dtype="float32")
+    assert rate == 44100 and len(decoded) == 2_300_000 and 0.45 < np.abs(decoded).max() <= 0.55
 
 
 def test_a_recipe_or_a_folder_of_runs_given_for_a_run_says_what_to_give(tmp_path):

@@ -38,6 +38,8 @@ OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 #: The highest sample rate (Hz) of a format, where it is below what the commands accept: libvorbis takes up to
 #: 200 kHz, and libsndfile crashed the process (a segmentation fault) writing Vorbis at 200001 Hz and above.
 MAX_OUTPUT_RATES = {"OGG": 200_000}
+#: Samples per call when writing a file (see :func:`_write_in_blocks`).
+WRITE_BLOCK_SAMPLES = 1 << 16
 #: Tries at an Ogg Vorbis file whose decoded peaks stay within [-1, 1] (see :func:`save_audio`).
 LOSSY_TRIES = 8
 #: A recording whose peak is below this amplitude (-80 dBFS) is silent: prep skips it, eval --pairs does not score it.
@@ -442,9 +444,15 @@ def _short(error: Exception) -> str:
     return text.strip(" :.") or type(error).__name__
 
 
-def refuse_existing(outputs: list[Path]) -> None:
+def refuse_existing(outputs: list[Path], *, overwrite: bool = False) -> None:
     """SpecganError naming the first of ``outputs`` that exists (and how many more do): an output file is replaced
-    only with ``--overwrite``, so that no recording is replaced by mistake."""
+    only with ``overwrite`` (``--overwrite``), so that no recording is replaced by mistake. A folder in an output's
+    place is refused either way, before any work (writing there would fail only after it)."""
+    folder = next((path for path in outputs if path.is_dir()), None)
+    if folder is not None:
+        raise SpecganError(f"{folder}: is a folder, where an output file is to be written; choose another output")
+    if overwrite:
+        return
     taken = [path for path in outputs if path.exists()]
     if taken:
         more = f" (and {len(taken) - 1} more output(s))" if len(taken) > 1 else ""
@@ -473,7 +481,7 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     check_output_rate(path, sample_rate)
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
-        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype)
+        _write_in_blocks(tmp, data, sample_rate=sample_rate, format=fmt, subtype=subtype)
         if fmt == "OGG":
             _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
     return path
@@ -509,4 +517,13 @@ def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: 
                              f"{attempt} tries; write .wav or .flac instead")
         # The overshoot is not quite proportional to the level: ask for a little more headroom each time.
         data = data * np.float32((1.0 - 0.01 * attempt) / decoded_peak)
-        sf.write(tmp, data, sample_rate, format="OGG", subtype="VORBIS")
+        _write_in_blocks(tmp, data, sample_rate=sample_rate, format="OGG", subtype="VORBIS")
+
+
+def _write_in_blocks(path: Path, data: np.ndarray, *, sample_rate: int, format: str, subtype: str) -> None:
+    """Write mono ``data`` to ``path`` in blocks of :data:`WRITE_BLOCK_SAMPLES`: libvorbis allocates its whole
+    input on the stack, so one write of about 2.1M samples or more (about 48 s at 44.1 kHz) crashed the process
+    with a segmentation fault (libsndfile/libsndfile#1095, bastibe/python-soundfile#233)."""
+    with sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, format=format, subtype=subtype) as file:
+        for start in range(0, len(data), WRITE_BLOCK_SAMPLES):
+            file.write(data[start:start + WRITE_BLOCK_SAMPLES])

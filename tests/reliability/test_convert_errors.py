@@ -136,13 +136,13 @@ def test_a_full_disk_while_writing_the_output_is_one_line_and_leaves_nothing(mod
     sf.write(src, tone(0.3), RATE)
     out = tmp_path / "out"
     out.mkdir()
-    real_write = sf.write
+    real_write = sf.SoundFile.write
 
-    def disk_fills_up(file, data, *args, **kwargs):
-        real_write(file, data[:len(data) // 2], *args, **kwargs)  # part of it reached the disk ...
+    def disk_fills_up(self, data):
+        real_write(self, data[:len(data) // 2])  # part of it reached the disk ...
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # ... then no more space
 
-    monkeypatch.setattr(sf, "write", disk_fills_up)
+    monkeypatch.setattr(sf.SoundFile, "write", disk_fills_up)
     code, _, stderr = convert(model, src, "--to", "B", "-o", out / "x.wav")
     one_line_error(code, stderr, f"{out / 'x.wav'}: cannot write (No space left on device)")
     assert list(out.iterdir()) == []  # neither x.wav nor its temporary file
