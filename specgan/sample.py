@@ -45,7 +45,8 @@ class TrainedGenerator:
         if label in self.class_names:
             return self.class_names.index(label)
         numbered = any(name.isdigit() for name in self.class_names)
-        if label.isdigit() and int(label) < len(self.class_names) and not numbered:
+        # ASCII digits only: "²" is a digit to str.isdigit but no number to int()
+        if label.isascii() and label.isdigit() and int(label) < len(self.class_names) and not numbered:
             return int(label)
         alike = [i for i, name in enumerate(self.class_names) if name.casefold() == label.casefold()]
         if len(alike) == 1:  # "sandal" for "Sandal"; names that differ only in case must be given exactly

@@ -463,6 +463,9 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     assert labels.tolist() == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="--label dusk: not a class of this model"):
         latents_and_labels(model, n=4, label="dusk", seed=0, interpolate=False)
+    for digit_like in ("²", "١"):  # a digit to str.isdigit; "²" had been an internal error (int() refused it)
+        with pytest.raises(ConfigError, match=f"--label {digit_like}: not a class of this model"):
+            latents_and_labels(model, n=4, label=digit_like, seed=0, interpolate=False)
 
 
 def test_a_tilde_in_a_recipes_paths_is_the_home_folder(tmp_path, monkeypatch):
