@@ -263,6 +263,7 @@ class ConvertedFile:
     seconds: float               # audio duration
     spectral_convergence: float
     elapsed: float               # wall seconds: load, translate, invert, write
+    kept_output: bool = False    # ``output`` existed and was kept (--skip-existing); only ``plot`` was written
 
     @property
     def real_time_factor(self) -> float:
@@ -333,12 +334,15 @@ def _check_writable(folder: Path) -> None:
 @dataclass
 class ConvertPlan:
     """What a convert call will do, decided before any model is loaded: ``output`` (the file, or the folder of a
-    folder input), the ``(input, output)`` ``jobs``, the outputs ``kept`` as they are (``skip_existing``), and
-    the inputs ``passed_over`` because their names say they are conversions to the target already."""
+    folder input), the ``(input, output)`` ``jobs``, the outputs ``kept`` as they are (``skip_existing``: jobs
+    whose every output exists), the ``existing`` outputs of the jobs left, which ``skip_existing`` keeps too (the
+    audio of a job whose plot is missing, or the other way round), and the inputs ``passed_over`` because their
+    names say they are conversions to the target already."""
 
     output: Path
     jobs: list[tuple[Path, Path]]
     kept: list[Path] = field(default_factory=list)
+    existing: set[Path] = field(default_factory=set)
     passed_over: list[Path] = field(default_factory=list)
 
 
@@ -366,7 +370,8 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
         done = [all(p.exists() for p in outputs(o)) for _, o in plan.jobs]
         plan.kept = [o for (_, o), d in zip(plan.jobs, done) if d]
         plan.jobs = [job for job, d in zip(plan.jobs, done) if not d]
-    refuse_existing([path for _, out in plan.jobs for path in outputs(out)], overwrite=overwrite)
+        plan.existing = {path for _, out in plan.jobs for path in outputs(out) if path.exists()}
+    refuse_existing([path for _, out in plan.jobs for path in outputs(out)], overwrite=overwrite or skip_existing)
     return plan
 
 
@@ -420,11 +425,12 @@ def _finish(wave: Tensor, *, rate: int, sample_rate: int, length: int | None = N
 
 def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sample_rate: int | None = None,
                  n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0,
-                 plot: bool = False) -> ConvertedFile:
+                 plot: bool = False, keep_output: bool = False) -> ConvertedFile:
     """Convert one file to domain ``to`` and write it to ``dst`` (mono, at ``sample_rate`` or the model's rate);
     with ``plot``, also ``dst`` with suffix ``.png`` (:func:`~specgan.spectrogram_figure.save_spectrogram_figure`):
     input (top) and output (bottom) log-mel with time and frequency axes, a column per frame, or per run of frames
-    averaged when there are more than :data:`PLOT_MAX_COLUMNS`. Raises AudioError for an unusable input."""
+    averaged when there are more than :data:`PLOT_MAX_COLUMNS`. ``keep_output``: ``dst`` exists and is kept, only
+    the plot is written. Raises AudioError for an unusable input."""
     from specgan.spectrogram_figure import save_spectrogram_figure
 
     started = time.perf_counter()
@@ -441,7 +447,9 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SpecganError(f"{dst.parent}: cannot create the output folder ({e.strerror or e})") from None
-    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length), sample_rate=rate)
+    if not keep_output:
+        save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length),
+                   sample_rate=rate)
     image = None
     if plot:
         logmels = torch.stack([result.logmel_in, result.logmel_out])[:, None]     # (2, 1, n_mels, frames)
@@ -452,7 +460,7 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
                                         dst.with_suffix(".png"), audio=audio,
                                         seconds_per_column=squeeze * audio.hop_length / audio.sample_rate)
     return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, kept_output=keep_output)
 
 
 def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | None = None,
@@ -468,7 +476,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
     same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
     exists, or a string ending in /). Outputs that exist are refused (before any work) unless ``overwrite``
-    replaces them or ``skip_existing`` keeps them and converts the rest (``kept`` in the report). In a folder,
+    replaces them or ``skip_existing`` keeps them and converts the rest (``kept`` in the report: a file whose
+    audio exists but not its plot, or the other way round, is converted again for the one missing). In a folder,
     files named as conversions to ``to`` already (``*.to-<to>.*``) are passed over (``passed_over``). Ctrl-C
     after some of a folder's files were written raises InterruptedWithWorkKept, which says how to go on.
     Without ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
@@ -504,7 +513,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
             try:
                 item = convert_file(source, target, translator=translator, to=to, sample_rate=sample_rate,
                                     n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed,
-                                    plot=plot)
+                                    plot=plot and target.with_suffix(".png") not in plan.existing,
+                                    keep_output=target in plan.existing)
             except AudioError as e:
                 if src.is_file():
                     raise

@@ -723,3 +723,25 @@ def test_a_folders_conversion_continues_with_skip_existing_and_passes_over_earli
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--skip-existing", "--overwrite")
     one_line_error(code, stderr, "--overwrite and --skip-existing: choose one (replace outputs that exist, or keep "
                                  "them)")
+
+
+def test_skip_existing_with_plot_writes_only_what_is_missing(run, tmp_path):
+    """A file whose audio exists but not its plot (or the other way round) made --skip-existing refuse the whole
+    folder ('exists; use --overwrite'); it is converted again for the missing output, and the other is kept."""
+    src, out = tmp_path / "calls", tmp_path / "out"
+    for i, name in enumerate(["a.wav", "b.wav", "c.wav"]):
+        speech_file(src / name, seconds=0.5, seed=i)
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--plot")
+    assert code == 0, stderr
+    (out / "a.png").unlink()
+    (out / "b.wav").unlink()
+    speech_file(src / "d.wav", seconds=0.5, seed=3)  # a new recording
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--plot", "--skip-existing")
+    assert code == 0, stderr
+    assert f"wrote {out / 'a.png'} (kept {out / 'a.wav'}, which exists)" in stdout
+    assert f"wrote {out / 'b.wav'} (" in stdout and f"wrote {out / 'd.wav'} and {out / 'd.png'}" in stdout
+    assert "kept 1 output(s) that exist (--skip-existing)" in stdout  # c, whole
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}.{s}" for n in "abcd" for s in ("png", "wav")]
+    assert all(out.joinpath(name).stat().st_mtime_ns == t and out.joinpath(name).read_bytes() == b
+               for name, (t, b) in before.items())  # a.wav, b.png and c's pair left as they were

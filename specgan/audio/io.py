@@ -402,6 +402,9 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
     with AudioFile(path) as audio:
         pieces = list(audio.mono_blocks(sample_rate=sample_rate))
     wave = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    if wave.size == 0 and audio.frames > 0:  # a sample or two at 48 kHz round to none at 22.05 kHz
+        raise AudioError(f"{path}: too short: {audio.frames} sample(s) at {audio.sample_rate} Hz, none at "
+                         f"{sample_rate} Hz")
     if wave.size == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     return torch.from_numpy(wave), audio.sample_rate

@@ -94,6 +94,8 @@ def write_bad(path: Path, kind: str) -> Path:
         sf.write(path, wave, RATE, subtype="FLOAT")
     elif kind == "text-with-audio-suffix":
         path.write_text("title,artist\n")
+    elif kind == "one-sample-above-the-model-rate":  # none left at the model's rate: it had been called empty
+        sf.write(path, np.array([0.5], np.float32), 6 * RATE)
     elif kind == "truncated-wav":
         sf.write(path, tone(0.3), RATE)
         path.write_bytes(path.read_bytes()[:200])
@@ -106,6 +108,7 @@ def write_bad(path: Path, kind: str) -> Path:
     ("nan", "holds NaN or infinite samples"),
     ("text-with-audio-suffix", "not readable audio"),
     ("truncated-wav", "truncated WAV file"),
+    ("one-sample-above-the-model-rate", f"too short: 1 sample(s) at {6 * RATE} Hz, none at {RATE} Hz"),
 ])
 def test_unusable_audio_is_one_line_naming_the_file(model, tmp_path, kind, fragment):
     src = write_bad(tmp_path / "bad.wav", kind)
