@@ -169,12 +169,19 @@ def other_rank() -> bool:
     return os.environ.get("RANK", "0") != "0"
 
 
-def guarded(fn: Callable) -> Callable:
-    """Turn exceptions into one-line messages and exit codes."""
+def guarded(fn: Callable | None = None, *, loads_torch: bool = False) -> Callable:
+    """Turn exceptions into one-line messages and exit codes. ``loads_torch``: the command imports torch, which is
+    then imported first, with Ctrl-C and SIGTERM held back until it is in (see :func:`_signals_deferred`)."""
+    if fn is None:
+        return lambda f: guarded(f, loads_torch=loads_torch)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             with _sigterm_as_interrupt():
+                if loads_torch:
+                    with _signals_deferred():
+                        import torch  # noqa: F401
                 return fn(*args, **kwargs)
         except typer.Exit:
             raise
@@ -217,12 +224,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM blocked while the block runs; one that came meanwhile is delivered when it ends, and acts
+    as it would have. For importing torch: its C initialisation imports numpy and discards any exception from that
+    import, so a Ctrl-C in a command's first half second was lost (the command ran on), or left torch half-imported
+    (an ImportError, a RecursionError, an abort). The signals are blocked in the process's signal mask rather than
+    caught by a Python handler, which torch's import did not always let run; threads started meanwhile keep them
+    blocked, so they reach the main thread."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending signal is delivered here
+
+
 def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
     """Register ``fn`` as a sub-command of ``specgan`` (named ``name`` or after the function), with
-    :func:`guarded` error handling."""
+    :func:`guarded` error handling; every such command computes with torch."""
     if fn is None:
         return lambda f: command(f, name=name)
-    return app.command(name)(guarded(fn))
+    return app.command(name)(guarded(fn, loads_torch=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------

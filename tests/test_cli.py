@@ -193,3 +193,30 @@ def test_a_cpu_run_that_will_take_hours_says_so_once_its_pace_is_known():
         "at this pace the remaining 20000 steps take about 22 h on the CPU; the recipes are sized for a GPU, and the "
         "header of each gives a --set line for a short CPU run")
     assert _pace_note(seconds_per_step=0.4, steps_left=4500) is None  # half an hour: nothing to say
+
+
+#: Run in a child: the signal ``sys.argv[1]`` reaches the process while torch's C initialisation imports numpy
+#: (sent by a hook on that import), then ``specgan reconstruct <missing file>`` is dispatched.
+SIGNAL_DURING_TORCH_IMPORT = """
+import builtins, os, signal, sys
+real_import, sent, signal_number = builtins.__import__, [], getattr(signal, sys.argv[1])
+def hooked(name, *args, **kwargs):
+    if name == "numpy" and "torch.version" in sys.modules and "torch._C" not in sys.modules and not sent:
+        sent.append(name)
+        os.kill(os.getpid(), signal_number)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = hooked
+from specgan.cli import main
+sys.argv = ["specgan", "reconstruct", "no-such-file.wav", "-o", "out.wav"]
+main()
+"""
+
+
+@pytest.mark.parametrize("sent, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "stopped by SIGTERM")])
+def test_a_signal_while_torch_loads_stops_the_command(tmp_path, sent, code, said):
+    """torch's C initialisation imports numpy and discards any exception from it: Ctrl-C in a command's first half
+    second was lost (the command ran on, here to its 'no such file' error), or left torch half-imported (an
+    internal error, an abort). The signal is held back until torch is in, then stops the command."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_TORCH_IMPORT, sent], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == code and done.stderr.strip() == f"{said}; nothing half-written was kept", done.stderr

@@ -513,6 +513,56 @@ def test_a_damaged_manifest_is_one_dataset_error_naming_it(prepped, tmp_path, da
         prep(prepped.parent / "src", folder, params=FAST, workers=1)
 
 
+def _damage_array(folder: Path, name: str, damage) -> Path:
+    import json
+    file = folder / json.loads((folder / "manifest.json").read_text())["files"][name]
+    if damage == "empty":
+        file.write_bytes(b"")
+    else:
+        np.save(file, damage(np.load(file)), allow_pickle=False)
+    return file
+
+
+@pytest.mark.parametrize("name, damage, problem", [
+    ("chunks", "empty", r"missing or damaged dataset array \(No data left in file\)"),
+    ("chunks", lambda a: a.transpose(0, 2, 1), r"damaged dataset array \(float of shape \(\d+, 32, 16\) \(n_mels, "
+                                               r"frames: the manifest's audio table\) expected, found float16 of shape "
+                                               r"\(\d+, 16, 32\)\)"),
+    ("labels", lambda a: np.stack([a, a], 1), r"damaged dataset array \(integer of shape \(\d+,\) expected, found int64 of shape \(\d+, 2\)"),
+    ("labels", lambda a: np.array(["a"] * len(a)), r"damaged dataset array \(integer of shape \(\d+,\) expected, found <U1"),
+    ("labels", lambda a: np.full(len(a), np.nan), r"damaged dataset array \(integer of shape \(\d+,\) expected, found float64"),
+    ("positions", lambda a: a[:-1], r"damaged dataset array \(integer of shape \(\d+, 2\) expected, found int64 of shape \(\d+, 2\)"),
+], ids=["empty", "transposed-chunks", "2d-labels", "text-labels", "nan-labels", "short-positions"])
+def test_a_damaged_dataset_array_is_one_dataset_error_naming_it(prepped, tmp_path, name, damage, problem):
+    """An empty array file was an EOFError, and arrays of another shape or kind than prep writes failed inside
+    training (a matrix product of the wrong sizes, int() of a string): one line naming the file, for training and
+    for an incremental prep alike."""
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(prepped, folder)
+    file = _damage_array(folder, name, damage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN labels had printed numpy's cast warning before the error
+        with pytest.raises(DatasetError, match=rf"^{re.escape(str(file))}: {problem}"):
+            load_spectrogram_data(folder)
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(file))}: {problem}"):
+        prep(prepped.parent / "src", folder, params=FAST, workers=1)
+
+
+def test_a_manifest_whose_audio_table_disagrees_with_the_chunks_is_one_dataset_error(prepped, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(prepped, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["audio"]["n_mels"] = 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"chunks-\w+\.npy: damaged dataset array \(float of shape \(\d+, 64, 16\)"):
+        load_spectrogram_data(folder)
+
+
 def test_a_prepped_dataset_given_as_idx_files_is_named_as_such(tmp_path):
     """Not 'missing; fetch the set with: specgan data fetch mnist -o FOLDER', which would mix two datasets."""
     (tmp_path / "manifest.json").write_text("{}")

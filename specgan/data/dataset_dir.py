@@ -134,9 +134,30 @@ def open_dataset(path: str | os.PathLike) -> PreppedDataset:
         file = path / manifest["files"][name]
         try:
             arrays[name] = np.load(file, mmap_mode="r")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
             raise DatasetError(f"{file}: missing or damaged dataset array ({e})") from None
+    problem = _arrays_problem(arrays, audio)
+    if problem is not None:
+        name, what = problem
+        raise DatasetError(f"{path / manifest['files'][name]}: damaged dataset array ({what}); make the dataset "
+                           f"again with: specgan prep SRC -o {shlex.quote(str(path))} --overwrite")
     return PreppedDataset(path=path, manifest=manifest, audio=audio, **arrays)
+
+
+def _arrays_problem(arrays: dict[str, np.ndarray], audio: AudioParams) -> tuple[str, str] | None:
+    """``(array name, what is wrong)`` when the arrays do not have the shapes and kinds prep writes (chunks float
+    ``(n, n_mels, frames)`` of the manifest's audio parameters, labels integer ``(n,)``, positions integer
+    ``(n, 2)``), else None: an edited manifest or a swapped file would otherwise fail inside training."""
+    chunks, labels, positions = (arrays[name] for name in ARRAYS)
+    n = len(chunks) if chunks.ndim else 0
+    expected = {"chunks": ((n, audio.n_mels, audio.frames), "f", "float"), "labels": ((n,), "iu", "integer"),
+                "positions": ((n, 2), "iu", "integer")}
+    for name, (shape, kinds, kind_name) in expected.items():
+        array = arrays[name]
+        if array.shape != shape or array.dtype.kind not in kinds:
+            hint = " (n_mels, frames: the manifest's audio table)" if name == "chunks" else ""
+            return name, f"{kind_name} of shape {shape}{hint} expected, found {array.dtype} of shape {array.shape}"
+    return None
 
 
 def values_out_of_range(chunks: np.ndarray, *, block: int = 4096) -> int:
