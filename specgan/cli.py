@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import io
 import math
 import os
@@ -181,7 +182,7 @@ def guarded(fn: Callable | None = None, *, loads_torch: bool = False) -> Callabl
             with _sigterm_as_interrupt():
                 if loads_torch:
                     with _signals_deferred():
-                        import torch  # noqa: F401
+                        importlib.import_module("torch")
                 return fn(*args, **kwargs)
         except typer.Exit:
             raise

@@ -528,10 +528,14 @@ def _damage_array(folder: Path, name: str, damage) -> Path:
     ("chunks", lambda a: a.transpose(0, 2, 1), r"damaged dataset array \(float of shape \(\d+, 32, 16\) \(n_mels, "
                                                r"frames: the manifest's audio table\) expected, found float16 of shape "
                                                r"\(\d+, 16, 32\)\)"),
-    ("labels", lambda a: np.stack([a, a], 1), r"damaged dataset array \(integer of shape \(\d+,\) expected, found int64 of shape \(\d+, 2\)"),
-    ("labels", lambda a: np.array(["a"] * len(a)), r"damaged dataset array \(integer of shape \(\d+,\) expected, found <U1"),
-    ("labels", lambda a: np.full(len(a), np.nan), r"damaged dataset array \(integer of shape \(\d+,\) expected, found float64"),
-    ("positions", lambda a: a[:-1], r"damaged dataset array \(integer of shape \(\d+, 2\) expected, found int64 of shape \(\d+, 2\)"),
+    ("labels", lambda a: np.stack([a, a], 1),
+     r"damaged dataset array \(integer of shape \(\d+,\) expected, found int64 of shape \(\d+, 2\)"),
+    ("labels", lambda a: np.array(["a"] * len(a)),
+     r"damaged dataset array \(integer of shape \(\d+,\) expected, found <U1"),
+    ("labels", lambda a: np.full(len(a), np.nan),
+     r"damaged dataset array \(integer of shape \(\d+,\) expected, found float64"),
+    ("positions", lambda a: a[:-1],
+     r"damaged dataset array \(integer of shape \(\d+, 2\) expected, found int64 of shape \(\d+, 2\)"),
 ], ids=["empty", "transposed-chunks", "2d-labels", "text-labels", "nan-labels", "short-positions"])
 def test_a_damaged_dataset_array_is_one_dataset_error_naming_it(prepped, tmp_path, name, damage, problem):
     """An empty array file was an EOFError, and arrays of another shape or kind than prep writes failed inside
