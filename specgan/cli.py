@@ -603,7 +603,8 @@ def _restore_run_recipe(run: Path) -> Path | None:
 
     if not list_checkpoints(run):
         return None
-    found = load_latest_checkpoint(run, tidy=False, on_warning=warn)
+    # Quietly: training loads the same checkpoints next, and says which are damaged as it sets them aside.
+    found = load_latest_checkpoint(run, tidy=False, on_warning=lambda line: None)
     if found is None:
         return None
     checkpoint, state = found

@@ -323,6 +323,13 @@ def test_a_run_folder_that_lost_its_recipe_continues_from_its_checkpoints_recipe
     assert is_run_recipe(moved / "recipe.toml") and f'dir = "{moved}"' in (moved / "recipe.toml").read_text()
     steps = [json.loads(line)["step"] for line in (moved / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7)) and (moved / "checkpoints" / "step_00000006.pt").exists()
+    # With a damaged newest checkpoint too: it is named once, when training sets it aside (it had been twice).
+    (moved / "recipe.toml").unlink()
+    (moved / "checkpoints" / "step_00000006.pt").write_bytes(b"damaged")
+    code, _, stderr = specgan("train", moved, "--set", "train.steps=7", cwd=tmp_path)
+    assert code == 0, stderr
+    assert stderr.count("step_00000006.pt: not a readable checkpoint") == 1, stderr
+    assert f"rebuilt from {moved / 'checkpoints' / 'step_00000004.pt'}" in stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, stderr = specgan("train", empty, cwd=tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,21 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tones, tmp_path):
         for key, value in a["models"][name].items():
             torch.testing.assert_close(b["models"][name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
     torch.testing.assert_close(b["pools"]["A"]["images"], a["pools"]["A"]["images"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("first, then", [("bf16", "fp32"), ("fp32", "bf16")])
+def test_a_run_continues_with_another_precision(tones, tmp_path, first, then):
+    """The README lets a continued run change train.precision: a run that had trained in bf16 stopped at its first
+    step in fp32 with an internal error (its history pools held bf16 images, which an indexed write of fp32 ones
+    refused)."""
+    cpu = torch.device("cpu")
+    train(tiny_recipe(tones, tmp_path / "run", steps=2, precision=first), device=cpu)
+    assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["task"]["pools"]["A"]["images"].dtype == \
+        (torch.bfloat16 if first == "bf16" else torch.float32)
+    result = train(tiny_recipe(tones, tmp_path / "run", steps=4, precision=then), device=cpu)
+    assert result.resumed_from == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and all(math.isfinite(r["loss/G"]) for r in records)
 
 
 def test_a_seeded_tiny_run_learns_to_move_energy_up(tones, tmp_path):

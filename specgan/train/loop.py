@@ -346,10 +346,12 @@ def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
         return None
     rate_before = linear_decay(start, steps=before, start=t.lr_decay_start)
     rate_now = linear_decay(start + 1, steps=t.steps, start=t.lr_decay_start)
+    moved = (f"now starts at step {fall_now} instead of {fall_before}" if fall_now != fall_before else
+             f"still starts at step {fall_now} but now ends at step {t.steps} instead of {before}")
     return (f"train.steps went from {before} to {t.steps} after the learning rates began to fall (train.lr_decay_start "
-            f"= {toml_value(t.lr_decay_start)}): the decay now starts at step {fall_now} instead of {fall_before}, so "
-            f"the rates jump from {rate_before:.0%} to {rate_now:.0%} of train.lr_g/lr_d at step {start + 1}; the "
-            f"result will differ from a run trained for {t.steps} steps from the start")
+            f"= {toml_value(t.lr_decay_start)}): the decay {moved}, so the rates jump from {rate_before:.0%} to "
+            f"{rate_now:.0%} of train.lr_g/lr_d at step {start + 1}; the result will differ from a run trained for "
+            f"{t.steps} steps from the start")
 
 
 def _other_world_size(saved: int | None, now: int) -> str | None:

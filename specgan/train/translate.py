@@ -84,6 +84,8 @@ class ImagePool:
             return images
         if self.images is None:
             self.images = images.new_zeros(self.size, *images.shape[1:])
+        elif self.images.dtype != images.dtype:  # a run continued with another train.precision
+            self.images = self.images.to(images.dtype)
         fill = min(self.size - self.count, len(images))
         if fill:
             self.images[self.count:self.count + fill] = images[:fill]

@@ -509,6 +509,19 @@ def test_raising_train_steps_after_the_decay_began_says_that_it_moved(data, tmp_
                     "train.lr_g/lr_d at step 5; the result will differ from a run trained for 8 steps from the start"]
 
 
+def test_raising_train_steps_without_moving_the_decays_start_says_where_it_ends(data, tmp_path):
+    """It had said 'the decay now starts at step 2 instead of 2'."""
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=4, lr_decay_start=0.5), device=CPU)  # rates fall from step 2
+    said: list[str] = []
+    train(tiny_recipe(data, run, steps=5, lr_decay_start=0.5), device=CPU, on_warning=said.append)
+    # int(0.5 * 5) = 2: the start stays; step 4 of 4 had 1/3 of the rate, step 5 of 5 has 1/4
+    assert said == ["train.steps went from 4 to 5 after the learning rates began to fall (train.lr_decay_start = "
+                    "0.5): the decay still starts at step 2 but now ends at step 5 instead of 4, so the rates jump "
+                    "from 33% to 25% of train.lr_g/lr_d at step 5; the result will differ from a run trained for 5 "
+                    "steps from the start"]
+
+
 def test_raising_train_steps_with_a_constant_rate_says_nothing(data, tmp_path):
     run = tmp_path / "run"
     train(tiny_recipe(data, run, steps=4, lr_decay_start=1.0), device=CPU)
