@@ -554,6 +554,32 @@ def test_a_damaged_dataset_array_is_one_dataset_error_naming_it(prepped, tmp_pat
         prep(prepped.parent / "src", folder, params=FAST, workers=1)
 
 
+def test_a_dataset_updated_by_prep_while_it_is_opened_opens_whole(prepped, tmp_path, monkeypatch):
+    """prep commits a new manifest, then removes the arrays the old one named: an open that had read the old
+    manifest found its arrays gone and called the dataset damaged (8 of 12 updates, in a user's loop). The newer
+    manifest is read and its arrays opened."""
+    import shutil
+    from specgan.data import dataset_dir
+
+    folder, src = tmp_path / "ds", tmp_path / "src"
+    shutil.copytree(prepped, folder)
+    shutil.copytree(prepped.parent / "src", src)
+    before = len(load_spectrogram_data(folder))
+    sf.write(src / "low" / "b.wav", 0.5 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000), 8000)
+    real_load, calls = dataset_dir._load_arrays, []
+
+    def prep_commits_in_between(path, manifest):
+        calls.append(manifest["files"]["chunks"])
+        if len(calls) == 1:  # the manifest was read; now a prep of the added file commits
+            prep(src, folder, params=FAST, workers=1)
+        return real_load(path, manifest)
+
+    monkeypatch.setattr(dataset_dir, "_load_arrays", prep_commits_in_between)
+    data = load_spectrogram_data(folder)
+    assert calls[-1] != calls[0]  # the old generation's arrays (prep's own open reads them too), then the new one's
+    assert len(data) > before and data.class_names == ("high", "low", "mid")
+
+
 def test_a_manifest_whose_audio_table_disagrees_with_the_chunks_is_one_dataset_error(prepped, tmp_path):
     import json
     import shutil

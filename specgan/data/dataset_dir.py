@@ -121,14 +121,41 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
+#: Times :func:`open_dataset` reads the manifest when the arrays it named were replaced meanwhile (a prep committed).
+OPEN_TRIES = 5
+
+
 def open_dataset(path: str | os.PathLike) -> PreppedDataset:
-    """Open a dataset folder written by ``specgan prep``."""
+    """Open a dataset folder written by ``specgan prep``.
+
+    A prep that updates the dataset while it is being opened commits a new manifest and then removes the arrays
+    the old one named: when an array cannot be loaded and the manifest has changed since it was read, the new one
+    is read and its arrays loaded instead, so that one generation is opened, whole (arrays once mapped stay
+    readable after their files are removed)."""
     path = Path(path)
-    manifest = read_manifest(path)
-    if manifest is None:
-        raise DatasetError(f"{path}: no {MANIFEST}; make the dataset with: specgan prep SRC -o "
-                           f"{shlex.quote(str(path))}")
+    for attempt in range(1, OPEN_TRIES + 1):
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise DatasetError(f"{path}: no {MANIFEST}; make the dataset with: specgan prep SRC -o "
+                               f"{shlex.quote(str(path))}")
+        try:
+            arrays = _load_arrays(path, manifest)
+            break
+        except DatasetError:
+            newer = read_manifest(path)
+            if attempt == OPEN_TRIES or newer is None or newer["files"] == manifest["files"]:
+                raise
     audio = from_mapping(AudioParams, manifest["audio"], source=str(path / MANIFEST), prefix="audio.")
+    problem = _arrays_problem(arrays, audio)
+    if problem is not None:
+        name, what = problem
+        raise DatasetError(f"{path / manifest['files'][name]}: damaged dataset array ({what}); make the dataset "
+                           f"again with: specgan prep SRC -o {shlex.quote(str(path))} --overwrite")
+    return PreppedDataset(path=path, manifest=manifest, audio=audio, **arrays)
+
+
+def _load_arrays(path: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays the manifest names, memory-mapped; a missing or unreadable one is a DatasetError naming it."""
     arrays = {}
     for name in ARRAYS:
         file = path / manifest["files"][name]
@@ -136,12 +163,7 @@ def open_dataset(path: str | os.PathLike) -> PreppedDataset:
             arrays[name] = np.load(file, mmap_mode="r")
         except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
             raise DatasetError(f"{file}: missing or damaged dataset array ({e})") from None
-    problem = _arrays_problem(arrays, audio)
-    if problem is not None:
-        name, what = problem
-        raise DatasetError(f"{path / manifest['files'][name]}: damaged dataset array ({what}); make the dataset "
-                           f"again with: specgan prep SRC -o {shlex.quote(str(path))} --overwrite")
-    return PreppedDataset(path=path, manifest=manifest, audio=audio, **arrays)
+    return arrays
 
 
 def _arrays_problem(arrays: dict[str, np.ndarray], audio: AudioParams) -> tuple[str, str] | None:
