@@ -498,28 +498,20 @@ def test_samples_of_steps_a_stopped_run_never_checkpointed_are_removed(data, tmp
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000002.png", "step_000004.png"]
 
 
-def test_raising_train_steps_after_the_decay_began_says_that_it_moved(data, tmp_path):
+@pytest.mark.parametrize("steps, moved, jump", [
+    # the start moves: rates now fall from step 4, and step 5 of 8 has 4/5 (step 4 of 4 had 1/3)
+    (8, "now starts at step 4 instead of 2", "33% to 80%"),
+    # int(0.5 * 5) = 2, the start stays (it had said 'starts at step 2 instead of 2'); step 5 of 5 has 1/4
+    (5, "still starts at step 2 but now ends at step 5 instead of 4", "33% to 25%"),
+])
+def test_raising_train_steps_after_the_decay_began_says_how_it_moved(data, tmp_path, steps, moved, jump):
     run = tmp_path / "run"
     train(tiny_recipe(data, run, steps=4, lr_decay_start=0.5), device=CPU)  # rates fall from step 2
     said: list[str] = []
-    train(tiny_recipe(data, run, steps=8, lr_decay_start=0.5), device=CPU, on_warning=said.append)
-    # before: step 4 of 4 had 1/3 of the rate; now rates fall from step 4, and step 5 of 8 has 4/5
-    assert said == ["train.steps went from 4 to 8 after the learning rates began to fall (train.lr_decay_start = "
-                    "0.5): the decay now starts at step 4 instead of 2, so the rates jump from 33% to 80% of "
-                    "train.lr_g/lr_d at step 5; the result will differ from a run trained for 8 steps from the start"]
-
-
-def test_raising_train_steps_without_moving_the_decays_start_says_where_it_ends(data, tmp_path):
-    """It had said 'the decay now starts at step 2 instead of 2'."""
-    run = tmp_path / "run"
-    train(tiny_recipe(data, run, steps=4, lr_decay_start=0.5), device=CPU)  # rates fall from step 2
-    said: list[str] = []
-    train(tiny_recipe(data, run, steps=5, lr_decay_start=0.5), device=CPU, on_warning=said.append)
-    # int(0.5 * 5) = 2: the start stays; step 4 of 4 had 1/3 of the rate, step 5 of 5 has 1/4
-    assert said == ["train.steps went from 4 to 5 after the learning rates began to fall (train.lr_decay_start = "
-                    "0.5): the decay still starts at step 2 but now ends at step 5 instead of 4, so the rates jump "
-                    "from 33% to 25% of train.lr_g/lr_d at step 5; the result will differ from a run trained for 5 "
-                    "steps from the start"]
+    train(tiny_recipe(data, run, steps=steps, lr_decay_start=0.5), device=CPU, on_warning=said.append)
+    assert said == [f"train.steps went from 4 to {steps} after the learning rates began to fall (train.lr_decay_start "
+                    f"= 0.5): the decay {moved}, so the rates jump from {jump} of train.lr_g/lr_d at step 5; the "
+                    f"result will differ from a run trained for {steps} steps from the start"]
 
 
 def test_raising_train_steps_with_a_constant_rate_says_nothing(data, tmp_path):
