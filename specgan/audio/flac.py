@@ -23,6 +23,14 @@ import miniaudio
 import numpy as np
 
 
+#: Bytes up to the end of STREAMINFO: ``fLaC``, its block header (4), its 34 bytes.
+HEADER_BYTES = 42
+#: Where STREAMINFO's packed fields lie in a FLAC file's bytes (see :func:`stream_info`).
+STREAMINFO_FIELDS = slice(18, 26)
+#: Bits of total samples, the lowest of those fields.
+FRAMES_BITS = 36
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What a FLAC file's STREAMINFO block declares."""
@@ -40,11 +48,11 @@ def stream_info(data: bytes) -> StreamInfo | None:
     STREAMINFO's fields after the four sizes (10 bytes) are packed big-endian in 64 bits: sample rate (20 bits),
     channels - 1 (3), bits per sample - 1 (5), total samples (36).
     """
-    if len(data) < 42 or data[:4] != b"fLaC" or data[4] & 0x7F != 0 or int.from_bytes(data[5:8], "big") != 34:
+    if len(data) < HEADER_BYTES or data[:4] != b"fLaC" or data[4] & 0x7F != 0 or int.from_bytes(data[5:8], "big") != 34:
         return None
-    fields = int.from_bytes(data[18:26], "big")
+    fields = int.from_bytes(data[STREAMINFO_FIELDS], "big")
     return StreamInfo(sample_rate=fields >> 44, channels=(fields >> 41 & 0x7) + 1,
-                      bits_per_sample=(fields >> 36 & 0x1F) + 1, frames=fields & (1 << 36) - 1)
+                      bits_per_sample=(fields >> 36 & 0x1F) + 1, frames=fields & (1 << FRAMES_BITS) - 1)
 
 
 def decode_flac(data: bytes, *, frames: int, channels: int) -> np.ndarray | None:

@@ -26,7 +26,7 @@ import torch
 from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.unsized import PatchedFile, length_patches
-from specgan.audio.wav import pcm16_samples, pcm16_wav
+from specgan.audio.wav import pcm16_samples, pcm16_wav, riff_data_chunk
 from specgan.errors import AudioError, SpecganError
 from specgan.file_scan import FileScan, scan_files
 
@@ -410,34 +410,20 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int | None = None) -> tu
     return torch.from_numpy(wave), audio.sample_rate
 
 
-def riff_missing_bytes(file: str | os.PathLike | BinaryIO) -> int:
+def riff_missing_bytes(file: BinaryIO) -> int:
     """How many bytes of a RIFF/WAVE file's ``data`` chunk are missing from the file (0 when complete or not WAV).
 
-    ``file`` is a path or a binary file open for reading (its position is changed). libsndfile reads a truncated
-    WAV without complaint (it shortens the data to what is there), so a file cut off by a failed copy, or whose
-    header claims more frames than it holds, would pass as a shorter clip; this catches it by comparing the
-    declared chunk size with the bytes present. Streaming writers that leave the size at 0 or 0xFFFFFFFF are not
-    flagged.
+    ``file`` is a binary file open for reading. libsndfile reads a truncated WAV without complaint (it shortens the
+    data to what is there), so a file cut off by a failed copy, or whose header claims more frames than it holds,
+    would pass as a shorter clip; this catches it by comparing the declared chunk size with the bytes present.
+    Streaming writers that leave the size at 0 or 0xFFFFFFFF are not flagged (see :mod:`specgan.audio.unsized`).
     """
-    if not hasattr(file, "read"):
-        with open(file, "rb") as f:
-            return riff_missing_bytes(f)
-    f = file
-    f.seek(0)
-    header = f.read(12)
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+    fd = file.fileno()
+    found = riff_data_chunk(fd)
+    if found is None or found[1] in (0, 0xFFFFFFFF):
         return 0
-    size = os.fstat(f.fileno()).st_size
-    while True:
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            return 0
-        chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
-        if chunk_id == b"data":
-            if chunk_size in (0, 0xFFFFFFFF):
-                return 0
-            return max(0, chunk_size - (size - f.tell()))
-        f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    at, declared = found
+    return max(0, declared - (os.fstat(fd).st_size - (at + 8)))
 
 
 def _short(error: Exception) -> str:

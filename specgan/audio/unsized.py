@@ -17,9 +17,9 @@ import os
 
 import miniaudio
 
-#: STREAMINFO's total samples: the low 36 bits of the 8 bytes at this offset (see :mod:`specgan.audio.flac`).
-FLAC_FIELDS_AT = 18
-FLAC_FRAMES_BITS = 36
+from specgan.audio.flac import FRAMES_BITS, HEADER_BYTES, STREAMINFO_FIELDS, stream_info
+from specgan.audio.wav import riff_data_chunk
+
 #: Frames that dr_flac decodes at a time while counting an unknown-length FLAC file.
 COUNT_BLOCK_FRAMES = 1 << 16
 
@@ -35,34 +35,23 @@ def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
       decoding it once more (a 10-minute 44.1 kHz stereo file: 0.27 s, against 0.43 s to read it, on the 2-core
       Zen 4 VM); a file dr_flac cannot decode is left to libsndfile.
     """
-    head = os.pread(fd, 42, 0)
-    size = os.fstat(fd).st_size
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return _wav_patches(fd, size)
-    if len(head) == 42 and head[:4] == b"fLaC" and head[4] & 0x7F == 0:
-        fields = int.from_bytes(head[FLAC_FIELDS_AT:FLAC_FIELDS_AT + 8], "big")
-        if fields & (1 << FLAC_FRAMES_BITS) - 1 == 0:
-            frames = _flac_frames(path, channels=(fields >> 41 & 0x7) + 1)
-            if 0 < frames < 1 << FLAC_FRAMES_BITS:
-                return {FLAC_FIELDS_AT: (fields | frames).to_bytes(8, "big")}
-    return {}
-
-
-def _wav_patches(fd: int, size: int) -> dict[int, bytes]:
-    """The patches of a RIFF/WAVE file (see :func:`length_patches`); chunks are walked as RIFF lays them out."""
-    position = 12
-    while position + 8 <= size:
-        header = os.pread(fd, 8, position)
-        chunk, chunk_size = header[:4], int.from_bytes(header[4:], "little")
-        body = position + 8
-        if chunk == b"data":
-            if chunk_size != 0 or body >= size:
-                return {}
-            patches = {position + 4: min(size - body, 0xFFFFFFFF).to_bytes(4, "little")}
-            if int.from_bytes(os.pread(fd, 4, 4), "little") == 0:
-                patches[4] = min(size - 8, 0xFFFFFFFF).to_bytes(4, "little")
-            return patches
-        position = body + chunk_size + (chunk_size & 1)
+    wav = riff_data_chunk(fd)
+    if wav is not None:
+        at, declared = wav
+        size = os.fstat(fd).st_size
+        if declared != 0 or at + 8 >= size:
+            return {}
+        patches = {at + 4: min(size - at - 8, 0xFFFFFFFF).to_bytes(4, "little")}
+        if int.from_bytes(os.pread(fd, 4, 4), "little") == 0:
+            patches[4] = min(size - 8, 0xFFFFFFFF).to_bytes(4, "little")
+        return patches
+    head = os.pread(fd, HEADER_BYTES, 0)
+    flac = stream_info(head)
+    if flac is not None and flac.frames == 0:
+        frames = _flac_frames(path, channels=flac.channels)
+        if 0 < frames < 1 << FRAMES_BITS:
+            fields = int.from_bytes(head[STREAMINFO_FIELDS], "big")
+            return {STREAMINFO_FIELDS.start: (fields | frames).to_bytes(8, "big")}
     return {}
 
 

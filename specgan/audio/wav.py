@@ -12,6 +12,7 @@ file (libsndfile's reading of those, or its error, decides).
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -66,3 +67,22 @@ def pcm16_samples(data: bytes, wav: PcmWav) -> np.ndarray:
     """The samples of ``wav`` in ``data`` as float32 ``(frames, channels)`` in [-1, 1), as libsndfile gives them."""
     samples = np.frombuffer(data, dtype="<i2", count=wav.frames * wav.channels, offset=wav.offset)
     return np.multiply(samples, np.float32(2.0 ** -15), dtype=np.float32).reshape(wav.frames, wav.channels)
+
+
+def riff_data_chunk(fd: int) -> tuple[int, int] | None:
+    """``(offset of its 8-byte header, declared size)`` of the ``data`` chunk of the RIFF/WAVE file open at ``fd``
+    (read with ``pread``; the descriptor's position is left alone), or None when the file is not RIFF/WAVE or has
+    no such chunk header within it. Chunks are walked as in :func:`pcm16_wav`, without reading their bodies."""
+    head = os.pread(fd, 12, 0)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    size = os.fstat(fd).st_size
+    position = 12
+    while position + 8 <= size:
+        header = os.pread(fd, 8, position)
+        chunk, chunk_size = header[:4], int.from_bytes(header[4:], "little")
+        if chunk == b"data":
+            return position, chunk_size
+        position += 8 + chunk_size + (chunk_size & 1)
+    return None
+
