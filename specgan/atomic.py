@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from specgan.errors import SpecganError, WriteError
+from specgan.errors import WriteError
 
 #: OSError numbers that can only mean the write itself failed (not, say, an unreadable source being copied).
 WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -73,14 +73,3 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def make_parent(path: str | os.PathLike) -> None:
-    """Create the folder ``path`` will be written into (and its parents), before any work is spent on ``path``; an
-    OSError (a file in the way, no permission) is a one-line SpecganError naming ``path``."""
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-        reason = f"{existing} is a file" if existing is not None and not existing.is_dir() else e.strerror or e
-        raise SpecganError(f"{path}: cannot create its folder ({reason})") from None

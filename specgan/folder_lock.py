@@ -12,17 +12,7 @@ import os
 from pathlib import Path
 
 from specgan.errors import SpecganError
-
-
-def outermost_missing(folder: str | os.PathLike) -> Path | None:
-    """The outermost of ``folder`` and its parents that does not exist yet (what ``mkdir -p`` would make first), or
-    None when ``folder`` exists."""
-    folder = Path(folder).absolute()
-    if folder.exists():
-        return None
-    while not folder.parent.exists():
-        folder = folder.parent
-    return folder
+from specgan.folders import remove_made
 
 
 class FolderLock:
@@ -31,7 +21,7 @@ class FolderLock:
     the folder cannot be written.
 
     A command that fails leaves no lock file it made alone in a folder, and ``made``, the outermost folder made for
-    this command (``folder`` or a parent of it; see :func:`outermost_missing`), tells which empty folders to remove
+    this command (``folder`` or a parent of it; see :func:`~specgan.folders.outermost_missing`), tells which empty folders to remove
     again: up to ``made``.
     """
 
@@ -65,9 +55,4 @@ class FolderLock:
         folders made for this command that are empty (a folder deleted meanwhile is left alone)."""
         if self.created and os.listdir(folder) == [self.file.name]:
             self.file.unlink()  # still locked: no other command can be writing here
-        if self.made is not None and not os.listdir(folder):
-            while True:
-                folder.rmdir()
-                if folder == self.made or os.listdir(folder.parent):
-                    break
-                folder = folder.parent
+        remove_made(folder, made=self.made)

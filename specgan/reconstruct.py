@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from specgan.atomic import make_parent
 from specgan.audio.features import LogMel
 from specgan.audio.inverse import MelInverter, block_size, centred_stft_frames, invert_logmel, \
     spectral_convergence_blocks
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import AudioError
+from specgan.folders import made_parent
 
 
 @dataclass(frozen=True)
@@ -40,23 +40,24 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     memory follows the block size, not the length.
     """
     wave, source_rate = load_audio(src, sample_rate=params.sample_rate)
-    make_parent(dst)  # before the work, so that an output folder that cannot be made does not cost it
-    wave = wave.to(device)
-    block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
-    try:
-        spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
-    except AudioError as e:  # e.g. shorter than half an FFT window: say which file
-        raise AudioError(f"{src}: {e}") from None
-    inverter = MelInverter(params).to(device)
-    started = time.perf_counter()
-    rebuilt = invert_logmel(spec, inverter=inverter, length=wave.numel(), n_iter=n_iter, seed=seed).wave
-    if wave.is_cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - started
-    spec_args = dict(n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.window_length)
-    sc = spectral_convergence_blocks(
-        rebuilt, lambda start, end: centred_stft_frames(wave, start=start, end=end, **spec_args).abs(),
-        n_frames=spec.shape[-1], **spec_args)
-    save_audio(dst, rebuilt, sample_rate=params.sample_rate)
+    # The folder is made before the work, so that one that cannot be made does not cost it.
+    with made_parent(dst):
+        wave = wave.to(device)
+        block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
+        try:
+            spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
+        except AudioError as e:  # e.g. shorter than half an FFT window: say which file
+            raise AudioError(f"{src}: {e}") from None
+        inverter = MelInverter(params).to(device)
+        started = time.perf_counter()
+        rebuilt = invert_logmel(spec, inverter=inverter, length=wave.numel(), n_iter=n_iter, seed=seed).wave
+        if wave.is_cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - started
+        spec_args = dict(n_fft=params.n_fft, hop_length=params.hop_length, win_length=params.window_length)
+        sc = spectral_convergence_blocks(
+            rebuilt, lambda start, end: centred_stft_frames(wave, start=start, end=end, **spec_args).abs(),
+            n_frames=spec.shape[-1], **spec_args)
+        save_audio(dst, rebuilt, sample_rate=params.sample_rate)
     return ReconstructReport(dst, wave.numel() / params.sample_rate, source_rate, params.sample_rate, n_iter,
                              sc, elapsed, str(wave.device))

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from specgan.atomic import make_parent
+from specgan.folders import made_parent
 from specgan.audio.inverse import MelInverter
 from specgan.audio.io import refuse_existing, save_audio
 from specgan.audio.params import AudioParams
@@ -175,10 +175,10 @@ def draw(run_or_checkpoint: str | Path, *, output: Path, n: int = 64, label: str
                  for i in range(len(z))]
         written = [output.with_name(f"{name}.wav") for name in names]
     refuse_existing([output, *written], overwrite=overwrite)
-    make_parent(output)
-    images = model(z, labels)
-    save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
-    if audio:
-        render_audio(images, audio=model.audio, paths=written, n_iter=n_iter, seed=seed)
+    with made_parent(output):
+        images = model(z, labels)
+        save_grid(images, output, nrow=nrow, low_at_bottom=model.audio is not None)
+        if audio:
+            render_audio(images, audio=model.audio, paths=written, n_iter=n_iter, seed=seed)
     stale = sorted(set(output.parent.glob(f"{glob.escape(output.stem)}_[0-9][0-9][0-9]*.wav")) - set(written))
     return SampleReport(output, len(images), model.step, model.checkpoint, written, stale)

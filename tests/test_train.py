@@ -468,6 +468,25 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
             latents_and_labels(model, n=4, label=digit_like, seed=0, interpolate=False)
 
 
+def test_a_sample_that_fails_leaves_no_folder_made_for_it(tmp_path, monkeypatch):
+    """``sample -o new/sub/grid.png`` made new/sub before the work; a failed write had left them behind, empty."""
+    from specgan import images
+    from specgan.errors import WriteError
+    from specgan.sample import draw
+
+    data = make_two_tone_folder(tmp_path / "data", n=8)
+    train(tiny_recipe(data, tmp_path / "run", steps=1), device=torch.device("cpu"))
+
+    def full_disk(images, path, **kwargs):
+        assert path.parent.is_dir()
+        raise WriteError(path, "No space left on device")
+
+    monkeypatch.setattr(images, "save_grid", full_disk)
+    with pytest.raises(WriteError, match="No space left"):
+        draw(tmp_path / "run", output=tmp_path / "new" / "sub" / "grid.png", n=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+
+
 def test_a_tilde_in_a_recipes_paths_is_the_home_folder(tmp_path, monkeypatch):
     """``~/data/mnist`` in a recipe (or a --set) means what it means to a shell."""
     monkeypatch.setenv("HOME", str(tmp_path))

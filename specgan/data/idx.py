@@ -30,7 +30,7 @@ import torch
 from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError
-from specgan.folder_lock import outermost_missing
+from specgan.folders import outermost_missing, remove_made
 
 #: IDX dtype code → numpy dtype (big-endian as stored).
 IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
@@ -285,13 +285,7 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
     try:
         _fetch_files(name, spec, dest, mirror=mirror, base_url=base_url, on_progress=on_progress)
     except BaseException:
-        if made is not None:  # a failed first fetch leaves no empty folder behind (nor the parents made for it)
-            folder = dest.absolute()
-            while not any(folder.iterdir()):
-                folder.rmdir()
-                if folder == made:
-                    break
-                folder = folder.parent
+        remove_made(dest, made=made)  # a failed first fetch leaves no empty folder behind, nor parents made for it
         raise
     return dest
 

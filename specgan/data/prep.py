@@ -33,7 +33,8 @@ from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, Prepped
                                      domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept
 from specgan.file_scan import FileScan
-from specgan.folder_lock import FolderLock, outermost_missing
+from specgan.folder_lock import FolderLock
+from specgan.folders import outermost_missing
 from specgan.recipe import as_written, to_mapping
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from specgan.audio.params import AudioParams
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError, SpecganError, WriteError
-from specgan.folder_lock import FolderLock, outermost_missing
+from specgan.folder_lock import FolderLock
+from specgan.folders import outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
 from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, restore_rng_state, rng_state,
                                       save_checkpoint)

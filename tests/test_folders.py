@@ -1,0 +1,54 @@
+"""Folders made for a command's outputs are removed again when it fails (specgan.folders)."""
+
+from __future__ import annotations
+
+import pytest
+
+from specgan.errors import SpecganError
+from specgan.folders import made_parent, outermost_missing, remove_made
+
+
+def test_a_failed_write_removes_the_folders_made_for_it_and_keeps_those_that_existed(tmp_path):
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "deeper" / "out.png"
+    with pytest.raises(RuntimeError, match="boom"):
+        with made_parent(target) as folder:
+            assert folder == target.parent and folder.is_dir()
+            raise RuntimeError("boom")
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_folder_that_holds_something_is_kept_after_a_failure(tmp_path):
+    target = tmp_path / "new" / "deeper" / "out.png"
+    with pytest.raises(KeyboardInterrupt):
+        with made_parent(target):
+            (tmp_path / "new" / "other.txt").write_text("written meanwhile")
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new" / "deeper").exists()  # empty: removed
+    assert (tmp_path / "new" / "other.txt").read_text() == "written meanwhile"
+
+
+def test_a_successful_block_keeps_its_folders_even_empty(tmp_path):
+    with made_parent(tmp_path / "a" / "b" / "out.wav"):
+        pass
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_file_in_the_way_is_a_one_line_error_naming_the_output(tmp_path):
+    (tmp_path / "afile").write_text("in the way")
+    target = tmp_path / "afile" / "sub" / "x.png"
+    with pytest.raises(SpecganError) as raised:
+        with made_parent(target):
+            pass
+    assert str(raised.value) == f"{target}: cannot create its folder ({tmp_path / 'afile'} is a file)"
+
+
+def test_remove_made_stops_at_the_outermost_folder_made(tmp_path):
+    made = outermost_missing(tmp_path / "x" / "y" / "z")
+    assert made == tmp_path / "x"
+    (tmp_path / "x" / "y" / "z").mkdir(parents=True)
+    remove_made(tmp_path / "x" / "y" / "z", made=made)
+    assert not (tmp_path / "x").exists() and tmp_path.is_dir()
+    (tmp_path / "p" / "q").mkdir(parents=True)
+    remove_made(tmp_path / "p" / "q", made=None)  # nothing was made: nothing removed
+    assert (tmp_path / "p" / "q").is_dir()
