@@ -27,6 +27,7 @@ from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectr
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, check_output_rate, load_audio, \
     output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
+from specgan.audio.stft import padded_to_one_window
 from specgan.errors import AudioError, CheckpointError, ConfigError, InterruptedWithWorkKept, SpecganError
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint, run_folders
@@ -239,8 +240,7 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
         raise ValueError(f"wave must be mono (samples,), not {tuple(wave.shape)}")
     device = _module_device(generator, wave.device)
     length = wave.numel()
-    # The centred STFT reflect-pads by n_fft // 2, which needs more samples than that: pad very short clips.
-    x = F.pad(wave.to(device=device, dtype=torch.float32), (0, max(0, audio.n_fft - length)))
+    x = padded_to_one_window(wave.to(device=device, dtype=torch.float32), n_fft=audio.n_fft)
     block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
     logmel_in = LogMel(audio).to(device).in_blocks(x, block_frames=block_frames)
     logmel_out = translate_logmel(logmel_in, generator=generator, frames=audio.frames, hop=hop,

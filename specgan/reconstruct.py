@@ -14,7 +14,7 @@ from specgan.audio.inverse import MelInverter, block_size, centred_stft_frames, 
     spectral_convergence_blocks
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
-from specgan.errors import AudioError
+from specgan.audio.stft import padded_to_one_window
 from specgan.folders import made_parent
 
 
@@ -42,12 +42,10 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     wave, source_rate = load_audio(src, sample_rate=params.sample_rate)
     # The folder is made before the work, so that one that cannot be made does not cost it.
     with made_parent(dst):
-        wave = wave.to(device)
+        length = wave.numel()
+        wave = padded_to_one_window(wave.to(device), n_fft=params.n_fft)  # as convert frames a clip of a few samples
         block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
-        try:
-            spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
-        except AudioError as e:  # e.g. shorter than half an FFT window: say which file
-            raise AudioError(f"{src}: {e}") from None
+        spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
         inverter = MelInverter(params).to(device)
         started = time.perf_counter()
         rebuilt = invert_logmel(spec, inverter=inverter, length=wave.numel(), n_iter=n_iter, seed=seed).wave
@@ -58,6 +56,6 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
         sc = spectral_convergence_blocks(
             rebuilt, lambda start, end: centred_stft_frames(wave, start=start, end=end, **spec_args).abs(),
             n_frames=spec.shape[-1], **spec_args)
-        save_audio(dst, rebuilt, sample_rate=params.sample_rate)
-    return ReconstructReport(dst, wave.numel() / params.sample_rate, source_rate, params.sample_rate, n_iter,
+        save_audio(dst, rebuilt[:length], sample_rate=params.sample_rate)
+    return ReconstructReport(dst, length / params.sample_rate, source_rate, params.sample_rate, n_iter,
                              sc, elapsed, str(wave.device))

@@ -29,6 +29,13 @@ def centred_padding(n_fft: int) -> tuple[int, int]:
     return n_fft // 2, n_fft - n_fft // 2
 
 
+def padded_to_one_window(wave: Tensor, *, n_fft: int) -> Tensor:
+    """``wave`` ``(..., samples)``, with zeros appended up to ``n_fft`` samples when it is shorter. A centred STFT
+    reflects ``n_fft // 2`` samples at each end, which needs more samples than that: a clip of a few samples is
+    framed as itself followed by silence (cut back to its length after the inverse)."""
+    return F.pad(wave, (0, max(0, n_fft - wave.shape[-1])))
+
+
 def centred_segment(wave: Tensor, *, start: int, end: int, n_fft: int, hop_length: int) -> Tensor:
     """The samples that frames ``[start, end)`` of a centred STFT of ``wave`` ``(samples,)`` read, reflected at the
     signal's ends as the centred STFT pads them: ``(end - start - 1) * hop_length + n_fft`` samples, whose STFT
