@@ -320,13 +320,14 @@ def prep(
     n_mels: NMels = None,
     frames: Annotated[Optional[int],
                       typer.Option(help="Chunk width in frames [default: the recipe's, else 128].")] = None,
-    chunk_hop: Annotated[Optional[int], typer.Option(help="Frames between chunks [default: frames // 2].")] = None,
-    trim_silence: Annotated[Optional[bool], typer.Option("--trim/--no-trim",
-                                                         help="Trim leading/trailing silence [default: trim].")] = None,
+    chunk_hop: Annotated[Optional[int], typer.Option(
+        help="Frames between chunks [default: the recipe's, else frames // 2].")] = None,
+    trim_silence: Annotated[Optional[bool], typer.Option(
+        "--trim/--no-trim", help="Trim leading/trailing silence [default: the recipe's, else trim].")] = None,
     pad_short: Annotated[Optional[bool], typer.Option("--pad-short/--skip-short",
                                                       help="Pad clips shorter than a chunk with silence (one whose "
                                                            "own frames are mostly quiet is still skipped) "
-                                                           "[default: skip].")] = None,
+                                                           "[default: the recipe's, else skip].")] = None,
     domains: Annotated[Optional[str], typer.Option(help="Comma-separated domains to include [default: all].")] = None,
     domain_pattern: Annotated[Optional[str], typer.Option(
         help="Take each file's domain from its name: a regex whose first group is the domain, e.g. '^(\\d+)_' "

@@ -195,6 +195,11 @@ class GenerateTask:
         make_capturable(self.opt_g)
         make_capturable(self.opt_d)
 
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        """The networks trained (the moving average aside)."""
+        return {"G": self.G, "D": self.D}
+
     # -- sampling ------------------------------------------------------------------------------------------
     @property
     def sampler(self) -> nn.Module:

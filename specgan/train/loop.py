@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from specgan import __version__
 from specgan.atomic import atomic_path
@@ -155,7 +156,9 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         training = start < t.steps  # (else nothing will be trained, and nothing differs)
         notes = [_other_code(state, resumed_from) if training else None,
                  _decay_moved(state["recipe"], recipe, start=start),
-                 _other_world_size(state.get("world_size"), distributed.world_size) if training else None,
+                 _other_world_size(state.get("world_size"), distributed.world_size,
+                                   own_batch_statistics=_batch_statistics_per_process(task, device=device))
+                 if training else None,
                  None if distributed.active or not training else
                  _keep_cpu_threads(state.get("cpu_threads"), device=device)]
         for note in notes:
@@ -355,15 +358,24 @@ def _decay_moved(saved: dict, recipe: Recipe, *, start: int) -> str | None:
             f"{t.steps} steps from the start")
 
 
-def _other_world_size(saved: int | None, now: int) -> str | None:
+def _other_world_size(saved: int | None, now: int, *, own_batch_statistics: bool) -> str | None:
     """A line for the user when a run continues in another number of processes than it trained in (checkpoints
-    say since they record it): it continues, but the gradients are summed in another order and batch norm's
-    statistics are each process's own, so its numbers differ from an uninterrupted run's. None otherwise."""
+    say since they record it): it continues, but the gradients are summed in another order (and, with
+    ``own_batch_statistics``, batch norm's statistics are each process's own), so its numbers differ from an
+    uninterrupted run's. None otherwise."""
     if saved is None or saved == now:
         return None
+    why = "gradients are summed in another order" + (
+        ", and batch norm's statistics are each process's own" if own_batch_statistics else "")
     return (f"this run trained in {saved} process(es) and continues in {now}: it goes on from its checkpoint, but its "
-            f"numbers will differ from an uninterrupted run's (gradients are summed in another order, and batch "
-            f"norm's statistics are each process's own)")
+            f"numbers will differ from an uninterrupted run's ({why})")
+
+
+def _batch_statistics_per_process(task, *, device: torch.device) -> bool:
+    """Whether the task's networks hold batch norm whose statistics each process takes from its own shard: on
+    CPUs (gloo); on GPUs they are synchronised (SyncBatchNorm). Translators use instance norm: none."""
+    return device.type != "cuda" and any(isinstance(layer, nn.modules.batchnorm._BatchNorm)
+                                         for network in task.models.values() for layer in network.modules())
 
 
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
