@@ -712,9 +712,11 @@ def convert(
             # Below a second of audio, the time per second of audio says more about start-up costs than speed.
             speed = f"{item.real_time_factor:.3f} s per s of audio" if item.seconds >= 1 else \
                 f"took {item.real_time_factor * item.seconds:.2f} s"
-            wrote = f"{item.plot} (kept {item.output}, which exists)" if item.kept_output else \
-                f"{item.output}{plot_note}"
-            say(f"wrote {wrote} ({item.seconds:.2f} s; spectral convergence "
+            if item.kept_output:  # only its plot was drawn, from the file as it is: no conversion to measure
+                say(f"wrote {item.plot}, the plot of {item.output}, which exists and was kept ({item.seconds:.2f} s; "
+                    f"{speed})")
+                return
+            say(f"wrote {item.output}{plot_note} ({item.seconds:.2f} s; spectral convergence "
                 f"{_convergence_text(item.spectral_convergence)}; {speed})")
 
     report = convert_path(src, to=to, model=model, output=output, sample_rate=sample_rate, n_iter=iters,

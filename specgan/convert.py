@@ -427,15 +427,29 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
                  n_iter: int = 32, phase_init: str = "source", batch_size: int = 16, seed: int = 0,
                  plot: bool = False, keep_output: bool = False) -> ConvertedFile:
     """Convert one file to domain ``to`` and write it to ``dst`` (mono, at ``sample_rate`` or the model's rate);
-    with ``plot``, also ``dst`` with suffix ``.png`` (:func:`~specgan.spectrogram_figure.save_spectrogram_figure`):
-    input (top) and output (bottom) log-mel with time and frequency axes, a column per frame, or per run of frames
-    averaged when there are more than :data:`PLOT_MAX_COLUMNS`. ``keep_output``: ``dst`` exists and is kept, only
-    the plot is written. Raises AudioError for an unusable input."""
-    from specgan.spectrogram_figure import save_spectrogram_figure
+    with ``plot``, also ``dst`` with suffix ``.png`` (:func:`plot_conversion`).
 
+    ``keep_output``: ``dst`` exists and is kept (``--skip-existing``), and only the plot is written, of that file
+    as it is (its log-mel): nothing is converted, so the picture shows the audio that is there, whichever model
+    wrote it. Its spectral convergence is not measured (NaN). Raises AudioError for an unusable input (or kept
+    output)."""
     started = time.perf_counter()
     audio = translator.audio
     wave, source_rate = load_audio(src, sample_rate=audio.sample_rate)
+    if keep_output:
+        logmel = LogMel(audio).to(translator.device)
+        block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
+        logmel_in = logmel.in_blocks(padded_to_one_window(wave.to(translator.device), n_fft=audio.n_fft),
+                                     block_frames=block_frames)
+        kept, _ = load_audio(dst, sample_rate=audio.sample_rate)
+        logmel_out = logmel.in_blocks(padded_to_one_window(kept.to(translator.device), n_fft=audio.n_fft),
+                                      block_frames=block_frames)
+        frames = logmel_in.shape[-1]  # the kept file, made at another rate, can differ by a frame's rounding
+        logmel_out = F.pad(logmel_out[:, :frames], (0, frames - min(frames, logmel_out.shape[-1])), value=-1.0)
+        image = plot_conversion(logmel_in, logmel_out, dst.with_suffix(".png"), audio=audio,
+                                titles=(f"input: {src.name}", f"kept output: {dst.name} (not converted again)"))
+        return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, math.nan,
+                             time.perf_counter() - started, kept_output=True)
     result = convert_waveform(wave.to(translator.device), generator=translator.generator_to(to), audio=audio,
                               n_iter=n_iter, phase_init=phase_init, batch_size=batch_size, seed=seed)
     rate = sample_rate or audio.sample_rate
@@ -447,20 +461,28 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SpecganError(f"{dst.parent}: cannot create the output folder ({e.strerror or e})") from None
-    if not keep_output:
-        save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length),
-                   sample_rate=rate)
+    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length), sample_rate=rate)
     image = None
     if plot:
-        logmels = torch.stack([result.logmel_in, result.logmel_out])[:, None]     # (2, 1, n_mels, frames)
-        squeeze = math.ceil(logmels.shape[-1] / PLOT_MAX_COLUMNS)
-        if squeeze > 1:  # the mean of each run of `squeeze` frames, the last run possibly shorter
-            logmels = F.avg_pool2d(logmels, kernel_size=(1, squeeze), ceil_mode=True)
-        image = save_spectrogram_figure([(f"input: {src.name}", logmels[0, 0]), (f"converted to {to}", logmels[1, 0])],
-                                        dst.with_suffix(".png"), audio=audio,
-                                        seconds_per_column=squeeze * audio.hop_length / audio.sample_rate)
+        image = plot_conversion(result.logmel_in, result.logmel_out, dst.with_suffix(".png"), audio=audio,
+                                titles=(f"input: {src.name}", f"converted to {to}"))
     return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
-                         time.perf_counter() - started, kept_output=keep_output)
+                         time.perf_counter() - started)
+
+
+def plot_conversion(logmel_in: Tensor, logmel_out: Tensor, path: Path, *, audio: AudioParams,
+                    titles: tuple[str, str]) -> Path:
+    """Write ``path``, a PNG of the input (top) and output (bottom) normalised log-mels ``(n_mels, frames)``, with
+    time and frequency axes (:func:`~specgan.spectrogram_figure.save_spectrogram_figure`): a column per frame, or
+    per run of frames averaged when there are more than :data:`PLOT_MAX_COLUMNS`."""
+    from specgan.spectrogram_figure import save_spectrogram_figure
+
+    logmels = torch.stack([logmel_in, logmel_out])[:, None]     # (2, 1, n_mels, frames)
+    squeeze = math.ceil(logmels.shape[-1] / PLOT_MAX_COLUMNS)
+    if squeeze > 1:  # the mean of each run of `squeeze` frames, the last run possibly shorter
+        logmels = F.avg_pool2d(logmels, kernel_size=(1, squeeze), ceil_mode=True)
+    return save_spectrogram_figure([(titles[0], logmels[0, 0]), (titles[1], logmels[1, 0])], path, audio=audio,
+                                   seconds_per_column=squeeze * audio.hop_length / audio.sample_rate)
 
 
 def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | None = None,

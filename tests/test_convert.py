@@ -482,14 +482,19 @@ def test_plot_shows_input_above_output(run, tmp_path):
     assert code == 0, stderr
     png = tmp_path / "o" / "res.png"
     assert f"and {png}" in stdout
-    n_frames = 1 + int(0.9 * RATE) // PARAMS.hop_length
-    layout = figure_layout(columns=n_frames, n_mels=PARAMS.n_mels, panels=2)
+    top, _ = plotted_panels(png, seconds=0.9)
+    # The top panel is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
+    y_scale = figure_layout(columns=top.shape[1], n_mels=PARAMS.n_mels, panels=2).y_scale
+    assert top[-8 * y_scale:].mean() > top[:8 * y_scale].mean()
+
+
+def plotted_panels(png: Path, *, seconds: float) -> list[np.ndarray]:
+    """The two panels (grey levels) of convert's plot of a clip of ``seconds``, checking the figure's size."""
+    layout = figure_layout(columns=1 + int(seconds * RATE) // PARAMS.hop_length, n_mels=PARAMS.n_mels, panels=2)
     with Image.open(png) as image:
         assert image.size == layout.size
         grey = np.asarray(image.convert("L")).astype(float)
-    # The top panel is the input's log-mel, low bands at the bottom: loud low harmonics near its lower edge.
-    top = grey[layout.top(0):layout.top(0) + layout.height, LEFT:LEFT + layout.width]
-    assert top[-8 * layout.y_scale:].mean() > top[:8 * layout.y_scale].mean()
+    return [grey[layout.top(k):layout.top(k) + layout.height, LEFT:LEFT + layout.width] for k in range(2)]
 
 
 def test_automatic_choice_names_and_warns_about_runs_it_cannot_read(tmp_path, monkeypatch):
@@ -739,9 +744,18 @@ def test_skip_existing_with_plot_writes_only_what_is_missing(run, tmp_path):
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
     code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--plot", "--skip-existing")
     assert code == 0, stderr
-    assert f"wrote {out / 'a.png'} (kept {out / 'a.wav'}, which exists)" in stdout
+    assert f"wrote {out / 'a.png'}, the plot of {out / 'a.wav'}, which exists and was kept (0.50 s; " in stdout
     assert f"wrote {out / 'b.wav'} (" in stdout and f"wrote {out / 'd.wav'} and {out / 'd.png'}" in stdout
     assert "kept 1 output(s) that exist (--skip-existing)" in stdout  # c, whole
     assert sorted(p.name for p in out.iterdir()) == [f"{n}.{s}" for n in "abcd" for s in ("png", "wav")]
     assert all(out.joinpath(name).stat().st_mtime_ns == t and out.joinpath(name).read_bytes() == b
                for name, (t, b) in before.items())  # a.wav, b.png and c's pair left as they were
+    # a.png shows the kept a.wav as it is (it had been drawn from a new conversion, by whatever model is current):
+    # after a.wav is replaced by silence, a new plot's lower half is the floor of the colour scale.
+    silent = np.zeros(sf.info(out / "a.wav").frames, np.float32)
+    sf.write(out / "a.wav", silent, sf.info(out / "a.wav").samplerate)
+    (out / "a.png").unlink()
+    code, stdout, stderr = cli(src, "--to", "B", "--model", run, "-o", out, "--plot", "--skip-existing")
+    assert code == 0 and f"wrote {out / 'a.png'}, the plot of {out / 'a.wav'}" in stdout, stderr
+    assert plotted_panels(out / "a.png", seconds=0.5)[1].std() == 0
+    assert plotted_panels(out / "c.png", seconds=0.5)[1].std() > 0
