@@ -21,18 +21,21 @@ class FileScan:
         files: the files of the kind sought, sorted part by part, as :class:`~pathlib.Path` objects sort.
         ignored: the other files, passed over by their names, in the order found.
         repeated: ``(folder, the folder it is)`` for each folder reached again through a link, passed over.
+        skipped: where the folder ``skip`` was met and left out (through a link, it can lie elsewhere), or None.
     """
 
     files: list[str]
     ignored: list[str]
     repeated: list[tuple[str, str]]
+    skipped: str | None = None
 
     def top_folders(self, keep: Callable[[str | None], bool]) -> "FileScan":
         """The scan with only the files and passed-over files under the top-level folders ``keep`` accepts (its
         argument: the folder's name, None for the files lying directly in the folder)."""
         def kept(relative: str) -> bool:
             return keep(relative.split(os.sep, 1)[0] if os.sep in relative else None)
-        return FileScan([r for r in self.files if kept(r)], [r for r in self.ignored if kept(r)], self.repeated)
+        return FileScan([r for r in self.files if kept(r)], [r for r in self.ignored if kept(r)], self.repeated,
+                        self.skipped)
 
     def ignored_suffixes(self) -> dict[str, int]:
         """Suffix (lower case; ``""`` for none) → how many files were passed over with it."""
@@ -73,7 +76,7 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         real.setdefault(_identity(root), os.path.relpath(root, folder))
     skipped = _identity(os.fspath(skip)) if skip is not None else None
-    found, ignored, repeated, searched = [], [], [], {}
+    found, ignored, repeated, searched, skipped_at = [], [], [], {}, None
     for root, dirs, names in os.walk(folder, followlinks=True):
         relative_root = os.path.relpath(root, folder)
         identity = _identity(root)
@@ -84,6 +87,7 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
             dirs[:] = []
             continue
         if identity == skipped:
+            skipped_at = skipped_at or relative_root
             dirs[:] = []
             continue
         searched[identity] = relative_root
@@ -93,4 +97,4 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
             if name.startswith("."):
                 continue
             (found if os.path.splitext(name)[1].lower() in suffixes else ignored).append(prefix + name)
-    return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated)
+    return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated, skipped_at)

@@ -358,6 +358,15 @@ def test_a_dataset_among_the_recordings_is_refused(corpus, tmp_path):
     one_line_error(code, output, f"{corpus / 'TM3'}: holds 2 recording(s) of {corpus} (e.g. 100001.flac), which the "
                                  f"dataset would leave out; write it to a folder of its own")
     assert sorted(p.name for p in (corpus / "TM3").iterdir()) == before
+    # The same domain reached through a link: it had been left out without a word, the dataset among its files.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for domain in ("SF1", "TM3"):
+        (linked / domain).symlink_to(corpus / domain)
+    code, output = run("prep", linked, "-o", corpus / "TM3", "--workers", "1", *FAST)
+    one_line_error(code, output, f"{corpus / 'TM3'}: holds 2 recording(s) of {linked} (as {linked / 'TM3'}) (e.g. "
+                                 f"100001.flac), which the dataset would leave out; write it to a folder of its own")
+    assert sorted(p.name for p in (corpus / "TM3").iterdir()) == before
     code, output = run("prep", corpus, "-o", corpus, "--workers", "1", *FAST)
     one_line_error(code, output, f"{corpus}: is the source folder; the dataset needs a folder of its own (e.g. -o "
                                  f"{tmp_path / 'wavs-dataset'})")

@@ -95,7 +95,8 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
     searched in the file name (e.g. ``^(\\d+)_`` labels FSDD's ``7_jackson_3.wav`` as domain ``7``); a file
     the pattern does not match is an error naming it. ``notes`` gets a line for what was passed over: files not
     named as audio, and domain folders that hold none or are another folder again (through a link). The folder
-    ``skip`` (the dataset being written, when it lies inside ``src``) is left out.
+    ``skip`` (the dataset being written, when it lies inside ``src``) is left out; if it holds recordings, it is
+    a DatasetError.
     """
     try:
         pattern = re.compile(domain_pattern) if domain_pattern else None
@@ -110,6 +111,8 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
     found = []
     folder_domain = src.resolve().name or "audio"  # for files directly in src
     scan = scan_audio_files(src, skip=skip)
+    if scan.skipped is not None:
+        _refuse_output_among_recordings(src, skip, met_as=scan.skipped)
     if notes is not None:
         notes += _passed_over(src, scan, by_folder=pattern is None, domains=domains, folder_domain=folder_domain,
                               skip=skip)
@@ -575,7 +578,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
     InterruptedWithWorkKept; one before any was finished leaves the dataset as it was.
     """
     src, out = Path(src), Path(out)
-    _refuse_output_among_recordings(src, out)
+    _refuse_output_as_source(src, out)
     notes: list[str] = []
     sources = discover(src, domains=domains, domain_pattern=domain_pattern, notes=notes,
                        skip=Path(out) if Path(out).is_dir() else None)
@@ -730,22 +733,24 @@ def _note_recordings_in_several_domains(entries: list[dict], notes: list[str]) -
                      f"and {b['path']} in {b['domain']} hold the same audio)")
 
 
-def _refuse_output_among_recordings(src: Path, out: Path) -> None:
-    """A DatasetError when the dataset folder ``out`` is the source folder, or a folder inside it that holds
-    recordings: discovery leaves the output folder out, so those recordings would be left out of the dataset
-    without a word (a whole domain, for ``-o SRC/DOMAIN``), and the dataset's files would lie among them."""
-    if not (src.is_dir() and out.is_dir()):
-        return
-    inside, there = out.resolve(), src.resolve()
-    if inside == there:
+def _refuse_output_as_source(src: Path, out: Path) -> None:
+    """A DatasetError when the dataset folder ``out`` is the source folder (discovery would find nothing in it)."""
+    if src.is_dir() and out.is_dir() and out.resolve() == src.resolve():
         raise DatasetError(f"{out}: is the source folder; the dataset needs a folder of its own (e.g. -o "
                            f"{src.parent / (src.resolve().name + '-dataset')})")
-    if inside.is_relative_to(there):
-        recordings = scan_audio_files(out).files
-        if recordings:
-            raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src} (e.g. "
-                               f"{printable(recordings[0])}), which the dataset would leave out; write it to a folder "
-                               f"of its own")
+
+
+def _refuse_output_among_recordings(src: Path, out: Path, *, met_as: str) -> None:
+    """A DatasetError when the dataset folder ``out``, which discovery met under ``src`` as ``met_as`` (itself or,
+    through a link, a domain folder that lies elsewhere) and left out, holds recordings: they would be left out of
+    the dataset without a word (a whole domain, for ``-o SRC/DOMAIN``), and its files would lie among them."""
+    recordings = scan_audio_files(out).files
+    if recordings:
+        met = Path(src, met_as)
+        through = "" if os.path.abspath(met) == os.path.abspath(out) else f" (as {printable(str(met))})"
+        raise DatasetError(f"{out}: holds {len(recordings)} recording(s) of {src}{through} (e.g. "
+                           f"{printable(recordings[0])}), which the dataset would leave out; write it to a folder "
+                           f"of its own")
 
 
 def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
