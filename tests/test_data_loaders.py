@@ -200,6 +200,33 @@ def test_fetch_from_mirror(tiny, tmp_path):
     assert not (tmp_path / "fifth").exists()
 
 
+def test_fetch_names_what_is_in_the_way_before_copying_anything(tiny, tmp_path):
+    name, mirror = tiny
+    prepped = tmp_path / "prepped"   # a prep dataset's folder: the set beside it would no longer load
+    prepped.mkdir()
+    (prepped / "manifest.json").write_text("{}")
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(prepped))}: holds a dataset made by specgan prep "
+                                           f"\\(manifest.json\\); fetch {name} into a folder of its own$"):
+        fetch_idx(name, prepped, mirror=mirror)
+    assert [p.name for p in prepped.iterdir()] == ["manifest.json"]
+    first = sorted(mirror.iterdir())[0]
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(first))}: not a folder; give the mirror folder"):
+        fetch_idx(name, tmp_path / "dest", mirror=first)   # it had said "mirror folder does not exist"
+    blocked = tmp_path / "blocked"   # a folder where the last file goes: found before the first is copied
+    (blocked / "t10k-labels-idx1-ubyte.gz").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte.gz: not a file, where tiny's file of that name "
+                                           "goes$"):
+        fetch_idx(name, blocked, mirror=mirror)
+    assert [p.name for p in blocked.iterdir()] == ["t10k-labels-idx1-ubyte.gz"]
+    odd_mirror = tmp_path / "odd-mirror"  # a mirror whose "file" is a folder: not "missing from the mirror"
+    shutil.copytree(mirror, odd_mirror)
+    (odd_mirror / first.name).unlink()
+    (odd_mirror / first.name).mkdir()
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(odd_mirror / first.name))}: not a regular file$"):
+        fetch_idx(name, tmp_path / "dest", mirror=odd_mirror)
+    assert not (tmp_path / "dest").exists()
+
+
 def test_fetch_accepts_raw_and_recompressed_files(tiny, tmp_path):
     name, mirror = tiny
     # a raw (uncompressed) copy, and a re-compressed one whose .gz md5 differs (as Debian's Fashion-MNIST)

@@ -372,6 +372,18 @@ def test_a_dataset_among_the_recordings_is_refused(corpus, tmp_path):
                                  f"{tmp_path / 'wavs-dataset'})")
 
 
+def test_a_dataset_beside_an_image_sets_files_is_refused(corpus, tmp_path):
+    """A dataset written into MNIST's folder had made those files unloadable (the IDX loader refuses a folder
+    holding a prep dataset); fetch refuses the other way round."""
+    images = tmp_path / "mnist"
+    images.mkdir()
+    (images / "train-images-idx3-ubyte.gz").write_bytes(b"stands for the set")
+    code, output = run("prep", corpus, "-o", images, "--workers", "1", *FAST)
+    one_line_error(code, output, f"{images}: holds an image set's IDX files (train-images-idx3-ubyte.gz); write the "
+                                 f"dataset to a folder of its own")
+    assert [p.name for p in images.iterdir()] == ["train-images-idx3-ubyte.gz"]
+
+
 @pytest.mark.parametrize("flags,rebuilt", [(["--n-fft", "1023"], True), (["--sample-rate", "11025"], True),
                                            ([], False)])
 def test_chunks_of_an_older_filterbank_are_made_again_where_it_differed(corpus, tmp_path, flags, rebuilt):

@@ -220,6 +220,12 @@ def _verified(path: Path, entry: IdxFile) -> bool:
         return False
 
 
+def idx_files_in(folder: Path) -> list[Path]:
+    """The files of any set of :data:`IDX_SETS` (``.gz`` or raw) in ``folder``, sorted."""
+    names = {name for spec in IDX_SETS.values() for entry in spec.files for name in (entry.name, entry.raw_name)}
+    return sorted(folder / name for name in names if (folder / name).exists())
+
+
 def find_file(folder: Path, entry: IdxFile) -> Path | None:
     """``folder/name.gz`` or else ``folder/name`` (raw), whichever exists first; None when neither does."""
     for name in (entry.name, entry.raw_name):
@@ -274,9 +280,17 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
     spec = idx_set(name)
     dest = Path(dest)
     if mirror is not None and not Path(mirror).is_dir():
-        raise DatasetError(f"{mirror}: mirror folder does not exist")
+        raise DatasetError(f"{mirror}: mirror folder does not exist" if not Path(mirror).exists() else
+                           f"{mirror}: not a folder; give the mirror folder that holds the {name} files")
     if dest.exists() and not dest.is_dir():
         raise DatasetError(f"{dest}: is a file; give a folder for the {name} files")
+    if (dest / "manifest.json").is_file():  # load_idx_set refuses such a folder: two datasets in one
+        raise DatasetError(f"{dest}: holds a dataset made by specgan prep (manifest.json); fetch {name} into a "
+                           f"folder of its own")
+    for entry in spec.files:  # a folder in the way is found before anything is copied
+        for in_the_way in (dest / entry.name, dest / entry.raw_name):
+            if in_the_way.exists() and not in_the_way.is_file():
+                raise DatasetError(f"{in_the_way}: not a file, where {name}'s file of that name goes")
     made = outermost_missing(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -306,6 +320,9 @@ def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, ba
     for entry, _ in needed if mirror is not None else ():
         sources[entry.name] = find_file(Path(mirror), entry)
         if sources[entry.name] is None:
+            for odd in (Path(mirror) / entry.name, Path(mirror) / entry.raw_name):
+                if odd.exists():  # a folder, a pipe: find_file takes regular files only
+                    raise DatasetError(f"{odd}: not a regular file")
             inside = find_file(Path(mirror) / name, entry)
             hint = f"; it is in {Path(mirror) / name}: give that folder as the mirror" if inside else ""
             raise DatasetError(f"{Path(mirror) / entry.name}: missing from the mirror (also looked for "

@@ -31,6 +31,7 @@ from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, Resampler
 from specgan.audio.params import AudioParams
 from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, PreppedDataset, check_values_in_range,
                                      domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
+from specgan.data.idx import idx_files_in
 from specgan.errors import AudioError, DatasetError, InterruptedWithWorkKept
 from specgan.file_scan import FileScan
 from specgan.folder_lock import FolderLock
@@ -584,6 +585,10 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                        skip=Path(out) if Path(out).is_dir() else None)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
+    image_set = idx_files_in(out) if out.is_dir() else []
+    if image_set:  # a dataset beside them would stop them loading (load_idx_set refuses a prep dataset's folder)
+        raise DatasetError(f"{out}: holds an image set's IDX files ({image_set[0].name}); write the dataset to a "
+                           f"folder of its own")
     made = outermost_missing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
