@@ -815,6 +815,9 @@ def test_an_update_interrupted_before_any_file_is_done_keeps_the_dataset_as_it_w
     before = (out / "manifest.json").read_bytes()
     shutil.copy(vcc / "vcc2016_training" / "TM3" / "100005.flac", corpus / "TM3" / "new.flac")
     shutil.copy(vcc / "vcc2016_training" / "TM3" / "100006.flac", corpus / "TM3" / "newer.flac")
+    # A file that cannot even be hashed is set aside before processing starts: it had been counted as processed
+    # ("kept the 1 file(s)" when none was, and a new dataset version committed).
+    (corpus / "TM3" / "broken.wav").symlink_to("nowhere")
     _stop_after(monkeypatch, 0)
     with pytest.raises(KeyboardInterrupt) as caught:
         prep(corpus, out, params=FAST_PARAMS, workers=1)
@@ -830,6 +833,7 @@ def test_an_update_interrupted_before_any_file_is_done_keeps_the_dataset_as_it_w
     assert m["unfinished"] == 1 and len(m["sources"]) == 5  # the 4 it had and one new
     assert not prep(corpus, out, params=FAST_PARAMS, workers=1).up_to_date
     assert "unfinished" not in open_dataset(out).manifest and len(open_dataset(out).manifest["sources"]) == 6
+    assert "TM3/broken.wav" in {s["path"] for s in open_dataset(out).manifest["skipped"]}
 
 
 @pytest.mark.parametrize("error, exit_code, what", [(KeyboardInterrupt, 130, "interrupted"),

@@ -636,15 +636,17 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         if on_start:
             on_start(len(to_process))
         interrupted = None
+        done_now = 0  # files processed by this run (``results`` also holds those _hash_all could not read)
         try:
             for path, digest, result in _process(to_process, params, workers, hash_files=old is None):
                 if digest is not None:
                     hashes[path] = digest
                 results[path] = result
+                done_now += 1
                 if on_file:
                     on_file(path)
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: commit the files done so far (below), then stop
-            if not results:
+            if not done_now:  # nothing new to keep: the dataset stays as it was
                 raise
             if overwrite and current is not None:
                 # A rebuild replaces the dataset whole or not at all: committing part of it would lose the complete
@@ -716,7 +718,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                       **({"unfinished": report.unfinished} if report.unfinished else {})})
         if interrupted:
             raise InterruptedWithWorkKept(
-                f"kept the {len(results)} file(s) processed so far in {out} ({report.unfinished} not yet); run "
+                f"kept the {done_now} file(s) processed so far in {out} ({report.unfinished} not yet); run "
                 f"the same command again{' without --overwrite' if overwrite else ''} to finish it",
                 exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
