@@ -301,6 +301,16 @@ def test_prep_says_what_it_passed_over(tmp_path):
     notes = []
     prep_module.discover(src, domain_pattern="^(\\w)", notes=notes)   # domains from names: no folder notes
     assert len(notes) == 1
+    # A hidden folder of recordings was passed over without a word, and --domains called it empty.
+    (src / ".E").mkdir()
+    (src / ".E" / "e.wav").write_bytes(b"")
+    notes = []
+    prep_module.discover(src, domains=("A",), notes=notes)
+    assert notes[-1] == (f"{src / '.E'}: a hidden folder, passed over with the audio files in it; rename it without "
+                         f"its leading dot to use them")
+    with pytest.raises(DatasetError, match=re.escape(f"no domain '.E' (domains found: A, D; hidden folders are passed "
+                                                     f"over: rename {src / '.E'} without its leading dot)")):
+        prep_module.discover(src, domains=(".E",))
 
 
 
@@ -337,6 +347,10 @@ def test_a_link_to_a_domain_folder_never_takes_its_recordings(tmp_path):
                      f"as {src / 'B'}'s",
                      f"{src / 'C' / 'more'}: the same folder as {src / 'B'} (through a link), so its files count "
                      f"once, as {src / 'B'}'s"]
+    with pytest.raises(DatasetError, match=re.escape(f"no domain 'A_alias' (domains found: B, C; {src / 'A_alias'} "
+                                                     f"is the folder {src / 'B'} (through a link), whose files count "
+                                                     f"as domain B)")):  # it had said "holds no audio files"
+        prep_module.discover(src, domains=("A_alias",))
 
 
 def test_a_dataset_written_inside_its_source_folder_is_not_news(corpus, tmp_path):

@@ -137,9 +137,15 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
         present = sorted({f.domain for f in found})
         missing = [d for d in domains if d not in present]
         if missing:
-            empty = f"; {src / missing[0]} holds no audio files" if (src / missing[0]).is_dir() else ""
+            why = ""
+            if (src / missing[0]).is_dir():
+                same = dict(scan.repeated).get(missing[0])
+                why = (f"; hidden folders are passed over: rename {src / missing[0]} without its leading dot"
+                       if missing[0].startswith(".") else
+                       f"; {src / missing[0]} is the folder {src / same} (through a link), whose files count as "
+                       f"domain {same}" if same is not None else f"; {src / missing[0]} holds no audio files")
             raise DatasetError(f"{src}: no domain '{missing[0]}' (domains found: {', '.join(present) or 'none'}"
-                               f"{empty})")
+                               f"{why})")
         found = [f for f in found if f.domain in domains]
     if not found:
         raise DatasetError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
@@ -165,6 +171,10 @@ def _passed_over(src: Path, scan: FileScan, *, by_folder: bool, domains: tuple[s
     for folder, same in scan.repeated:
         lines.append(f"{src / folder}: the same folder as {src / same} (through a link), so its files count once, "
                      f"as {src / same}'s")
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        if entry.name.startswith(".") and entry.is_dir() and scan_audio_files(entry.path).files:
+            lines.append(f"{src / entry.name}: a hidden folder, passed over with the audio files in it; rename it "
+                         f"without its leading dot to use them")
     if by_folder:
         with_files = {relative.split(os.sep)[0] for relative in scan.files}
         repeated = {folder for folder, _ in scan.repeated}
