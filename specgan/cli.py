@@ -294,8 +294,7 @@ def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any
     audio.update({k: overrides.pop(k) for k in list(overrides) if not isinstance(overrides[k], dict)})
     if overrides:
         raise ConfigError(f"--set {next(iter(overrides))}.…: only [audio] keys can be set here")
-    audio.update({k: v for k, v in flags.items() if v is not None})
-    params = resolve_audio_params(recipe=recipe, overrides=audio)
+    params = resolve_audio_params(recipe=recipe, overrides=audio, flags=flags)
     if recipe is not None and set(read_toml(recipe)) - {"audio"}:
         from specgan.train.config import load_recipe
 
@@ -348,7 +347,9 @@ def prep(
     params = _audio_params(recipe, set_items, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                            n_mels=n_mels, frames=frames, chunk_hop=chunk_hop, trim_silence=trim_silence,
                            pad_short=pad_short)
-    wanted = tuple(d.strip() for d in domains.split(",") if d.strip()) if domains else None
+    wanted = tuple(d.strip() for d in domains.split(",") if d.strip()) if domains is not None else None
+    if wanted == ():  # it had meant every domain
+        raise ConfigError(f"--domains {shlex.quote(domains)}: names no domain; leave it out for all of them")
     progress = Progress(TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
                         # off the terminal a transient bar shows nothing, but leaves an empty line before any error

@@ -90,16 +90,34 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
     ``source`` (a file name, or e.g. ``"--set"``) and ``prefix`` (the dotted path of this table) appear in every
     error message, so a user sees exactly which key of which file is wrong.
     """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = [f.name for f in fields.values()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    values = checked_fields(cls, data, source=source, prefix=prefix)
+    if missing:
+        raise ConfigError(f"{source}: missing key '{prefix}{missing[0]}'")
+    try:
+        return cls(**values)
+    except ValueError as e:  # cross-field checks in __post_init__
+        # A check that starts with its key ("betas = [0.5]: ...") gets the section's prefix on that key; others are
+        # placed under the section. The top table's checks name their keys themselves.
+        message = str(e)
+        if prefix and re.match(r"[a-z_]+ = ", message):
+            raise ConfigError(f"{source}: {prefix}{message}") from None
+        where = f"{prefix.rstrip('.')}: " if prefix else ""
+        raise ConfigError(f"{source}: {where}{message}") from None
+
+
+def checked_fields(cls: type, data: Mapping[str, Any], *, source: str, prefix: str = "") -> dict[str, Any]:
+    """``data``'s values for fields of the dataclass ``cls``, each checked alone (its key, type, range and choices;
+    nested tables built with :func:`from_mapping`), as one-line ConfigErrors like :func:`from_mapping`'s: for values
+    that a later layer of settings may replace before the whole is built."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}' (valid keys: {', '.join(fields)})")
-    required = [f.name for f in fields.values()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise ConfigError(f"{source}: missing key '{prefix}{missing[0]}'")
     values = {}
     for name, value in data.items():
         where = f"{source}: {prefix}{name}"
@@ -122,16 +140,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: 
             choices = ', '.join(_describe(c) if c in ('', True, False) else str(c) for c in meta['choices'])
             raise ConfigError(f"{where} = {_describe(value)}: must be one of {choices}")
         values[name] = value
-    try:
-        return cls(**values)
-    except ValueError as e:  # cross-field checks in __post_init__
-        # A check that starts with its key ("betas = [0.5]: ...") gets the section's prefix on that key; others are
-        # placed under the section. The top table's checks name their keys themselves.
-        message = str(e)
-        if prefix and re.match(r"[a-z_]+ = ", message):
-            raise ConfigError(f"{source}: {prefix}{message}") from None
-        where = f"{prefix.rstrip('.')}: " if prefix else ""
-        raise ConfigError(f"{source}: {where}{message}") from None
+    return values
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:

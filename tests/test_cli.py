@@ -112,6 +112,9 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", audio_3], "a3.toml: audio must be a table"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", typo], "typo.toml: unknown key 'train.stepz'"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", "(a"], "--domain-pattern '(a': not a regular"),
+        (["prep", tmp_path, "-o", tmp_path / "ds", "--domains", ","], "--domains ,: names no domain; leave it out"),
+        (["prep", tmp_path, "-o", tmp_path / "ds", "--set", "frames=abc", "--frames", "16"],
+         "command line: frames = 'abc': expected int, got str"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", r"^\d+_"],  # shown as typed, not doubled
          r"--domain-pattern '^\d+_': needs a (group) that captures the domain"),
     ]

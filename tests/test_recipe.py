@@ -62,6 +62,11 @@ def test_toml_files_and_overrides(tmp_path):
     recipe.write_text("[audio]\nn_mels = 64\nsample_rate = 16000\n")
     params = resolve_audio_params(recipe=recipe, overrides={"n_mels": 40, "hop_length": None})
     assert (params.n_mels, params.sample_rate, params.hop_length) == (40, 16000, 256)
+    # A bad --set value that a flag replaces is still an error (it had been dropped unchecked); checks between keys
+    # (win_length <= n_fft) apply to the whole, so a --set the flags complete is fine.
+    with pytest.raises(ConfigError, match="^command line: frames = 'abc': expected int, got str$"):
+        resolve_audio_params(overrides={"frames": "abc"}, flags={"frames": 16})
+    assert resolve_audio_params(overrides={"win_length": 2048}, flags={"n_fft": 4096}).win_length == 2048
     recipe.write_text("[audio]\nn_mel = 64\n")
     with pytest.raises(ConfigError, match=r"r\.toml: unknown key 'audio\.n_mel'"):
         resolve_audio_params(recipe=recipe)

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from specgan.audio.stft import centred_padding
 from specgan.errors import ConfigError
-from specgan.recipe import from_mapping, param, read_toml
+from specgan.recipe import checked_fields, from_mapping, param, read_toml
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,12 @@ class AudioParams:
         return self.frames * self.hop_length / self.sample_rate
 
 
-def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AudioParams:
-    """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (e.g. command-line flags; ``None`` values
-    are ignored). Any bad key or value is a one-line ConfigError naming where it came from."""
+def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                         flags: Mapping[str, Any] | None = None) -> AudioParams:
+    """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (``--set``), then ``flags`` (``None``
+    values are ignored in both). Any bad key or value is a one-line ConfigError naming where it came from, also one
+    that a later layer replaces (``--set frames=abc --frames 16`` is an error, as a bad value in the recipe is);
+    checks between keys apply to the whole."""
     table: dict[str, Any] = {}
     if recipe is not None:
         audio = read_toml(recipe).get("audio", {})
@@ -91,6 +94,10 @@ def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, 
             raise ConfigError(f"{recipe}: audio must be a table")
         table = dict(audio)
         from_mapping(AudioParams, table, source=str(recipe), prefix="audio.")
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given = {}
+    for layer in (overrides, flags):
+        layer = {k: v for k, v in (layer or {}).items() if v is not None}
+        checked_fields(AudioParams, layer, source="command line")  # also a value the next layer replaces
+        given.update(layer)
     source = "command line" if given else (str(recipe) if recipe else "defaults")
     return from_mapping(AudioParams, {**table, **given}, source=source, prefix="audio." if not given else "")
