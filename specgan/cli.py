@@ -180,8 +180,8 @@ def guarded(fn: Callable | None = None, *, loads_torch: bool = False) -> Callabl
     def wrapper(*args, **kwargs):
         try:
             with _sigterm_as_interrupt():
-                if loads_torch:
-                    with _signals_deferred():
+                with _signals_deferred():  # (which also releases those held since start-up)
+                    if loads_torch:
                         importlib.import_module("torch")
                 return fn(*args, **kwargs)
         except typer.Exit:
@@ -225,6 +225,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: The signal mask from before ``specgan.__main__.run`` held Ctrl-C and SIGTERM back, until a command restores it.
+mask_at_start: set[signal.Signals] | None = None
+
+
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM blocked while the block runs; one that came meanwhile is delivered when it ends, and acts
@@ -233,11 +237,14 @@ def _signals_deferred() -> Iterator[None]:
     (an ImportError, a RecursionError, an abort). The signals are blocked in the process's signal mask rather than
     caught by a Python handler, which torch's import did not always let run; threads started meanwhile keep them
     blocked, so they reach the main thread."""
+    global mask_at_start
     held = {signal.SIGINT, signal.SIGTERM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:
+        if mask_at_start is not None:  # held since start-up (specgan.__main__.run): the mask from before that
+            previous, mask_at_start = mask_at_start, None
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending signal is delivered here
 
 

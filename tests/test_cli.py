@@ -227,3 +227,30 @@ def test_a_signal_while_torch_loads_stops_the_command(tmp_path, sent, code, said
     done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_TORCH_IMPORT, sent], capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.returncode == code and done.stderr.strip() == f"{said}; nothing half-written was kept", done.stderr
+
+
+#: Run in a child: the signal ``sys.argv[1]`` reaches the process while typer is imported, before specgan's command
+#: line is even built; then the command ``sys.argv[2:]`` is dispatched, as the ``specgan`` script does.
+SIGNAL_DURING_START = """
+import builtins, os, signal, sys
+real_import, sent, signal_number = builtins.__import__, [], getattr(signal, sys.argv[1])
+def hooked(name, *args, **kwargs):
+    if name == "typer" and not sent:
+        sent.append(name)
+        os.kill(os.getpid(), signal_number)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = hooked
+from specgan.__main__ import run
+sys.argv = ["specgan", *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize("sent, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "stopped by SIGTERM")])
+@pytest.mark.parametrize("command", [["reconstruct", "no-such-file.wav", "-o", "out.wav"],   # imports torch
+                                     ["data", "fetch", "mnist", "--mirror", "nowhere"]])     # does not
+def test_a_signal_while_the_command_line_loads_stops_the_command(tmp_path, sent, code, said, command):
+    """Ctrl-C during typer's and rich's imports (a fifth of a second) had ended in a traceback."""
+    done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_START, sent, *command], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == code and done.stderr.strip() == f"{said}; nothing half-written was kept", done.stderr
