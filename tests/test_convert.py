@@ -607,6 +607,20 @@ def test_ogg_output_decodes_without_clipping(tmp_path, name):
     assert np.abs(sf.read(tmp_path / "out.wav")[0]).max() == pytest.approx(np.abs(signal).max(), abs=1 / 32768)
 
 
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_a_file_name_that_is_not_utf8_is_converted(run, tmp_path, suffix):
+    """Linux allows any bytes in a name; soundfile encodes a name as strict UTF-8, and writing the output had been an
+    internal error (exit 1) after all the work, which also stopped a folder's conversion."""
+    src = speech_file(tmp_path / "plain.wav", seconds=0.5).rename(tmp_path / os.fsdecode(b"take \xff1.wav"))
+    out = tmp_path / os.fsdecode(b"out \xfe" + suffix.encode())
+    done = subprocess.run([sys.executable, "-m", "specgan", "convert", src, "--to", "B", "--model", run, "-o", out,
+                           "--iters", "2", "--plot"], capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open(out, "rb") as written, open(src, "rb") as given:
+        assert sf.info(written).frames == sf.info(given).frames
+    assert out.with_suffix(".png").is_file()
+
+
 def test_a_long_ogg_output_is_written(tmp_path):
     """libvorbis allocates a write's whole input on its stack: one write of 2.2M samples (50 s at 44.1 kHz)
     crashed the process (a segmentation fault, exit 139, a temporary file left). In a child process, so that a

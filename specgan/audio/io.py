@@ -498,7 +498,8 @@ def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: 
     """Decode the Vorbis file ``tmp`` made from ``data`` and, while its peak exceeds 1, write it again from ``data``
     scaled down (see :func:`save_audio`); an AudioError naming ``name`` after :data:`LOSSY_TRIES` files."""
     for attempt in range(1, LOSSY_TRIES + 1):
-        decoded_peak = float(np.abs(sf.read(tmp, dtype="float32")[0]).max(initial=0.0))
+        with open(tmp, "rb") as file:  # by file object: libsndfile takes names as UTF-8 only (see below)
+            decoded_peak = float(np.abs(sf.read(file, dtype="float32")[0]).max(initial=0.0))
         if decoded_peak <= 1.0:
             return
         if attempt == LOSSY_TRIES:
@@ -513,6 +514,13 @@ def _write_in_blocks(path: Path, data: np.ndarray, *, sample_rate: int, format: 
     """Write mono ``data`` to ``path`` in blocks of :data:`WRITE_BLOCK_SAMPLES`: libvorbis allocates its whole
     input on the stack, so one write of about 2.1M samples or more (about 48 s at 44.1 kHz) crashed the process
     with a segmentation fault (libsndfile/libsndfile#1095, bastibe/python-soundfile#233)."""
-    with sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, format=format, subtype=subtype) as file:
-        for start in range(0, len(data), WRITE_BLOCK_SAMPLES):
-            file.write(data[start:start + WRITE_BLOCK_SAMPLES])
+    # Through a file descriptor: soundfile encodes a name as strict UTF-8, and a file name that is not (legal on
+    # Linux, kept by Python as surrogate escapes) had been an internal error after all the work was done.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with sf.SoundFile(fd, "w", samplerate=sample_rate, channels=1, format=format, subtype=subtype,
+                          closefd=False) as file:
+            for start in range(0, len(data), WRITE_BLOCK_SAMPLES):
+                file.write(data[start:start + WRITE_BLOCK_SAMPLES])
+    finally:
+        os.close(fd)
