@@ -432,7 +432,7 @@ def reconstruct(
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
-        raise SpecganError(f"{src}: no such file")
+        raise SpecganError(f"{src}: not a regular file" if src.exists() else f"{src}: no such file")
     into_folder = output.endswith(("/", os.sep))
     output = Path(output)
     if into_folder or output.is_dir():

@@ -366,6 +366,12 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
     def outputs(out: Path) -> list[Path]:
         return [out, out.with_suffix(".png")] if plot else [out]
 
+    if plot and src.is_file():  # (a folder's outputs lie outside it)
+        picture = dst.with_suffix(".png")
+        if picture.exists() and picture.resolve() == src.resolve():  # e.g. a recording named take.png
+            raise SpecganError(f"{picture}: the plot's name, is the input file; choose another output so the "
+                               f"original is kept")
+
     if skip_existing:
         done = [all(p.exists() for p in outputs(o)) for _, o in plan.jobs]
         plan.kept = [o for (_, o), d in zip(plan.jobs, done) if d]
@@ -393,7 +399,8 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
         _check_writable(dst.parent)
         return dst, [(src, dst)]
     if not src.is_dir():
-        raise SpecganError(f"{src}: no such file or folder")
+        raise SpecganError(f"{src}: not a regular file or folder" if src.exists() else  # a pipe, a device
+                           f"{src}: no such file or folder")
     named = src if src.name not in ("", "..") else Path(os.path.abspath(src))  # "." and ".." name no folder
     dst = output if output is not None else named.with_name(f"{named.name}.to-{to}")
     if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):

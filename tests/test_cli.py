@@ -96,6 +96,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     recipe.write_text("[audio]\nn_melz = 40\n")
     wav = tmp_path / "a.wav"
     sf.write(wav, (np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32), 8000)
+    os.mkfifo(tmp_path / "pipe.wav")  # it had been "no such file"
     short = tmp_path / "short.wav"
     sf.write(short, np.full(100, 0.1, np.float32), 22050)
     audio_3 = tmp_path / "a3.toml"
@@ -109,6 +110,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         (["reconstruct", wav, "-o", tmp_path / "b.mp4"], "b.mp4: unsupported output format"),
         (["reconstruct", wav, "-o", wav], "is the input file"),
         (["reconstruct", tmp_path / "missing.wav", "-o", tmp_path / "b.wav"], "missing.wav: no such file"),
+        (["reconstruct", tmp_path / "pipe.wav", "-o", tmp_path / "b.wav"], "pipe.wav: not a regular file"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", audio_3], "a3.toml: audio must be a table"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", typo], "typo.toml: unknown key 'train.stepz'"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", "(a"], "--domain-pattern '(a': not a regular"),

@@ -445,6 +445,15 @@ def test_user_errors_are_one_line_with_exit_code_2(run, tmp_path):
     one_line_error(code, stderr, "readme.wav: not readable audio")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", src)
     one_line_error(code, stderr, "is the input file")
+    take = speech_file(tmp_path / "take.wav").rename(tmp_path / "take.png")  # its plot would replace it
+    for flags in ([], ["--overwrite"]):
+        code, _, stderr = cli(take, "--to", "B", "--model", run, "-o", tmp_path / "take.wav", "--plot", *flags)
+        one_line_error(code, stderr, f"{take}: the plot's name, is the input file; choose another output so the "
+                                     f"original is kept")
+    assert sf.info(take).frames > 0
+    os.mkfifo(tmp_path / "pipe.wav")
+    code, _, stderr = cli(tmp_path / "pipe.wav", "--to", "B", "--model", run)
+    one_line_error(code, stderr, f"{tmp_path / 'pipe.wav'}: not a regular file or folder")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out.mp4")
     one_line_error(code, stderr, "out.mp4: unsupported output format")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out3")
