@@ -418,7 +418,7 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
 
 def _finish(wave: Tensor, *, rate: int, sample_rate: int, length: int | None = None) -> np.ndarray:
     """Resample (soxr HQ, as :func:`~specgan.audio.io.load_audio`) to ``length`` samples (cut, or zero-padded at the
-    end, when given) and scale down only a peak above 1."""
+    end, when given). (:func:`~specgan.audio.io.save_audio` scales down a peak above 1, never clips.)"""
     import soxr
 
     data = wave.detach().cpu().numpy().astype(np.float32)
@@ -426,8 +426,7 @@ def _finish(wave: Tensor, *, rate: int, sample_rate: int, length: int | None = N
         data = soxr.resample(data, rate, sample_rate, quality="HQ").astype(np.float32)
     if length is not None:
         data = np.pad(data[:length], (0, max(0, length - len(data))))
-    peak = float(np.abs(data).max()) if data.size else 0.0
-    return data / peak if peak > 1.0 else data  # never clip; leave quiet output quiet
+    return data
 
 
 def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sample_rate: int | None = None,

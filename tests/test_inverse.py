@@ -361,6 +361,19 @@ def test_invert_logmel_in_one_block_is_one_griffinlim_pass_from_the_given_phase(
     assert torch.equal(inversion.magnitude_of(0, logmel.shape[-1]), inverter.magnitude(logmel))
 
 
+def test_reconstruct_of_a_recording_above_full_scale_scales_it_down_instead_of_clipping(tmp_path):
+    """A float recording peaking at 3 (valid input) had its rebuilt waveform clipped at 1 by save_audio, flat tops
+    that the printed spectral convergence knew nothing of; it is scaled down as a whole, as convert's output is."""
+    import soundfile as sf
+
+    params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=40)
+    loud = demo_speech(3.0, sample_rate=8000)
+    sf.write(tmp_path / "loud.wav", (loud / loud.abs().max() * 3.0).numpy(), 8000, subtype="FLOAT")
+    reconstruct_file(tmp_path / "loud.wav", tmp_path / "out.wav", params=params, n_iter=8)
+    out = np.abs(sf.read(tmp_path / "out.wav")[0])
+    assert out.max() > 0.999 and np.sum(out > 1 - 2 / 32768) <= 2  # one peak at full scale, no run of them
+
+
 def test_reconstruct_of_a_long_file_in_blocks_is_as_good_as_one_pass(tmp_path, monkeypatch):
     params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=40)
     src = tmp_path / "speech.wav"

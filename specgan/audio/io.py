@@ -452,7 +452,8 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     """Write a mono waveform atomically (temporary file in the same folder, then rename).
 
     Args:
-        wave: shape ``(samples,)``, float in [-1, 1]; values outside are clipped.
+        wave: shape ``(samples,)``, float; a peak above 1 (full scale) scales the whole waveform down to 1, so
+            that it is never clipped (Griffin-Lim's output can exceed the input's level).
         sample_rate: in Hz.
 
     The format follows the suffix (``.wav`` is written as 16-bit PCM, ``.flac`` as 16-bit FLAC, ``.ogg`` as Vorbis).
@@ -463,7 +464,10 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     """
     path = Path(path)
     data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
-    data = np.clip(data.astype(np.float32), -1.0, 1.0)
+    data = data.astype(np.float32)
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > 1.0:
+        data = data / np.float32(peak)
     fmt = OUTPUT_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"{path}: unsupported output format (use .wav, .flac or .ogg)")
