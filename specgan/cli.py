@@ -741,8 +741,9 @@ def convert(
     if report.failed:
         for f in report.failed:
             say(f"skipped {f.reason}", to=err)
+        others = f"; the others are in {report.output}" if report.converted else ""
         raise SpecganError(f"{len(report.failed)} of {len(report.failed) + len(report.converted)} file(s) could not "
-                           f"be converted (listed above); the others are in {report.output}")
+                           f"be converted (listed above){others}")
 
 
 #: eval's options for one kind of run, when not given.

@@ -363,6 +363,10 @@ def test_folder_input_is_mirrored_and_bad_files_are_listed(run, tmp_path):
     assert len(lines) == 2 and "broken.wav: not readable audio" in lines[0], stderr
     assert f"error: 1 of 5 file(s) could not be converted (listed above); the others are in {tmp_path / 'out'}" \
         in lines[1]
+    # Continued with --skip-existing, only the broken file is left: there are no "others" to point to.
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "out", "--skip-existing")
+    assert code == 2 and stderr.strip().splitlines()[-1] == "error: 1 of 1 file(s) could not be converted (listed " \
+                                                            "above)", stderr
     # Default output folder: <folder>.to-DOMAIN beside it.
     (src / "deep" / "broken.wav").unlink()
     code, _, stderr = cli(src, "--to", "A", "--model", run)
