@@ -13,6 +13,7 @@ import importlib
 import io
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -73,7 +74,9 @@ def _given_value(e: Exception) -> str:
         value = errors()[0]["input"] if callable(errors) else None
     except Exception:  # another library's error type: nothing to add
         return ""
-    return "" if value is None or str(value) in e.format_message() else f", got {value}"
+    # As a whole word: "0" is in "greater than or equal to 100", which had left the 0 unsaid.
+    said = value is not None and re.search(rf"(?<![\w.-]){re.escape(str(value))}(?![\w.])", e.format_message())
+    return "" if value is None or said else f", got {value}"
 
 
 class SpecganGroup(typer.core.TyperGroup):
@@ -838,7 +841,7 @@ def evaluate(
         for f in result["failed"]:
             say(f"skipped the pair of {f['reason']}", to=err)
         raise SpecganError(f"{len(result['failed'])} of {len(result['failed']) + result['pairs']} pair(s) could not "
-                           f"be read (listed above); the result is over the other {result['pairs']}")
+                           f"be scored (listed above); the result is over the other {result['pairs']}")
 
 
 def _translation_rows(table: Table, result: dict) -> None:

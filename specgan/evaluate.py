@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +26,7 @@ from torch import nn
 from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
-from specgan.errors import AudioError, ConfigError
+from specgan.errors import AudioError, ConfigError, SpecganError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
 from specgan.sample import generator_from_checkpoint
@@ -110,9 +112,20 @@ def record_result(result: dict[str, Any]) -> Path:
     """Append ``result`` (from :func:`evaluate_run` or :func:`evaluate_translation`) as one JSON line to
     :func:`results_log` of its checkpoint, atomically; returns that file."""
     log = results_log(Path(result["checkpoint"]))
-    previous = log.read_text() if log.exists() else ""
-    with atomic_path(log) as tmp:
-        tmp.write_text(previous + json.dumps(result) + "\n")
+    if log.exists() and not log.is_file():
+        raise SpecganError(f"{log}: not a file; the result above was not recorded")
+    # Two evals of one run (several checkpoints measured at once) each read, then replace, the log: one at a time,
+    # or the second had dropped the first's line. The lock is on the folder itself: train's is on its .lock file.
+    folder = os.open(log.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        previous = log.read_bytes() if log.exists() else b""  # as bytes: whatever else is in it is kept as it is
+        if previous and not previous.endswith(b"\n"):  # a line cut short by someone else: this one starts anew
+            previous += b"\n"
+        with atomic_path(log) as tmp:
+            tmp.write_bytes(previous + json.dumps(result).encode() + b"\n")
+    finally:
+        os.close(folder)  # (which releases the lock)
     return log
 
 
@@ -128,12 +141,24 @@ def parallel_pairs(source_dir: Path, target_dir: Path) -> tuple[list[tuple[Path,
         if not Path(folder).is_dir():
             raise ConfigError(f"--pairs: {folder}: " + ("a file; --pairs takes two folders of same-named recordings"
                                                         if Path(folder).exists() else "no such folder"))
-    targets = {f.relative_to(target_dir).with_suffix(""): f for f in audio_files(target_dir)}
+    targets = _by_name(audio_files(target_dir), folder=target_dir)
     pairs, unmatched = [], []
-    for source in audio_files(source_dir):
-        key = source.relative_to(source_dir).with_suffix("")
+    for key, source in _by_name(audio_files(source_dir), folder=source_dir).items():
         (pairs.append((source, targets[key])) if key in targets else unmatched.append(source))
     return pairs, unmatched
+
+
+def _by_name(files: list[Path], *, folder: Path) -> dict[Path, Path]:
+    """``files`` under ``folder`` by their path relative to it without the suffix, the name that pairs them; two
+    files of one name (``x.wav`` and ``x.flac``) are a ConfigError naming both: one had been taken silently."""
+    named: dict[Path, Path] = {}
+    for file in files:
+        key = file.relative_to(folder).with_suffix("")
+        if key in named:
+            raise ConfigError(f"--pairs: {named[key]} and {file}: two recordings of one name; keep the one that is "
+                              f"the sentence's, so that each pair is one source and one target")
+        named[key] = file
+    return named
 
 
 def _unscorable(wave: torch.Tensor, *, sample_rate: int) -> str | None:
@@ -173,7 +198,8 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
     src_domain, dst_domain = translator.domains if direction == "A2B" else translator.domains[::-1]
     # Folders named after the domains the other way round: the source recordings are in the target's voice, so the
     # scores would measure nothing, and would be appended to the run's eval.jsonl as if they did.
-    if (Path(source_dir).name, Path(target_dir).name) == (dst_domain, src_domain):
+    # (Resolved: "." names no folder.)
+    if (Path(source_dir).resolve().name, Path(target_dir).resolve().name) == (dst_domain, src_domain):
         other = "B2A" if direction == "A2B" else "A2B"
         raise ConfigError(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, "
                           f"but --direction {direction} converts {src_domain} → {dst_domain}; --direction {other} "

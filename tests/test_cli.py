@@ -176,6 +176,7 @@ def test_usage_errors_are_one_line_naming_the_command_and_option(tmp_path):
         (["reconstruct", tmp_path / "a.wav", "--iters", "0"], "0"),
         (["convert", tmp_path / "a.wav", "--to", "x", "--sample-rate", "123"], "123"),
         (["sample", tmp_path, "-n", "lots"], "lots"),
+        (["eval", tmp_path, "-n", "0"], "greater than or equal to 100, got 0"),  # "0" is in "100": it had been left out
         (["data", "fetch"], "error: specgan data fetch: Missing argument 'NAME'"),
         # raised by the option parser without a context: placed under the command being run
         (["eval", tmp_path, "--pairs", tmp_path], "error: specgan eval: Option '--pairs' requires 2 arguments"),

@@ -4,7 +4,10 @@ voice_convert recipe for a few steps, convert a held-out utterance, score the ru
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import soundfile as sf
 from PIL import Image
 
 from specgan.audio.io import load_audio
-from specgan.errors import ConfigError
+from specgan.errors import ConfigError, SpecganError
 from specgan.evaluate import parallel_pairs
 from specgan.metrics.audio_quality import mel_cepstral_distortion
 from specgan.spectrogram_figure import figure_layout
@@ -92,6 +95,41 @@ def test_parallel_pairs_match_by_relative_name(tmp_path):
     assert [(s.relative_to(tmp_path).as_posix(), t.relative_to(tmp_path).as_posix()) for s, t in pairs] == \
         [("a/2.flac", "b/2.wav"), ("a/x/1.wav", "b/x/1.flac")]
     assert [u.name for u in unmatched] == ["3.wav"]
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_two_recordings_of_one_name_are_refused(tmp_path, side):
+    """x.wav and x.flac: one target had been taken silently (a stray file scored as the sentence's target), or two
+    sources scored against one target and counted as two pairs."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.wav").write_bytes(b"")
+    (tmp_path / side / "x.flac").write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"^--pairs: {re.escape(str(tmp_path / side / 'x.flac'))} and "
+                                          f"{re.escape(str(tmp_path / side / 'x.wav'))}: two recordings of one name"):
+        parallel_pairs(tmp_path / "a", tmp_path / "b")
+
+
+def test_results_are_appended_by_concurrent_evals_without_loss(tmp_path):
+    """record_result reads the log and replaces it whole (atomic): two evals of one run had each read the same log,
+    and the second's replacement dropped the first's line (15 of 600 lost in an audit)."""
+    from specgan.evaluate import record_result
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "eval.jsonl").write_bytes(b'{"earlier": 1}\n\xff\xfe not UTF-8, kept as it is')
+    script = ("import sys\nfrom specgan.evaluate import record_result\n"
+              "for i in range(150):\n"
+              "    record_result({'checkpoint': sys.argv[1], 'who': sys.argv[2], 'i': i})\n")
+    checkpoint = str(tmp_path / "checkpoints" / "step_1.pt")
+    writers = [subprocess.Popen([sys.executable, "-c", script, checkpoint, who]) for who in "AB"]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    lines = (tmp_path / "eval.jsonl").read_bytes().split(b"\n")
+    assert lines[:2] == [b'{"earlier": 1}', b"\xff\xfe not UTF-8, kept as it is"] and lines[-1] == b""
+    records = [json.loads(line) for line in lines[2:-1]]
+    assert sorted((r["who"], r["i"]) for r in records) == [(who, i) for who in "AB" for i in range(150)]
+    (tmp_path / "other" / "eval.jsonl").mkdir(parents=True)   # a folder where the log goes: one line, no traceback
+    with pytest.raises(SpecganError, match="eval.jsonl: not a file; the result above was not recorded$"):
+        record_result({"checkpoint": str(tmp_path / "other" / "x.pt")})
 
 
 def test_parallel_pairs_name_a_file_given_for_a_folder_as_such(tmp_path):

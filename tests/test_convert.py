@@ -580,7 +580,7 @@ def test_automatic_model_choice_takes_the_newest_run_with_the_domain(tmp_path, m
     one_line_error(code, stderr, "no model under runs/ (no such folder) converts to 'B'")
 
 
-def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_path):
+def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_path, monkeypatch):
     """--pairs SRC TGT with SRC named after the target domain (and TGT after the source): the wrong --direction
     (or folder order); the scores would measure nothing and be appended to eval.jsonl, so it is refused."""
     from specgan.evaluate import evaluate_translation
@@ -592,6 +592,9 @@ def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_pa
                                           f"--direction A2B converts A → B; --direction B2A converts B → A, or give "
                                           f"the folders the other way round$"):
         evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="A2B", n_iter=2)
+    monkeypatch.chdir(tmp_path / "B")   # "." names no folder: the check had been passed by
+    with pytest.raises(ConfigError, match="the folders are named B and A"):
+        evaluate_translation(run, source_dir=Path("."), target_dir=Path("../A"), direction="A2B", n_iter=2)
     result = evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="B2A",
                                   n_iter=2)
     assert result["direction"] == "B->A" and result["pairs"] == 1

@@ -275,7 +275,7 @@ def test_an_unreadable_pair_is_left_out_of_eval_and_listed(tmp_path):
     assert record["pairs"] == 1 and [f["target"] for f in record["failed"]] == [str(tgt / "two.wav")]
     lines = result.stderr.strip().splitlines()
     assert lines[-2].startswith(f"skipped the pair of {tgt / 'two.wav'}: ") and "Traceback" not in result.stderr
-    assert lines[-1] == "error: 1 of 2 pair(s) could not be read (listed above); the result is over the other 1"
+    assert lines[-1] == "error: 1 of 2 pair(s) could not be scored (listed above); the result is over the other 1"
     logged = json.loads((tmp_path / "tr" / "eval.jsonl").read_text().splitlines()[-1])
     assert logged["failed"] == record["failed"]
     for name in ("one", "two"):
