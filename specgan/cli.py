@@ -591,9 +591,13 @@ def _recipe_file(given: Path) -> Path:
     if given.is_dir():
         if (given / "recipe.toml").is_file():
             return given / "recipe.toml"
-        restored = _restore_run_recipe(given)
+        from specgan.train.config import restore_run_recipe
+
+        restored = restore_run_recipe(given)
         if restored is not None:
-            return restored
+            recipe, checkpoint = restored
+            warn(f"{recipe} was missing: rebuilt from {checkpoint}, which holds the recipe the run trained with")
+            return recipe
         raise ConfigError(f"{given}: a folder without a recipe.toml; give a recipe file (recipes/*.toml) or a run "
                           f"folder")
     if given.suffix == ".pt":
@@ -602,30 +606,6 @@ def _recipe_file(given: Path) -> Path:
         run = given.parent.parent if given.parent.name == "checkpoints" else given.parent
         raise ConfigError(f"{given}: a checkpoint, not a recipe; to continue its run: {continue_command(run)}")
     return given
-
-
-def _restore_run_recipe(run: Path) -> Path | None:
-    """A run folder whose ``recipe.toml`` is gone but whose checkpoints are there: the recipe rebuilt from the
-    newest intact checkpoint, which holds the resolved recipe the run trained with (its ``output.dir`` made this
-    folder, which may have moved), written back as the run's own, with a line saying so. None without checkpoints.
-    """
-    from specgan.atomic import atomic_path
-    from specgan.train.checkpoint import list_checkpoints, load_latest_checkpoint
-    from specgan.train.config import RUN_RECIPE, load_recipe, run_recipe_text
-
-    if not list_checkpoints(run):
-        return None
-    # Quietly: training loads the same checkpoints next, and says which are damaged as it sets them aside.
-    found = load_latest_checkpoint(run, tidy=False, on_warning=lambda line: None)
-    if found is None:
-        return None
-    checkpoint, state = found
-    table = {**state["recipe"], "output": {**state["recipe"].get("output", {}), "dir": str(run)}}
-    recipe = load_recipe(None, base=table)
-    with atomic_path(run / RUN_RECIPE) as tmp:
-        tmp.write_text(run_recipe_text(recipe))
-    warn(f"{run / RUN_RECIPE} was missing: rebuilt from {checkpoint}, which holds the recipe the run trained with")
-    return run / RUN_RECIPE
 
 
 def _say_if_a_runs_recipe_starts_elsewhere(recipe: Path, run_dir: Path) -> None:

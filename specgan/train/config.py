@@ -231,6 +231,27 @@ def is_run_recipe(path: Path) -> bool:
         return False
 
 
+def restore_run_recipe(run: Path) -> tuple[Path, Path] | None:
+    """For a run folder whose ``recipe.toml`` is gone but whose checkpoints are there: the recipe rebuilt from the
+    newest intact checkpoint, which holds the resolved recipe the run trained with (its ``output.dir`` made this
+    folder, which may have moved), written back as the run's own. Returns ``(recipe file, checkpoint)``, or None
+    without an intact checkpoint."""
+    from specgan.atomic import atomic_path
+    from specgan.train.checkpoint import list_checkpoints, load_latest_checkpoint
+
+    if not list_checkpoints(run):
+        return None
+    # Quietly: training loads the same checkpoints next, and says which are damaged as it sets them aside.
+    found = load_latest_checkpoint(run, tidy=False, on_warning=lambda line: None)
+    if found is None:
+        return None
+    checkpoint, state = found
+    table = {**state["recipe"], "output": {**state["recipe"].get("output", {}), "dir": str(run)}}
+    with atomic_path(run / RUN_RECIPE) as tmp:
+        tmp.write_text(run_recipe_text(load_recipe(None, base=table)))
+    return run / RUN_RECIPE, checkpoint
+
+
 def load_recipe(path: str | Path | None, *, overrides: list[str] | tuple[str, ...] = (),
                 base: Mapping[str, Any] | None = None) -> Recipe:
     """Read a recipe file (or start from ``base``, e.g. the recipe stored in a checkpoint) and apply ``--set``
