@@ -95,6 +95,46 @@ def test_only_the_missing_length_is_patched(tmp_path):
     assert blocks_of(tmp_path / "data_only.wav", block_frames=1 << 20)[0] == 5000
 
 
+@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("PCM_S8", 3)])
+def test_a_flac_file_that_declares_fewer_samples_than_it_holds_reads_to_the_end(tmp_path, subtype, channels):
+    """libsndfile stopped at STREAMINFO's count without a word (10000 of 30011 frames here), as ffmpeg does not."""
+    data = encoded(noise(30011, channels), format="FLAC", subtype=subtype)
+    fields = int.from_bytes(data[18:26], "big")
+    short = data[:18] + (fields & ~((1 << 36) - 1) | 10000).to_bytes(8, "big") + data[26:]
+    assert sf.info(io.BytesIO(short)).frames == 10000
+    (tmp_path / "sized.flac").write_bytes(data)
+    (tmp_path / "short.flac").write_bytes(short)
+    expected = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
+    for block_frames in (40000, 1000):
+        counted, samples = blocks_of(tmp_path / "short.flac", block_frames=block_frames)
+        assert counted == 30011
+        np.testing.assert_array_equal(samples, expected)
+    np.testing.assert_array_equal(load_audio(tmp_path / "short.flac", sample_rate=8000)[0],
+                                  load_audio(tmp_path / "sized.flac", sample_rate=8000)[0])
+
+
+@pytest.mark.parametrize("frames", [1, 192, 4096, 4097, 100003])
+def test_the_last_frame_header_gives_the_encoders_count(frames):
+    from specgan.audio.flac import MIN_BLOCK_SIZE, last_frame_end
+
+    data = encoded(noise(frames, 2), format="FLAC", subtype="PCM_16")
+    assert last_frame_end(data[-(1 << 16):], block_size=int.from_bytes(data[MIN_BLOCK_SIZE], "big")) == frames
+
+def test_a_variable_block_size_frame_numbers_its_first_sample():
+    from specgan.audio.flac import _crc8, last_frame_end
+
+    assert _crc8(b"123456789") == 0xF4  # the check value of CRC-8 with polynomial 0x07 (CRC-8/SMBUS)
+    # Sync 0xFFF9; block size code 7 (16 bits of size - 1 follow), rate and sample size from STREAMINFO; mono;
+    # first sample 70000 in the 4-byte UTF-8-like code; block size 1000.
+    header = bytes([0xFF, 0xF9, 0x70, 0x00, 0xF0, 0x91, 0x85, 0xB0]) + (999).to_bytes(2, "big")
+    frame = header + bytes([_crc8(header)]) + b"\x00" * 40
+    assert last_frame_end(b"\x11" * 30 + frame, block_size=4096) == 71000
+    assert last_frame_end(b"\x11" * 30 + header + bytes([_crc8(header) ^ 1]) + b"\x00" * 40, block_size=4096) is None
+    for junk in (os.urandom(1 << 16), b"\xff\xf8" * 100, b"\xff\xf9", b""):  # never an error, whatever the bytes
+        end = last_frame_end(junk, block_size=4096)
+        assert end is None or end > 0
+
+
 def test_a_header_with_nothing_after_it_is_still_empty(tmp_path):
     data = encoded(np.zeros((0, 1), np.float32), format="WAV", subtype="PCM_16")
     (tmp_path / "empty.wav").write_bytes(without_wav_length(data))

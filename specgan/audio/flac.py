@@ -31,6 +31,10 @@ STREAMINFO_FIELDS = slice(18, 26)
 FRAMES_BITS = 36
 
 
+#: Where STREAMINFO's minimum block size (16 bits) lies: a fixed-blocksize stream's frame numbers count in it.
+MIN_BLOCK_SIZE = slice(8, 10)
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What a FLAC file's STREAMINFO block declares."""
@@ -71,3 +75,64 @@ def decode_flac(data: bytes, *, frames: int, channels: int) -> np.ndarray | None
     if decoded.nchannels != channels or len(decoded.samples) != frames * channels:
         return None
     return np.frombuffer(decoded.samples, dtype=np.float32).reshape(frames, channels)
+
+
+def last_frame_end(tail: bytes, *, block_size: int) -> int | None:
+    """Samples per channel up to the end of the last FLAC frame whose header lies in ``tail`` (a file's last bytes),
+    by that header: its first sample's number plus its block size; None when no header is found.
+
+    A frame header (RFC 9639, 9.1) starts with the sync code ``0xFFF8`` (fixed block size: it numbers the frame,
+    counting ``block_size`` samples each, STREAMINFO's minimum block size) or ``0xFFF9`` (variable: it numbers the
+    first sample), in a UTF-8-like code, and ends with a CRC-8 of its bytes. Audio data can hold the sync code too:
+    the last candidate from the end whose fields are valid and whose CRC-8 matches is taken, so the result is a
+    cheap hint (one in 256 false candidates passes the CRC), for the caller to confirm by decoding.
+    """
+    at = len(tail)
+    while True:
+        at = max(tail.rfind(b"\xff\xf8", 0, at), tail.rfind(b"\xff\xf9", 0, at))
+        if at < 0:
+            return None
+        found = _frame_header(tail, at)
+        if found is not None:
+            number, samples = found
+            return (number if tail[at + 1] & 1 else number * block_size) + samples
+
+
+#: Block sizes of the frame header's codes 1 and 2-5 (6 and 7: given after the number; 8-15: 256 · 2 ** (n - 8)).
+_BLOCK_SIZES = {1: 192, 2: 576, 3: 1152, 4: 2304, 5: 4608}
+
+
+def _frame_header(data: bytes, at: int) -> tuple[int, int] | None:
+    """``(the coded number, block size)`` of a valid frame header at ``data[at:]``, or None."""
+    if at + 6 > len(data):
+        return None
+    size_code, rate_code = data[at + 2] >> 4, data[at + 2] & 0xF
+    if size_code == 0 or rate_code == 0xF or data[at + 3] >> 4 > 10 or data[at + 3] & 1:
+        return None
+    first = data[at + 4]
+    ones = 8 - (~first & 0xFF).bit_length()  # its leading ones give the code's length, as in UTF-8
+    length = 1 if ones == 0 else ones if 2 <= ones <= 7 else 0
+    continuation = data[at + 5:at + 4 + length]
+    if length == 0 or len(continuation) != length - 1 or any(b >> 6 != 0b10 for b in continuation):
+        return None
+    number = first & (0xFF >> (length + 1) if length > 1 else 0x7F)
+    for b in continuation:
+        number = number << 6 | b & 0x3F
+    end = at + 4 + length
+    extra = (1 if size_code == 6 else 2 if size_code == 7 else 0)
+    block_size = (int.from_bytes(data[end:end + extra], "big") + 1 if extra else
+                  _BLOCK_SIZES.get(size_code) or 256 << (size_code - 8))
+    end += extra + (1 if rate_code == 12 else 2 if rate_code in (13, 14) else 0)
+    if end >= len(data) or _crc8(data[at:end]) != data[end]:
+        return None
+    return number, block_size
+
+
+def _crc8(data: bytes) -> int:
+    """FLAC's frame-header CRC-8: polynomial x^8 + x^2 + x + 1, initial value 0."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x07) & 0xFF if crc & 0x80 else crc << 1 & 0xFF
+    return crc

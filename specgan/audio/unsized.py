@@ -8,6 +8,10 @@ the end of the file, and so does specgan: :func:`length_patches` works out what 
 :class:`PatchedFile` shows libsndfile the file with those bytes in place. The file itself is never changed.
 
 A WAV data size of 0xFFFFFFFF, the other streaming convention, libsndfile already reads to the end.
+
+A FLAC file whose STREAMINFO declares fewer samples than its frames hold (a header written before the encoder was
+done, or frames appended after it) libsndfile cut short at the declared count without a word; it is read to the
+end as well.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import os
 
 import miniaudio
 
-from specgan.audio.flac import FRAMES_BITS, HEADER_BYTES, STREAMINFO_FIELDS, stream_info
+from specgan.audio.flac import FRAMES_BITS, HEADER_BYTES, MIN_BLOCK_SIZE, STREAMINFO_FIELDS, last_frame_end, \
+    stream_info
 from specgan.audio.wav import riff_data_chunk
 
 #: Frames that dr_flac decodes at a time while counting an unknown-length FLAC file.
 COUNT_BLOCK_FRAMES = 1 << 16
+#: The end of a FLAC file searched for its last frame header (a frame of 4096 samples of 16-bit stereo takes at
+#: most 16 KiB).
+FLAC_TAIL_BYTES = 1 << 16
 
 
 def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
@@ -33,7 +41,10 @@ def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
       whole file after it.
     - FLAC: a STREAMINFO that gives 0 total samples gets the frames that dr_flac decodes from the file, counted by
       decoding it once more (a 10-minute 44.1 kHz stereo file: 0.27 s, against 0.43 s to read it, on the 2-core
-      Zen 4 VM); a file dr_flac cannot decode is left to libsndfile.
+      Zen 4 VM); a file dr_flac cannot decode is left to libsndfile. So does one that gives fewer than the last
+      frame's header says end there (:func:`~specgan.audio.flac.last_frame_end`, a hint read from the last
+      :data:`FLAC_TAIL_BYTES`, which the count confirms): 1100 files of VCC2016 and the demo corpus took 0.17 s
+      to check, and none was counted.
     """
     wav = riff_data_chunk(fd)
     if wav is not None:
@@ -47,11 +58,19 @@ def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
         return patches
     head = os.pread(fd, HEADER_BYTES, 0)
     flac = stream_info(head)
-    if flac is not None and flac.frames == 0:
-        frames = _flac_frames(path, channels=flac.channels)
-        if 0 < frames < 1 << FRAMES_BITS:
-            fields = int.from_bytes(head[STREAMINFO_FIELDS], "big")
-            return {STREAMINFO_FIELDS.start: (fields | frames).to_bytes(8, "big")}
+    if flac is None:
+        return {}
+    if flac.frames > 0:
+        size = os.fstat(fd).st_size
+        start = max(HEADER_BYTES, size - FLAC_TAIL_BYTES)
+        end = last_frame_end(os.pread(fd, size - start, start),
+                             block_size=int.from_bytes(head[MIN_BLOCK_SIZE], "big"))
+        if end is None or end <= flac.frames:
+            return {}
+    frames = _flac_frames(path, channels=flac.channels)
+    if flac.frames < frames < 1 << FRAMES_BITS:
+        fields = int.from_bytes(head[STREAMINFO_FIELDS], "big") & ~((1 << FRAMES_BITS) - 1)
+        return {STREAMINFO_FIELDS.start: (fields | frames).to_bytes(8, "big")}
     return {}
 
 
