@@ -637,6 +637,27 @@ def test_a_file_name_that_is_not_utf8_is_converted(run, tmp_path, suffix):
     assert out.with_suffix(".png").is_file()
 
 
+@pytest.mark.parametrize("free_bytes, reason", [(0, "No space left on device"),
+                                                (1 << 30, "libsndfile: System error")])
+def test_a_write_that_libsndfile_fails_is_a_one_line_write_error(tmp_path, monkeypatch, free_bytes, reason):
+    """libsndfile says "System error" for a full disk: it had been an internal error (exit 1), and a training run
+    writing sample audio stopped without saving its step (it saves it on a WriteError)."""
+    from types import SimpleNamespace
+
+    import specgan.audio.io as io_module
+    from specgan.errors import WriteError
+
+    def failing_write(path, data, **kwargs):
+        raise sf.LibsndfileError(2, "Error writing: ")   # code 2: SFE_SYSTEM, "System error."
+
+    monkeypatch.setattr(io_module, "_write_in_blocks", failing_write)
+    monkeypatch.setattr(io_module.os, "statvfs", lambda path: SimpleNamespace(f_bavail=free_bytes // 4096,
+                                                                             f_frsize=4096))
+    with pytest.raises(WriteError, match=f"^{re.escape(str(tmp_path / 'out.wav'))}: cannot write \\({reason}"):
+        save_audio(tmp_path / "out.wav", np.zeros(100, np.float32), sample_rate=8000)
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
 def test_a_long_ogg_output_is_written(tmp_path):
     """libvorbis allocates a write's whole input on its stack: one write of 2.2M samples (50 s at 44.1 kHz)
     crashed the process (a segmentation fault, exit 139, a temporary file left). In a child process, so that a

@@ -11,6 +11,7 @@ with a one-line reason.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -27,7 +28,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.unsized import PatchedFile, length_patches
 from specgan.audio.wav import pcm16_samples, pcm16_wav, riff_data_chunk
-from specgan.errors import AudioError, SpecganError
+from specgan.errors import AudioError, SpecganError, WriteError
 from specgan.file_scan import FileScan, scan_files
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -474,10 +475,30 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     check_output_rate(path, sample_rate)
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
-        _write_in_blocks(tmp, data, sample_rate=sample_rate, format=fmt, subtype=subtype)
-        if fmt == "OGG":
-            _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
+        try:
+            _write_in_blocks(tmp, data, sample_rate=sample_rate, format=fmt, subtype=subtype)
+            if fmt == "OGG":
+                _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
+        except sf.LibsndfileError as e:
+            raise _write_failure(path, tmp, e) from None
     return path
+
+
+#: Free bytes below which a failed write is put down to a full disk (libsndfile says only "System error").
+FULL_DISK_BYTES = 1 << 16
+
+
+def _write_failure(path: Path, tmp: Path, error: sf.LibsndfileError) -> WriteError:
+    """The one-line error for libsndfile's failure to write ``tmp`` (``path``'s temporary file, not yet removed):
+    libsndfile reports an OSError as "System error" without its cause, so a disk left with next to no free space
+    (the temporary file took it) is named as full, as :class:`~specgan.atomic.atomic_path` names it when Python
+    writes. A training run catches the WriteError and saves its step before it stops."""
+    try:
+        stats = os.statvfs(tmp.parent)
+        full = stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    return WriteError(path, os.strerror(errno.ENOSPC) if full else f"libsndfile: {error.error_string.rstrip('.')}")
 
 
 def silence_reason(peak: float) -> str | None:
