@@ -493,7 +493,26 @@ def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) ->
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
     """A run continues only with the recipe it started with (up to RESUMABLE_CHANGES); every other difference is
-    named in one line, with the command that continues the run as it was."""
+    named in one line, with the command that continues the run as it was when the run's recipe.toml still says
+    that (else the checkpoint may be another run's, copied in: the user is told to move it out)."""
+    differences = _recipe_differences(saved, wanted)
+    if not differences:
+        return
+    run = Path(path).parent.parent
+    own = run / RUN_RECIPE
+    try:
+        as_it_was = is_run_recipe(own) and not _recipe_differences(saved, recipe_mapping(load_recipe(own)))
+    except SpecganError:  # a damaged recipe.toml: no command to offer
+        as_it_was = False
+    advice = (f"{continue_command(run)} continues this one as it was" if as_it_was else
+              f"if {Path(path).name} is not this run's, move it out of {path.parent}")
+    raise CheckpointError(f"{path}: this run was trained with {', and '.join(differences)}; use another output.dir "
+                          f"for a new run ({advice})")
+
+
+def _recipe_differences(saved: dict, wanted: dict) -> list[str]:
+    """``"key = saved value, not wanted value"`` for each key of two recipe mappings that differs and may not
+    change when a run continues (see RESUMABLE_CHANGES)."""
     differences = []
     for section in sorted(set(saved) | set(wanted)):
         a, b = saved.get(section), wanted.get(section)
@@ -503,7 +522,4 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
                             if a.get(key) != b.get(key) and (section, key) not in RESUMABLE_CHANGES]
         elif a != b:
             differences.append(f"{section} = {as_written(a)}, not {as_written(b)}")
-    if differences:
-        raise CheckpointError(f"{path}: this run was trained with {', and '.join(differences)}; use another "
-                              f"output.dir for a new run ({continue_command(Path(path).parent.parent)} continues "
-                              f"this one as it was)")
+    return differences

@@ -437,6 +437,9 @@ def test_a_checkpoint_of_another_recipe_or_task_is_not_continued(four_steps, dat
     (tmp_path / "tr" / "checkpoints" / "step_00000001.pt").rename(run / "checkpoints" / "step_00000009.pt")
     code, _, stderr = train_cli(run, "--set", "train.steps=12")
     one_line_error(code, stderr, "step_00000009.pt: this run was trained with", "use another output.dir")
+    # The run's recipe.toml is not the checkpoint's: the command that 'continues this one as it was' would fail the
+    # same way, so the user is told to move the checkpoint out instead.
+    assert stderr.strip().endswith(f"(if step_00000009.pt is not this run's, move it out of {run / 'checkpoints'})")
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000009.pt"]
 
 
