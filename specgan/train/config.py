@@ -23,6 +23,9 @@ from specgan.recipe import MAX_SEED, dump_toml, from_mapping, merge, param, pars
 from specgan.train.added_keys import complete_saved_recipe
 from specgan.train.checkpoint import STEP_DIGITS  # checkpoint names bound train.steps
 
+#: The largest weight of a loss term: the usual ones are 10 or less, and 3e38 had made the loss infinite at step 1,
+#: which the divergence message put down to the learning rates.
+MAX_LOSS_WEIGHT = 1000.0
 #: The recipe's ``task``: ``generate`` (a GAN that draws images from noise) or ``translate`` (a CycleGAN-style
 #: mapping between two domains, trained from unpaired examples).
 TASKS = ("generate", "translate")
@@ -77,7 +80,7 @@ class TrainConfig:
     loss: str = param("", "Adversarial loss (empty: the task's default, bce for generate and lsgan for translate).",
                       choices=("",) + tuple(LOSSES))
     gp_weight: float = param(0.0, "Weight of the WGAN-GP gradient penalty (0: none; 10 with the wgan loss).",
-                             min=0.0)
+                             min=0.0, max=MAX_LOSS_WEIGHT)
     n_critic: int = param(1, "Discriminator updates per generator update.", min=1, max=100)
     lr_g: float = param(2e-4, "Adam learning rate of G.", above=0.0, max=1.0)
     lr_d: float = param(2e-4, "Adam learning rate of D.", above=0.0, max=1.0)
@@ -127,9 +130,10 @@ class TrainConfig:
 class LossConfig:
     """Weights of the translate task's loss terms (the adversarial loss is ``train.loss``)."""
 
-    cycle_weight: float = param(10.0, "translate: weight of the cycle-consistency L1 loss, A→B→A and B→A→B.", min=0.0)
+    cycle_weight: float = param(10.0, "translate: weight of the cycle-consistency L1 loss, A→B→A and B→A→B.",
+                                min=0.0, max=MAX_LOSS_WEIGHT)
     identity_weight: float = param(5.0, "translate: weight of the identity-mapping L1 loss, G_AB(B) ≈ B and "
-                                        "G_BA(A) ≈ A (0: off).", min=0.0)
+                                        "G_BA(A) ≈ A (0: off).", min=0.0, max=MAX_LOSS_WEIGHT)
     identity_until: int = param(10000, "translate: the identity loss is used up to this step, then switched off.",
                                 min=0)
 

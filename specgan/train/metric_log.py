@@ -74,7 +74,7 @@ class MetricLog:
                 kept = list_checkpoints(self.run_dir)
                 raise TrainingError(f"step {step}: {bad[0][0]} is {bad[0][1]}; training stopped. Last good "
                                     f"checkpoint: {kept[-1] if kept else 'none'}. Try lower learning rates "
-                                    f"(train.lr_g, train.lr_d) or another train.loss")
+                                    f"(train.lr_g, train.lr_d), smaller loss weights or another train.loss")
             record = {"step": step, **{k: round(v, 6) for k, v in zip(names, row)}, "images_per_s": round(rate, 1)}
             self.last = record
             if self.file is not None:

@@ -72,6 +72,8 @@ GENERATE = 'name = "bad"\n[data]\nkind = "image-folder"\npath = "{data}"\n[model
     # nan passes every range check (comparisons with it are false), and no key means inf
     (("[output]", "ema_decay = nan\n[output]"), ["r.toml: train.ema_decay = nan: expected a finite number"]),
     (("[output]", "gp_weight = inf\n[output]"), ["r.toml: train.gp_weight = inf: expected a finite number"]),
+    # finite, but enough to make the loss infinite at step 1 (and the divergence message blamed the learning rates)
+    (("[output]", "gp_weight = 3.3e38\n[output]"), ["r.toml: train.gp_weight = 3.3e+38: must be <= 1000.0"]),
     (("[output]", "lr_g = nan\n[output]"), ["r.toml: train.lr_g = nan: expected a finite number"]),
     (("steps = 2", "steps = 2\nseed = 99999999999999999999"),
      ["r.toml: train.seed = 99999999999999999999: must be <= 9223372036854775807"]),
