@@ -26,7 +26,7 @@ from torch import nn
 from specgan.atomic import atomic_path
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
-from specgan.errors import AudioError, ConfigError, SpecganError
+from specgan.errors import AudioError, ConfigError, SpecganError, WriteError
 from specgan.metrics.classifier import load_or_train_classifier
 from specgan.metrics.generative import evaluate_generator
 from specgan.sample import generator_from_checkpoint
@@ -116,7 +116,10 @@ def record_result(result: dict[str, Any]) -> Path:
         raise SpecganError(f"{log}: not a file; the result above was not recorded")
     # Two evals of one run (several checkpoints measured at once) each read, then replace, the log: one at a time,
     # or the second had dropped the first's line. The lock is on the folder itself: train's is on its .lock file.
-    folder = os.open(log.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        folder = os.open(log.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:  # e.g. a file where the run folder was
+        raise WriteError(log, e.strerror or str(e)) from None
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
         previous = log.read_bytes() if log.exists() else b""  # as bytes: whatever else is in it is kept as it is
