@@ -196,6 +196,13 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
     assert str(e.value) == (f"{run / 'checkpoints' / 'step_00000003.pt'}: this run was trained with model.channels = "
                             f"8, not 16, and train.ema_decay = 0.9, not 0.999; use another output.dir for a new run "
                             f"(specgan train {run / 'recipe.toml'} continues this one as it was)")
+    # The run's own recipe.toml edited: it no longer says how the run trained, so no command continues it as it is.
+    own = run / "recipe.toml"
+    own.write_text(own.read_text().replace("channels = 8", "channels = 16"))
+    with pytest.raises(CheckpointError) as e:
+        train(load_recipe(own), device=torch.device("cpu"))
+    assert str(e.value) == (f"{run / 'checkpoints' / 'step_00000003.pt'}: this run was trained with model.channels = "
+                            f"8, not 16; set those back to continue it, or use another output.dir for a new run")
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(tiny_recipe(data, tmp_path / "runs" / "new" / "empty"), device=torch.device("cpu"), resume=True)
     assert not (tmp_path / "runs").exists()  # made for the run, which wrote nothing: removed again, parents too

@@ -33,8 +33,8 @@ from specgan.errors import CheckpointError, ConfigError, SpecganError, WriteErro
 from specgan.folder_lock import FolderLock
 from specgan.folders import outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
-from specgan.train.checkpoint import (code_fingerprint, load_latest_checkpoint, restore_rng_state, rng_state,
-                                      save_checkpoint)
+from specgan.train.checkpoint import (code_fingerprint, list_checkpoints, load_checkpoint, load_latest_checkpoint,
+                                      restore_rng_state, rng_state, save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, is_run_recipe, load_recipe,
@@ -493,8 +493,9 @@ def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) ->
 
 def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
     """A run continues only with the recipe it started with (up to RESUMABLE_CHANGES); every other difference is
-    named in one line, with the command that continues the run as it was when the run's recipe.toml still says
-    that (else the checkpoint may be another run's, copied in: the user is told to move it out)."""
+    named in one line, with what to do: the command that continues the run as it was (its recipe.toml still says
+    so), moving the checkpoint out (an earlier checkpoint of the run fits the recipe: this one is another run's,
+    copied in), or setting the recipe back (it was changed since the run trained)."""
     differences = _recipe_differences(saved, wanted)
     if not differences:
         return
@@ -504,10 +505,25 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
         as_it_was = is_run_recipe(own) and not _recipe_differences(saved, recipe_mapping(load_recipe(own)))
     except SpecganError:  # a damaged recipe.toml: no command to offer
         as_it_was = False
-    advice = (f"{continue_command(run)} continues this one as it was" if as_it_was else
-              f"if {Path(path).name} is not this run's, move it out of {path.parent}")
-    raise CheckpointError(f"{path}: this run was trained with {', and '.join(differences)}; use another output.dir "
-                          f"for a new run ({advice})")
+    said = f"{path}: this run was trained with {', and '.join(differences)}"
+    if as_it_was:
+        raise CheckpointError(f"{said}; use another output.dir for a new run ({continue_command(run)} continues "
+                              f"this one as it was)")
+    if _an_earlier_checkpoint_fits(path, wanted):
+        raise CheckpointError(f"{path}: not a checkpoint of this run, whose earlier checkpoints fit its recipe (it "
+                              f"was trained with {', and '.join(differences)}); move it out of {path.parent} to "
+                              f"continue the run")
+    raise CheckpointError(f"{said}; set those back to continue it, or use another output.dir for a new run")
+
+
+def _an_earlier_checkpoint_fits(path: Path, wanted: dict) -> bool:
+    """Whether the newest intact checkpoint of ``path``'s run before it was trained with the recipe ``wanted``."""
+    for earlier in reversed([p for p in list_checkpoints(Path(path).parent.parent) if p != path]):
+        try:
+            return not _recipe_differences(load_checkpoint(earlier)["recipe"], wanted)
+        except SpecganError:  # damaged: the one before it
+            continue
+    return False
 
 
 def _recipe_differences(saved: dict, wanted: dict) -> list[str]:

@@ -436,10 +436,11 @@ def test_a_checkpoint_of_another_recipe_or_task_is_not_continued(four_steps, dat
     write_run(tmp_path / "tr")
     (tmp_path / "tr" / "checkpoints" / "step_00000001.pt").rename(run / "checkpoints" / "step_00000009.pt")
     code, _, stderr = train_cli(run, "--set", "train.steps=12")
-    one_line_error(code, stderr, "step_00000009.pt: this run was trained with", "use another output.dir")
-    # The run's recipe.toml is not the checkpoint's: the command that 'continues this one as it was' would fail the
-    # same way, so the user is told to move the checkpoint out instead.
-    assert stderr.strip().endswith(f"(if step_00000009.pt is not this run's, move it out of {run / 'checkpoints'})")
+    # The run's earlier checkpoints fit its recipe: this one is another run's. The command that 'continues this one
+    # as it was' had been offered, and failed the same way.
+    one_line_error(code, stderr, f"{run / 'checkpoints' / 'step_00000009.pt'}: not a checkpoint of this run, whose "
+                                 f"earlier checkpoints fit its recipe (it was trained with ")
+    assert stderr.strip().endswith(f"; move it out of {run / 'checkpoints'} to continue the run"), stderr
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt", "step_00000009.pt"]
 
 
