@@ -125,7 +125,7 @@ class AudioFile:
             self._check_header()
             self._raw.seek(0)
             fd = self._raw.fileno()
-            patches = length_patches(fd, self.path)
+            patches = length_patches(fd)
             self._sf = sf.SoundFile(PatchedFile(fd, patches) if patches else fd, closefd=False)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
             self._raw.close()

@@ -32,8 +32,8 @@ COUNT_BLOCK_FRAMES = 1 << 16
 FLAC_TAIL_BYTES = 1 << 16
 
 
-def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
-    """``{byte offset: new bytes}`` that give the file open at ``fd`` (``path``) the length its writer left out;
+def length_patches(fd: int) -> dict[int, bytes]:
+    """``{byte offset: new bytes}`` that give the file open at ``fd`` the length its writer left out;
     empty when it has one, or is neither WAV nor FLAC.
 
     - WAV (RIFF/WAVE): a ``data`` chunk whose size is 0 while bytes follow its header gets the size of the rest of
@@ -67,21 +67,22 @@ def length_patches(fd: int, path: str | os.PathLike) -> dict[int, bytes]:
                              block_size=int.from_bytes(head[MIN_BLOCK_SIZE], "big"))
         if end is None or end <= flac.frames:
             return {}
-    frames = _flac_frames(path, channels=flac.channels)
+    frames = _flac_frames(fd, channels=flac.channels)
     if flac.frames < frames < 1 << FRAMES_BITS:
         fields = int.from_bytes(head[STREAMINFO_FIELDS], "big") & ~((1 << FRAMES_BITS) - 1)
         return {STREAMINFO_FIELDS.start: (fields | frames).to_bytes(8, "big")}
     return {}
 
 
-def _flac_frames(path: str | os.PathLike, *, channels: int) -> int:
-    """Frames per channel that dr_flac decodes from the FLAC file ``path`` (16-bit samples: only counted), or 0
-    when it cannot decode it."""
+def _flac_frames(fd: int, *, channels: int) -> int:
+    """Frames per channel that dr_flac decodes from the FLAC file open at ``fd`` (16-bit samples: only counted), or
+    0 when it cannot decode it. Opened again through ``/proc/self/fd``: miniaudio takes a name, which it encodes as
+    strict UTF-8, and a file's own name need not be."""
     frames = 0
     try:
-        for block in miniaudio.flac_stream_file(os.fspath(path), frames_to_read=COUNT_BLOCK_FRAMES):
+        for block in miniaudio.flac_stream_file(f"/proc/self/fd/{fd}", frames_to_read=COUNT_BLOCK_FRAMES):
             frames += len(block)
-    except miniaudio.MiniaudioError:
+    except (miniaudio.MiniaudioError, OSError):
         return 0
     return frames // channels
 
