@@ -1,6 +1,7 @@
 """Finding the files of one kind under a folder, by suffix: prep's recordings and an image folder's pictures.
 
-Hidden files and folders are skipped. Symbolic links to folders are followed (a domain or class folder may be a
+Hidden files and folders are skipped (a hidden folder that holds files of the kind sought is named, see
+:attr:`FileScan.hidden`). Symbolic links to folders are followed (a domain or class folder may be a
 link to where the files live), each folder once: a folder reached both as itself and through a link is searched as
 itself, wherever the link sorts (a link named ``A_alias`` to ``B`` must not take B's files for another domain or
 class), and a link back to a folder already searched, as in a link loop, is passed over.
@@ -9,7 +10,7 @@ class), and a link back to a folder already searched, as in a link loop, is pass
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 
@@ -22,12 +23,15 @@ class FileScan:
         ignored: the other files, passed over by their names, in the order found.
         repeated: ``(folder, the folder it is)`` for each folder reached again through a link, passed over.
         skipped: where the folder ``skip`` was met and left out (through a link, it can lie elsewhere), or None.
+        hidden: the hidden folders passed over that hold files of the kind sought themselves (not searched further
+            down: a ``.git`` is not walked), other than links to folders searched anyway.
     """
 
     files: list[str]
     ignored: list[str]
     repeated: list[tuple[str, str]]
     skipped: str | None = None
+    hidden: list[str] = field(default_factory=list)
 
     def top_folders(self, keep: Callable[[str | None], bool]) -> "FileScan":
         """The scan with only the files and passed-over files under the top-level folders ``keep`` accepts (its
@@ -35,7 +39,7 @@ class FileScan:
         def kept(relative: str) -> bool:
             return keep(relative.split(os.sep, 1)[0] if os.sep in relative else None)
         return FileScan([r for r in self.files if kept(r)], [r for r in self.ignored if kept(r)], self.repeated,
-                        self.skipped)
+                        self.skipped, [r for r in self.hidden if kept(r)])
 
     def ignored_suffixes(self) -> dict[str, int]:
         """Suffix (lower case; ``""`` for none) → how many files were passed over with it."""
@@ -76,7 +80,7 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         real.setdefault(_identity(root), os.path.relpath(root, folder))
     skipped = _identity(os.fspath(skip)) if skip is not None else None
-    found, ignored, repeated, searched, skipped_at = [], [], [], {}, None
+    found, ignored, repeated, searched, skipped_at, hidden = [], [], [], {}, None, []
     for root, dirs, names in os.walk(folder, followlinks=True):
         relative_root = os.path.relpath(root, folder)
         identity = _identity(root)
@@ -91,10 +95,24 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
             dirs[:] = []
             continue
         searched[identity] = relative_root
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         prefix = "" if relative_root == os.curdir else relative_root + os.sep
+        hidden += [prefix + d for d in sorted(dirs) if d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             if name.startswith("."):
                 continue
             (found if os.path.splitext(name)[1].lower() in suffixes else ignored).append(prefix + name)
-    return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated, skipped_at)
+    # Hidden folders worth a word: those that hold such files themselves, unless a link to a folder searched anyway.
+    hidden = [relative for relative in hidden if _identity(os.path.join(folder, relative)) not in searched
+              and _holds_files(os.path.join(folder, relative), suffixes)]
+    return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated, skipped_at, hidden)
+
+
+def _holds_files(folder: str, suffixes: frozenset[str]) -> bool:
+    """Whether ``folder`` itself (not its sub-folders) holds files, not hidden, named with one of ``suffixes``
+    (False for one that cannot be read)."""
+    try:
+        return any(not name.startswith(".") and os.path.splitext(name)[1].lower() in suffixes
+                   for name in os.listdir(folder))
+    except OSError:
+        return False

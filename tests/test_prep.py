@@ -305,12 +305,22 @@ def test_prep_says_what_it_passed_over(tmp_path):
     (src / ".E").mkdir()
     (src / ".E" / "e.wav").write_bytes(b"")
     notes = []
-    prep_module.discover(src, domains=("A",), notes=notes)
-    assert notes[-1] == (f"{src / '.E'}: a hidden folder, passed over with the audio files in it; rename it without "
-                         f"its leading dot to use them")
+    prep_module.discover(src, domains=("A",), notes=notes)  # not one of the domains asked for: not news
+    assert not [line for line in notes if "hidden" in line]
     with pytest.raises(DatasetError, match=re.escape(f"no domain '.E' (domains found: A, D; hidden folders are passed "
                                                      f"over: rename {src / '.E'} without its leading dot)")):
         prep_module.discover(src, domains=(".E",))
+    # Deeper down too; a hidden link to a folder searched anyway (here the source itself) is no news.
+    (src / "A" / ".old").mkdir()
+    (src / "A" / ".old" / "z.wav").write_bytes(b"")
+    (src / ".all").symlink_to(src, target_is_directory=True)
+    notes = []
+    prep_module.discover(src, notes=notes)
+    assert [line for line in notes if "hidden" in line] == [
+        f"{src / '.E'}: a hidden folder, passed over with the audio files in it; rename it without its leading dot "
+        f"to use them",
+        f"{src / 'A' / '.old'}: a hidden folder, passed over with the audio files in it; rename it without its "
+        f"leading dot to use them"]
 
 
 

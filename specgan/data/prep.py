@@ -171,10 +171,9 @@ def _passed_over(src: Path, scan: FileScan, *, by_folder: bool, domains: tuple[s
     for folder, same in scan.repeated:
         lines.append(f"{src / folder}: the same folder as {src / same} (through a link), so its files count once, "
                      f"as {src / same}'s")
-    for entry in sorted(os.scandir(src), key=lambda e: e.name):
-        if entry.name.startswith(".") and entry.is_dir() and scan_audio_files(entry.path).files:
-            lines.append(f"{src / entry.name}: a hidden folder, passed over with the audio files in it; rename it "
-                         f"without its leading dot to use them")
+    for folder in kept.hidden:
+        lines.append(f"{src / folder}: a hidden folder, passed over with the audio files in it; rename it without "
+                     f"its leading dot to use them")
     if by_folder:
         with_files = {relative.split(os.sep)[0] for relative in scan.files}
         repeated = {folder for folder, _ in scan.repeated}
