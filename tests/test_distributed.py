@@ -213,11 +213,16 @@ def test_generate_ranks_stay_identical(tmp_path, train_keys):
     assert (tmp_path / "run" / "checkpoints" / "step_00000003.pt").exists()
     # Continued in one process, the user is told why its numbers differ, batch norm included.
     said = []
-    train(gan_recipe(images, tmp_path / "run", steps=4, **train_keys), device=torch.device("cpu"),
-          on_warning=said.append)
+    continued = train(gan_recipe(images, tmp_path / "run", steps=4, **train_keys), device=torch.device("cpu"),
+                      on_warning=said.append)
     assert ("this run trained in 2 process(es) and continues in 1: it goes on from its checkpoint, but its numbers "
             "will differ from an uninterrupted run's (gradients are summed in another order, and batch norm's "
             "statistics are each process's own)") in said
+    # Synchronised on GPUs at both ends; a checkpoint from before its device was recorded may have been a CPU's.
+    from specgan.train.loop import _batch_statistics_per_process
+
+    assert not _batch_statistics_per_process(continued.task, devices=("cuda", "cuda"))
+    assert _batch_statistics_per_process(continued.task, devices=("cuda", None))
 
 
 @pytest.mark.parametrize("batch_size", [5])

@@ -157,7 +157,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
         notes = [_other_code(state, resumed_from) if training else None,
                  _decay_moved(state["recipe"], recipe, start=start),
                  _other_world_size(state.get("world_size"), distributed.world_size,
-                                   own_batch_statistics=_batch_statistics_per_process(task, device=device))
+                                   own_batch_statistics=_batch_statistics_per_process(
+                                       task, devices=(device.type, state.get("device_type"))))
                  if training else None,
                  None if distributed.active or not training else
                  _keep_cpu_threads(state.get("cpu_threads"), device=device)]
@@ -203,7 +204,7 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
             saved = save_checkpoint(run_dir, {"task": task.state_dict(), "rng": rng_state(),
                                               "recipe": saved_recipe_mapping(recipe), "data": data_info,
                                               "metrics": log.last, "cpu_threads": cpu_threads,
-                                              "world_size": distributed.world_size},
+                                              "world_size": distributed.world_size, "device_type": device.type},
                                     step=step, keep=t.keep_checkpoints)
         if unwritable is not None:
             reason = unwritable.reason if isinstance(unwritable, WriteError) else unwritable.strerror or unwritable
@@ -371,11 +372,13 @@ def _other_world_size(saved: int | None, now: int, *, own_batch_statistics: bool
             f"numbers will differ from an uninterrupted run's ({why})")
 
 
-def _batch_statistics_per_process(task, *, device: torch.device) -> bool:
-    """Whether the task's networks hold batch norm whose statistics each process takes from its own shard: on
-    CPUs (gloo); on GPUs they are synchronised (SyncBatchNorm). Translators use instance norm: none."""
-    return device.type != "cuda" and any(isinstance(layer, nn.modules.batchnorm._BatchNorm)
-                                         for network in task.models.values() for layer in network.modules())
+def _batch_statistics_per_process(task, *, devices: tuple[str | None, ...]) -> bool:
+    """Whether the task's networks hold batch norm whose statistics each process took from its own shard on one of
+    ``devices`` (device types; None: not recorded, as by checkpoints before it was): on CPUs (gloo); on GPUs they
+    are synchronised (SyncBatchNorm). Translators use instance norm: none."""
+    return any(kind != "cuda" for kind in devices) and any(
+        isinstance(layer, nn.modules.batchnorm._BatchNorm) for network in task.models.values()
+        for layer in network.modules())
 
 
 def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
