@@ -716,7 +716,8 @@ def convert(
                           on_file=on_file, on_warning=warn)
     if report.kept:
         say(f"kept {len(report.kept)} output(s) that exist (--skip-existing)"
-            + ("; nothing else to convert" if not report.converted and not report.failed else ""))
+            + ("; nothing else to convert" if not report.converted and not report.failed and not report.plotted
+               else ""))
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "

@@ -29,6 +29,7 @@ from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_fi
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import padded_to_one_window
 from specgan.errors import AudioError, CheckpointError, ConfigError, InterruptedWithWorkKept, SpecganError
+from specgan.folders import made_parent
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import list_checkpoints, load_model_checkpoint, run_folders
 
@@ -290,6 +291,7 @@ class ConvertReport:
     failed: list[FailedFile]
     kept: list[Path] = field(default_factory=list)          # outputs that existed, left as they were
     passed_over: list[Path] = field(default_factory=list)   # inputs named as conversions to ``to`` already
+    plotted: list[ConvertedFile] = field(default_factory=list)  # kept outputs given their missing plot only
 
     @property
     def seconds(self) -> float:
@@ -463,15 +465,13 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
     if rate != audio.sample_rate:  # the input's length at the output rate, rounded once, not twice via the model's
         with AudioFile(src) as source:
             length = output_length(source.frames, source_rate=source_rate, sample_rate=rate)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SpecganError(f"{dst.parent}: cannot create the output folder ({e.strerror or e})") from None
-    save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length), sample_rate=rate)
     image = None
-    if plot:
-        image = plot_conversion(result.logmel_in, result.logmel_out, dst.with_suffix(".png"), audio=audio,
-                                titles=(f"input: {src.name}", f"converted to {to}"))
+    with made_parent(dst):  # (removed again, with the parents made for it, if the writes fail)
+        save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length),
+                   sample_rate=rate)
+        if plot:
+            image = plot_conversion(result.logmel_in, result.logmel_out, dst.with_suffix(".png"), audio=audio,
+                                    titles=(f"input: {src.name}", f"converted to {to}"))
     return ConvertedFile(src, dst, image, wave.numel() / audio.sample_rate, result.spectral_convergence,
                          time.perf_counter() - started)
 
@@ -504,8 +504,9 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     Outputs: a file becomes ``<stem>.to-<to>.wav`` beside it, a folder ``<folder>.to-<to>/`` beside it with the
     same relative paths (as ``.wav``); ``output`` chooses instead (a .wav/.flac/.ogg file, or a folder: one that
     exists, or a string ending in /). Outputs that exist are refused (before any work) unless ``overwrite``
-    replaces them or ``skip_existing`` keeps them and converts the rest (``kept`` in the report: a file whose
-    audio exists but not its plot, or the other way round, is converted again for the one missing). In a folder,
+    replaces them or ``skip_existing`` keeps them and converts the rest (``kept`` in the report; a file whose
+    audio exists but not its plot gets the plot, drawn from that audio, in ``plotted``, and one whose plot exists
+    but not its audio is converted, the plot kept). In a folder,
     files named as conversions to ``to`` already (``*.to-<to>.*``) are passed over (``passed_over``). Ctrl-C
     after some of a folder's files were written raises InterruptedWithWorkKept, which says how to go on.
     Without ``model``, the newest translator under ``runs_dir`` with domain ``to`` (:func:`find_translator`).
@@ -535,7 +536,7 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
         check_output_rate(target, sample_rate or translator.audio.sample_rate)
     if on_model:
         on_model(translator, picked)
-    converted, failed = [], []
+    converted, failed, plotted = [], [], []
     try:
         for source, target in jobs:
             try:
@@ -547,7 +548,7 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
                 if src.is_file():
                     raise
                 item = FailedFile(source, str(e))
-            (converted if isinstance(item, ConvertedFile) else failed).append(item)
+            (failed if isinstance(item, FailedFile) else plotted if item.kept_output else converted).append(item)
             if on_file:
                 on_file(item)
     except KeyboardInterrupt as e:  # each file written is whole (atomic): say how to convert the rest
@@ -558,4 +559,4 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
             f"converts the rest", exit_code=getattr(e, "exit_code", 130)) from None
     return ConvertReport(translator.checkpoint, translator.step, translator.domains, to, picked, dst,
                          sample_rate or translator.audio.sample_rate, converted, failed, plan.kept,
-                         plan.passed_over)
+                         plan.passed_over, plotted)

@@ -201,8 +201,8 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
     src_domain, dst_domain = translator.domains if direction == "A2B" else translator.domains[::-1]
     # Folders named after the domains the other way round: the source recordings are in the target's voice, so the
     # scores would measure nothing, and would be appended to the run's eval.jsonl as if they did.
-    # (Resolved: "." names no folder.)
-    if (Path(source_dir).resolve().name, Path(target_dir).resolve().name) == (dst_domain, src_domain):
+    # (Absolute: "." names no folder; links are taken by the names given.)
+    if (Path(os.path.abspath(source_dir)).name, Path(os.path.abspath(target_dir)).name) == (dst_domain, src_domain):
         other = "B2A" if direction == "A2B" else "A2B"
         raise ConfigError(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, "
                           f"but --direction {direction} converts {src_domain} → {dst_domain}; --direction {other} "

@@ -34,7 +34,10 @@ def remove_made(folder: str | os.PathLike, *, made: Path | None) -> None:
         return
     folder, made = Path(folder).absolute(), made.absolute()
     while folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+        try:
+            folder.rmdir()
+        except OSError:  # filled meanwhile (another command writing there): it stays, and so do its parents
+            break
         if folder == made or made not in folder.parents:
             break
         folder = folder.parent
