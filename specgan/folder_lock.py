@@ -21,8 +21,8 @@ class FolderLock:
     the folder cannot be written.
 
     A command that fails leaves no lock file it made alone in a folder, and ``made``, the outermost folder made for
-    this command (``folder`` or a parent of it; see :func:`~specgan.folders.outermost_missing`), tells which empty folders to remove
-    again: up to ``made``.
+    this command (``folder`` or a parent of it; see :func:`~specgan.folders.outermost_missing`), tells which empty
+    folders to remove again: up to ``made``.
     """
 
     def __init__(self, folder: str | os.PathLike, *, error: type[SpecganError], busy: str, made: Path | None = None,

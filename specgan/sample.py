@@ -10,11 +10,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from specgan.folders import made_parent
 from specgan.audio.inverse import MelInverter
 from specgan.audio.io import refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.errors import CheckpointError, ConfigError
+from specgan.folders import made_parent
 from specgan.models import build_model
 from specgan.recipe import from_mapping
 from specgan.train.checkpoint import load_model_checkpoint

@@ -658,6 +658,18 @@ def test_a_write_that_libsndfile_fails_is_a_one_line_write_error(tmp_path, monke
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, where every write fails (ENOSPC)")
+@pytest.mark.parametrize("format, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_a_real_failed_write_reaches_save_audio_as_libsndfile_error(format, subtype):
+    """What the test above stands in for: soundfile raises LibsndfileError (not, say, an AssertionError on a short
+    write) when the system refuses the bytes, so save_audio's translation of it is what a full disk meets."""
+    import specgan.audio.io as io_module
+
+    with pytest.raises(sf.LibsndfileError):
+        io_module._write_in_blocks(Path("/dev/full"), np.zeros(70000, np.float32), sample_rate=8000, format=format,
+                                   subtype=subtype)
+
+
 def test_a_long_ogg_output_is_written(tmp_path):
     """libvorbis allocates a write's whole input on its stack: one write of 2.2M samples (50 s at 44.1 kHz)
     crashed the process (a segmentation fault, exit 139, a temporary file left). In a child process, so that a

@@ -85,8 +85,9 @@ def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, 
                          flags: Mapping[str, Any] | None = None) -> AudioParams:
     """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (``--set``), then ``flags`` (``None``
     values are ignored in both). Any bad key or value is a one-line ConfigError naming where it came from, also one
-    that a later layer replaces (``--set frames=abc --frames 16`` is an error, as a bad value in the recipe is);
-    checks between keys apply to the whole."""
+    that a later layer replaces (``--set frames=abc --frames 16`` is an error, as a bad value in the recipe is).
+    Checks between keys apply to the recipe's table alone (a recipe must hold together) and to the whole, not to
+    ``--set`` alone: ``--set win_length=2048 --n-fft 4096`` is fine."""
     table: dict[str, Any] = {}
     if recipe is not None:
         audio = read_toml(recipe).get("audio", {})
