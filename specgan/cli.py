@@ -440,7 +440,7 @@ def reconstruct(
     output = Path(output)
     if into_folder or output.is_dir():
         output = output / f"{src.stem}.reconstructed.wav"
-    if output.exists() and output.resolve() == src.resolve():
+    if output.exists() and os.path.samefile(output, src):
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:
         raise SpecganError(f"{output}: unsupported output format (use .wav, .flac or .ogg)")

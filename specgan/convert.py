@@ -370,7 +370,7 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
 
     if plot and src.is_file():  # (a folder's outputs lie outside it)
         picture = dst.with_suffix(".png")
-        if picture.exists() and picture.resolve() == src.resolve():  # e.g. a recording named take.png
+        if picture.exists() and os.path.samefile(picture, src):  # e.g. a recording named take.png
             raise SpecganError(f"{picture}: the plot's name, is the input file; choose another output so the "
                                f"original is kept")
 
@@ -396,7 +396,7 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
         if dst.suffix.lower() not in OUTPUT_FORMATS:
             folder = f"; to write into a folder, end it with {os.sep}: {dst}{os.sep}" if not dst.suffix else ""
             raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg){folder}")
-        if dst.exists() and dst.resolve() == src.resolve():
+        if dst.exists() and os.path.samefile(dst, src):  # (a hard link to it too)
             raise SpecganError(f"{dst}: is the input file; choose another output so the original is kept")
         _check_writable(dst.parent)
         return dst, [(src, dst)]

@@ -449,6 +449,9 @@ def test_user_errors_are_one_line_with_exit_code_2(run, tmp_path):
     one_line_error(code, stderr, "readme.wav: not readable audio")
     code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", src)
     one_line_error(code, stderr, "is the input file")
+    os.link(src, tmp_path / "same.wav")  # another name of the same file
+    code, _, stderr = cli(src, "--to", "B", "--model", run, "-o", tmp_path / "same.wav", "--overwrite")
+    one_line_error(code, stderr, "same.wav: is the input file")
     take = speech_file(tmp_path / "take.wav").rename(tmp_path / "take.png")  # its plot would replace it
     for flags in ([], ["--overwrite"]):
         code, _, stderr = cli(take, "--to", "B", "--model", run, "-o", tmp_path / "take.wav", "--plot", *flags)
