@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 from specgan.data.spectrogram_data import load_spectrogram_data
 from specgan.errors import ConfigError
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint
-from specgan.train.config import load_recipe
+from specgan.train.config import load_recipe, recipe_mapping
 from specgan.train.loop import train
 from specgan.train.optim import linear_decay
 from specgan.train.translate import ImagePool, TranslateTask, crop_starts, crop_windows
@@ -105,6 +106,23 @@ def test_crop_wider_than_the_chunks_is_an_error(tones, tmp_path):
     with pytest.raises(ConfigError, match="^train.crop_frames = 7: cyclegan needs at least 8 frames$"):
         TranslateTask(tiny_recipe(tones, tmp_path / "run", crop_frames=7), data, device=torch.device("cpu"))
 
+
+
+def test_a_recipe_that_spells_out_what_the_dataset_left_unset_fits_it(tones, tmp_path):
+    """f_max = sample_rate / 2 and win_length = n_fft make the chunks that f_max and win_length unset make: such a
+    recipe had been refused ("prepped with f_max = None; prep it again"), and a real difference still is."""
+    from specgan.train.loop import _check_audio
+
+    data = load_spectrogram_data(tones, domains=("low", "high"))
+    audio = dict(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=32, trim_silence=False)
+    spelled_out = load_recipe(None, base={**recipe_mapping(tiny_recipe(tones, tmp_path / "run")),
+                                          "audio": {**audio, "f_max": 4000.0, "win_length": 256}})
+    _check_audio(spelled_out, data)
+    other = load_recipe(None, base={**recipe_mapping(tiny_recipe(tones, tmp_path / "run")),
+                                    "audio": {**audio, "f_max": 3000.0}})
+    with pytest.raises(ConfigError, match=f"^audio.f_max = 3000.0, but {re.escape(str(tones))} was prepped with "
+                                          f"f_max = 4000.0; prep it again"):
+        _check_audio(other, data)
 
 
 def test_a_domain_without_chunks_is_refused_before_training(tones, tmp_path):

@@ -81,6 +81,23 @@ class AudioParams:
         return self.frames * self.hop_length / self.sample_rate
 
 
+#: The parameters that decide what a chunk's values are (the others decide which chunks prep keeps).
+IMAGE_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_min", "f_max", "min_db", "max_db",
+              "frames")
+
+
+def image_values(audio: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`IMAGE_KEYS` of a mapping of :class:`AudioParams` (a recipe's, a manifest's, a checkpoint's), the
+    unset ones as the values they stand for (``win_length``: n_fft; ``f_max``: sample_rate / 2): two datasets
+    alike in these hold alike chunks, however each was asked for."""
+    values = {key: audio.get(key) for key in IMAGE_KEYS}
+    if values["win_length"] is None:
+        values["win_length"] = values["n_fft"]
+    if values["f_max"] is None and values["sample_rate"] is not None:
+        values["f_max"] = values["sample_rate"] / 2
+    return values
+
+
 def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None,
                          flags: Mapping[str, Any] | None = None) -> AudioParams:
     """Defaults, then the recipe's ``[audio]`` table, then ``overrides`` (``--set``), then ``flags`` (``None``

@@ -26,7 +26,7 @@ from torch import nn
 
 from specgan import __version__
 from specgan.atomic import atomic_path
-from specgan.audio.params import AudioParams
+from specgan.audio.params import IMAGE_KEYS, AudioParams, image_values
 from specgan.data.image_data import ImageData, data_fingerprint
 from specgan.data.loaders import load_data
 from specgan.errors import CheckpointError, ConfigError, SpecganError, WriteError
@@ -457,18 +457,15 @@ def _make_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"output.dir = '{run_dir}': cannot make the run folder ({e.strerror or e})") from None
 
 
-#: The audio parameters that define a spectrogram image (the others only choose which chunks prep keeps).
-IMAGE_AUDIO_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_min", "f_max", "min_db",
-                    "max_db", "frames")
-
-
 def _check_audio(recipe: Recipe, data: ImageData) -> None:
     """A recipe whose [audio] table is not the defaults must describe the dataset it trains on. (A table equal to
     the defaults cannot be told from no table, so it is not checked.)"""
     if data.audio is None or recipe.audio == AudioParams():
         return
-    for key in IMAGE_AUDIO_KEYS:
-        wanted, found = getattr(recipe.audio, key), getattr(data.audio, key)
+    # Unset values as what they stand for: f_max unset and f_max = sample_rate / 2 make the same chunks.
+    recipe_values, data_values = image_values(to_mapping(recipe.audio)), image_values(to_mapping(data.audio))
+    for key in IMAGE_KEYS:
+        wanted, found = recipe_values[key], data_values[key]
         if wanted != found:
             raise ConfigError(f"audio.{key} = {wanted!r}, but {recipe.data.path} was prepped with {key} = "
                               f"{found!r}; prep it again with this recipe, or make the recipe's [audio] table match")
@@ -479,7 +476,7 @@ def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) ->
     images must keep their shape, the classes (or domains) their names and order, and spectrograms the audio
     parameters that made them; the networks were built for them, and labels mean what they meant."""
     def image_audio(audio: dict | None) -> dict | None:
-        return {key: audio.get(key) for key in IMAGE_AUDIO_KEYS} if audio else None
+        return image_values(audio) if audio else None
 
     pairs = {"image_shape": (saved.get("image_shape"), found["image_shape"]),
              "class_names": (saved.get("class_names"), found["class_names"]),
@@ -487,7 +484,7 @@ def _check_same_data(saved: dict, found: dict, path: Path, *, data_path: str) ->
     for what, (before, now) in pairs.items():
         if before != now:
             if what == "audio" and before and now:
-                key = next(k for k in IMAGE_AUDIO_KEYS if before[k] != now[k])
+                key = next(k for k in IMAGE_KEYS if before[k] != now[k])
                 what, before, now = f"audio.{key}", before[key], now[key]
             raise CheckpointError(f"{path}: this run was trained on data with {what} = {before}, but data.path = "
                                   f"{data_path!r} has {now}; point data.path at the run's data, or use another "
