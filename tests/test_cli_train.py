@@ -262,6 +262,20 @@ def test_a_run_folder_that_is_not_a_run_or_lies_inside_its_images_is_refused(tmp
                                  f"(e.g. metrics.jsonl), which the run could replace; set another output.dir")
     assert (mine / "recipe.toml").read_text() == "important\n" and (mine / "metrics.jsonl").read_text() == "x"
     assert sorted(p.name for p in mine.iterdir()) == ["metrics.jsonl", "recipe.toml"]
+    # A checkpoints folder without checkpoints had made it a run, whose recipe.toml and metrics.jsonl replaced the
+    # user's; a samples folder of the user's own pictures is in the way too.
+    (mine / "checkpoints").mkdir()
+    code, _, stderr = specgan("train", recipe, "--set", f"output.dir={mine}", "--set", "train.steps=1", cwd=tmp_path)
+    one_line_error(code, stderr, f"output.dir = '{mine}': holds 2 file(s) or folder(s) that are not a specgan run's")
+    (mine / "checkpoints").rmdir()
+    for name in ("metrics.jsonl", "recipe.toml"):
+        (mine / name).unlink()
+    (mine / "samples").mkdir()
+    (mine / "samples" / "step_000001.png").write_bytes(b"a picture of mine")
+    code, _, stderr = specgan("train", recipe, "--set", f"output.dir={mine}", "--set", "train.steps=1", cwd=tmp_path)
+    one_line_error(code, stderr, f"output.dir = '{mine}': holds 1 file(s) or folder(s) that are not a specgan run's "
+                                 f"(e.g. samples)")
+    assert (mine / "samples" / "step_000001.png").read_bytes() == b"a picture of mine"
     inside = tmp_path / "data" / "runs" / "one"
     code, _, stderr = specgan("train", recipe, "--set", f"output.dir={inside}", "--set", "train.steps=1",
                               cwd=tmp_path)

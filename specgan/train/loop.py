@@ -399,23 +399,24 @@ def _keep_cpu_threads(saved: int | None, *, device: torch.device) -> str | None:
             f"its numbers will differ in rounding from an uninterrupted run's (OMP_NUM_THREADS={saved} keeps them)")
 
 
-#: What a folder may hold to become a run folder although no run recipe is there (the run writes its recipe
-#: before anything else): the lock of a start that failed, and the run's own sub-folders (a file in their way gets
-#: its own message, see :func:`_write_run_recipe`).
-NOT_IN_THE_WAY = {".lock", *RUN_SUBFOLDERS}
-
-
 def _refuse_a_folder_not_a_run(run_dir: Path) -> None:
     """A ConfigError when ``output.dir`` is a folder that holds other things than a specgan run: the run would
-    replace a ``recipe.toml`` and a ``metrics.jsonl`` there (and cut a last line it takes for one left half-written
-    by a crash). A run folder has its own recipe (see :func:`~specgan.train.config.is_run_recipe`) or checkpoints;
-    an empty folder becomes one, and so does one whose ``recipe.toml`` is a recipe written for it (its
-    ``output.dir`` is this folder)."""
-    if (not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or (run_dir / "checkpoints").is_dir()
+    replace a ``recipe.toml``, a ``metrics.jsonl`` and sample grids there (and cut a last line it takes for one
+    left half-written by a crash). A run folder has its own recipe (see :func:`~specgan.train.config.is_run_recipe`)
+    or checkpoints (a ``checkpoints`` folder of any other files, or none, does not make one); an empty folder
+    becomes one, and so does one whose ``recipe.toml`` is a recipe written for it (its ``output.dir`` is this
+    folder). Not in the way: the lock of a start that failed, and the run's own sub-folders while empty (a file in
+    their way gets its own message, see :func:`_write_run_recipe`)."""
+    if (not run_dir.is_dir() or is_run_recipe(run_dir / RUN_RECIPE) or list_checkpoints(run_dir)
             or _a_recipe_for(run_dir)):
         return
+
+    def in_the_way(name: str) -> bool:
+        path = run_dir / name
+        return name != ".lock" and not (name in RUN_SUBFOLDERS and not (path.is_dir() and any(path.iterdir())))
+
     try:
-        others = sorted(name for name in os.listdir(run_dir) if name not in NOT_IN_THE_WAY)
+        others = sorted(name for name in os.listdir(run_dir) if in_the_way(name))
     except OSError as e:
         raise ConfigError(f"output.dir = '{run_dir}': cannot read the folder ({e.strerror or e})") from None
     if others:
