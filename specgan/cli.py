@@ -632,7 +632,8 @@ def sample(
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=4096, help="How many samples.")] = 64,
     label: Annotated[Optional[str], typer.Option(
         help="Class to generate (conditional models), by name (e.g. 7, sandal), or by index where no class is named "
-             "by a number.")] = None,
+             "by a number [default: every class, a row each, or in turn when there are fewer rows than "
+             "classes].")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the latents.")] = 0,
     interpolate: Annotated[bool, typer.Option(help="Latent walk: each row of 8 (or of n, below 8) goes from one "
                                                    "latent to another; n is rounded down to whole rows.")] = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -150,8 +151,10 @@ def latents_and_labels(model: TrainedGenerator, *, n: int, label: str | None, se
     if model.conditional:
         if label is not None:
             labels = torch.full((len(z),), model.label_index(label), dtype=torch.long)
-        else:  # one class per row, cycling
+        elif interpolate or math.ceil(len(z) / nrow) >= len(model.class_names):  # one class per row, cycling
             labels = (torch.arange(len(z)) // nrow) % len(model.class_names)
+        else:  # fewer rows than classes: one class per sample in turn, so that every class is drawn (n permitting)
+            labels = torch.arange(len(z)) % len(model.class_names)
     return z, labels, nrow
 
 

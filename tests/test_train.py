@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -464,6 +465,13 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
         assert (len(z), nrow) == (rows * steps, steps)
     with pytest.raises(ConfigError, match="--n 1: a latent walk"):  # it had drawn one image and called it a walk
         latents_and_labels(model, n=1, label=None, seed=3, interpolate=True)
+    # Without --label, every class: a row each, or in turn when there are fewer rows than classes (two rows here:
+    # with 10 classes, -n 64 had drawn classes 0-7 only, and -n 10 class 0 alone).
+    assert latents_and_labels(model, n=16, label=None, seed=0, interpolate=False)[1].tolist() == [0] * 8 + [1] * 8
+    assert latents_and_labels(model, n=5, label=None, seed=0, interpolate=False)[1].tolist() == [0, 1, 0, 1, 0]
+    digits = SimpleNamespace(z_dim=8, conditional=True, class_names=tuple("0123456789"), checkpoint="x")
+    assert set(latents_and_labels(digits, n=64, label=None, seed=0, interpolate=False)[1].tolist()) == set(range(10))
+    assert latents_and_labels(digits, n=10, label=None, seed=0, interpolate=False)[1].tolist() == list(range(10))
     z, labels, _ = latents_and_labels(model, n=4, label="light", seed=0, interpolate=False)
     assert labels.tolist() == [1, 1, 1, 1]
     z, labels, _ = latents_and_labels(model, n=4, label="LIGHT", seed=0, interpolate=False)  # case aside
