@@ -158,14 +158,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         warn(str(message))
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks written as ``\\n`` and ``\\r``: a message names files, and a file name may hold
+    them, which had split a one-line error in two."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
 def print_error(message: str) -> None:
     """A user error's one line on stderr: ``error: MESSAGE``."""
-    err.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), f" {one_line(message)}"), highlight=False, soft_wrap=True)
 
 
 def warn(text: str) -> None:
     """A warning's line on stderr: ``warning: TEXT``, in yellow on a terminal."""
-    say(f"warning: {text}", to=err, style="yellow")
+    say(f"warning: {one_line(text)}", to=err, style="yellow")
 
 
 def other_rank() -> bool:

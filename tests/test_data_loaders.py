@@ -437,6 +437,28 @@ def test_image_folder_errors(folder, tmp_path):
     assert "e3.png" not in str(caught.value)  # the first five are named
 
 
+def test_pillows_warnings_name_the_picture(folder, monkeypatch):
+    """Pillow's warnings (corrupt EXIF data, a picture past its size limit) had come out as Python prints them, two
+    lines each, naming Pillow's source file instead of the picture."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 8x6 = 48 pixels: a warning (an error from 80)
+    with pytest.warns(SpecganWarning) as caught:
+        load_image_folder(folder)
+    said = [str(w.message) for w in caught if "exceeds limit" in str(w.message)]
+    assert said[0].startswith(f"{folder / 'cats' / 'c0.png'}: Image size (48 pixels) exceeds limit of 40 pixels")
+    assert len(said) == 5  # every picture, each named
+
+
+def test_a_file_name_with_a_line_break_stays_one_line_in_an_error(tmp_path):
+    from test_cli_train import ROOT, specgan as cli_run
+
+    (tmp_path / "pics" / "c").mkdir(parents=True)
+    (tmp_path / "pics" / "c" / "bad\nname.png").write_text("not a picture")
+    code, _, stderr = cli_run("train", ROOT / "recipes" / "image_folder.toml", "--set",
+                              f"data.path={tmp_path / 'pics'}", "--set", f"output.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "bad\\nname.png: unreadable image" in stderr, \
+        stderr
+
+
 # -- spectrogram datasets --------------------------------------------------------------------------------------
 
 FAST = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=16)

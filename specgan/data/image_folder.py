@@ -57,7 +57,8 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
     (height, width), and whether it had transparent pixels (composited onto black: converting alone would drop the
     alpha and keep whatever colour a transparent pixel happens to store)."""
     try:
-        with Image.open(file) as img:
+        with warnings.catch_warnings(record=True) as said, Image.open(file) as img:
+            warnings.simplefilter("always")
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             if img.mode.startswith("I;16"):  # 16-bit grayscale: scale to 8 bits rather than clip
@@ -72,6 +73,8 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
             array = np.asarray(img, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{file}: unreadable image ({e})") from None
+    for warning in said:  # Pillow's (corrupt EXIF data, a very large picture) named after the file, one line each
+        warnings.warn(SpecganWarning(f"{file}: {str(warning.message).rstrip('.')}"), stacklevel=2)
     return array.reshape(array.shape[0], array.shape[1], -1), transparent
 
 
