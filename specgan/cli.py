@@ -721,10 +721,10 @@ def convert(
                           phase_init=phase_init, batch_size=batch_size, seed=seed, plot=plot,
                           overwrite=overwrite, skip_existing=skip_existing, device=dev, on_model=on_model,
                           on_file=on_file, on_warning=warn)
-    if report.kept:
-        say(f"kept {len(report.kept)} output(s) that exist (--skip-existing)"
-            + ("; nothing else to convert" if not report.converted and not report.failed and not report.plotted
-               else ""))
+    if report.kept or report.plotted:
+        plotted = f", {len(report.plotted)} of them given their missing plot" if report.plotted else ""
+        say(f"kept {len(report.kept) + len(report.plotted)} output(s) that exist (--skip-existing{plotted})"
+            + ("; nothing else to convert" if not report.converted and not report.failed else ""))
     if len(report.converted) + len(report.failed) > 1:
         say(f"converted {len(report.converted)} file(s) to {report.to} in {report.output}: "
             f"{report.seconds:.1f} s of audio in {report.elapsed:.1f} s ({report.real_time_factor:.3f} s per s "

@@ -812,7 +812,9 @@ def test_skip_existing_with_plot_writes_only_what_is_missing(run, tmp_path):
     assert code == 0, stderr
     assert f"wrote {out / 'a.png'}, the plot of {out / 'a.wav'}, which exists and was kept (0.50 s; " in stdout
     assert f"wrote {out / 'b.wav'} (" in stdout and f"wrote {out / 'd.wav'} and {out / 'd.png'}" in stdout
-    assert "kept 1 output(s) that exist (--skip-existing)" in stdout  # c, whole
+    # c whole, a given its plot; only b and d were converted (a had been counted as converted, its audio timed)
+    assert "kept 2 output(s) that exist (--skip-existing, 1 of them given their missing plot)" in stdout
+    assert "converted 2 file(s) to B" in stdout
     assert sorted(p.name for p in out.iterdir()) == [f"{n}.{s}" for n in "abcd" for s in ("png", "wav")]
     assert all(out.joinpath(name).stat().st_mtime_ns == t and out.joinpath(name).read_bytes() == b
                for name, (t, b) in before.items())  # a.wav, b.png and c's pair left as they were
