@@ -282,7 +282,7 @@ def main() -> None:
     def reconstruct(_budget):
         import reconstruct_speed
         argv = ["--device", device.type, "--out", str(out), "--librosa-repeats", "1"]
-        argv += ["--clips", "2", "--repeats", "1"] if args.tiny else ["--repeats", "3"]
+        argv += ["--clips", "2", "--repeats", "1", "--suffix", "_tiny"] if args.tiny else ["--repeats", "3"]
         return reconstruct_speed.main(argv)
     if "reconstruct" in sections:
         session.section("reconstruct_speed", reconstruct,

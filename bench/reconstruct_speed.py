@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="folder for the JSON (default bench/out)")
+    parser.add_argument("--suffix", default="", help="added to the JSON's name (_tiny for a check of the code "
+                                                      "paths, which must not pass for a result)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     librosa_repeats = args.repeats if args.librosa_repeats is None else args.librosa_repeats
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"reconstruct: median speed-up {result['median_speedup']:.1f}×, median SC specgan "
               f"{result['median_specgan_sc']:.3f} vs librosa {result['median_librosa_sc']:.3f}")
     print(f"reconstruct on {device}: median {result['median_specgan_x_realtime']:.0f}x faster than real time")
-    write_json(result_name("reconstruct_speed", device), result, Path(args.out) if args.out else None)
+    write_json(result_name("reconstruct_speed", device) + args.suffix, result, Path(args.out) if args.out else None)
     return result
 
 

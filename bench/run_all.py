@@ -89,8 +89,9 @@ def main() -> None:
          f"Written by `make bench` on {datetime.date.today()} at commit `{commit}`."),
         f"Prep and reconstruction machine: {_cpu(m)}, {m['cores']} cores, torch {m['torch']}, device {recon['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "") + ".",
-        "Each figure is the median of the timed runs after one untimed warm-up; both sides run on the same input "
-        "in the same process.",
+        "Unless a section says otherwise, each figure is the median of the timed runs after one untimed warm-up, "
+        "and both sides run on the same input in the same process; the sections say how many runs (some are one "
+        "run, or a child process per run, and the training references load data in worker processes on a GPU).",
         "",
         "## prep throughput",
         "",
@@ -333,8 +334,10 @@ def throughput_sections() -> list[str]:
             listed = recorded if recorded is not None else train_throughput.VARIANTS.get(v, [])
             overrides = ", ".join(f"`{o}`" for o in listed) or (
                 "a patch no recipe key reaches: `PATCHES` in bench/train_throughput.py" if v in train_throughput.PATCHES
-                else "defaults: `precision = auto`, bf16 on CUDA and on AMD CPUs with AVX512-BF16 (this CPU: "
-                + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + "); `channels_last = auto`, on a CPU "
+                else "defaults: `precision = auto`, bf16 on AMD CPUs with AVX512-BF16 (this CPU: "
+                + ("bf16" if native_bf16(torch.device("cpu")) else "fp32") + ") and on CUDA, for the DCGAN too when "
+                "its GPU figures were measured (auto picks fp32 for it now: the fp32 row); `channels_last = auto`, "
+                "on a CPU "
                 "for DCGAN, and for the ResNet CycleGAN in bf16 only; on CUDA only inside the compiled ResNet "
                 "CycleGAN's networks; `compile = auto`, on for the ResNet CycleGAN on one GPU; "
                 "`cuda_graphs = true`, the step replayed as a CUDA graph")

@@ -28,12 +28,14 @@ def build_dcgan(*, image_shape: tuple[int, int, int], n_classes: int = 0, z_dim:
 class ModelFamily:
     """A ``model.name``: the task it serves, the builder of one (generator, discriminator) pair, and what the
     ``"auto"`` speed switches do for it where measured faster: ``train.channels_last`` on a CPU, for the
-    precisions it names (``"fp32"``, ``"bf16"``: the one the run computes in), and in compiled CUDA code; and
-    ``train.compile`` on CUDA."""
+    precisions it names (``"fp32"``, ``"bf16"``: the one the run computes in), and in compiled CUDA code;
+    ``train.precision`` and ``train.compile`` on CUDA."""
 
     task: str
     build: Callable[..., tuple[nn.Module, nn.Module]]
     channels_last_on_cpu: tuple[str, ...] = ()
+    #: ``train.precision = auto`` on CUDA: bf16 autocast, unless the family's step was measured slower so.
+    bf16_on_cuda: bool = True
     compile_on_cuda: bool = False
     #: Compiled on CUDA, whether TorchInductor's layout optimisation is forced on: the compiled code computes the
     #: convolutions channels-last whatever the memory order of the weights and images it is given.
@@ -56,7 +58,9 @@ class ModelFamily:
 #: round of one process: cuDNN's NCHW <-> NHWC conversions had taken 26% of the compiled step's kernel time.
 MODELS: dict[str, ModelFamily] = {
     # DCGAN G and D, from the image shape
-    "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=("fp32", "bf16")),
+    # On an H200 the 28×28 DCGAN step is launch-bound, and autocast's casts are extra kernels: bf16 ran it at 80.9k
+    # images/s against fp32's 90.5k (bench/gpu/train_dcgan_cuda.json, CUDA graphs, 2 rounds; 12% slower without).
+    "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=("fp32", "bf16"), bf16_on_cuda=False),
     "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=("bf16",),  # ResNet G, PatchGAN D
                             compile_on_cuda=True, channels_last_compiled_on_cuda=True),
     "cyclegan-vc2": ModelFamily("translate", build_cyclegan_vc2),  # CycleGAN-VC2's 2-1-2D gated G, PatchGAN D

@@ -108,10 +108,13 @@ class Acceleration:
     """The speed options of one run on one device."""
 
     def __init__(self, train: TrainConfig, *, device: torch.device,
-                 channels_last_on_cpu: tuple[str, ...] = ("fp32", "bf16"), compile_on_cuda: bool = False,
-                 channels_last_compiled_on_cuda: bool = False, one_process: bool = True):
+                 channels_last_on_cpu: tuple[str, ...] = ("fp32", "bf16"), bf16_on_cuda: bool = True,
+                 compile_on_cuda: bool = False, channels_last_compiled_on_cuda: bool = False,
+                 one_process: bool = True):
         self.device = device
-        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device))
+        # auto: bf16 where it was measured faster (native_bf16), on CUDA for the families measured faster so
+        self.bf16 = train.precision == "bf16" or (train.precision == "auto" and native_bf16(device)
+                                                   and (device.type != "cuda" or bf16_on_cuda))
         # A recipe may ask for bf16 on a CPU that can only emulate it: allowed, but said (specgan train prints it).
         self.precision_note = (
             "train.precision = bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): it is emulated (on an "
@@ -147,7 +150,7 @@ class Acceleration:
         """The options of ``recipe``'s run on ``device``, with the ``"auto"`` choices of its model family."""
         family = MODELS[recipe.model.name]
         return cls(recipe.train, device=device, channels_last_on_cpu=family.channels_last_on_cpu,
-                   compile_on_cuda=family.compile_on_cuda,
+                   bf16_on_cuda=family.bf16_on_cuda, compile_on_cuda=family.compile_on_cuda,
                    channels_last_compiled_on_cuda=family.channels_last_compiled_on_cuda, one_process=one_process)
 
     @contextlib.contextmanager

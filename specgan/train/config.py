@@ -98,8 +98,9 @@ class TrainConfig:
     pool_size: int = param(50, "translate: generated images kept in the history pool that D also sees (0: none).",
                            min=0)
     precision: str = param("auto", "Arithmetic of the forward passes: bf16 autocast or plain fp32 (auto: bf16 where "
-                                   "it was measured faster, on CUDA and on AMD CPUs with AVX512-BF16; fp32 elsewhere). "
-                                   "Weights, optimiser state and losses stay fp32.",
+                                   "it was measured faster, on CUDA for the translators and on AMD CPUs with "
+                                   "AVX512-BF16; fp32 elsewhere, and for dcgan on CUDA). Weights, optimiser state and "
+                                   "losses stay fp32.",
                            choices=("auto", "bf16", "fp32"))
     channels_last: bool | str = param("auto", "Keep images and weights in channels-last memory order (NHWC), which "
                                               "the convolution kernels of some devices run faster (auto: on a CPU for "
