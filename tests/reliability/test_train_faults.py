@@ -486,10 +486,14 @@ def test_a_file_where_the_run_writes_a_folder_is_a_one_line_error(data, tmp_path
 def test_samples_of_steps_a_stopped_run_never_checkpointed_are_removed(data, tmp_path):
     """A run killed at step 7 before its first checkpoint leaves step_000005's samples; the new run redoes step 5
     (and writes its own samples then), so the old ones would pass for the new run's."""
+    from specgan.train.config import run_recipe_text
+
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
     for name in ["step_000005.png", "step_000005_0.wav", "step_000010_A-to-B.png", "mine.png"]:
         (run / "samples" / name).write_text("old")
+    # what the killed run wrote first (without it, a folder of pictures is not a run's: refused)
+    (run / "recipe.toml").write_text(run_recipe_text(tiny_recipe(data, run, steps=2, sample_every=2)))
     train(tiny_recipe(data, run, steps=2, sample_every=2), device=CPU)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["mine.png", "step_000002.png"]
     # continuing from step 2 keeps the samples of steps up to 2
