@@ -109,7 +109,8 @@ def default_variants(kind: str, device_type: str) -> list[str]:
     other_layout = "no_channels_last" if auto.memory_format == torch.channels_last else "channels_last"
     chosen = {"other_precision": other_precision, "other_layout": other_layout}
     return [chosen.get(v, v) for v in DEFAULT_VARIANTS[(kind, device_type)]
-            if not (v == "other_precision" and other_precision == "bf16" and not cpu_has_bf16_instructions())]
+            if not (v == "other_precision" and other_precision == "bf16" and device_type == "cpu"
+                    and not cpu_has_bf16_instructions())]
 
 #: Sizes per benchmark: "gpu" is the recipe's size; "cpu" runs in a couple of minutes on 2 cores; "tiny" only
 #: checks that every code path runs.

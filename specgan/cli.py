@@ -119,9 +119,10 @@ _debug = False
 
 
 def say(text: str, *, to: Console = out, style: str | None = None) -> None:
-    """Print a message as plain text: no markup (a path may hold brackets, which rich would read as tags), no
-    highlighting, and no hard wrap at the terminal's width (a path broken across lines cannot be copied)."""
-    to.print(text, style=style, highlight=False, markup=False, soft_wrap=True)
+    """Print a message as one line of plain text: no markup (a path may hold brackets, which rich would read as
+    tags), no highlighting, no hard wrap at the terminal's width (a path broken across lines cannot be copied), and
+    a line break inside it written out (:func:`one_line`)."""
+    to.print(one_line(text), style=style, highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_version(asked: bool) -> None:
@@ -171,7 +172,7 @@ def print_error(message: str) -> None:
 
 def warn(text: str) -> None:
     """A warning's line on stderr: ``warning: TEXT``, in yellow on a terminal."""
-    say(f"warning: {one_line(text)}", to=err, style="yellow")
+    say(f"warning: {text}", to=err, style="yellow")
 
 
 def other_rank() -> bool:
@@ -639,7 +640,8 @@ def sample(
     label: Annotated[Optional[str], typer.Option(
         help="Class to generate (conditional models), by name (e.g. 7, sandal), or by index where no class is named "
              "by a number [default: every class, a row each, or in turn when there are fewer rows than "
-             "classes].")] = None,
+             "classes; with --interpolate, a row (one walk) each, so rows beyond the classes repeat them and "
+             "fewer rows leave some out].")] = None,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the latents.")] = 0,
     interpolate: Annotated[bool, typer.Option(help="Latent walk: each row of 8 (or of n, below 8) goes from one "
                                                    "latent to another; n is rounded down to whole rows.")] = False,

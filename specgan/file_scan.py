@@ -102,9 +102,15 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
             if name.startswith("."):
                 continue
             (found if os.path.splitext(name)[1].lower() in suffixes else ignored).append(prefix + name)
-    # Hidden folders worth a word: those that hold such files themselves, unless a link to a folder searched anyway.
-    hidden = [relative for relative in hidden if _identity(os.path.join(folder, relative)) not in searched
-              and _holds_files(os.path.join(folder, relative), suffixes)]
+    # Hidden folders worth a word: those that hold such files themselves, each once (one may be linked to from
+    # elsewhere), and not a link to a folder searched anyway.
+    named, seen = [], set(searched)
+    for relative in hidden:
+        identity = _identity(os.path.join(folder, relative))
+        if identity not in seen and _holds_files(os.path.join(folder, relative), suffixes):
+            named.append(relative)
+        seen.add(identity)
+    hidden = named
     return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated, skipped_at, hidden)
 
 

@@ -33,14 +33,14 @@ def remove_made(folder: str | os.PathLike, *, made: Path | None) -> None:
     if made is None:
         return
     folder, made = Path(folder).absolute(), made.absolute()
-    while folder.is_dir() and not any(folder.iterdir()):
-        try:
+    try:
+        while folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-        except OSError:  # filled meanwhile (another command writing there): it stays, and so do its parents
-            break
-        if folder == made or made not in folder.parents:
-            break
-        folder = folder.parent
+            if folder == made or made not in folder.parents:
+                break
+            folder = folder.parent
+    except OSError:  # filled or removed meanwhile (another command there), or unreadable: what is left stays
+        pass  # (raising here would hide the error that is being reported)
 
 
 @contextmanager

@@ -218,11 +218,12 @@ def test_generate_ranks_stay_identical(tmp_path, train_keys):
     assert ("this run trained in 2 process(es) and continues in 1: it goes on from its checkpoint, but its numbers "
             "will differ from an uninterrupted run's (gradients are summed in another order, and batch norm's "
             "statistics are each process's own)") in said
-    # Synchronised on GPUs at both ends; a checkpoint from before its device was recorded may have been a CPU's.
+    # Synchronised on GPUs, whole in one process; a checkpoint from before its device was recorded may be a CPU's.
     from specgan.train.loop import _batch_statistics_per_process
 
-    assert not _batch_statistics_per_process(continued.task, devices=("cuda", "cuda"))
-    assert _batch_statistics_per_process(continued.task, devices=("cuda", None))
+    assert not _batch_statistics_per_process(continued.task, sides=(("cuda", 2), ("cuda", 1)))
+    assert not _batch_statistics_per_process(continued.task, sides=(("cpu", 1), ("cuda", 2)))  # whole batch; synced
+    assert _batch_statistics_per_process(continued.task, sides=((None, 2), ("cuda", 1)))
 
 
 @pytest.mark.parametrize("batch_size", [5])

@@ -52,3 +52,18 @@ def test_remove_made_stops_at_the_outermost_folder_made(tmp_path):
     (tmp_path / "p" / "q").mkdir(parents=True)
     remove_made(tmp_path / "p" / "q", made=None)  # nothing was made: nothing removed
     assert (tmp_path / "p" / "q").is_dir()
+
+
+def test_a_folder_filled_meanwhile_is_left_and_the_original_error_kept(tmp_path, monkeypatch):
+    """Another command can write into the new folder between the emptiness check and rmdir: the OSError of rmdir
+    had replaced the error being reported."""
+    from pathlib import Path
+
+    def filled(self):
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(Path, "rmdir", filled)
+    with pytest.raises(RuntimeError, match="the real error"):
+        with made_parent(tmp_path / "new" / "out.png"):
+            raise RuntimeError("the real error")
+    assert (tmp_path / "new").is_dir()

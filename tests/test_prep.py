@@ -314,6 +314,7 @@ def test_prep_says_what_it_passed_over(tmp_path):
     (src / "A" / ".old").mkdir()
     (src / "A" / ".old" / "z.wav").write_bytes(b"")
     (src / ".all").symlink_to(src, target_is_directory=True)
+    (src / "D" / ".again").symlink_to(src / ".E", target_is_directory=True)  # the same hidden folder: named once
     notes = []
     prep_module.discover(src, notes=notes)
     assert [line for line in notes if "hidden" in line] == [
@@ -394,6 +395,20 @@ def test_a_dataset_among_the_recordings_is_refused(corpus, tmp_path):
     code, output = run("prep", corpus, "-o", corpus, "--workers", "1", *FAST)
     one_line_error(code, output, f"{corpus}: is the source folder; the dataset needs a folder of its own (e.g. -o "
                                  f"{tmp_path / 'wavs-dataset'})")
+
+
+def test_parameters_spelled_out_as_their_defaults_update_the_same_dataset(corpus, tmp_path):
+    """f_max = sample_rate / 2, win_length = n_fft and chunk_hop = frames // 2 make the dataset their unset forms
+    make: an update with them had been refused as 'other audio parameters' (train already took them as fitting)."""
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    before = open_dataset(out).chunks.copy()
+    spelled = dataclasses.replace(FAST_PARAMS, f_max=FAST_PARAMS.sample_rate / 2, win_length=FAST_PARAMS.n_fft,
+                                  chunk_hop=FAST_PARAMS.frames // 2)
+    prep(corpus, out, params=spelled, workers=1)
+    np.testing.assert_array_equal(open_dataset(out).chunks, before)
+    with pytest.raises(DatasetError, match=r"other audio parameters \(f_max: \(not set\) → 3000.0\)"):
+        prep(corpus, out, params=dataclasses.replace(FAST_PARAMS, f_max=3000.0), workers=1)
 
 
 def test_a_dataset_beside_an_image_sets_files_is_refused(corpus, tmp_path):

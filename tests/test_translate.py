@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from specgan.data.spectrogram_data import load_spectrogram_data
-from specgan.errors import ConfigError
+from specgan.errors import CheckpointError, ConfigError
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint
 from specgan.train.config import load_recipe, recipe_mapping
 from specgan.train.loop import train
@@ -123,6 +123,16 @@ def test_a_recipe_that_spells_out_what_the_dataset_left_unset_fits_it(tones, tmp
     with pytest.raises(ConfigError, match=f"^audio.f_max = 3000.0, but {re.escape(str(tones))} was prepped with "
                                           f"f_max = 4000.0; prep it again"):
         _check_audio(other, data)
+    # The same for a continued run whose data was prepped again with the unset values spelled out.
+    from specgan.recipe import to_mapping
+    from specgan.train.loop import _check_same_data
+
+    saved = {"image_shape": [1, 32, 32], "class_names": ["low", "high"], "audio": to_mapping(AUDIO)}
+    found = {**saved, "audio": {**to_mapping(AUDIO), "f_max": 4000.0, "win_length": 256}}
+    _check_same_data(saved, found, tmp_path / "step.pt", data_path=str(tones))
+    with pytest.raises(CheckpointError, match="audio.n_mels = 32, but data.path"):
+        _check_same_data(saved, {**found, "audio": {**found["audio"], "n_mels": 40}}, tmp_path / "step.pt",
+                         data_path=str(tones))
 
 
 def test_a_domain_without_chunks_is_refused_before_training(tones, tmp_path):

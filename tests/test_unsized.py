@@ -140,6 +140,21 @@ def test_a_variable_block_size_frame_numbers_its_first_sample():
         assert end is None or end > 0
 
 
+def test_without_proc_the_count_decodes_the_bytes(tmp_path, monkeypatch):
+    """Where there is no /proc (macOS), the frames are counted from the file's bytes (it had returned 0: no patch)."""
+    from specgan.audio import unsized
+
+    data = encoded(noise(30011, 2), format="FLAC", subtype="PCM_16")
+    (tmp_path / "unsized.flac").write_bytes(without_flac_length(data))
+    real_exists = os.path.exists
+    monkeypatch.setattr(unsized.os.path, "exists", lambda p: False if str(p).startswith("/proc/") else real_exists(p))
+    fd = os.open(tmp_path / "unsized.flac", os.O_RDONLY)
+    try:
+        assert unsized._flac_frames(fd, channels=2) == 30011
+    finally:
+        os.close(fd)
+
+
 def test_a_header_with_nothing_after_it_is_still_empty(tmp_path):
     data = encoded(np.zeros((0, 1), np.float32), format="WAV", subtype="PCM_16")
     (tmp_path / "empty.wav").write_bytes(without_wav_length(data))

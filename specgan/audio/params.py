@@ -86,16 +86,24 @@ IMAGE_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_m
               "frames")
 
 
-def image_values(audio: Mapping[str, Any]) -> dict[str, Any]:
-    """The :data:`IMAGE_KEYS` of a mapping of :class:`AudioParams` (a recipe's, a manifest's, a checkpoint's), the
-    unset ones as the values they stand for (``win_length``: n_fft; ``f_max``: sample_rate / 2): two datasets
-    alike in these hold alike chunks, however each was asked for."""
-    values = {key: audio.get(key) for key in IMAGE_KEYS}
-    if values["win_length"] is None:
-        values["win_length"] = values["n_fft"]
-    if values["f_max"] is None and values["sample_rate"] is not None:
+def resolved_values(audio: Mapping[str, Any]) -> dict[str, Any]:
+    """A mapping of :class:`AudioParams` (a recipe's, a manifest's, a checkpoint's) with the unset values as what
+    they stand for (``win_length``: n_fft; ``f_max``: sample_rate / 2; ``chunk_hop``: frames // 2): two sets of
+    parameters alike in these make the same dataset, however each was asked for."""
+    values = dict(audio)
+    if values.get("win_length") is None:
+        values["win_length"] = values.get("n_fft")
+    if values.get("f_max") is None and values.get("sample_rate") is not None:
         values["f_max"] = values["sample_rate"] / 2
+    if values.get("chunk_hop") is None and values.get("frames") is not None:
+        values["chunk_hop"] = max(1, values["frames"] // 2)
     return values
+
+
+def image_values(audio: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`IMAGE_KEYS` of :func:`resolved_values`: two datasets alike in these hold alike chunks."""
+    values = resolved_values(audio)
+    return {key: values.get(key) for key in IMAGE_KEYS}
 
 
 def resolve_audio_params(*, recipe: Path | None = None, overrides: Mapping[str, Any] | None = None,

@@ -76,11 +76,16 @@ def length_patches(fd: int) -> dict[int, bytes]:
 
 def _flac_frames(fd: int, *, channels: int) -> int:
     """Frames per channel that dr_flac decodes from the FLAC file open at ``fd`` (16-bit samples: only counted), or
-    0 when it cannot decode it. Opened again through ``/proc/self/fd``: miniaudio takes a name, which it encodes as
-    strict UTF-8, and a file's own name need not be."""
-    frames = 0
+    0 when it cannot decode it. Streamed through ``/proc/self/fd`` (miniaudio takes a name, which it encodes as
+    strict UTF-8, and a file's own name need not be); where there is no ``/proc`` (macOS), decoded whole from its
+    bytes."""
+    proc = f"/proc/self/fd/{fd}"
     try:
-        for block in miniaudio.flac_stream_file(f"/proc/self/fd/{fd}", frames_to_read=COUNT_BLOCK_FRAMES):
+        if not os.path.exists(proc):
+            data = os.pread(fd, os.fstat(fd).st_size, 0)
+            return len(miniaudio.flac_read_s16(data).samples) // channels
+        frames = 0
+        for block in miniaudio.flac_stream_file(proc, frames_to_read=COUNT_BLOCK_FRAMES):
             frames += len(block)
     except (miniaudio.MiniaudioError, OSError):
         return 0

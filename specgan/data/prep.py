@@ -28,7 +28,7 @@ from specgan.audio.features import LogMel, power_to_db
 from specgan.audio.io import (AUDIO_SUFFIXES, SILENCE_PEAK, AudioFile, Resamplers, block_frames_for,
                               decode_bytes, mono_blocks, open_regular, peak_amplitude, resample_whole,
                               scan_audio_files, silence_reason)
-from specgan.audio.params import AudioParams
+from specgan.audio.params import AudioParams, resolved_values
 from specgan.data.dataset_dir import (FEATURES_VERSION, GENERATION_FILE, PreppedDataset, check_values_in_range,
                                      domains_table, open_dataset, read_manifest, remove_orphans, write_dataset)
 from specgan.data.idx import idx_files_in
@@ -789,11 +789,12 @@ def _current_manifest(out: Path, *, overwrite: bool) -> dict | None:
 def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | None:
     """``old``, the manifest of the dataset at ``out``, when it can be updated with ``params``; None when there is
     none. A dataset made with other parameters is a DatasetError (``--overwrite`` rebuilds it instead)."""
-    if old is None or old["audio"] == to_mapping(params):
+    # Unset values as what they stand for: f_max unset and f_max = sample_rate / 2 make the same dataset.
+    if old is None or resolved_values(old["audio"]) == resolved_values(to_mapping(params)):
         return old
-    wanted = to_mapping(params)
-    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(v)}" for k, v in wanted.items()
-                        if old["audio"].get(k) != v)
+    before, wanted = resolved_values(old["audio"]), resolved_values(to_mapping(params))
+    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(to_mapping(params)[k])}"
+                        for k, v in wanted.items() if before.get(k) != v)
     raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
                        f"prep with the parameters it was made with (the same --recipe or flags), or use "
                        f"--overwrite to rebuild it with these")

@@ -59,7 +59,8 @@ class ModelFamily:
 MODELS: dict[str, ModelFamily] = {
     # DCGAN G and D, from the image shape
     # On an H200 the 28×28 DCGAN step is launch-bound, and autocast's casts are extra kernels: bf16 ran it at 80.9k
-    # images/s against fp32's 90.5k (bench/gpu/train_dcgan_cuda.json, CUDA graphs, 2 rounds; 12% slower without).
+    # images/s against fp32's 90.5k (bench/gpu/train_dcgan_cuda.json, CUDA graphs, 2 rounds; 12% slower without, in
+    # an earlier session). Only that size was measured; larger DCGANs (64×64 pictures, spectrograms) may differ.
     "dcgan": ModelFamily("generate", build_dcgan, channels_last_on_cpu=("fp32", "bf16"), bf16_on_cuda=False),
     "cyclegan": ModelFamily("translate", build_cyclegan, channels_last_on_cpu=("bf16",),  # ResNet G, PatchGAN D
                             compile_on_cuda=True, channels_last_compiled_on_cuda=True),

@@ -33,8 +33,8 @@ from specgan.errors import CheckpointError, ConfigError, SpecganError, WriteErro
 from specgan.folder_lock import FolderLock
 from specgan.folders import outermost_missing
 from specgan.recipe import as_written, to_mapping, toml_value
-from specgan.train.checkpoint import (code_fingerprint, list_checkpoints, load_checkpoint, load_latest_checkpoint,
-                                      restore_rng_state, rng_state, save_checkpoint)
+from specgan.train.checkpoint import (RUN_FIELDS, code_fingerprint, list_checkpoints, load_checkpoint,
+                                      load_latest_checkpoint, restore_rng_state, rng_state, save_checkpoint)
 from specgan.train import distributed as ranks
 from specgan.train.acceleration import Acceleration
 from specgan.train.config import (RUN_RECIPE, Recipe, continue_command, is_run_recipe, load_recipe,
@@ -158,7 +158,8 @@ def _train(recipe: Recipe, *, device: torch.device, distributed: Distributed, re
                  _decay_moved(state["recipe"], recipe, start=start),
                  _other_world_size(state.get("world_size"), distributed.world_size,
                                    own_batch_statistics=_batch_statistics_per_process(
-                                       task, devices=(device.type, state.get("device_type"))))
+                                       task, sides=((state.get("device_type"), state.get("world_size") or 1),
+                                                    (device.type, distributed.world_size))))
                  if training else None,
                  None if distributed.active or not training else
                  _keep_cpu_threads(state.get("cpu_threads"), device=device)]
@@ -372,11 +373,12 @@ def _other_world_size(saved: int | None, now: int, *, own_batch_statistics: bool
             f"numbers will differ from an uninterrupted run's ({why})")
 
 
-def _batch_statistics_per_process(task, *, devices: tuple[str | None, ...]) -> bool:
+def _batch_statistics_per_process(task, *, sides: tuple[tuple[str | None, int], ...]) -> bool:
     """Whether the task's networks hold batch norm whose statistics each process took from its own shard on one of
-    ``devices`` (device types; None: not recorded, as by checkpoints before it was): on CPUs (gloo); on GPUs they
-    are synchronised (SyncBatchNorm). Translators use instance norm: none."""
-    return any(kind != "cuda" for kind in devices) and any(
+    ``sides`` (``(device type, processes)``; device None: not recorded, as by checkpoints before it was): in
+    several processes on CPUs (gloo); on GPUs they are synchronised (SyncBatchNorm), and one process has the whole
+    batch. Translators use instance norm: none."""
+    return any(processes > 1 and kind != "cuda" for kind, processes in sides) and any(
         isinstance(layer, nn.modules.batchnorm._BatchNorm) for network in task.models.values()
         for layer in network.modules())
 
@@ -518,11 +520,13 @@ def _check_same_run(saved: dict, wanted: dict, path: Path) -> None:
 
 
 def _an_earlier_checkpoint_fits(path: Path, wanted: dict) -> bool:
-    """Whether the newest intact checkpoint of ``path``'s run before it was trained with the recipe ``wanted``."""
+    """Whether an intact checkpoint of ``path``'s run from before it was trained with the recipe ``wanted`` (the
+    newest first: several of another run's may have been copied in)."""
     for earlier in reversed([p for p in list_checkpoints(Path(path).parent.parent) if p != path]):
         try:
-            return not _recipe_differences(load_checkpoint(earlier)["recipe"], wanted)
-        except SpecganError:  # damaged: the one before it
+            if not _recipe_differences(load_checkpoint(earlier, required=RUN_FIELDS)["recipe"], wanted):
+                return True
+        except SpecganError:  # damaged, or not a run's: the ones before it
             continue
     return False
 
