@@ -593,8 +593,13 @@ def _pace_note(*, seconds_per_step: float, steps_left: int) -> str | None:
 
 
 def _recipe_file(given: Path) -> Path:
-    """train's RECIPE: a .toml file, or a run folder standing for its ``recipe.toml``; a checkpoint given instead
-    is a one-line error naming the command that continues its run."""
+    """train's RECIPE: a .toml file, or a run folder standing for its ``recipe.toml`` (``RUN/recipe.toml`` that was
+    lost stands for the folder too, as the command that continues a run names it); a checkpoint given instead is a
+    one-line error naming the command that continues its run."""
+    from specgan.train.checkpoint import list_checkpoints
+
+    if given.name == "recipe.toml" and not given.exists() and list_checkpoints(given.parent):
+        given = given.parent
     if given.is_dir():
         if (given / "recipe.toml").is_file():
             return given / "recipe.toml"

@@ -344,6 +344,10 @@ def test_a_run_folder_that_lost_its_recipe_continues_from_its_checkpoints_recipe
     assert code == 0, stderr
     assert stderr.count("step_00000006.pt: not a readable checkpoint") == 1, stderr
     assert f"rebuilt from {moved / 'checkpoints' / 'step_00000004.pt'}" in stderr
+    # RUN/recipe.toml, as the continue command names it, stands for the folder when the file was lost.
+    (moved / "recipe.toml").unlink()
+    code, _, stderr = specgan("train", moved / "recipe.toml", "--set", "train.steps=8", cwd=tmp_path)
+    assert code == 0 and f"{moved / 'recipe.toml'} was missing: rebuilt from" in stderr, stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, stderr = specgan("train", empty, cwd=tmp_path)
