@@ -319,6 +319,50 @@ def test_download_from_local_server(tiny, tmp_path, monkeypatch):
         assert len(list(dest.iterdir())) == 3
 
 
+def test_a_download_cut_short_says_so_and_a_killed_ones_file_is_removed(tiny, tmp_path, monkeypatch):
+    """A server that closes early had made a 'damaged file' (md5) error; a killed fetch's temporary file stayed."""
+    import os
+    import time
+
+    from specgan.data import idx
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    name, mirror = tiny
+    first = sorted(mirror.iterdir())[0]
+
+    class HalfServed(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            data = first.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 2])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HalfServed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    dest = tmp_path / "dest"
+    try:
+        with pytest.raises(DatasetError, match=f"download incomplete \\({len(first.read_bytes()) // 2} of "
+                                               f"{len(first.read_bytes())} bytes; the connection closed early\\)"):
+            fetch_idx(name, dest, base_url=f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    dest.mkdir(exist_ok=True)
+    dead, live = dest / f".{first.name}.abc123.tmp", dest / f".{first.name}.def456.tmp"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    old = time.time() - idx.STALE_DOWNLOAD_S - 60
+    os.utime(dead, (old, old))
+    fetch_idx(name, dest, mirror=mirror)
+    assert not dead.exists() and live.exists()  # a download still going on (another fetch) is left alone
+
+
 def test_download_mnist_from_local_server(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     dest = tmp_path / "mnist"

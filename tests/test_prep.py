@@ -794,8 +794,10 @@ def test_an_interrupted_prep_keeps_the_files_it_finished_and_the_next_run_finish
     complete = prep(corpus, tmp_path / "complete", params=FAST_PARAMS, workers=1).manifest
     out = tmp_path / "ds"
     _stop_after(monkeypatch, 5)
-    with pytest.raises(InterruptedWithWorkKept, match=f"^kept the 5 file\\(s\\) processed so far in {re.escape(str(out))} "
-                                              r"\(5 not yet\); run the same command again to finish it$") as caught:
+    # counted as the summary counts: usable files processed, those found unusable apart
+    with pytest.raises(InterruptedWithWorkKept, match=f"^kept the 4 file\\(s\\) processed so far in "
+                                                      f"{re.escape(str(out))} \\(5 not yet; 1 more found unusable\\); "
+                                                      f"run the same command again to finish it$") as caught:
         prep(corpus, out, params=FAST_PARAMS, workers=1)
     monkeypatch.undo()
     assert caught.value.exit_code == 130
@@ -835,8 +837,8 @@ def test_an_interrupted_overwrite_keeps_the_dataset_it_was_to_replace(corpus, tm
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
     fresh = tmp_path / "fresh"
-    with pytest.raises(InterruptedWithWorkKept, match=r"\(5 not yet\); run the same command again without "
-                                                      r"--overwrite to finish it$"):
+    with pytest.raises(InterruptedWithWorkKept, match=r"\(5 not yet; 1 more found unusable\); run the same command "
+                                                      r"again without --overwrite to finish it$"):
         prep(corpus, fresh, params=other, workers=1, overwrite=True)
     monkeypatch.undo()
     partial = open_dataset(fresh).manifest
@@ -882,8 +884,8 @@ def test_the_command_line_says_what_an_interrupted_prep_kept(corpus, tmp_path, m
     out = tmp_path / "ds"
     code, output = run("prep", corpus, "-o", out, "--workers", "1", *FAST)
     assert code == exit_code
-    assert output.strip() == (f"{what}; kept the 3 file(s) processed so far in {out} (7 not yet); run the same "
-                              f"command again to finish it")
+    assert output.strip() == (f"{what}; kept the 2 file(s) processed so far in {out} (7 not yet; 1 more found "
+                              f"unusable); run the same command again to finish it")
     assert open_dataset(out).manifest["unfinished"] == 7
 
 
@@ -948,3 +950,31 @@ def test_the_summary_gives_each_domain_its_duration_readably(corpus, tmp_path):
     m = open_dataset(tmp_path / "ds").manifest
     for d in m["domains"]:
         assert _duration(d["seconds"]) in output
+
+
+def test_a_second_ctrl_c_does_not_cut_the_wait_for_the_workers_short():
+    """The first Ctrl-C makes prep wait for its workers' batches; a second one had ended that wait, and the process
+    exited with workers inside native code (SIGABRT or SIGSEGV, exit 134 or 139)."""
+    import concurrent.futures as cf
+    import threading
+    import time
+
+    finished = threading.Event()
+
+    def batch():
+        time.sleep(0.3)
+        finished.set()
+
+    class Interrupted(cf.ThreadPoolExecutor):
+        calls = 0
+
+        def shutdown(self, wait=True, **kwargs):
+            if wait and Interrupted.calls == 0:  # Ctrl-C again while waiting
+                Interrupted.calls += 1
+                raise KeyboardInterrupt
+            super().shutdown(wait=wait, **kwargs)
+
+    pool = Interrupted(max_workers=1)
+    pool.submit(batch)
+    prep_module.wait_for_workers(pool)
+    assert finished.is_set() and Interrupted.calls == 1

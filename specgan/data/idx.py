@@ -11,12 +11,14 @@ content matches the published content (so a raw copy, or a re-compressed one suc
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import math
 import os
 import shlex
 import shutil
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -250,6 +252,9 @@ def _download(url: str, out: Path, *, entry: IdxFile, on_progress: ProgressFn | 
                 done += len(block)
                 if on_progress is not None:
                     on_progress(entry.name, done, total)
+        if total is not None and done < total:  # urllib's read() ends quietly when the server closes early
+            raise DatasetError(f"{url}: download incomplete ({done} of {total} bytes; the connection closed early); "
+                               f"run the same command again")
     except urllib.error.HTTPError as e:
         raise DatasetError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -296,12 +301,31 @@ def fetch_idx(name: str, dest: str | os.PathLike, *, mirror: Path | None = None,
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"{dest}: cannot create the folder ({e.strerror or e})") from None
+    _remove_stale_downloads(spec, dest)
     try:
         _fetch_files(name, spec, dest, mirror=mirror, base_url=base_url, on_progress=on_progress)
     except BaseException:
         remove_made(dest, made=made)  # a failed first fetch leaves no empty folder behind, nor parents made for it
         raise
     return dest
+
+
+#: Seconds after which a download's temporary file no longer written to is a dead one's (a fetch that was killed;
+#: a live download writes every block, and gives up after 60 s without one).
+STALE_DOWNLOAD_S = 600
+
+
+def _remove_stale_downloads(spec: IdxSet, dest: Path) -> None:
+    """Remove the temporary files of downloads into ``dest`` that were killed (``kill -9``, a power loss): atomic
+    writes leave no partial file under a real name, but a hidden ``.NAME.*.tmp`` of up to 30 MB had stayed."""
+    now = time.time()
+    for name in (n for entry in spec.files for n in (entry.name, entry.raw_name)):
+        for stale in dest.glob(f".{glob.escape(name)}.*.tmp"):
+            try:
+                if now - stale.stat().st_mtime > STALE_DOWNLOAD_S:
+                    stale.unlink()
+            except OSError:
+                pass
 
 
 def _fetch_files(name: str, spec: IdxSet, dest: Path, *, mirror: Path | None, base_url: str | None,

@@ -568,10 +568,23 @@ def _process(paths: list[Path], params: AudioParams, workers: int, *,
                 for future in cf.as_completed(futures):
                     yield from future.result()
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
+                wait_for_workers(pool)
                 raise
     finally:
         torch.set_num_threads(threads_before)
+
+
+def wait_for_workers(pool: cf.ThreadPoolExecutor) -> None:
+    """Cancel the batches not started and wait for the workers to finish theirs, however many more Ctrl-C come
+    meanwhile: a second Ctrl-C had cut the wait short, and the process then exited with workers still inside
+    libsndfile, soxr or torch (an abort or a segmentation fault, exit 134 or 139)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    while True:
+        try:
+            pool.shutdown(wait=True)
+            return
+        except KeyboardInterrupt:  # (SIGTERM too, as Terminated): the first one is being handled
+            continue
 
 
 def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
@@ -726,8 +739,11 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                       "domains": domains_table(domain_names, entries, skipped), "sources": entries, "skipped": skipped,
                       **({"unfinished": report.unfinished} if report.unfinished else {})})
         if interrupted:
+            # As the summary counts them: usable files processed; those found unusable are said apart.
+            unusable = f"; {done_now - report.processed} more found unusable" if done_now > report.processed else ""
             raise InterruptedWithWorkKept(
-                f"kept the {done_now} file(s) processed so far in {out} ({report.unfinished} not yet); run "
+                f"kept the {report.processed} file(s) processed so far in {out} ({report.unfinished} not yet"
+                f"{unusable}); run "
                 f"the same command again{' without --overwrite' if overwrite else ''} to finish it",
                 exit_code=getattr(interrupted, "exit_code", 130),
                 report=report) from None
@@ -792,9 +808,10 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | Non
     # Unset values as what they stand for: f_max unset and f_max = sample_rate / 2 make the same dataset.
     if old is None or resolved_values(old["audio"]) == resolved_values(to_mapping(params)):
         return old
-    before, wanted = resolved_values(old["audio"]), resolved_values(to_mapping(params))
-    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(to_mapping(params)[k])}"
-                        for k, v in wanted.items() if before.get(k) != v)
+    before, wanted, given = resolved_values(old["audio"]), resolved_values(to_mapping(params)), to_mapping(params)
+    # (a key left unset on both sides that follows another, as win_length follows n_fft, is that key's change)
+    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(given[k])}" for k, v in wanted.items()
+                        if before.get(k) != v and old["audio"].get(k) != given[k])
     raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
                        f"prep with the parameters it was made with (the same --recipe or flags), or use "
                        f"--overwrite to rebuild it with these")
