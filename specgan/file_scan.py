@@ -103,14 +103,19 @@ def scan_files(folder: str | os.PathLike, *, suffixes: frozenset[str],
                 continue
             (found if os.path.splitext(name)[1].lower() in suffixes else ignored).append(prefix + name)
     # Hidden folders worth a word: those that hold such files themselves, each once (one may be linked to from
-    # elsewhere), and not a link to a folder searched anyway.
-    named, seen = [], set(searched)
+    # elsewhere: the folder itself is named rather than a link to it), and not a link to a folder searched anyway.
+    named: dict = {}
     for relative in hidden:
-        identity = _identity(os.path.join(folder, relative))
-        if identity not in seen and _holds_files(os.path.join(folder, relative), suffixes):
-            named.append(relative)
-        seen.add(identity)
-    hidden = named
+        path = os.path.join(folder, relative)
+        identity = _identity(path)
+        if identity in searched:
+            continue
+        if identity in named:
+            if os.path.islink(os.path.join(folder, named[identity])) and not os.path.islink(path):
+                named[identity] = relative
+        elif _holds_files(path, suffixes):
+            named[identity] = relative
+    hidden = sorted(named.values(), key=lambda relative: relative.split(os.sep))
     return FileScan(sorted(found, key=lambda relative: relative.split(os.sep)), ignored, repeated, skipped_at, hidden)
 
 

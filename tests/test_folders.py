@@ -54,15 +54,15 @@ def test_remove_made_stops_at_the_outermost_folder_made(tmp_path):
     assert (tmp_path / "p" / "q").is_dir()
 
 
-def test_a_folder_filled_meanwhile_is_left_and_the_original_error_kept(tmp_path, monkeypatch):
-    """Another command can write into the new folder between the emptiness check and rmdir: the OSError of rmdir
-    had replaced the error being reported."""
+def test_a_folder_gone_or_unreadable_meanwhile_keeps_the_original_error(tmp_path, monkeypatch):
+    """Another command can remove the new folder (or make it unreadable) before it is looked into: the OSError of
+    that look had replaced the error being reported."""
     from pathlib import Path
 
-    def filled(self):
-        raise OSError(39, "Directory not empty")
+    def gone(self):
+        raise FileNotFoundError(2, "No such file or directory")
 
-    monkeypatch.setattr(Path, "rmdir", filled)
+    monkeypatch.setattr(Path, "iterdir", gone)
     with pytest.raises(RuntimeError, match="the real error"):
         with made_parent(tmp_path / "new" / "out.png"):
             raise RuntimeError("the real error")

@@ -8,6 +8,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -315,6 +318,7 @@ def test_prep_says_what_it_passed_over(tmp_path):
     (src / "A" / ".old" / "z.wav").write_bytes(b"")
     (src / ".all").symlink_to(src, target_is_directory=True)
     (src / "D" / ".again").symlink_to(src / ".E", target_is_directory=True)  # the same hidden folder: named once
+    (src / ".alias").symlink_to(src / "A" / ".old", target_is_directory=True)  # named as itself, not by a link
     notes = []
     prep_module.discover(src, notes=notes)
     assert [line for line in notes if "hidden" in line] == [
@@ -773,6 +777,15 @@ def test_another_domain_pattern_relabels_the_same_chunks_and_says_so(vcc, tmp_pa
         assert set(np.asarray(data.labels[row["first_chunk"]:row["first_chunk"] + row["chunks"]])) == {label}
     again = prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern=r"_\d{5}(\d)\.")
     assert again.up_to_date and not again.notes
+    # Without the pattern (forgotten, adding recordings) every file had been relabelled by folder, one domain.
+    with pytest.raises(DatasetError, match=re.escape(f"{out}: was made with --domain-pattern '_\\d{{5}}(\\d)\\.' "
+                                                     f"(domains 1, 3, 4); to update it, give it again; to take the "
+                                                     f"domains from the folders instead, add --overwrite")):
+        prep(src, out, params=FAST_PARAMS, workers=1)
+    assert [d["name"] for d in open_dataset(out).manifest["domains"]] == ["1", "3", "4"]
+    with pytest.raises(DatasetError, match=re.escape("SF1_100001.flac: --domain-pattern '^(x?)' matches this name, "
+                                                     "but its first group, the domain, captures nothing")):
+        prep(src, out, params=FAST_PARAMS, workers=1, domain_pattern="^(x?)")
 
 
 def _stop_after(monkeypatch, n: int, error: type[BaseException] = KeyboardInterrupt) -> None:
@@ -952,29 +965,42 @@ def test_the_summary_gives_each_domain_its_duration_readably(corpus, tmp_path):
         assert _duration(d["seconds"]) in output
 
 
-def test_a_second_ctrl_c_does_not_cut_the_wait_for_the_workers_short():
-    """The first Ctrl-C makes prep wait for its workers' batches; a second one had ended that wait, and the process
-    exited with workers inside native code (SIGABRT or SIGSEGV, exit 134 or 139)."""
+def test_a_second_ctrl_c_does_not_cut_the_wait_for_the_workers_short(capsys):
+    """The first Ctrl-C makes prep wait for its workers' batches; a second one had ended that wait (on Python 3.11 a
+    Ctrl-C inside Thread.join marks the thread finished while it runs on), and the process exited with workers
+    inside native code (SIGABRT or SIGSEGV, exit 134 or 139). A real SIGINT, while a real worker is busy."""
     import concurrent.futures as cf
+    import signal
     import threading
     import time
 
     finished = threading.Event()
 
     def batch():
-        time.sleep(0.3)
+        time.sleep(1.0)
         finished.set()
 
-    class Interrupted(cf.ThreadPoolExecutor):
-        calls = 0
+    pool = cf.ThreadPoolExecutor(max_workers=1)
+    futures = [pool.submit(batch), pool.submit(batch)]  # the second is cancelled: never started
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    started = time.perf_counter()
+    prep_module.wait_for_workers(pool, futures)
+    assert finished.is_set() and time.perf_counter() - started >= 0.9 and futures[1].cancelled()
+    assert "waiting for the files in progress to finish" in capsys.readouterr().err
 
-        def shutdown(self, wait=True, **kwargs):
-            if wait and Interrupted.calls == 0:  # Ctrl-C again while waiting
-                Interrupted.calls += 1
-                raise KeyboardInterrupt
-            super().shutdown(wait=wait, **kwargs)
 
-    pool = Interrupted(max_workers=1)
-    pool.submit(batch)
-    prep_module.wait_for_workers(pool)
-    assert finished.is_set() and Interrupted.calls == 1
+def test_ctrl_c_twice_more_stops_prep_at_once_when_a_worker_is_stuck(tmp_path):
+    """A worker stuck (a hung file system) must not make prep deaf to Ctrl-C: two more end it at once, exit 130."""
+    script = """
+import concurrent.futures as cf, os, signal, threading, time
+from specgan.data.prep import wait_for_workers
+pool = cf.ThreadPoolExecutor(max_workers=1)
+futures = [pool.submit(time.sleep, 60)]
+for at in (0.3, 0.6):
+    threading.Timer(at, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+wait_for_workers(pool, futures)
+"""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and time.perf_counter() - started < 30, done.stderr
+    assert done.stderr.strip().endswith("stopped at once: nothing of this prep was kept"), done.stderr

@@ -15,7 +15,10 @@ import concurrent.futures as cf
 import hashlib
 import os
 import re
+import shlex
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -128,9 +131,12 @@ def discover(src: Path, *, domains: tuple[str, ...] | None = None, domain_patter
         domain = parts[0] if len(parts) > 1 else folder_domain
         if pattern is not None:
             match = pattern.search(parts[-1])
-            if not match or not match.group(1):
+            if not match:
                 raise DatasetError(f"{printable(str(path))}: --domain-pattern '{domain_pattern}' does not match "
                                    f"this name")
+            if not match.group(1):  # it matched: it had said "does not match" all the same
+                raise DatasetError(f"{printable(str(path))}: --domain-pattern '{domain_pattern}' matches this name, "
+                                   f"but its first group, the domain, captures nothing")
             domain = match.group(1)
         found.append(SourceFile(path, printable("/".join(parts)), printable(domain)))
     if domains:
@@ -568,23 +574,41 @@ def _process(paths: list[Path], params: AudioParams, workers: int, *,
                 for future in cf.as_completed(futures):
                     yield from future.result()
             except BaseException:
-                wait_for_workers(pool)
+                wait_for_workers(pool, futures)
                 raise
     finally:
         torch.set_num_threads(threads_before)
 
 
-def wait_for_workers(pool: cf.ThreadPoolExecutor) -> None:
-    """Cancel the batches not started and wait for the workers to finish theirs, however many more Ctrl-C come
-    meanwhile: a second Ctrl-C had cut the wait short, and the process then exited with workers still inside
-    libsndfile, soxr or torch (an abort or a segmentation fault, exit 134 or 139)."""
+#: Further Ctrl-C (or SIGTERM) while prep waits for its workers after the first that stop it at once instead.
+STOP_AT_ONCE_AFTER = 2
+
+
+def wait_for_workers(pool: cf.ThreadPoolExecutor, futures: list[cf.Future]) -> None:
+    """Cancel the batches not started and wait for the workers to finish theirs (``futures`` done) before prep
+    commits what was done: a second Ctrl-C had cut the wait short, and the process then exited with workers still
+    inside libsndfile, soxr or torch (an abort or a segmentation fault, exit 134 or 139).
+
+    The futures are polled, not joined: on Python 3.11 a Ctrl-C inside ``Thread.join`` marks the thread finished
+    while it runs on. A further Ctrl-C is said to be waited out; :data:`STOP_AT_ONCE_AFTER` of them (a worker stuck
+    on a hung file system) end the process at once with the signal's exit code, committing nothing of this run
+    (the dataset stays as it was; ``os._exit`` does not finalise the interpreter under the workers)."""
     pool.shutdown(wait=False, cancel_futures=True)
+    more = 0
     while True:
         try:
-            pool.shutdown(wait=True)
+            while not all(future.done() for future in futures):
+                time.sleep(0.05)
             return
-        except KeyboardInterrupt:  # (SIGTERM too, as Terminated): the first one is being handled
-            continue
+        except KeyboardInterrupt as e:  # (SIGTERM too, as Terminated)
+            more += 1
+            if more >= STOP_AT_ONCE_AFTER:
+                sys.stderr.write("stopped at once: nothing of this prep was kept\n")
+                sys.stderr.flush()
+                os._exit(getattr(e, "exit_code", 130))
+            sys.stderr.write("waiting for the files in progress to finish, to keep what was done (Ctrl-C again "
+                             "to stop at once, keeping nothing of this prep)\n")
+            sys.stderr.flush()
 
 
 def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
@@ -627,6 +651,12 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
                 raise DatasetError(f"{out}: holds domain(s) {', '.join(dropped)}, which --domains "
                                    f"{','.join(domains)} leaves out; to update it, prep without --domains (or with "
                                    f"all of its domains); to keep only {','.join(domains)}, add --overwrite")
+        if old is not None and old.get("domain_pattern") and domain_pattern is None:
+            # Run again without it to add recordings, it had relabelled every file by folder (often one domain),
+            # reporting the files as re-used unchanged. (Another pattern relabels them, with a note: asked for.)
+            raise DatasetError(f"{out}: was made with --domain-pattern {shlex.quote(old['domain_pattern'])} (domains "
+                               f"{', '.join(d['name'] for d in old['domains'])}); to update it, give it again; to "
+                               f"take the domains from the folders instead, add --overwrite")
         source_folder = printable(str(src.resolve()))
         if old is not None and old.get("source", source_folder) != source_folder:
             found = {s.relpath for s in sources}
@@ -735,7 +765,7 @@ def prep(src: str | os.PathLike, out: str | os.PathLike, *, params: AudioParams,
         del previous  # release the memory map before old arrays are removed
         report.manifest = write_dataset(
             out, audio=params, chunks=chunks, labels=labels, positions=positions,
-            manifest={"source": source_folder,
+            manifest={"source": source_folder, "domain_pattern": domain_pattern,
                       "domains": domains_table(domain_names, entries, skipped), "sources": entries, "skipped": skipped,
                       **({"unfinished": report.unfinished} if report.unfinished else {})})
         if interrupted:
