@@ -883,14 +883,19 @@ def data_fetch(
     name: Annotated[str, typer.Argument(metavar="NAME", help="mnist or fashion-mnist.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder [default: data/NAME].")] = None,
     mirror: Annotated[Optional[Path], typer.Option(help="Copy from this local folder instead of downloading.")] = None,
+    url: Annotated[Optional[str], typer.Option(
+        help="Download from this address instead of the set's own (an HTTP mirror: the file names are appended; "
+             "the checksums are the same).")] = None,
 ):
     """Download (or copy from a local mirror) the four IDX files of MNIST or Fashion-MNIST, checking checksums."""
     from specgan.data.idx import IDX_SETS, fetch_idx
 
     if name not in IDX_SETS:
         raise ConfigError(f"dataset {name!r}: must be one of {', '.join(IDX_SETS)}")
+    if mirror is not None and url is not None:
+        raise ConfigError("--mirror and --url: choose one (a local folder, or an address to download from)")
     dest = output or Path("data") / name
-    path = fetch_idx(name, dest, mirror=mirror)
+    path = fetch_idx(name, dest, mirror=mirror, base_url=url)
     say(f"{name}: the four IDX files are in {path} (checksums verified)")
 
 

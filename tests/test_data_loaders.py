@@ -363,6 +363,25 @@ def test_a_download_cut_short_says_so_and_a_killed_ones_file_is_removed(tiny, tm
     assert not dead.exists() and live.exists()  # a download still going on (another fetch) is left alone
 
 
+def test_the_command_line_downloads_from_an_http_mirror(tiny, tmp_path, monkeypatch):
+    """--url: a user's own HTTP mirror (only a local folder, --mirror, had been reachable from the command line)."""
+    from typer.testing import CliRunner
+
+    from specgan.cli import app
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    name, mirror = tiny
+    with serve(mirror) as url:
+        result = CliRunner().invoke(app, ["data", "fetch", name, "-o", str(tmp_path / "dest"), "--url", url])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted(p.name for p in mirror.iterdir())
+    result = CliRunner().invoke(app, ["data", "fetch", name, "--url", url, "--mirror", str(mirror)])
+    assert result.exit_code == 2 and "--mirror and --url: choose one" in result.output
+    result = CliRunner().invoke(app, ["data", "fetch", name, "-o", str(tmp_path / "x"), "--url", "nowhere/"])
+    assert result.exit_code == 2 and "download failed (unknown url type" in result.output, result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_download_mnist_from_local_server(mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     dest = tmp_path / "mnist"
