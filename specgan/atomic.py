@@ -65,6 +65,12 @@ class atomic_path:
             raise WriteError(self.path, exc.strerror or os.strerror(exc.errno)) from None
 
 
+def temp_files(folder: Path, target: str) -> list[Path]:
+    """The temporary files that :class:`atomic_path` made in ``folder`` for targets whose names match the glob
+    pattern ``target`` (``.<name>.<random>.tmp``): what a killed process left."""
+    return sorted(Path(folder).glob(f".{target}.*.tmp"))
+
+
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's entries') data to the disk."""
     fd = os.open(path, os.O_RDONLY)

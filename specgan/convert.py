@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from specgan.audio.chunks import WindowStitcher, window_starts
-from specgan.audio.features import LogMel
-from specgan.audio.inverse import MelInverter, block_size, invert_logmel, spectral_convergence_blocks
+from specgan.audio.inverse import MelInverter, invert_logmel, logmel_of_clip, spectral_convergence_blocks
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, check_output_rate, load_audio, \
     output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
@@ -242,8 +241,7 @@ def convert_waveform(wave: Tensor, *, generator: nn.Module, audio: AudioParams, 
     device = _module_device(generator, wave.device)
     length = wave.numel()
     x = padded_to_one_window(wave.to(device=device, dtype=torch.float32), n_fft=audio.n_fft)
-    block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
-    logmel_in = LogMel(audio).to(device).in_blocks(x, block_frames=block_frames)
+    logmel_in = logmel_of_clip(x, params=audio)
     logmel_out = translate_logmel(logmel_in, generator=generator, frames=audio.frames, hop=hop,
                                   batch_size=batch_size)
     inversion = invert_logmel(logmel_out, inverter=MelInverter(audio).to(device), length=x.numel(), n_iter=n_iter,
@@ -445,13 +443,8 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
     audio = translator.audio
     wave, source_rate = load_audio(src, sample_rate=audio.sample_rate)
     if keep_output:
-        logmel = LogMel(audio).to(translator.device)
-        block_frames, _ = block_size(n_fft=audio.n_fft, hop_length=audio.hop_length)
-        logmel_in = logmel.in_blocks(padded_to_one_window(wave.to(translator.device), n_fft=audio.n_fft),
-                                     block_frames=block_frames)
         kept, _ = load_audio(dst, sample_rate=audio.sample_rate)
-        logmel_out = logmel.in_blocks(padded_to_one_window(kept.to(translator.device), n_fft=audio.n_fft),
-                                      block_frames=block_frames)
+        logmel_in, logmel_out = (logmel_of_clip(clip.to(translator.device), params=audio) for clip in (wave, kept))
         frames = logmel_in.shape[-1]  # the kept file, made at another rate, can differ by a frame's rounding
         logmel_out = F.pad(logmel_out[:, :frames], (0, frames - min(frames, logmel_out.shape[-1])), value=-1.0)
         image = plot_conversion(logmel_in, logmel_out, dst.with_suffix(".png"), audio=audio,

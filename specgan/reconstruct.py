@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from specgan.audio.features import LogMel
-from specgan.audio.inverse import MelInverter, block_size, centred_stft_frames, invert_logmel, \
+from specgan.audio.inverse import MelInverter, centred_stft_frames, invert_logmel, logmel_of_clip, \
     spectral_convergence_blocks
 from specgan.audio.io import load_audio, save_audio
 from specgan.audio.params import AudioParams
@@ -44,8 +43,7 @@ def reconstruct_file(src: Path, dst: Path, *, params: AudioParams, n_iter: int =
     with made_parent(dst):
         length = wave.numel()
         wave = padded_to_one_window(wave.to(device), n_fft=params.n_fft)  # as convert frames a clip of a few samples
-        block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
-        spec = LogMel(params).to(device).in_blocks(wave, block_frames=block_frames)
+        spec = logmel_of_clip(wave, params=params)
         inverter = MelInverter(params).to(device)
         started = time.perf_counter()
         rebuilt = invert_logmel(spec, inverter=inverter, length=wave.numel(), n_iter=n_iter, seed=seed).wave

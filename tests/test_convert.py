@@ -19,6 +19,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from specgan.audio.chunks import window_starts
+from specgan.audio.features import LogMel
 from specgan.audio import inverse
 from specgan.audio.inverse import MelInverter, PhaseNoise, block_size, frame_blocks, spectral_convergence, stft
 from specgan.audio.io import load_audio, save_audio
@@ -542,7 +543,7 @@ def test_plot_of_a_long_input_averages_runs_of_frames(run, tmp_path, monkeypatch
         assert image.size == layout.size
         pixels = np.asarray(image).astype(int)
     wave, _ = load_audio(src, sample_rate=RATE)
-    logmel = convert.LogMel(PARAMS)(wave)                       # the top panel: the input's, averaged over 8 frames
+    logmel = LogMel(PARAMS)(wave)                               # the top panel: the input's, averaged over 8 frames
     levels = ((logmel[:, 8:16].mean(1).flip(0) + 1) * 127.5).round().long().numpy()
     x = LEFT + layout.x_scale                                   # the second column's first pixel
     rows = layout.top(0) + np.arange(PARAMS.n_mels) * layout.y_scale

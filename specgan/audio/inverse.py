@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from specgan import cuda_graph
-from specgan.audio.features import db_to_power, denormalize_db, mel_filterbank
+from specgan.audio.features import LogMel, db_to_power, denormalize_db, mel_filterbank
 from specgan.audio.params import AudioParams
-from specgan.audio.stft import centred_padding, centred_segment, istft_frames, padded_window, stft_frames, \
-    window_envelope
+from specgan.audio.stft import centred_padding, centred_segment, istft_frames, padded_to_one_window, padded_window, \
+    stft_frames, window_envelope
 
 
 def stft(wave: Tensor, *, n_fft: int, hop_length: int, win_length: int | None = None,
@@ -214,6 +214,16 @@ def block_size(*, n_fft: int, hop_length: int) -> tuple[int, int]:
     blocks of :data:`BLOCK_VALUES` spectrogram values, or four margins if that is more."""
     margin = BLOCK_MARGIN_WINDOWS * math.ceil(n_fft / hop_length)
     return max(4 * margin, BLOCK_VALUES // n_fft), margin
+
+
+def logmel_of_clip(wave: Tensor, *, params: AudioParams) -> Tensor:
+    """The normalised log-mel ``(n_mels, frames)`` of a clip ``(samples,)`` of any length, as convert and
+    reconstruct take it before the inverse: a clip shorter than a window framed followed by silence
+    (:func:`~specgan.audio.stft.padded_to_one_window`), long input computed in the inverse's blocks
+    (:func:`block_size`), so memory follows the block."""
+    block_frames, _ = block_size(n_fft=params.n_fft, hop_length=params.hop_length)
+    return LogMel(params).to(wave.device).in_blocks(padded_to_one_window(wave, n_fft=params.n_fft),
+                                                    block_frames=block_frames)
 
 
 class FrameBlock(NamedTuple):

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 
 from specgan import __version__
-from specgan.atomic import atomic_path
+from specgan.atomic import atomic_path, temp_files
 from specgan.audio.params import AudioParams
 from specgan.errors import DatasetError, SpecganError, check_format
 from specgan.recipe import from_mapping, to_mapping
@@ -321,5 +321,5 @@ def remove_orphans(path: Path, *, keep) -> None:
         for file in path.glob(f"{name}-*.npy"):
             if GENERATION_FILE.fullmatch(file.name) and file.name not in keep:
                 file.unlink(missing_ok=True)
-    for file in [*path.glob(f".{MANIFEST}.*.tmp"), *(f for name in ARRAYS for f in path.glob(f".{name}-*.npy.*.tmp"))]:
+    for file in [*temp_files(path, MANIFEST), *(f for name in ARRAYS for f in temp_files(path, f"{name}-*.npy"))]:
         file.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from specgan.atomic import atomic_path
+from specgan.atomic import atomic_path, temp_files
 from specgan.data.image_data import ImageData
 from specgan.errors import ConfigError, DatasetError
 from specgan.folders import outermost_missing, remove_made
@@ -320,7 +320,7 @@ def _remove_stale_downloads(spec: IdxSet, dest: Path) -> None:
     writes leave no partial file under a real name, but a hidden ``.NAME.*.tmp`` of up to 30 MB had stayed."""
     now = time.time()
     for name in (n for entry in spec.files for n in (entry.name, entry.raw_name)):
-        for stale in dest.glob(f".{glob.escape(name)}.*.tmp"):
+        for stale in temp_files(dest, glob.escape(name)):
             try:
                 if now - stale.stat().st_mtime > STALE_DOWNLOAD_S:
                     stale.unlink()

@@ -836,9 +836,12 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | Non
     """``old``, the manifest of the dataset at ``out``, when it can be updated with ``params``; None when there is
     none. A dataset made with other parameters is a DatasetError (``--overwrite`` rebuilds it instead)."""
     # Unset values as what they stand for: f_max unset and f_max = sample_rate / 2 make the same dataset.
-    if old is None or resolved_values(old["audio"]) == resolved_values(to_mapping(params)):
+    if old is None:
+        return None
+    given = to_mapping(params)
+    before, wanted = resolved_values(old["audio"]), resolved_values(given)
+    if before == wanted:
         return old
-    before, wanted, given = resolved_values(old["audio"]), resolved_values(to_mapping(params)), to_mapping(params)
     # (a key left unset on both sides that follows another, as win_length follows n_fft, is that key's change)
     changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(given[k])}" for k, v in wanted.items()
                         if before.get(k) != v and old["audio"].get(k) != given[k])
