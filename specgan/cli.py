@@ -696,7 +696,7 @@ def convert(
     overwrite: Overwrite = False,
     skip_existing: Annotated[bool, typer.Option(
         help="Keep the outputs that exist and convert the rest (a folder's conversion continued, or new files "
-             "added to it).")] = False,
+             "added to it), with the model that converted the kept ones.")] = False,
     device: Device = "auto",
 ):
     """Convert recordings to another domain with a trained translator (a translate run)."""

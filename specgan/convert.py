@@ -9,8 +9,10 @@ the input's own phase. The output has exactly the input's length.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,8 @@ from torch import Tensor, nn
 
 from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.inverse import MelInverter, invert_logmel, logmel_of_clip, spectral_convergence_blocks
-from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_files, check_output_rate, load_audio, \
-    output_length, refuse_existing, save_audio
+from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_comment, audio_files, \
+    check_output_rate, load_audio, output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import padded_to_one_window
 from specgan.errors import AudioError, CheckpointError, ConfigError, InterruptedWithWorkKept, SpecganError
@@ -44,7 +46,8 @@ PLOT_MAX_COLUMNS = 4096
 @dataclass(frozen=True)
 class Translator:
     """The two generators of a ``translate`` run, in eval mode on ``device``, with what the checkpoint says about
-    the data. ``g_ab`` maps domain ``domains[0]`` → ``domains[1]``; ``g_ba`` the other way."""
+    the data. ``g_ab`` maps domain ``domains[0]`` → ``domains[1]``; ``g_ba`` the other way. ``weights`` identifies
+    the generators' weights whatever the checkpoint's path (:func:`weights_fingerprint`)."""
 
     domains: tuple[str, str]
     audio: AudioParams
@@ -53,6 +56,7 @@ class Translator:
     device: torch.device
     g_ab: nn.Module = field(repr=False)
     g_ba: nn.Module = field(repr=False)
+    weights: str = ""
 
     def generator_to(self, domain: str) -> nn.Module:
         """The generator whose output is in ``domain``: ``g_ab`` for the second domain, ``g_ba`` for the first."""
@@ -112,7 +116,43 @@ def load_translator(run_or_checkpoint: str | os.PathLike, *, device: torch.devic
                                   f"({str(e).strip().splitlines()[0]})") from None
         generators[key] = generator.to(device).eval()
     return Translator(domains, audio, int(state["step"]), path, torch.device(device), generators["G_AB"],
-                      generators["G_BA"])
+                      generators["G_BA"], weights_fingerprint([models["G_AB"], models["G_BA"]]))
+
+
+def weights_fingerprint(state_dicts: list[dict[str, Tensor]]) -> str:
+    """16 hex digits of a SHA-256 over the names, dtypes, shapes and values of the tensors in ``state_dicts``:
+    the same weights give the same fingerprint in any checkpoint file, on any device."""
+    digest = hashlib.sha256()
+    for state in state_dicts:
+        for name, tensor in state.items():
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+#: How an output names the model that converted it (its comment tag), and how that is read back.
+PROVENANCE = "specgan convert --to {to}: model {checkpoint}, step {step}, weights {weights}"
+_PROVENANCE = re.compile(r"^specgan convert --to .*: model (?P<checkpoint>.*), step (?P<step>\d+), "
+                         r"weights (?P<weights>[0-9a-f]{16})$")
+
+
+def provenance(translator: Translator, *, to: str) -> str:
+    """The comment tag :func:`convert_file` gives an output: the command, the checkpoint, its step and weights."""
+    checkpoint = str(translator.checkpoint).encode("utf-8", "backslashreplace").decode()  # (any file name)
+    return PROVENANCE.format(to=to, checkpoint=checkpoint, step=translator.step, weights=translator.weights)
+
+
+def check_kept_outputs(outputs: list[Path], *, translator: Translator) -> None:
+    """ConfigError for the first of the ``outputs`` kept by ``--skip-existing`` whose comment tag says another
+    model converted it, so that a folder's conversion is not finished by a different model (a run trained since,
+    which the automatic choice takes, or another ``--model``). Outputs without specgan's tag are not judged."""
+    for path in outputs:
+        made_by = _PROVENANCE.match(audio_comment(path) or "")
+        if made_by and made_by["weights"] != translator.weights:
+            raise ConfigError(
+                f"--skip-existing: {path} was converted by another model ({made_by['checkpoint']}, step "
+                f"{made_by['step']}) than {translator.checkpoint} (step {translator.step}); give that model with "
+                f"--model to finish with it, or --overwrite to convert every file with this one")
 
 
 def find_translator(domain: str, *, runs_dir: Path = Path("runs"),
@@ -461,7 +501,7 @@ def convert_file(src: Path, dst: Path, *, translator: Translator, to: str, sampl
     image = None
     with made_parent(dst):  # (removed again, with the parents made for it, if the writes fail)
         save_audio(dst, _finish(result.wave, rate=audio.sample_rate, sample_rate=rate, length=length),
-                   sample_rate=rate)
+                   sample_rate=rate, comment=provenance(translator, to=to))
         if plot:
             image = plot_conversion(result.logmel_in, result.logmel_out, dst.with_suffix(".png"), audio=audio,
                                     titles=(f"input: {src.name}", f"converted to {to}"))
@@ -527,6 +567,8 @@ def convert_path(src: str | os.PathLike, *, to: str, model: str | os.PathLike | 
     translator.generator_to(to)  # an unknown domain fails before any work
     for _, target in jobs:
         check_output_rate(target, sample_rate or translator.audio.sample_rate)
+    check_kept_outputs(plan.kept + sorted(p for p in plan.existing if p.suffix.lower() in OUTPUT_FORMATS),
+                       translator=translator)
     if on_model:
         on_model(translator, picked)
     converted, failed, plotted = [], [], []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -828,3 +829,49 @@ def test_skip_existing_with_plot_writes_only_what_is_missing(run, tmp_path):
     assert code == 0 and f"wrote {out / 'a.png'}, the plot of {out / 'a.wav'}" in stdout, stderr
     assert plotted_panels(out / "a.png", seconds=0.5)[1].std() == 0
     assert plotted_panels(out / "c.png", seconds=0.5)[1].std() > 0
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_an_output_names_the_model_that_converted_it(run, tmp_path, suffix):
+    from specgan.audio.io import audio_comment
+
+    out = tmp_path / f"out{suffix}"
+    code, _, stderr = cli(speech_file(tmp_path / "in.wav", seconds=0.5), "--to", "B", "--model", run, "-o", out)
+    assert code == 0, stderr
+    translator = load_translator(run, device="cpu")
+    assert audio_comment(out) == (f"specgan convert --to B: model {translator.checkpoint}, step 1, weights "
+                                  f"{translator.weights}")
+    assert sf.info(str(out)).frames == int(0.5 * RATE)   # the tag leaves the audio as it was
+
+
+def test_skip_existing_refuses_to_finish_a_folder_with_another_model(tmp_path, monkeypatch):
+    """Without --model, convert takes the newest run: a run trained after a folder's conversion stopped would
+    have converted the rest of the folder, leaving it made by two models without a word."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = write_run(Path("runs") / "first", seed=1)
+    os.utime(checkpoint, (1e9, 1e9))
+    src, out = tmp_path / "calls", tmp_path / "out"
+    for i, name in enumerate(["a.wav", "b.wav"]):
+        speech_file(src / name, seconds=0.5, seed=i)
+    code, _, stderr = cli(src / "a.wav", "--to", "B", "-o", out / "a.wav")
+    assert code == 0, stderr
+    second = write_run(Path("runs") / "second", seed=2)   # trained since: the newest run with domain B
+    os.utime(second, (2e9, 2e9))
+    code, _, stderr = cli(src, "--to", "B", "-o", out, "--skip-existing")
+    one_line_error(code, stderr, f"--skip-existing: {out / 'a.wav'} was converted by another model ({checkpoint}, "
+                                 f"step 1) than {second} (step 1); give "
+                                 f"that model with --model to finish with it, or --overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav"]                 # nothing was written
+    code, stdout, stderr = cli(src, "--to", "B", "-o", out, "--skip-existing", "--model", checkpoint)
+    assert code == 0 and f"wrote {out / 'b.wav'}" in stdout, stderr
+    # The same weights under another name (a copied run) are the same model.
+    shutil.copytree(Path("runs") / "first", Path("copy"))
+    speech_file(src / "c.wav", seconds=0.5, seed=3)
+    code, stdout, stderr = cli(src, "--to", "B", "-o", out, "--skip-existing", "--model", "copy")
+    assert code == 0 and f"wrote {out / 'c.wav'}" in stdout, stderr
+    # An output without specgan's tag (another tool's, or an older version's) is not judged.
+    for kept in out.iterdir():
+        sf.write(str(kept), np.zeros(8000, np.float32), RATE)
+    speech_file(src / "d.wav", seconds=0.5, seed=4)
+    code, stdout, stderr = cli(src, "--to", "B", "-o", out, "--skip-existing")
+    assert code == 0 and f"wrote {out / 'd.wav'}" in stdout, stderr

@@ -449,13 +449,16 @@ def refuse_existing(outputs: list[Path], *, overwrite: bool = False) -> None:
         raise SpecganError(f"{taken[0]}: exists{more}; use --overwrite to replace, or choose another output")
 
 
-def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, sample_rate: int) -> Path:
+def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, sample_rate: int,
+               comment: str | None = None) -> Path:
     """Write a mono waveform atomically (temporary file in the same folder, then rename).
 
     Args:
         wave: shape ``(samples,)``, float; a peak above 1 (full scale) scales the whole waveform down to 1, so
             that it is never clipped (Griffin-Lim's output can exceed the input's level).
         sample_rate: in Hz.
+        comment: the file's comment tag (WAV's INFO ICMT, a FLAC or Vorbis COMMENT), read back by
+            :func:`audio_comment`.
 
     The format follows the suffix (``.wav`` is written as 16-bit PCM, ``.flac`` as 16-bit FLAC, ``.ogg`` as Vorbis).
     A lossy encoder's output overshoots the peaks it was given (speech converted to a peak of 1.0 decoded at
@@ -476,9 +479,9 @@ def save_audio(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, *, samp
     subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
     with atomic_path(path) as tmp:
         try:
-            _write_in_blocks(tmp, data, sample_rate=sample_rate, format=fmt, subtype=subtype)
+            _write_in_blocks(tmp, data, sample_rate=sample_rate, format=fmt, subtype=subtype, comment=comment)
             if fmt == "OGG":
-                _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path)
+                _keep_vorbis_within_full_scale(tmp, data, sample_rate=sample_rate, name=path, comment=comment)
         except sf.LibsndfileError as e:
             raise _write_failure(path, tmp, e) from None
     return path
@@ -501,6 +504,16 @@ def _write_failure(path: Path, tmp: Path, error: sf.LibsndfileError) -> WriteErr
     return WriteError(path, os.strerror(errno.ENOSPC) if full else f"libsndfile: {error.error_string.rstrip('.')}")
 
 
+def audio_comment(path: str | os.PathLike) -> str | None:
+    """The comment tag of an audio file (as :func:`save_audio` writes it), or None when it has none or cannot be
+    read as audio."""
+    try:
+        with open(path, "rb") as raw, sf.SoundFile(raw) as file:
+            return file.comment or None
+    except (OSError, RuntimeError):  # (sf.LibsndfileError is a RuntimeError)
+        return None
+
+
 def silence_reason(peak: float) -> str | None:
     """Why a recording whose largest absolute sample is ``peak`` counts as silent (``"silent (peak -96 dBFS)"``),
     or None when it does not (see :data:`SILENCE_PEAK`)."""
@@ -519,7 +532,8 @@ def check_output_rate(path: Path, sample_rate: int) -> None:
                            f".flac, or choose a lower --sample-rate")
 
 
-def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: int, name: Path) -> None:
+def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: int, name: Path,
+                                   comment: str | None) -> None:
     """Decode the Vorbis file ``tmp`` made from ``data`` and, while its peak exceeds 1, write it again from ``data``
     scaled down (see :func:`save_audio`); an AudioError naming ``name`` after :data:`LOSSY_TRIES` files."""
     for attempt in range(1, LOSSY_TRIES + 1):
@@ -532,10 +546,11 @@ def _keep_vorbis_within_full_scale(tmp: Path, data: np.ndarray, *, sample_rate: 
                              f"{attempt} tries; write .wav or .flac instead")
         # The overshoot is not quite proportional to the level: ask for a little more headroom each time.
         data = data * np.float32((1.0 - 0.01 * attempt) / decoded_peak)
-        _write_in_blocks(tmp, data, sample_rate=sample_rate, format="OGG", subtype="VORBIS")
+        _write_in_blocks(tmp, data, sample_rate=sample_rate, format="OGG", subtype="VORBIS", comment=comment)
 
 
-def _write_in_blocks(path: Path, data: np.ndarray, *, sample_rate: int, format: str, subtype: str) -> None:
+def _write_in_blocks(path: Path, data: np.ndarray, *, sample_rate: int, format: str, subtype: str,
+                     comment: str | None = None) -> None:
     """Write mono ``data`` to ``path`` in blocks of :data:`WRITE_BLOCK_SAMPLES`: libvorbis allocates its whole
     input on the stack, so one write of about 2.1M samples or more (about 48 s at 44.1 kHz) crashed the process
     with a segmentation fault (libsndfile/libsndfile#1095, bastibe/python-soundfile#233)."""
@@ -545,6 +560,8 @@ def _write_in_blocks(path: Path, data: np.ndarray, *, sample_rate: int, format: 
     try:
         with sf.SoundFile(fd, "w", samplerate=sample_rate, channels=1, format=format, subtype=subtype,
                           closefd=False) as file:
+            if comment:
+                file.comment = comment  # (before the samples: WAV puts it in the header)
             for start in range(0, len(data), WRITE_BLOCK_SAMPLES):
                 file.write(data[start:start + WRITE_BLOCK_SAMPLES])
     finally:
