@@ -415,6 +415,18 @@ def test_parameters_spelled_out_as_their_defaults_update_the_same_dataset(corpus
         prep(corpus, out, params=dataclasses.replace(FAST_PARAMS, f_max=3000.0), workers=1)
 
 
+def test_trim_top_db_decides_nothing_while_trimming_is_off(corpus, tmp_path):
+    """Without trimming, its threshold changes no chunk: an update that changed only it had been refused."""
+    out = tmp_path / "ds"
+    untrimmed = dataclasses.replace(FAST_PARAMS, trim_silence=False)
+    prep(corpus, out, params=untrimmed, workers=1)
+    before = open_dataset(out).chunks.copy()
+    prep(corpus, out, params=dataclasses.replace(untrimmed, trim_top_db=20.0), workers=1)
+    np.testing.assert_array_equal(open_dataset(out).chunks, before)
+    with pytest.raises(DatasetError, match=r"other audio parameters \(trim_silence: false → true\)"):
+        prep(corpus, out, params=dataclasses.replace(untrimmed, trim_silence=True), workers=1)
+
+
 def test_a_dataset_beside_an_image_sets_files_is_refused(corpus, tmp_path):
     """A dataset written into MNIST's folder had made those files unloadable (the IDX loader refuses a folder
     holding a prep dataset); fetch refuses the other way round."""

@@ -88,9 +88,12 @@ IMAGE_KEYS = ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "f_m
 
 def resolved_values(audio: Mapping[str, Any]) -> dict[str, Any]:
     """A mapping of :class:`AudioParams` (a recipe's, a manifest's, a checkpoint's) with the unset values as what
-    they stand for (``win_length``: n_fft; ``f_max``: sample_rate / 2; ``chunk_hop``: frames // 2): two sets of
-    parameters alike in these make the same dataset, however each was asked for."""
+    they stand for (``win_length``: n_fft; ``f_max``: sample_rate / 2; ``chunk_hop``: frames // 2), and
+    ``trim_top_db`` as None where ``trim_silence`` is off (it decides nothing then): two sets of parameters alike
+    in these make the same dataset, however each was asked for."""
     values = dict(audio)
+    if values.get("trim_silence") is False:
+        values["trim_top_db"] = None
     if values.get("win_length") is None:
         values["win_length"] = values.get("n_fft")
     if values.get("f_max") is None and values.get("sample_rate") is not None:
