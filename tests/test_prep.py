@@ -415,6 +415,18 @@ def test_parameters_spelled_out_as_their_defaults_update_the_same_dataset(corpus
         prep(corpus, out, params=dataclasses.replace(FAST_PARAMS, f_max=3000.0), workers=1)
 
 
+def test_a_manifest_key_this_version_does_not_have_is_named_in_the_refusal(corpus, tmp_path):
+    """A dataset made by a version with an audio parameter since removed had been refused with an empty list of
+    changes ('other audio parameters ()')."""
+    out = tmp_path / "ds"
+    prep(corpus, out, params=FAST_PARAMS, workers=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["audio"]["preemphasis"] = 0.97
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match=r"other audio parameters \(preemphasis: 0.97 → \(not set\)\); to add"):
+        prep(corpus, out, params=FAST_PARAMS, workers=1)
+
+
 def test_trim_top_db_decides_nothing_while_trimming_is_off(corpus, tmp_path):
     """Without trimming, its threshold changes no chunk: an update that changed only it had been refused."""
     out = tmp_path / "ds"

@@ -842,9 +842,11 @@ def _reusable(old: dict | None, out: Path, *, params: AudioParams) -> dict | Non
     before, wanted = resolved_values(old["audio"]), resolved_values(given)
     if before == wanted:
         return old
-    # (a key left unset on both sides that follows another, as win_length follows n_fft, is that key's change)
-    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(given[k])}" for k, v in wanted.items()
-                        if before.get(k) != v and old["audio"].get(k) != given[k])
+    # (a key left unset on both sides that follows another, as win_length follows n_fft, is that key's change; a
+    # key this version no longer has is listed as unset now)
+    keys = [*wanted, *(k for k in before if k not in wanted)]
+    changed = ", ".join(f"{k}: {as_written(old['audio'].get(k))} → {as_written(given.get(k))}" for k in keys
+                        if before.get(k) != wanted.get(k) and old["audio"].get(k) != given.get(k))
     raise DatasetError(f"{out}: holds a dataset made with other audio parameters ({changed}); to add to it, "
                        f"prep with the parameters it was made with (the same --recipe or flags), or use "
                        f"--overwrite to rebuild it with these")
