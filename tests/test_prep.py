@@ -165,6 +165,38 @@ def test_incremental_rerun_and_changes(corpus, vcc, tmp_path):
     assert update.removed == ["TM3/100004.flac"] and update.removed_domains == []
 
 
+def test_an_update_processes_a_recording_changed_in_place_again(vcc, tmp_path):
+    """A file whose content changed under the same name is decoded again (by its hash, not its name): re-using its
+    old chunks, or leaving it out, would train on audio that is no longer there."""
+    src = tmp_path / "src"
+    (src / "SF1").mkdir(parents=True)
+    for name in ("100001.flac", "100003.flac"):
+        shutil.copy(vcc / "vcc2016_training" / "SF1" / name, src / "SF1" / name)
+    out = tmp_path / "ds"
+    prep(src, out, params=FAST_PARAMS, workers=1)
+    shutil.copy(vcc / "vcc2016_training" / "SF1" / "100005.flac", src / "SF1" / "100003.flac")  # re-recorded
+    update = prep(src, out, params=FAST_PARAMS, workers=1)
+    assert (update.processed, update.reused, update.unfinished) == (1, 1, 0)
+    data = open_dataset(out)
+    row = next(s for s in data.manifest["sources"] if s["path"] == "SF1/100003.flac")
+    assert row["sha256"] == hashlib.sha256((src / "SF1" / "100003.flac").read_bytes()).hexdigest()
+    fresh = prep_module.chunk_file(src / "SF1" / "100003.flac", params=FAST_PARAMS, logmel=LogMel(FAST_PARAMS))
+    np.testing.assert_array_equal(data.chunks[row["first_chunk"]:row["first_chunk"] + row["chunks"]], fresh.chunks)
+
+
+def test_an_update_names_a_domain_whose_recordings_are_all_gone(vcc, tmp_path):
+    src = tmp_path / "src"
+    for speaker in ("SF1", "TM3"):
+        (src / speaker).mkdir(parents=True)
+        shutil.copy(vcc / "vcc2016_training" / speaker / "100001.flac", src / speaker / "100001.flac")
+    out = tmp_path / "ds"
+    prep(src, out, params=FAST_PARAMS, workers=1)
+    shutil.rmtree(src / "TM3")
+    update = prep(src, out, params=FAST_PARAMS, workers=1)
+    assert update.removed == ["TM3/100001.flac"] and update.removed_domains == ["TM3"]
+    assert [d["name"] for d in update.manifest["domains"]] == ["SF1"]
+
+
 def test_manifest_holds_each_files_sha256_whether_read_whole_or_streamed(corpus, tmp_path, monkeypatch):
     """A fresh prep hashes the bytes it decodes (files up to SMALL_FILE_BYTES) or streams the file through the
     hash (larger ones); both are the file's SHA-256, which an update computes again to find what changed."""
@@ -256,6 +288,18 @@ def test_discovery_finds_files_in_pathlib_order(tmp_path):
     assert [s.relpath for s in sources] == [prep_module.printable(p.relative_to(src).as_posix()) for p in expected]
     assert [s.domain for s in sources][:3] == ["A", "a", "a"]
     assert sources[expected.index(src / "ab.wav")].domain == "src"  # directly in the source folder
+
+
+def test_a_domain_pattern_is_searched_in_the_file_name_not_its_folders(tmp_path):
+    """--domain-pattern labels a file by its own name, wherever it lies: recordings kept in folders by session
+    (FSDD's ``7_jackson_3.wav`` under ``day1/``) are labelled by digit, not by the folder."""
+    src = tmp_path / "src"
+    for name in ("day1/7_jackson_0.wav", "day1/3_theo_1.wav", "day2_x/7_nicolas_2.wav", "5_lucas_0.wav"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"")
+    sources = prep_module.discover(src, domain_pattern=r"^(\d+)_")
+    assert [(s.relpath, s.domain) for s in sources] == [("5_lucas_0.wav", "5"), ("day1/3_theo_1.wav", "3"),
+                                                        ("day1/7_jackson_0.wav", "7"), ("day2_x/7_nicolas_2.wav", "7")]
 
 
 def test_domain_folders_may_be_links_and_link_loops_end(tmp_path):
@@ -779,6 +823,25 @@ def test_pad_short_keeps_a_short_clip_judged_by_its_own_frames():
     np.testing.assert_array_equal(chunks[0, :, :20], clip.spec[:, 5:25].numpy())
 
 
+def test_chunks_are_kept_with_at_least_min_active_frames_and_the_last_is_aligned_to_the_end():
+    """The chunking against a slow reference of what the docs say: windows every chunk_hop frames, the last aligned
+    to the clip's end (no frame left out), each kept when *at least* min_active of its frames are active (exactly
+    half, at min_active 0.5, is kept)."""
+    params = AudioParams(n_mels=8, hop_length=64, frames=8, chunk_hop=4, min_active=0.5, trim_silence=False)
+    loud, quiet = 0.0, -90.0
+    #          frames 0-7: 4 active     8-11: 1     12-15: 4            16-21: 6 (the end)
+    frame_db = [loud] * 4 + [quiet] * 4 + [loud] + [quiet] * 3 + [quiet] * 2 + [loud] * 2 + [quiet] * 2 + [loud] * 4
+    clip = _clip(frame_db)
+    chunks, starts = chunk_logmel(clip, params=params)
+    active = [db > params.min_db for db in frame_db]
+    windows = [0, 4, 8, 12, len(frame_db) - 8]
+    expected = [s for s in windows if sum(active[s:s + 8]) >= 0.5 * 8]
+    assert expected == [0, 12, 14]
+    assert starts.tolist() == [s * params.hop_length for s in expected]
+    for chunk, start in zip(chunks, expected):
+        np.testing.assert_array_equal(chunk, clip.spec[:, start:start + 8].numpy())
+
+
 def test_another_domain_pattern_relabels_the_same_chunks_and_says_so(vcc, tmp_path):
     src = tmp_path / "flat"
     src.mkdir()
@@ -1028,3 +1091,17 @@ wait_for_workers(pool, futures)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 130 and time.perf_counter() - started < 30, done.stderr
     assert done.stderr.strip().endswith("stopped at once: nothing of this prep was kept"), done.stderr
+
+
+def test_files_written_atomically_get_the_permissions_of_a_plain_open(tmp_path):
+    """atomic_path's temporary file is made private (0600) by mkstemp; the file it becomes must follow the umask like
+    any other, or a dataset written for a group cannot be read by it."""
+    from specgan.atomic import atomic_path
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]  # no temporary file left beside it
