@@ -603,6 +603,14 @@ def test_eval_pairs_in_folders_named_the_other_way_round_are_refused(run, tmp_pa
     result = evaluate_translation(run, source_dir=tmp_path / "B", target_dir=tmp_path / "A", direction="B2A",
                                   n_iter=2)
     assert result["direction"] == "B->A" and result["pairs"] == 1
+    # B2A converts with the B → A generator: the score is that of its output.
+    from specgan.metrics.audio_quality import audio_distances
+
+    translator = load_translator(run, device="cpu")
+    source, _ = load_audio(tmp_path / "B" / "s1.wav", sample_rate=RATE)
+    target, _ = load_audio(tmp_path / "A" / "s1.wav", sample_rate=RATE)
+    converted = convert_waveform(source, generator=translator.g_ba, audio=translator.audio, n_iter=2)
+    assert result["per_pair"][0]["mcd_db"] == audio_distances(target, converted.wave, sample_rate=RATE).mcd_db
 
 
 @pytest.mark.parametrize("name", ["square", "square-3k", "speech-like", "quiet"])
@@ -751,6 +759,17 @@ def test_eval_pairs_leaves_out_pairs_it_cannot_score_and_says_why(run, tmp_path)
     assert reasons == {"blip.wav": f"{tmp_path / 'A' / 'blip.wav'}: too short to score (25 ms; one analysis frame "
                                    f"is 64 ms)",
                        "hush.wav": f"{tmp_path / 'B' / 'hush.wav'}: silent (peak -240 dBFS), nothing to score"}
+    # The means are over the pairs scored (not over all four), and the baseline is the unconverted source's.
+    from specgan.metrics.audio_quality import audio_distances
+
+    rows = result["per_pair"]
+    for key in ("mcd_db", "baseline_mcd_db", "lsd_db", "baseline_lsd_db", "resynthesis_mcd_db",
+                "spectral_convergence"):
+        assert result[key] == round(sum(r[key] for r in rows) / len(rows), 4), key
+    target, _ = load_audio(rows[0]["target"], sample_rate=RATE)
+    source, _ = load_audio(rows[0]["source"], sample_rate=RATE)
+    unconverted = audio_distances(target, source, sample_rate=RATE)
+    assert (rows[0]["baseline_mcd_db"], rows[0]["baseline_lsd_db"]) == (unconverted.mcd_db, unconverted.lsd_db)
     with pytest.raises(ConfigError, match="the same folder twice"):
         evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "A" / ".", direction="A2B")
 

@@ -276,6 +276,48 @@ def test_fetch_checksum_mismatch_leaves_nothing(tiny, tmp_path):
     assert load_idx_set(dest, name=name, split="train").labels.tolist() == [0, 1, 2, 0, 1]
 
 
+def test_a_damaged_copy_under_the_other_name_is_removed_and_the_gz_is_read_first(tiny, tmp_path):
+    """A damaged .gz in the folder, the mirror holding the file uncompressed: the raw copy is put in and the .gz
+    removed (find_file reads the .gz first, so a damaged one left behind would keep the set from loading)."""
+    name, mirror = tiny
+    packed = mirror / "t10k-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(packed.read_bytes())
+    packed.with_suffix("").write_bytes(raw)
+    packed.unlink()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / packed.name).write_bytes(b"garbage")
+    fetch_idx(name, dest, mirror=mirror)
+    assert not (dest / packed.name).exists() and (dest / packed.with_suffix("").name).read_bytes() == raw
+    assert load_idx_set(dest, name=name, split="test").labels.tolist() == [2, 2]
+    # Both forms in the folder: the .gz is the one read.
+    (dest / packed.name).write_bytes(gz(raw))
+    (dest / packed.with_suffix("").name).write_bytes(idx_bytes(np.array([0, 1], np.uint8), 0x08))
+    assert load_idx_set(dest, name=name, split="test").labels.tolist() == [2, 2]
+
+
+def test_images_and_labels_that_do_not_fit_together_are_refused(tiny, tmp_path):
+    """Labels of another length than the images (a file of another set or split), or images that are no uint8
+    (N, H, W) array: one DatasetError naming the file, not a dataset of misnumbered or rescaled images."""
+    name, mirror = tiny
+    dest = tmp_path / "dest"
+    fetch_idx(name, dest, mirror=mirror)
+    labels, images = dest / "train-labels-idx1-ubyte.gz", dest / "train-images-idx3-ubyte.gz"
+    labels.write_bytes(gz(idx_bytes(np.array([0, 1, 2], np.uint8), 0x08)))
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(labels))}: 3 labels for the 5 images of "):
+        load_idx_set(dest, name=name, split="train")
+    labels.write_bytes(gz(idx_bytes(np.array([0, 1, 3, 0, 1], np.uint8), 0x08)))  # 3 classes: 0, 1, 2
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(labels))}: label 3 is out of range for tiny's 3 classes"):
+        load_idx_set(dest, name=name, split="train")
+    labels.write_bytes(gz(idx_bytes(np.array([0, 1, 2, 0, 1], np.uint8), 0x08)))
+    images.write_bytes(gz(idx_bytes(np.zeros((5, 4, 3), np.int16), 0x0B)))
+    with pytest.raises(DatasetError, match=f"^{re.escape(str(images))}: expected uint8 images \\(N, H, W\\), got int16"):
+        load_idx_set(dest, name=name, split="train")
+    images.write_bytes(gz(idx_bytes(np.zeros((5, 12), np.uint8), 0x08)))
+    with pytest.raises(DatasetError, match="expected uint8 images"):
+        load_idx_set(dest, name=name, split="train")
+
+
 @contextmanager
 def serve(folder: Path):
     """An HTTP server on 127.0.0.1 serving ``folder`` from a thread; yields its base URL."""
@@ -455,6 +497,19 @@ def test_a_folder_without_images_is_no_class_and_is_named(folder):
     assert data.class_names == ("cats", "dogs")
 
 
+def test_a_16_bit_picture_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """16-bit grayscale PNG (mode I;16): 65535 is white and 257 * v is v in 8 bits; clipping had made every value
+    above 255 white."""
+    values = np.array([[0, 257 * 100], [257 * 200, 65535]], np.uint16)
+    (tmp_path / "deep").mkdir()
+    Image.fromarray(values).save(tmp_path / "deep" / "a.png")
+    with Image.open(tmp_path / "deep" / "a.png") as img:
+        assert img.mode.startswith("I;16")
+    data = load_image_folder(tmp_path / "deep")
+    expected = torch.tensor([[0, 100], [200, 255]], dtype=torch.float32) / 127.5 - 1
+    torch.testing.assert_close(data.images[0, 0], expected)
+
+
 def test_image_folder_root_files_form_a_class(tmp_path):
     write_png(tmp_path / "digits" / "a.png", np.zeros((4, 4), np.uint8))
     write_png(tmp_path / "digits" / "sevens" / "b.png", np.zeros((4, 4), np.uint8))
@@ -589,6 +644,12 @@ def test_load_data_registry(prepped, folder, tiny):
         load_data("spectrogram", prepped, image_size=(32, 16))
     with pytest.raises(ConfigError, match="data.split = 'val': must be one of train, test"):
         load_data("spectrogram", prepped, split="val")
+    # A file given for the dataset folder is named as such, whatever the kind (not "files missing in it").
+    manifest = prepped / "manifest.json"
+    for kind in DATA_KINDS:
+        with pytest.raises(DatasetError, match=f"^{re.escape(str(manifest))}: a file, not a folder; the dataset is "
+                                               f"the folder that holds its files$"):
+            load_data(kind, manifest)
 
 
 def test_load_data_mnist(mnist):

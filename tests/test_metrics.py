@@ -113,6 +113,12 @@ def test_frechet_falls_back_to_a_diagonal_offset_when_the_square_root_fails(monk
     assert got == pytest.approx(exact, abs=1e-2)
 
 
+def test_frechet_rejects_a_matrix_that_is_no_covariance():
+    """A negative variance gives the square root a large imaginary part: an error, not its real part taken."""
+    with pytest.raises(ValueError, match="matrix square root has an imaginary part of 1"):
+        frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+
+
 def test_frechet_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="mismatched shapes"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
