@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,6 +76,13 @@ def test_overrides_by_dotted_name(tmp_path):
     assert recipe.run_dir == Path("runs/mnist_dcgan")
     with pytest.raises(ConfigError, match="unknown key 'train.stepz'"):
         load_recipe(ROOT / "recipes" / "mnist_dcgan.toml", overrides=["train.stepz=7"])
+
+
+def test_an_unset_train_loss_is_the_non_saturating_bce_for_generate():
+    """The README's default: train.loss = "" trains a generate task with bce (translate: lsgan, tested there)."""
+    recipe = load_recipe(None, base={"name": "x"})
+    assert recipe.train.loss == "" and recipe.adversarial_loss == "bce"
+    assert load_recipe(None, base={"name": "x", "train": {"loss": "hinge"}}).adversarial_loss == "hinge"
 
 
 # -- a tiny image-folder dataset (tests/helpers.py) ----------------------------------------------------------
@@ -213,6 +221,32 @@ def test_continuing_with_another_recipe_is_refused(tmp_path):
     assert list((tmp_path / "mine").iterdir()) == []  # the user's folder stays, without a lock file left in it
 
 
+def test_continuing_with_another_value_of_a_key_that_shapes_training_is_refused(tmp_path):
+    """Only the keys of RESUMABLE_CHANGES may change when a run continues; a learning rate, the loss or its
+    schedule changed in mid-run would make a run no uninterrupted one matches, and is named."""
+    data = make_two_tone_folder(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=1), device=torch.device("cpu"))
+    for key, value, said in (("lr_g", 1e-3, "train.lr_g = 0.0002, not 0.001"),
+                             ("lr_d", 1e-3, "train.lr_d = 0.0002, not 0.001"),
+                             ("loss", "hinge", 'train.loss = "", not "hinge"'),
+                             ("lr_decay_start", 0.5, "train.lr_decay_start = 1.0, not 0.5"),
+                             ("n_critic", 2, "train.n_critic = 1, not 2"),
+                             ("seed", 1, "train.seed = 0, not 1")):
+        with pytest.raises(CheckpointError, match=re.escape(said)):
+            train(tiny_recipe(data, run, steps=2, **{key: value}), device=torch.device("cpu"))
+    assert train(tiny_recipe(data, run, steps=2, sample_every=5, keep_checkpoints=2),
+                 device=torch.device("cpu")).resumed_from == 1  # these may change
+
+
+def test_the_last_step_always_gets_samples_and_a_checkpoint(tmp_path):
+    data = make_two_tone_folder(tmp_path / "data", n=8)
+    run = tmp_path / "run"
+    train(tiny_recipe(data, run, steps=4, sample_every=3, checkpoint_every=3), device=torch.device("cpu"))
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step_000003.png", "step_000004.png"]
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000003.pt", "step_00000004.pt"]
+
+
 def test_a_second_training_into_a_run_folder_in_use_is_refused(tmp_path):
     """While a run folder trains it is locked: another specgan train into it (here, the lock held through another
     open file, as another process would hold it) is refused at once, and the run there is left as it was."""
@@ -334,6 +368,101 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     with pytest.raises(TrainingError, match=r"step 5: loss/G is nan.*step_00000003\.pt"):
         train(tiny_recipe(data, run), device=torch.device("cpu"))
     assert [p.name for p in list_checkpoints(run)] == ["step_00000003.pt"]
+
+
+def test_each_network_trains_at_its_own_learning_rate_on_the_decay_schedule(tmp_path):
+    """train.lr_g and train.lr_d each reach their own optimiser, and both fall as train.lr_decay_start says
+    (the resume test cannot see a key that is ignored: the straight and the resumed run ignore it alike)."""
+    from specgan.train.generate import GenerateTask
+    from specgan.train.optim import linear_decay
+
+    data = load_data("image-folder", make_two_tone_folder(tmp_path / "data", n=8))
+    recipe = tiny_recipe(tmp_path / "data", tmp_path / "run", steps=4, lr_g=2e-3,
+                         lr_d=5e-4, lr_decay_start=0.5)
+    task = GenerateTask(recipe, data, device=torch.device("cpu"))
+    D_before = [p.detach().clone() for p in task.D.parameters()]
+    for step in range(1, 5):
+        task.step(step)
+        factor = linear_decay(step, steps=4, start=0.5)
+        assert [g["lr"] for g in task.opt_g.param_groups] == [pytest.approx(2e-3 * factor)], step
+        assert [g["lr"] for g in task.opt_d.param_groups] == [pytest.approx(5e-4 * factor)], step
+        if step == 1:  # Adam's first update moves each weight with a gradient by about the learning rate
+            moved = torch.cat([(p.detach() - b).abs().flatten() for p, b in zip(task.D.parameters(), D_before)])
+            assert moved.max() == pytest.approx(5e-4, rel=0.01)
+    assert factor < 1
+
+
+def test_the_gradient_penalty_is_weighted_and_trains_the_critic(tmp_path):
+    """train.gp_weight scales the logged penalty and changes D's update (a penalty left out of the step, or
+    computed and not back-propagated, went unnoticed: every run with it was a plain WGAN)."""
+    from specgan.train.generate import GenerateTask
+
+    data = load_data("image-folder", make_two_tone_folder(tmp_path / "data", n=8))
+
+    def one_step(gp_weight: float):
+        recipe = tiny_recipe(tmp_path / "data", tmp_path / "run", loss="wgan", gp_weight=gp_weight)
+        task = GenerateTask(recipe, data, device=torch.device("cpu"))
+        scalars = task.step(1)
+        return scalars["loss/D/gp"], {k: v.clone() for k, v in task.D.state_dict().items()}
+
+    gp, D = one_step(10.0)
+    tiny_gp, tiny_D = one_step(1e-6)
+    assert gp > 0
+    torch.testing.assert_close(gp, tiny_gp * 1e7, rtol=1e-4, atol=0)  # the same interpolates, weighted
+    assert any(not torch.equal(D[k], tiny_D[k]) for k in D)
+
+
+def test_the_sampled_generator_is_the_warmed_up_moving_average_of_the_trained_one(tmp_path):
+    """G_ema (what samples and ``specgan sample`` draw from) follows G's weights after every step as
+    ``avg ← d·avg + (1 - d)·G`` with ``d = min(train.ema_decay, (1 + k) / (10 + k))`` after ``k`` updates, checked
+    against that average computed by hand from G's weights after each step."""
+    from specgan.train.generate import GenerateTask
+
+    data = load_data("image-folder", make_two_tone_folder(tmp_path / "data", n=8))
+    task = GenerateTask(tiny_recipe(tmp_path / "data", tmp_path / "run", ema_decay=0.5), data,
+                        device=torch.device("cpu"))
+    average = [p.detach().clone() for p in task.G.parameters()]
+    for k in range(4):  # decays 0.1, 0.18, 0.25, then capped at 0.5
+        task.step(k + 1)
+        d = min(0.5, (1 + k) / (10 + k))
+        average = [d * a + (1 - d) * p.detach() for a, p in zip(average, task.G.parameters())]
+    assert task.sampler is task.ema.module
+    for mine, theirs in zip(average, task.ema.module.parameters()):
+        torch.testing.assert_close(theirs, mine, rtol=1e-5, atol=1e-6)
+
+
+def test_the_moving_average_gets_batch_norm_statistics_of_its_own(tmp_path):
+    """The averaged generator's batch norm statistics are its own activations' (standing statistics), not the
+    live generator's copied in: checked on its first batch norm against the moments of fresh latents."""
+    data = make_two_tone_folder(tmp_path / "data", n=8)
+    train(tiny_recipe(data, tmp_path / "run", steps=3), device=torch.device("cpu"))
+    models = load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["task"]["models"]
+    g = load_generator(tmp_path / "run").generator
+    rng = torch.Generator().manual_seed(99)
+    z, labels = torch.randn(4096, g.z_dim, generator=rng), torch.randint(0, 2, (4096,), generator=rng)
+    with torch.no_grad():
+        x = g.project(torch.cat([z, g.embed(labels)], dim=1)).view(len(z), *g.start)
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3))
+    scale = var.sqrt().mean()
+    torch.testing.assert_close(models["G_ema"]["project_norm.running_mean"], mean, rtol=0, atol=0.1 * scale)
+    torch.testing.assert_close(models["G_ema"]["project_norm.running_var"], var, rtol=0.15, atol=0)
+    assert not torch.equal(models["G_ema"]["project_norm.running_mean"], models["G"]["project_norm.running_mean"])
+
+
+def test_batches_continue_their_shuffle_from_a_checkpoint_across_epochs(tmp_path):
+    """A resumed run draws the same batches as an uninterrupted one also after the next epoch begins: the
+    shuffling generator's state is restored, not only the current order (the resume tests end within one epoch)."""
+    from specgan.train.generate import Batches
+
+    data = load_data("image-folder", make_two_tone_folder(tmp_path / "data", n=5))  # 10 images
+    cpu = torch.device("cpu")
+    straight = Batches(data, batch_size=4, seed=0, device=cpu)
+    for _ in range(3):  # into the second epoch (two batches of 4 per epoch)
+        straight.next_index()
+    resumed = Batches(data, batch_size=4, seed=0, device=cpu)
+    resumed.load_state_dict(straight.state_dict())
+    for _ in range(12):  # six more epochs
+        assert torch.equal(resumed.next_index(), straight.next_index())
 
 
 def test_checkpoint_round_trip_and_atomicity(tmp_path):

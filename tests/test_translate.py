@@ -165,6 +165,62 @@ def test_one_step_changes_every_model_and_logs_every_loss(tones, tmp_path, model
     torch.testing.assert_close(scalars["loss/G"], total)
 
 
+def test_the_loss_weights_and_learning_rates_of_the_recipe_are_used(tones, tmp_path):
+    """loss.cycle_weight, loss.identity_weight, train.lr_g and train.lr_d as the recipe sets them, not their
+    defaults, and one history pool per domain (the resume test cannot see a key that is ignored: both of its runs
+    ignore it alike)."""
+    recipe = tiny_recipe(tones, tmp_path / "run", lr_g=3e-3, lr_d=7e-4, lr_decay_start=0.5,
+                         loss={"cycle_weight": 3.0, "identity_weight": 0.5})
+    task = TranslateTask(recipe, load_spectrogram_data(tones, domains=("low", "high")), device=torch.device("cpu"))
+    for step in range(1, 5):
+        scalars = task.step(step)
+        if step == 1:
+            total = (scalars["loss/G/adv_a"] + scalars["loss/G/adv_b"] + 3.0 * (scalars["loss/G/cycle_a"]
+                     + scalars["loss/G/cycle_b"]) + 0.5 * (scalars["loss/G/identity_a"] + scalars["loss/G/identity_b"]))
+            torch.testing.assert_close(scalars["loss/G"], total)
+            assert task.pool_a.count == task.pool_b.count == 4  # each history pool keeps its own domain's fakes
+        factor = linear_decay(step, steps=4, start=0.5)
+        assert [g["lr"] for g in task.opt_g.param_groups] == [pytest.approx(3e-3 * factor)], step
+        assert [g["lr"] for g in task.opt_d.param_groups] == [pytest.approx(7e-4 * factor)], step
+    assert factor < 1
+
+
+def test_every_loss_term_of_a_step_against_a_slow_reference(tones, tmp_path):
+    """Each logged term of step 1 is the term named in the module docstring, recomputed one call at a time from
+    copies of the networks as they were before the step, on the same crops: a cycle through the wrong generator,
+    or a discriminator judging the other domain, changes a number."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from specgan.losses import d_loss, g_loss
+
+    recipe = tiny_recipe(tones, tmp_path / "run", precision="fp32", channels_last=False, pool_size=0)
+    task = TranslateTask(recipe, load_spectrogram_data(tones, domains=("low", "high")), device=torch.device("cpu"))
+    G_AB, G_BA, D_A, D_B = (copy.deepcopy(task.models[k]) for k in ("G_AB", "G_BA", "D_A", "D_B"))
+    states = task.noise.get_state(), task.batches_a.state_dict(), task.batches_b.state_dict()
+    index_a, index_b = task.batches_a.next_index(), task.batches_b.next_index()
+    a, b = task._crop(task.batches_a, index_a), task._crop(task.batches_b, index_b)
+    assert a.shape[-1] == b.shape[-1] == 24  # train.crop_frames of the 32-frame chunks
+    task.noise.set_state(states[0])
+    task.batches_a.load_state_dict(states[1])
+    task.batches_b.load_state_dict(states[2])
+    got = task.step(1)
+    with torch.no_grad():
+        fake_b, fake_a = G_AB(a), G_BA(b)
+        expected = {"loss/G/adv_a": g_loss("lsgan", D_A(fake_a)), "loss/G/adv_b": g_loss("lsgan", D_B(fake_b)),
+                    "loss/G/cycle_a": F.l1_loss(G_BA(fake_b), a), "loss/G/cycle_b": F.l1_loss(G_AB(fake_a), b),
+                    "loss/G/identity_a": F.l1_loss(G_BA(a), a), "loss/G/identity_b": F.l1_loss(G_AB(b), b)}
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    # D's terms (after the generators' update, on the same fakes: the history pool is off) and D's accuracy.
+    with torch.no_grad():
+        torch.testing.assert_close(got["loss/D/a"], d_loss("lsgan", D_A(a).flatten(), D_A(fake_a).flatten()),
+                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["loss/D/b"], d_loss("lsgan", D_B(b).flatten(), D_B(fake_b).flatten()),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_identity_loss_switches_off_after_its_step(tones, tmp_path):
     train(tiny_recipe(tones, tmp_path / "run", steps=4), device=torch.device("cpu"))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

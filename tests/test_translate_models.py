@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specgan.models.cyclegan import (GatedGenerator, PatchDiscriminator, ReflectionPad2d, ResnetGenerator,
-                                     build_cyclegan, build_cyclegan_vc2, patch_layers)
+from specgan.models.cyclegan import (GatedGenerator, GatedResBlock1d, PatchDiscriminator, ReflectionPad2d,
+                                     ResnetBlock, ResnetGenerator, build_cyclegan, build_cyclegan_vc2, patch_layers)
 
 SIZES = [(80, 64), (64, 128), (36, 40), (80, 63), (9, 8)]
 BUILDERS = [build_cyclegan, build_cyclegan_vc2]
@@ -112,6 +112,15 @@ def test_sizes_match_the_reference_code():
     weights = [m.weight for m in G.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert all(abs(w.std().item() - 0.02) < 0.002 for w in weights if w.numel() > 10_000)
     assert not any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in G.modules())
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: ResnetBlock(channels=3), (2, 3, 6, 7)),
+                                         (lambda: GatedResBlock1d(channels=3), (2, 3, 9))], ids=["resnet", "gated"])
+def test_residual_blocks_add_their_input(make, shape):
+    """``x + body(x)``: a block that dropped its skip connection still has every shape right."""
+    block = make()
+    x = torch.randn(*shape)
+    torch.testing.assert_close(block(x), x + block.body(x))
 
 
 def test_gated_widths_match_the_paper():
