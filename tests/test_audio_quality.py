@@ -253,6 +253,10 @@ def test_bad_inputs_are_refused():
         mel_cepstrum(wave, sample_rate=SR, n_coeffs=N_MELS)
     with pytest.raises(ValueError, match="NaN"):
         mel_cepstrum(torch.full_like(wave, float("nan")), sample_rate=SR)
+    # The shortest wave a centred STFT of 1024 points can reflect is 513 samples; 512 is a ValueError, not torch's.
+    with pytest.raises(ValueError, match="too short: 512 samples"):
+        mel_cepstrum(wave[:512], sample_rate=16000)
+    assert mel_cepstrum(wave[:513], sample_rate=16000).shape == (1 + 513 // 80, 24)
 
 
 # -- real speech ----------------------------------------------------------------------------------------------------

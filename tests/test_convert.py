@@ -894,3 +894,18 @@ def test_skip_existing_refuses_to_finish_a_folder_with_another_model(tmp_path, m
     speech_file(src / "d.wav", seconds=0.5, seed=4)
     code, stdout, stderr = cli(src, "--to", "B", "-o", out, "--skip-existing")
     assert code == 0 and f"wrote {out / 'd.wav'}" in stdout, stderr
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_save_audio_writes_every_sample_as_16_bit_pcm_scaled_down_from_above_full_scale(tmp_path, suffix):
+    """.wav and .flac are written as 16-bit PCM; a wave peaking above 1 is scaled down as a whole, not clipped;
+    a wave longer than one write block keeps every sample. Oracle: libsndfile's reading of the file."""
+    from specgan.audio.io import WRITE_BLOCK_SAMPLES
+
+    n = 2 * WRITE_BLOCK_SAMPLES + 123
+    signal = (3.0 * np.sin(2 * np.pi * 440 / 16000 * np.arange(n))).astype(np.float32)
+    save_audio(tmp_path / f"out{suffix}", signal, sample_rate=16000)
+    info = sf.info(tmp_path / f"out{suffix}")
+    assert (info.subtype, info.frames, info.samplerate) == ("PCM_16", n, 16000)
+    back = sf.read(tmp_path / f"out{suffix}", dtype="float32")[0]
+    np.testing.assert_allclose(back, signal / np.abs(signal).max(), rtol=0, atol=1 / 32768)

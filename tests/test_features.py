@@ -130,3 +130,58 @@ def test_logmel_in_blocks_refuses_what_forward_refuses():
     params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
     with pytest.raises(AudioError, match="too short"):
         LogMel(params).in_blocks(torch.zeros(128), block_frames=4)
+
+
+def test_power_to_db_floors_at_librosa_amin():
+    """The -100 dB floor (amin 1e-10) is librosa's: silent and near-silent bins land where librosa puts them.
+    Oracle: ``librosa.power_to_db(ref=1.0, amin=1e-10, top_db=None)``'s definition, written out."""
+    power = np.array([0.0, 1e-12, 1e-10, 3e-9, 1e-4, 1.0, 50.0])
+    ours = power_to_db(torch.from_numpy(power)).numpy()
+    np.testing.assert_allclose(ours, 10 * np.log10(np.maximum(power, 1e-10)), atol=1e-9)
+    assert ours[0] == -100.0
+
+
+def test_denormalize_clips_outside_the_unit_range():
+    """A generator's output beyond [-1, 1] is read as the range's ends: no louder than max_db, no quieter than
+    min_db (the inverse of normalize_db's clipping)."""
+    x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.5])
+    torch.testing.assert_close(denormalize_db(x, min_db=-80, max_db=40),
+                               torch.tensor([-80.0, -80.0, -20.0, 40.0, 40.0]))
+
+
+@pytest.mark.parametrize("n_fft", [256, 255])
+def test_logmel_takes_the_shortest_signal_min_samples_allows(n_fft):
+    """``min_samples`` samples are enough for a centred STFT (reflecting needs one more than a frame's reach, which
+    for an odd n_fft is one more than half); one fewer is an AudioError. Oracle: ``torch.stft`` (centred, reflect)
+    through the same filterbank."""
+    p = AudioParams(sample_rate=8000, n_fft=n_fft, hop_length=64, n_mels=32)
+    logmel = LogMel(p)
+    wave = torch.randn(p.min_samples, generator=torch.Generator().manual_seed(0)) * 0.1
+    spec = torch.stft(wave, n_fft=n_fft, hop_length=64, window=torch.hann_window(n_fft), center=True,
+                      pad_mode="reflect", return_complex=True)
+    torch.testing.assert_close(logmel.mel_power(wave), logmel.fbank_t @ spec.abs().square(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(AudioError, match="too short"):
+        logmel.mel_power(wave[:-1])
+
+
+@pytest.mark.parametrize("n_fft,hop,win", [(256, 64, 256), (255, 50, 200)])
+@pytest.mark.parametrize("sizes", [[6401], [3000, 3401], [1, 128, 6272], [500] * 12 + [401], [6000, 0, 1, 400],
+                                   [129, 6272], [6272, 129], [100, 29, 0, 6272]])
+def test_streamed_mel_power_is_the_whole_signal_s(n_fft, hop, win, sizes):
+    """prep streams a long file's blocks through ``stream_mel_power``: the pieces, joined, are ``mel_power`` of the
+    whole signal, whatever the block sizes (tiny, empty, a tail shorter than a frame's reach)."""
+    params = AudioParams(sample_rate=8000, n_fft=n_fft, hop_length=hop, win_length=win, n_mels=32)
+    logmel = LogMel(params)
+    for cut in (0, 1):  # 6401 samples, and 6400, which the hop divides (the last frame reaches furthest)
+        sizes = sizes[:-1] + [sizes[-1] - cut]
+        wave = torch.randn(sum(sizes), generator=torch.Generator().manual_seed(0)) * 0.1
+        streamed = torch.cat(list(logmel.stream_mel_power(list(torch.split(wave, sizes)))), dim=-1)
+        whole = logmel.mel_power(wave)
+        assert streamed.shape == whole.shape == (32, 1 + wave.numel() // hop)
+        torch.testing.assert_close(streamed, whole, rtol=1e-4, atol=1e-7)
+
+
+def test_streamed_mel_power_refuses_a_signal_too_short_to_frame():
+    params = AudioParams(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32)
+    with pytest.raises(ValueError, match="too short"):
+        list(LogMel(params).stream_mel_power([np.zeros(60, np.float32), np.zeros(68, np.float32)]))

@@ -183,3 +183,23 @@ def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp
     path = tmp_path / "damaged.flac"
     path.write_bytes(bytes(data))
     assert decoded_whole_or_error(path, bytes(data)) == decoded_whole_or_error(path, None)
+
+
+def test_stream_info_of_a_file_whose_only_metadata_block_is_streaminfo():
+    """STREAMINFO flagged as the last metadata block (a file with no other, as ``flac --no-padding`` writes one):
+    its flag bit is no part of the block type. Oracle: libsndfile's reading of the same bytes."""
+    data = flac_bytes(noise(3001, 2), sample_rate=22050)
+    position, last = 42, bool(data[4] & 0x80)
+    while not last:  # skip the metadata blocks after STREAMINFO
+        last = bool(data[position] & 0x80)
+        position += 4 + int.from_bytes(data[position + 1:position + 4], "big")
+    only = bytearray(data[:42] + data[position:])
+    only[4] |= 0x80
+    only = bytes(only)
+    info = stream_info(only)
+    with sf.SoundFile(io.BytesIO(only)) as f:
+        assert info is not None
+        assert (info.sample_rate, info.channels, info.frames) == (f.samplerate, f.channels, f.frames)
+    samples, rate = decode_bytes(only, sample_rate=16000)
+    assert rate == 22050
+    np.testing.assert_array_equal(samples, sf.read(io.BytesIO(only), dtype="float32", always_2d=True)[0])

@@ -389,3 +389,35 @@ def test_reconstruct_of_a_long_file_in_blocks_is_as_good_as_one_pass(tmp_path, m
     oracle = spectral_convergence(reference=stft(wave.double(), n_fft=256, hop_length=64).abs(),
                                   estimate=stft(out.double(), n_fft=256, hop_length=64).abs())
     assert blocked.spectral_convergence == pytest.approx(float(oracle), rel=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:The length of signal is shorter than the length parameter")
+@pytest.mark.parametrize("n_fft,hop", [(256, 64), (255, 50)])
+def test_istft_frames_pads_to_a_length_beyond_its_frames_as_torch_istft(n_fft, hop):
+    """Asked for more samples than its frames reach, the inverse appends zeros (torch.istft's ``length``), as
+    Griffin-Lim needs when the hop exceeds half a window."""
+    wave = _noise(3000)
+    window = padded_window(n_fft=n_fft, win_length=n_fft)
+    spec = stft_frames(wave[None], n_fft=n_fft, hop_length=hop, window=window)
+    reach = (spec.shape[1] - 1) * hop + n_fft - n_fft // 2   # samples the frames cover after the left padding
+    length = reach + 37
+    ours = istft_frames(spec, n_fft=n_fft, hop_length=hop, window=window, length=length)[0]
+    assert ours.shape == (length,)
+    ref = torch.istft(spec[0].T, n_fft=n_fft, hop_length=hop, window=window, center=True, length=length)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours[:wave.numel()], wave, atol=1e-4, rtol=1e-4)
+    assert (ours[reach:] == 0).all()
+
+
+def test_istft_frames_stays_finite_where_no_window_covers_a_sample():
+    """With the hop a whole window (allowed: hop <= win_length), every hop-th sample falls on the periodic Hann
+    window's zero: the least-squares inverse there is 0, not 0/0."""
+    wave = _noise(4096)
+    window = padded_window(n_fft=256, win_length=256)
+    spec = stft_frames(wave[None], n_fft=256, hop_length=256, window=window)
+    back = istft_frames(spec, n_fft=256, hop_length=256, window=window, length=wave.numel())[0]
+    assert torch.isfinite(back).all()
+    offset = (torch.arange(wave.numel()) - 128) % 256   # frame t's zero is its first sample, t * 256 - 128
+    assert (back[offset == 0] == 0).all()
+    well_covered = (offset >= 16) & (offset <= 240)     # away from the zero, where float rounding is not amplified
+    torch.testing.assert_close(back[well_covered], wave[well_covered], atol=1e-4, rtol=1e-4)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from specgan.audio.params import AudioParams, resolve_audio_params
+from specgan.audio.params import AudioParams, image_values, resolve_audio_params
 from specgan.errors import ConfigError
 from specgan.recipe import from_mapping, merge, param, parse_overrides, read_toml, to_mapping
 
@@ -93,3 +93,28 @@ def test_parse_overrides_reads_toml_values():
         assert str(caught.value) == (f"--set {broken!r}: not a TOML value ({reason}); a list is written [1, 2], a "
                                      f'string "text"')
     assert merge({"a": {"x": 1, "y": 2}, "b": 1}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}, "b": 1}
+
+
+@pytest.mark.parametrize("fields, message, at_bound", [
+    ({"n_fft": 1024, "win_length": 1025}, "win_length = 1025 is larger than n_fft = 1024", {"win_length": 1024}),
+    ({"n_fft": 1024, "win_length": 256, "hop_length": 257}, r"hop_length = 257 is larger than the window \(256\)",
+     {"hop_length": 256}),
+    ({"min_db": -20.0, "max_db": -20.0}, "max_db = -20.0 must be above min_db = -20.0", {"max_db": -19.999}),
+])
+def test_audio_params_refuse_the_first_value_past_each_bound(fields, message, at_bound):
+    """Each cross-field bound is tight: one past it is refused (a hop longer than the window leaves samples no
+    window covers; max_db = min_db divides by zero), and the bound itself is accepted."""
+    with pytest.raises(ValueError, match=message):
+        AudioParams(**fields)
+    AudioParams(**{**fields, **at_bound})
+
+
+def test_image_values_see_through_unset_values_and_tell_datasets_apart():
+    """Two spellings of one dataset (unset values and what they stand for) have the same image values, also at an
+    odd rate whose Nyquist frequency is not a whole number; a different window length is a different dataset."""
+    for rate in (22050, 11025):
+        unset = {"sample_rate": rate, "n_fft": 1024, "win_length": None, "f_max": None}
+        spelled = {"sample_rate": rate, "n_fft": 1024, "win_length": 1024,
+                   "f_max": AudioParams(sample_rate=rate).mel_f_max}
+        assert image_values(unset) == image_values(spelled)
+    assert image_values({"n_fft": 1024, "win_length": 512}) != image_values({"n_fft": 1024, "win_length": None})

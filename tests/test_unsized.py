@@ -95,10 +95,15 @@ def test_only_the_missing_length_is_patched(tmp_path):
     assert blocks_of(tmp_path / "data_only.wav", block_frames=1 << 20)[0] == 5000
 
 
-@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("PCM_S8", 3)])
-def test_a_flac_file_that_declares_fewer_samples_than_it_holds_reads_to_the_end(tmp_path, subtype, channels):
+# 11025 and 12340 Hz: rates a frame header gives after its number, in Hz (code 13) and in tens of Hz (code 14), two
+# bytes that the header's CRC-8 covers.
+@pytest.mark.parametrize("subtype, channels, sample_rate", [("PCM_16", 1, 16000), ("PCM_24", 2, 16000),
+                                                            ("PCM_S8", 3, 16000), ("PCM_16", 1, 11025),
+                                                            ("PCM_16", 2, 12340)])
+def test_a_flac_file_that_declares_fewer_samples_than_it_holds_reads_to_the_end(tmp_path, subtype, channels,
+                                                                                 sample_rate):
     """libsndfile stopped at STREAMINFO's count without a word (10000 of 30011 frames here), as ffmpeg does not."""
-    data = encoded(noise(30011, channels), format="FLAC", subtype=subtype)
+    data = encoded(noise(30011, channels), format="FLAC", subtype=subtype, sample_rate=sample_rate)
     fields = int.from_bytes(data[18:26], "big")
     short = data[:18] + (fields & ~((1 << 36) - 1) | 10000).to_bytes(8, "big") + data[26:]
     assert sf.info(io.BytesIO(short)).frames == 10000

@@ -5,6 +5,7 @@ opening the file does."""
 from __future__ import annotations
 
 import io
+import re
 import struct
 
 import numpy as np
@@ -13,8 +14,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specgan.audio.io import AudioFile, decode_bytes
+from specgan.audio.io import AudioFile, decode_bytes, load_audio
 from specgan.audio.wav import pcm16_samples, pcm16_wav
+from specgan.errors import AudioError
 from helpers import decoded_whole_or_error, noise
 
 
@@ -107,3 +109,47 @@ def test_prep_decodes_a_damaged_file_from_its_bytes_as_it_does_from_the_file(tmp
     path = tmp_path / "damaged.wav"
     path.write_bytes(bytes(data))
     assert decoded_whole_or_error(path, bytes(data)) == decoded_whole_or_error(path, None)
+
+
+def test_a_second_fmt_chunk_is_left_to_libsndfile(tmp_path):
+    """Two ``fmt `` chunks that disagree: libsndfile refuses the file ("No 'data' chunk marker"), so prep's byte
+    path must decline it too and report libsndfile's error, not decode it at the second chunk's rate."""
+    samples = (np.arange(200, dtype=np.int16) * 100).tobytes()
+    data = chunked(pcm_fmt(rate=16000), samples, extra=b"fmt " + struct.pack("<I", 16) + pcm_fmt(rate=8000))
+    assert pcm16_wav(data) is None
+    path = tmp_path / "two_fmt.wav"
+    path.write_bytes(data)
+    assert decoded_whole_or_error(path, data) == decoded_whole_or_error(path, None)
+
+
+@pytest.mark.parametrize("extra", [b"", b"LIST" + struct.pack("<I", 3) + b"abc\0",
+                                   b"junk" + struct.pack("<I", 1) + b"x\0"])
+def test_a_truncated_wav_is_refused_also_after_an_odd_sized_chunk(tmp_path, extra):
+    """The truncation check finds the ``data`` chunk past an odd-sized chunk (RIFF pads it to an even size);
+    libsndfile itself reads the complete file, and would read the cut one short without a word."""
+    samples = (np.arange(2000, dtype=np.int16) * 10).tobytes()
+    whole = chunked(pcm_fmt(), samples, extra=extra)
+    (tmp_path / "whole.wav").write_bytes(whole)
+    with AudioFile(tmp_path / "whole.wav") as audio:
+        np.testing.assert_array_equal(next(audio.blocks(block_frames=5000)), libsndfile_samples(whole))
+    (tmp_path / "cut.wav").write_bytes(whole[:-100])
+    with pytest.raises(AudioError, match=r"cut\.wav: truncated WAV file \(100 bytes of audio data missing\)"):
+        AudioFile(tmp_path / "cut.wav").__enter__()
+
+
+@pytest.mark.parametrize("values, reason", [([0.5, float("nan")], "holds NaN or infinite samples"),
+                                            ([0.5, 150.0], "sample values reach 150, over 100"),
+                                            ([0.5, -100.5], "sample values reach 100.5, over 100")])
+def test_samples_that_are_not_audio_are_refused_naming_the_file(tmp_path, values, reason):
+    """A float file with NaN, or with samples past ±100 (+40 dBFS: scaled like integers), is an AudioError that
+    names the file, whether read whole or streamed; ±100 itself is still audio."""
+    signal = np.zeros(2000, np.float32)
+    signal[1000:1000 + len(values)] = values
+    path = tmp_path / "odd.wav"
+    sf.write(path, signal, 16000, subtype="FLOAT")
+    for rate in (None, 22050):
+        with pytest.raises(AudioError, match=f"^{re.escape(str(path))}: {re.escape(reason)}"):
+            load_audio(path, sample_rate=rate)
+    signal[1000:1000 + len(values)] = [0.5, -100.0]
+    sf.write(path, signal, 16000, subtype="FLOAT")
+    assert load_audio(path)[0].abs().max() == 100.0

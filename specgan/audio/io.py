@@ -369,7 +369,7 @@ def check_samples(data: np.ndarray) -> None:
     if not math.isfinite(peak):
         raise AudioError("holds NaN or infinite samples")
     if peak > MAX_PEAK:
-        raise AudioError(f"sample values reach {peak:.3g}, over {MAX_PEAK:g} (+40 dB above full scale): not "
+        raise AudioError(f"sample values reach {peak:.6g}, over {MAX_PEAK:g} (+40 dB above full scale): not "
                          f"audio scaled to [-1, 1]")
 
 
