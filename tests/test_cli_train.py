@@ -115,6 +115,7 @@ def test_eval_prints_metrics_and_appends_to_the_run(mnist, mnist_classifier, tmp
     result = json.loads(stdout)
     assert result["n"] == 500 and result["step"] == 2 and result["classifier_test_accuracy"] >= 0.985
     assert result["data"] == str(data)  # which data the scores are against, in eval.jsonl too
+    assert result["n_real"] == 10000  # against the held-out test split, not the 60000 images it trained on
     assert 0 <= result["label_accuracy"] <= 1 and result["fd"] > 0 and 0 <= result["class_entropy"] <= 3.33
     logged = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
     assert logged[-1]["fd"] == result["fd"]

@@ -751,6 +751,7 @@ def test_eval_pairs_leaves_out_pairs_it_cannot_score_and_says_why(run, tmp_path)
     speech_file(tmp_path / "B" / "blip.wav", seconds=0.5, seed=3)
     speech_file(tmp_path / "A" / "hush.wav", seconds=0.5, seed=4)
     sf.write(tmp_path / "B" / "hush.wav", np.zeros(8000, np.float32), 16000)       # silent target
+    speech_file(tmp_path / "A" / "lone.wav", seconds=0.5, seed=5)                  # no target: unmatched
     result = evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "B", direction="A2B",
                                   n_iter=2)
     assert result["pairs"] == 2 and sorted(Path(r["source"]).name for r in result["per_pair"]) == ["good.wav",
@@ -770,6 +771,10 @@ def test_eval_pairs_leaves_out_pairs_it_cannot_score_and_says_why(run, tmp_path)
     source, _ = load_audio(rows[0]["source"], sample_rate=RATE)
     unconverted = audio_distances(target, source, sample_rate=RATE)
     assert (rows[0]["baseline_mcd_db"], rows[0]["baseline_lsd_db"]) == (unconverted.mcd_db, unconverted.lsd_db)
+    assert result["unmatched"] == 1 and result["unmatched_sources"] == [str(tmp_path / "A" / "lone.wav")]
+    # The floor is the target itself through log-mel and Griffin-Lim (no generator), against the target.
+    floor = convert_waveform(target, generator=nn.Identity(), audio=load_translator(run).audio, n_iter=2)
+    assert rows[0]["resynthesis_mcd_db"] == audio_distances(target, floor.wave, sample_rate=RATE).mcd_db
     with pytest.raises(ConfigError, match="the same folder twice"):
         evaluate_translation(run, source_dir=tmp_path / "A", target_dir=tmp_path / "A" / ".", direction="A2B")
 

@@ -523,6 +523,15 @@ def test_image_folder_root_files_form_a_class(tmp_path):
     assert data.class_names == ("digits", "sevens") and data.labels.tolist() == [0, 0, 1]
 
 
+def test_pictures_loose_in_a_folder_given_as_dot_are_classed_by_its_name(tmp_path, monkeypatch):
+    """"." names no folder by itself: the pictures directly in it are class "digits" (its real name), not "images"."""
+    write_png(tmp_path / "digits" / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(tmp_path / "digits" / "sevens" / "b.png", np.zeros((4, 4), np.uint8))
+    monkeypatch.chdir(tmp_path / "digits")
+    data = load_image_folder(Path("."))
+    assert data.class_names == ("digits", "sevens") and data.labels.tolist() == [0, 1]
+
+
 def test_image_folder_errors(folder, tmp_path):
     odd = folder / "dogs" / "d2.png"
     write_png(odd, np.zeros((9, 6), np.uint8))

@@ -230,6 +230,26 @@ def test_sample_audio_is_rendered_in_batches_that_give_what_one_batch_gives(tmp_
     assert not np.array_equal(written[3][0], written[3][1])
 
 
+def test_sample_audio_is_scaled_down_only_when_it_would_clip(tmp_path):
+    """render_audio divides a wave by its peak only where the peak is above 1: a loud sample peaks at full scale,
+    unclipped; a quiet one is written as Griffin-Lim gave it, not raised to full scale."""
+    import soundfile as sf
+
+    from specgan import sample as sample_module
+    from specgan.audio.params import AudioParams
+
+    audio = AudioParams(sample_rate=8000, n_fft=128, hop_length=32, n_mels=16, frames=16)
+    images = torch.stack([torch.full((1, 16, 16), 1.0), torch.full((1, 16, 16), -0.6)])  # loud, quiet
+    paths = [tmp_path / "loud.wav", tmp_path / "quiet.wav"]
+    sample_module.render_audio(images, audio=audio, paths=paths, n_iter=2, seed=5)
+    waves = MelInverter(audio)(images[:, 0], n_iter=2, generator=torch.Generator().manual_seed(5))
+    peaks = waves.abs().amax(dim=-1)
+    assert peaks[0] > 1.0 and peaks[1] < 0.5, peaks
+    loud, quiet = (sf.read(p, dtype="float32")[0] for p in paths)
+    np.testing.assert_allclose(loud, (waves[0] / peaks[0]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(quiet, waves[1].numpy(), atol=1e-4)
+
+
 # -- long signals in blocks ------------------------------------------------------------------------------------
 
 DEMO_VOICE = Path(__file__).resolve().parents[1] / "data" / "demo" / "voices" / "kal"

@@ -113,6 +113,27 @@ def test_frechet_falls_back_to_a_diagonal_offset_when_the_square_root_fails(monk
     assert got == pytest.approx(exact, abs=1e-2)
 
 
+def test_frechet_falls_back_when_the_square_root_does_not_square_back(monkeypatch):
+    """A finite root that is wrong (as scipy's can be for a singular product, with only a warning) is not used: its
+    residual sends the distance to the eps fallback, as a non-finite root does."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(5)
+    d = 8
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    s1, s2 = _random_cov(d, 50, rng), _random_cov(d, 50, rng)
+    exact = _reference_fd(mu1, s1, mu2, s2)
+    real_sqrtm, args = scipy.linalg.sqrtm, []
+
+    def inaccurate_sqrtm(a):  # the first root is 10 % off: finite, plausible, and wrong
+        args.append(a)
+        return real_sqrtm(a) * (1.1 if len(args) == 1 else 1.0)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", inaccurate_sqrtm)
+    got = frechet_distance(mu1, s1, mu2, s2, eps=1e-6)
+    assert len(args) == 2 and got == pytest.approx(exact, abs=1e-2)
+
+
 def test_frechet_rejects_a_matrix_that_is_no_covariance():
     """A negative variance gives the square root a large imaginary part: an error, not its real part taken."""
     with pytest.raises(ValueError, match="matrix square root has an imaginary part of 1"):
@@ -356,3 +377,76 @@ def test_non_finite_samples_are_reported(mnist_classifier, mnist_sets):
 
 def _subset(data: ImageData, n: int) -> ImageData:
     return ImageData(images=data.images[:n], labels=data.labels[:n], class_names=data.class_names)
+
+
+# -- scores against a reference computation (an untrained judge: no data needed) ------------------------------------
+
+
+def test_generator_scores_match_a_reference_computation():
+    """Every number of evaluate_generator recomputed with numpy from the judge's own features and predictions: the
+    histogram is over the n samples (not the real count), the Frechet distance pairs each set's own covariance,
+    the samples' spread is by requested class (conditional) or predicted class, the real spread by the true labels;
+    and the global RNG is left as it was found."""
+    torch.manual_seed(0)
+    judge = DigitClassifier().eval()
+    real = _tiny_set(5, n=40)  # 40 real images, 30 samples: a histogram over the wrong count does not sum to 1
+    n = 30
+
+    def reference(conditional: bool) -> dict:
+        drawn = []
+
+        def sample(k, labels):
+            x = torch.rand(k, 1, 28, 28) * 2 - 1  # the global RNG, seeded by evaluate_generator
+            drawn.append(x)
+            return x
+
+        before = torch.get_rng_state()
+        scores = evaluate_generator(sample, classifier=judge, real_test=real, n=n, conditional=conditional,
+                                    batch_size=7, seed=3)
+        assert torch.equal(torch.get_rng_state(), before)  # seeded for the call, restored afterwards
+        with torch.no_grad():
+            fake = judge.features(torch.cat(drawn)).double()
+            predicted = judge.head(fake.float()).argmax(dim=1).numpy()
+            real_f = judge.features(real.images).double().numpy()
+        fake = fake.numpy()
+        requested = np.arange(n) % 10
+        mu_f, s_f, mu_r, s_r = fake.mean(0), np.cov(fake, rowvar=False), real_f.mean(0), np.cov(real_f, rowvar=False)
+        assert scores["fd"] == pytest.approx(_reference_fd(mu_f, s_f, mu_r, s_r), rel=1e-4)
+        histogram = np.bincount(predicted, minlength=10) / n
+        np.testing.assert_allclose(scores["class_histogram"], histogram, rtol=1e-12)
+        assert scores["class_entropy"] == pytest.approx(-sum(p * math.log2(p) for p in histogram if p > 0))
+        by = requested if conditional else predicted
+        labels = real.labels.numpy()
+        ratios = [np.trace(np.cov(fake[by == c], rowvar=False)) / np.trace(np.cov(real_f[labels == c], rowvar=False))
+                  for c in range(10) if (by == c).sum() >= 2 and (labels == c).sum() >= 2]
+        assert ratios and scores["within_class_diversity"] == pytest.approx(np.mean(ratios), rel=1e-5)
+        if conditional:
+            assert scores["label_accuracy"] == pytest.approx((predicted == requested).mean())
+        return scores
+
+    assert "label_accuracy" not in reference(conditional=False)
+    reference(conditional=True)
+
+
+def test_accuracy_is_measured_in_eval_mode_and_leaves_the_mode_as_it_was():
+    torch.manual_seed(0)
+    model, data = DigitClassifier(), _tiny_set(2, n=50)
+    with torch.no_grad():
+        expected = (model.eval()(data.images).argmax(dim=1) == data.labels).double().mean().item()
+    model.train()
+    assert accuracy(model, data, batch_size=16) == pytest.approx(expected) and model.training
+    model.eval()
+    assert accuracy(model, data) == pytest.approx(expected) and not model.training
+
+
+def test_a_cache_whose_weights_do_not_fit_is_stale_not_unreadable(tmp_path, monkeypatch):
+    """A cache that loads and names this kind and data, but whose weights do not fit the network (another
+    architecture under the same version), is "stale": it was read, and it was made for other code."""
+    monkeypatch.setattr(clf, "train_classifier", lambda train, test, **kwargs: (DigitClassifier().eval(), 0.5))
+    data = _tiny_set(0)
+    _, info = load_or_train_classifier(tmp_path, kind="toy", train=data, test=data)
+    state = torch.load(info["path"], weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("head.")}  # a missing layer
+    torch.save(state, info["path"])
+    _, info = load_or_train_classifier(tmp_path, kind="toy", train=data, test=data)
+    assert info["trained_now"] and info["reason"] == "stale"

@@ -578,6 +578,12 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     data = make_two_tone_folder(tmp_path / "data", n=16)
     run = tmp_path / "run"
     train(tiny_recipe(data, run, steps=2), device=torch.device("cpu"))
+    # Refused before any work: --audio for an image model, and a grid named as anything but a PNG.
+    with pytest.raises(ConfigError, match="^--audio: .*step_00000002.pt is an image model, not a spectrogram model$"):
+        draw(run, output=tmp_path / "a.png", n=2, audio=True)
+    with pytest.raises(ConfigError, match="grid.jpg: the grid is written as PNG; give a .png file name$"):
+        draw(run, output=tmp_path / "grid.jpg", n=2)
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "grid.jpg").exists()
     report = draw(run, output=tmp_path / "walk.png", n=16, interpolate=True, seed=3)
     assert report.n == 16 and Image.open(tmp_path / "walk.png").size == (2 + 8 * 18, 2 + 2 * 18)
     model = load_generator(run)
@@ -610,6 +616,46 @@ def test_sample_grids_labels_and_latent_walks(tmp_path):
     for digit_like in ("²", "١"):  # a digit to str.isdigit; "²" had been an internal error (int() refused it)
         with pytest.raises(ConfigError, match=f"--label {digit_like}: not a class of this model"):
             latents_and_labels(model, n=4, label=digit_like, seed=0, interpolate=False)
+
+
+def test_spectrogram_samples_are_the_ema_generators_drawn_low_at_the_bottom_and_their_audio_is_not_replaced(
+        tones, tmp_path):
+    """sample on a spectrogram run: the generator is G_ema (the averaged weights; G with use_ema=False), each grid
+    tile has the lowest mel band at the bottom, and the --audio files, one per sample named by its class, are
+    refused like the grid when they exist, even with the grid gone."""
+    from specgan.errors import SpecganError
+    from specgan.images import grid_array
+    from specgan.sample import draw, latents_and_labels
+
+    run = tmp_path / "run"
+    train(load_recipe(None, base={"name": "spec", "data": {"kind": "spectrogram", "path": str(tones)},
+                                  "model": {"conditional": True, "z_dim": 8, "channels": 8},
+                                  "train": {"steps": 1, "batch_size": 4, "sample_every": 100, "checkpoint_every": 1,
+                                            "ema_decay": 0.5},
+                                  "output": {"dir": str(run)}}), device=torch.device("cpu"))
+    saved = load_checkpoint(list_checkpoints(run)[-1])["task"]["models"]
+    assert any(not torch.equal(v, saved["G"][k]) for k, v in saved["G_ema"].items())
+    for use_ema, name in ((True, "G_ema"), (False, "G")):
+        weights = load_generator(run, use_ema=use_ema).generator.state_dict()
+        assert all(torch.equal(weights[k], v) for k, v in saved[name].items()), name
+    report = draw(run, output=tmp_path / "s.png", n=3, audio=True, n_iter=2, seed=1)
+    model = load_generator(run)
+    z, labels, nrow = latents_and_labels(model, n=3, label=None, seed=1, interpolate=False)
+    images = model(z, labels)
+    plain, (h, w) = grid_array(images, nrow=nrow)[..., 0], images.shape[-2:]
+    drawn = np.asarray(Image.open(tmp_path / "s.png"))
+    assert drawn.shape == plain.shape == (2 + h + 2, 2 + 3 * (w + 2))
+    for i in range(3):
+        left = 2 + i * (w + 2)
+        np.testing.assert_array_equal(drawn[2:2 + h, left:left + w], plain[2:2 + h, left:left + w][::-1])
+    assert [p.name for p in report.audio] == [f"s_{i:03d}_{model.class_names[int(c)]}.wav"
+                                              for i, c in enumerate(labels)]
+    (tmp_path / "s.png").unlink()
+    before = [p.read_bytes() for p in report.audio]
+    with pytest.raises(SpecganError, match=f"^{report.audio[0]}: exists \\(and 2 more output\\(s\\)\\); use "
+                                           f"--overwrite"):
+        draw(run, output=tmp_path / "s.png", n=3, audio=True, n_iter=2, seed=2)
+    assert [p.read_bytes() for p in report.audio] == before and not (tmp_path / "s.png").exists()
 
 
 def test_a_sample_that_fails_leaves_no_folder_made_for_it(tmp_path, monkeypatch):
