@@ -3,6 +3,7 @@ computes: a tiny seeded run gives the same weights with them as without (compare
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def test_bf16_is_auto_only_where_it_was_measured_faster(monkeypatch, vendor, avx
     assert native_bf16(torch.device("cpu")) is expected
     assert Acceleration(TrainConfig(), device=torch.device("cpu")).bf16 is expected
     assert native_bf16(torch.device("cuda"))
+    assert not native_bf16(torch.device("meta")) and not native_bf16(torch.device("mps"))  # neither measured
 
 
 def test_bf16_on_cuda_follows_the_model_family():
@@ -283,7 +285,34 @@ def test_cudnn_benchmark_is_set_while_training_and_restored_after():
             with accel.backend_settings():
                 assert torch.backends.cudnn.benchmark is wanted
             assert torch.backends.cudnn.benchmark is (not wanted)
-        with Acceleration(TrainConfig(cudnn_benchmark=True), device=torch.device("cpu")).backend_settings():
-            assert torch.backends.cudnn.benchmark is (not wanted)  # a CPU run leaves it alone
+        for asked in (True, False):  # a CPU run leaves it alone, whichever way the recipe asks
+            with Acceleration(TrainConfig(cudnn_benchmark=asked), device=torch.device("cpu")).backend_settings():
+                assert torch.backends.cudnn.benchmark is (not wanted)
     finally:
         torch.backends.cudnn.benchmark = saved
+
+
+def test_channels_last_places_weights_and_images_in_that_layout():
+    """place() and images() put weights and batches in the run's memory format (the layout the option is for)."""
+    for value, layout in ((True, torch.channels_last), (False, torch.contiguous_format)):
+        accel = Acceleration(TrainConfig(channels_last=value), device=torch.device("cpu"))
+        conv = accel.place(torch.nn.Conv2d(3, 4, 3))
+        assert conv.weight.is_contiguous(memory_format=layout)
+        assert accel.images(torch.randn(2, 3, 5, 6)).is_contiguous(memory_format=layout)
+        assert accel.images(torch.randn(2, 3, 5, 6).contiguous(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=layout)
+
+
+def test_autocast_is_bf16_with_its_weight_cache_off_under_cuda_graphs():
+    """A cached bf16 copy of a weight would be frozen into a recorded CUDA graph and go stale after the optimizer
+    step: recorded runs turn the cache off. (The context managers are built, not entered: no GPU needed.)"""
+    def autocast(device, **train):
+        return Acceleration(TrainConfig(precision="bf16", **train), device=torch.device(device)).autocast()
+
+    graphed = autocast("cuda", cuda_graphs=True)
+    assert graphed.fast_dtype == torch.bfloat16 and graphed.device == "cuda" and not graphed._cache_enabled
+    assert autocast("cuda", cuda_graphs=False)._cache_enabled
+    cpu = autocast("cpu", cuda_graphs=True)  # nothing is recorded on a CPU
+    assert cpu.fast_dtype == torch.bfloat16 and cpu._cache_enabled
+    assert isinstance(Acceleration(TrainConfig(precision="fp32"), device=torch.device("cpu")).autocast(),
+                      contextlib.nullcontext)

@@ -197,6 +197,63 @@ def test_adam_drift_bound_holds_for_any_gradients_and_is_tight():
         assert moved([ai / bi for ai, bi in zip(a, b)]) - before == pytest.approx(last, rel=1e-6)
 
 
+def _collectives_rank(rank: int, world_size: int, folder: str) -> None:
+    """One gloo rank of :func:`test_collectives_of_two_ranks_match_one_process`: saves what each method gave."""
+    import torch.distributed as dist
+
+    from specgan.train.distributed import Distributed
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
+    try:
+        ranks, cpu = Distributed(rank=rank, world_size=world_size), torch.device("cpu")
+        batch = torch.arange(24.0).view(6, 4)
+        shard = ranks.shard(batch)
+        torch.manual_seed(0)
+        model = ranks.wrap(nn.Linear(4, 1), device=cpu)
+        model(shard).square().mean().backward()
+        saved = {"shard": shard, "gathered": ranks.all_gather(shard), "is_main": ranks.is_main,
+                 "mean": ranks.mean(torch.tensor([float(rank), 10.0 * rank])),
+                 "any": ranks.any(rank == 1, device=cpu), "none": ranks.any(False, device=cpu),
+                 "largest": ranks.largest(3 * rank, device=cpu),
+                 "grads": [p.grad for p in model.parameters()]}
+        torch.save(saved, f"{folder}/rank_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_collectives_of_two_ranks_match_one_process(tmp_path):
+    """Distributed's methods on two gloo ranks against what one process computes on the whole batch: contiguous
+    shards that put the batch back together in rank order, means and maxima over ranks, and DDP's gradients equal
+    to the whole batch's (every loss a mean over equal shards)."""
+    import torch.multiprocessing as mp
+
+    from specgan.errors import ConfigError
+    from specgan.train.distributed import Distributed
+
+    mp.start_processes(_collectives_rank, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank_{r}.pt", weights_only=True) for r in range(2)]
+    batch = torch.arange(24.0).view(6, 4)
+    assert torch.equal(ranks[0]["shard"], batch[:3]) and torch.equal(ranks[1]["shard"], batch[3:])
+    torch.manual_seed(0)
+    one = nn.Linear(4, 1)
+    one(batch).square().mean().backward()
+    for r in ranks:
+        assert torch.equal(r["gathered"], batch)
+        assert torch.equal(r["mean"], torch.tensor([0.5, 5.0]))
+        assert r["any"] is True and r["none"] is False and r["largest"] == 3
+        for got, want in zip(r["grads"], [p.grad for p in one.parameters()]):
+            torch.testing.assert_close(got, want)
+    assert [r["is_main"] for r in ranks] == [True, False]
+    # one process is a world of one: every method gives back what it was given
+    alone = Distributed()
+    assert alone.shard(batch) is batch and alone.all_gather(batch) is batch and alone.is_main
+    # a global batch must split into equal shards
+    Distributed(rank=1, world_size=2).check_batch(6)
+    with pytest.raises(ConfigError, match="train.batch_size = 5: with 2 processes"):
+        Distributed(rank=1, world_size=2).check_batch(5)
+
+
 @pytest.mark.parametrize("train_keys", [{}, {"loss": "wgan", "gp_weight": 10.0, "n_critic": 2}],
                          ids=["bce", "wgan-gp"])
 def test_generate_ranks_stay_identical(tmp_path, train_keys):

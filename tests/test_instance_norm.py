@@ -106,6 +106,23 @@ def test_moments_route_matches_nn_instance_norm(affine, layout):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("route", ["group_norm", "moments"])
+def test_eps_is_honoured_and_a_constant_map_stays_finite(route):
+    """A map that is constant (a dead ReLU channel: all zeros) has zero variance: nn.InstanceNorm2d gives zeros
+    there, not NaN, because of eps; and a non-default eps is the one used (oracle: nn.InstanceNorm2d)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 6) * 0.3
+    x[0, 1] = 0.0
+    for eps in (1e-5, 0.5):
+        oracle = nn.InstanceNorm2d(3, eps=eps)
+        ours = (InstanceNorm2d if route == "group_norm" else FromMoments)(3, eps=eps)
+        if route == "group_norm":
+            assert ours._takes_group_norm_route(x)
+        for want, got in zip(forward_backward(oracle, x), forward_backward(ours, x)):
+            assert got.isfinite().all()
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_moments_route_in_bf16_is_the_exact_norm_rounded_once():
     """A bf16 map gives a bf16 result within one rounding step of the norm computed in float64 on its values."""
     torch.manual_seed(0)

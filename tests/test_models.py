@@ -52,6 +52,18 @@ def test_discriminator_layers():
     assert all(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in weighted)
     D = Discriminator(image_shape=(1, 64, 64), channels=8)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in D.modules()) == 3  # none on the first stage
+    assert [m.negative_slope for m in D.modules() if isinstance(m, nn.LeakyReLU)] == [0.2] * 4
+
+
+def test_generator_stages_start_from_rectified_features():
+    """The projected z goes through BN and then ReLU before the first transposed convolution."""
+    torch.manual_seed(0)
+    G = Generator(image_shape=(1, 28, 28), z_dim=8, channels=4)
+    seen = []
+    G.stages[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    G(torch.randn(4, 8))
+    want = torch.relu(G.project_norm(G.project(torch.randn(0, 8)).view(0, *G.start)))  # shape only
+    assert seen[0].shape == (4, *want.shape[1:]) and seen[0].min() >= 0 and (seen[0] == 0).any()
 
 
 def test_widest_layer_is_capped():
@@ -68,6 +80,9 @@ def test_dcgan_initialisation():
     bn = torch.cat([m.weight for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(weights.std().item() - 0.02) < 0.002 and abs(weights.mean().item()) < 0.002
     assert abs(bn.mean().item() - 1) < 0.01 and bn.std().item() < 0.05
+    # the projection discriminator's embedding is N(0, 0.02) too, not nn.Embedding's N(0, 1)
+    D = Discriminator(image_shape=(1, 64, 64), channels=32, n_classes=10)
+    assert abs(D.embed.weight.std().item() - 0.02) < 0.002
 
 
 def test_conditional_generator_depends_on_label():
@@ -107,6 +122,12 @@ def test_labels_are_checked():
         D(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"expected \(N, 1, 28, 28\)"):
         D(torch.zeros(2, 1, 32, 32))
+    # a column of labels, (N, 1), is not a batch of labels: the embedding would broadcast it silently
+    with pytest.raises(ValueError, match=r"labels of shape \(2, 1\) for a batch of 2; expected \(2,\)"):
+        G(torch.randn(2, 8), torch.zeros(2, 1, dtype=torch.long))
+    D3 = Discriminator(image_shape=(1, 28, 28), channels=4, n_classes=3)
+    with pytest.raises(ValueError, match=r"expected \(2,\)"):
+        D3(torch.zeros(2, 1, 28, 28), torch.zeros(3, dtype=torch.long))
 
 
 def test_projection_term():
@@ -119,18 +140,18 @@ def test_projection_term():
     torch.testing.assert_close(D(x, y), expected)
 
 
+@pytest.mark.parametrize("shape", [(1, 32, 32), (1, 24, 40)], ids=["square", "3x5-grid"])
 @pytest.mark.parametrize("n_classes,spectral_norm", [(0, False), (3, False), (3, True)])
-def test_discriminator_is_the_same_function_channels_last(n_classes, spectral_norm):
+def test_discriminator_is_the_same_function_channels_last(n_classes, spectral_norm, shape):
     """Channels-last, the discriminator reads its last features in memory order (H, W, C) with its head and
     projection weights permuted to match: the same logits and gradients as the contiguous layout's flattening."""
     torch.manual_seed(0)
-    D = Discriminator(image_shape=(1, 32, 32), channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
-    D_cl = Discriminator(image_shape=(1, 32, 32), channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
+    D = Discriminator(image_shape=shape, channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
+    D_cl = Discriminator(image_shape=shape, channels=4, n_classes=n_classes, spectral_norm=spectral_norm)
     D_cl.load_state_dict(D.state_dict())
     D_cl.to(memory_format=torch.channels_last)
-    x = torch.randn(6, 1, 32, 32)
+    x = torch.randn(6, *shape)
     y = torch.tensor([0, 1, 2, 0, 1, 2]) if n_classes else None
-    assert not D_cl.stages(x.contiguous(memory_format=torch.channels_last)).is_contiguous()  # the permuted route
     results = []
     for model, layout in ((D, torch.contiguous_format), (D_cl, torch.channels_last)):
         model.zero_grad()
@@ -140,6 +161,8 @@ def test_discriminator_is_the_same_function_channels_last(n_classes, spectral_no
         grads = {name: p.grad.contiguous() for name, p in model.named_parameters() if p.grad is not None}
         results.append((logits.detach(), x_in.grad.contiguous(), grads))
     (logits, grad_x, grads), (logits_cl, grad_x_cl, grads_cl) = results
+    # checked after the passes: a training-mode forward advances D_cl's spectral-norm power iteration (not D's)
+    assert not D_cl.stages(x.contiguous(memory_format=torch.channels_last)).is_contiguous()  # the permuted route
     assert grads_cl.keys() == grads.keys() and any(name.startswith("head.") and "weight" in name for name in grads)
 
     def assert_equal_but_rounding(got, want, name):  # sums in another order: float32 rounding of the largest terms

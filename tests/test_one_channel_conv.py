@@ -137,6 +137,11 @@ def test_other_convolutions_are_left_to_nn_conv2d():
     assert not OneChannelConv2d(4, 8, 3)._takes_own_route(torch.randn(2, 4, 9, 9, requires_grad=True))
     assert not OneChannelConv2d(4, 1, 3)._takes_own_route(torch.randn(2, 4, 9, 9, device="meta"))
     assert not OneChannelConv2d(1, 1, 3)._takes_own_route(x)                   # nothing to sum
+    # a depthwise layer's weight (C, 1, k, k) looks like a 1 → C one's, but it is C → C in C groups
+    depthwise = OneChannelConv2d(4, 4, 3, padding=1, groups=4)
+    x4 = torch.randn(2, 4, 9, 9, requires_grad=True)
+    assert not depthwise._takes_own_route(x4)
+    torch.testing.assert_close(depthwise(x4), nn.Conv2d.forward(depthwise, x4))
 
 
 @pytest.mark.parametrize("make,edges", [(lambda: ResnetGenerator(channels=4, n_blocks=1), [(1, 4), (4, 1)]),

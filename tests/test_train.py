@@ -50,6 +50,10 @@ def test_the_required_recipes_are_shipped():
     ('[train]\nsteps = 3\n', "r.toml: missing key 'name'"),
     # a section's own cross-field check names its key with the section
     ('name = "x"\n[train]\nbetas = [0.5]\n', "r.toml: train.betas = [0.5]: expected two numbers in [0, 1)"),
+    ('name = "x"\n[train]\nbetas = [0.5, 1.0]\n', "r.toml: train.betas = [0.5, 1.0]: expected two numbers in"),
+    ('name = ".hidden"\n', "r.toml: name = '.hidden': give the run a plain name"),
+    ('name = "x"\n[model]\nz_dim = 0\n', "r.toml: model.z_dim = 0: must be >= 1"),
+    ('name = "x"\n[train]\nkeep_checkpoints = 0\n', "r.toml: train.keep_checkpoints = 0: must be >= 1"),
     ('name = "x"\n[data]\nimage_size = [100000, 100000]\n', "r.toml: data.image_size = [100000, 100000]: expected "
                                                               "[height, width], each even and from 6 to 1024"),
     ('name = "x"\n[data]\nimage_size = [33, 33]\n', "r.toml: data.image_size = [33, 33]: expected [height, width], "

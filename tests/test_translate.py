@@ -82,6 +82,9 @@ def test_linear_decay_is_constant_then_falls_to_almost_zero():
     ({"model": {"name": "dcgan"}}, "model.name = 'dcgan' is a generate model; task = 'translate' needs one of"),
     ({"data": {"kind": "spectrogram", "path": "x", "domains": ["a"]}}, "task = 'translate' needs the two domains"),
     ({"train": {"n_critic": 2}}, "generate-only"),
+    ({"train": {"gp_weight": 10.0}}, "generate-only"),
+    ({"data": {"kind": "spectrogram", "path": "x", "domains": ["a", "b", "c"]}},
+     "task = 'translate' needs the two domains"),
     # keys a translate run would otherwise ignore in silence
     ({"model": {"name": "cyclegan", "spectral_norm": True}}, "model.spectral_norm = true: generate-only"),
     ({"model": {"name": "cyclegan-vc2", "z_dim": 7}}, "model.z_dim = 7: generate-only"),

@@ -82,6 +82,7 @@ def test_gated_generator_fixes_n_mels():
     lambda: build_cyclegan(image_shape=(1, 64, 7), channels=4),
     lambda: build_cyclegan_vc2(image_shape=(64, 64), channels=4),
     lambda: ResnetGenerator(channels=4)(images(1, 6, 64)),
+    lambda: ResnetGenerator(channels=4)(images(1, 64, 6)),
     lambda: ResnetGenerator(channels=4)(torch.zeros(1, 2, 16, 16)),
     lambda: PatchDiscriminator(image_shape=(1, 64, 64), n_layers=0),
     lambda: PatchDiscriminator(image_shape=(1, 64, 64), channels=4)(images(1, 64, 16)),
@@ -99,6 +100,8 @@ def test_patch_layers_keep_the_map_at_least_two_by_two(shape, n_layers, expected
     D = PatchDiscriminator(image_shape=shape, channels=2, n_layers=n_layers)
     assert sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in D.modules()) == expected
     assert min(D(images(1, *shape[1:])).shape[2:]) >= 2
+    # the width doubles per layer up to 8 times the base (c·8), the stride-1 layer included
+    assert max(m.out_channels for m in D.modules() if isinstance(m, nn.Conv2d)) == 2 * min(2 ** expected, 8)
 
 
 def test_sizes_match_the_reference_code():
@@ -112,6 +115,7 @@ def test_sizes_match_the_reference_code():
     weights = [m.weight for m in G.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert all(abs(w.std().item() - 0.02) < 0.002 for w in weights if w.numel() > 10_000)
     assert not any(isinstance(m, nn.InstanceNorm2d) and m.affine for m in G.modules())
+    assert {m.negative_slope for m in D.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
 
 
 @pytest.mark.parametrize("make, shape", [(lambda: ResnetBlock(channels=3), (2, 3, 6, 7)),
@@ -121,6 +125,10 @@ def test_residual_blocks_add_their_input(make, shape):
     block = make()
     x = torch.randn(*shape)
     torch.testing.assert_close(block(x), x + block.body(x))
+    # the body ends in an instance norm (affine ones start at 1 and 0): each map of it has mean 0, variance 1
+    var, mean = torch.var_mean(block.body(x), dim=tuple(range(2, x.dim())), correction=0)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), rtol=0, atol=1e-5)
+    torch.testing.assert_close(var, torch.ones_like(var), rtol=0, atol=0.05)  # eps: v / (v + eps)
 
 
 def test_gated_widths_match_the_paper():

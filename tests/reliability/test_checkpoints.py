@@ -483,3 +483,34 @@ def test_a_checkpoint_that_cannot_be_read_is_an_error_not_set_aside_as_damaged(f
     assert not isinstance(caught.value, DamagedCheckpointError) and not warned
     assert str(caught.value) == f"{newest}: cannot read (Permission denied); the checkpoint is left as it is"
     assert list_checkpoints(run)[-1] == newest and not list(run.glob("checkpoints/*.damaged"))
+
+
+def test_stale_temporary_files_go_when_a_checkpoint_is_written_and_when_a_run_is_tidied(four_steps, tmp_path):
+    """Each of the two clean-ups on its own: save_checkpoint removes them after its write, load_latest_checkpoint
+    with tidy (and only with it) before it reads."""
+    from specgan.train.checkpoint import save_checkpoint
+
+    run = copy_run(four_steps, tmp_path / "run")
+    folder = run / "checkpoints"
+    (folder / ".step_00000005.pt.abc123.tmp").write_bytes(b"half")
+    load_latest_checkpoint(run, tidy=False)
+    assert len(stale_temp_files(run)) == 1
+    load_latest_checkpoint(run, tidy=True)
+    assert stale_temp_files(run) == []
+    (folder / ".step_00000005.pt.abc123.tmp").write_bytes(b"half")
+    save_checkpoint(run, {"task": {}}, step=7, keep=5)
+    assert stale_temp_files(run) == [] and (folder / "step_00000007.pt").exists()
+
+
+def test_a_damaged_checkpoint_set_aside_twice_keeps_both_copies(four_steps, tmp_path):
+    """A second damaged file of the same step (the run fell back, wrote it again, and it was damaged again) is
+    set aside beside the first one, never over it."""
+    run = copy_run(four_steps, tmp_path / "run")
+    newest = list_checkpoints(run)[-1]
+    for content in (b"first damaged copy", b"second damaged copy"):
+        newest.write_bytes(content)
+        path, _ = load_latest_checkpoint(run, on_warning=lambda line: None)
+        assert path.name == "step_00000002.pt"
+    kept = sorted(p.name for p in newest.parent.iterdir() if ".damaged" in p.name)
+    assert kept == ["step_00000004.pt.damaged", "step_00000004.pt.damaged.1"]
+    assert {(newest.parent / name).read_bytes() for name in kept} == {b"first damaged copy", b"second damaged copy"}
