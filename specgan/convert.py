@@ -126,7 +126,7 @@ def weights_fingerprint(state_dicts: list[dict[str, Tensor]]) -> str:
     for state in state_dicts:
         for name, tensor in state.items():
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 
 
