@@ -63,3 +63,10 @@ def test_crossfade_weights_are_positive_trapezoids():
     w = crossfade_weights(10, 3)
     assert torch.all(w > 0) and torch.all(w[3:7] == 1)
     torch.testing.assert_close(w, w.flip(0))
+
+
+def test_crossfade_ramps_step_half_a_frame_in_from_each_end():
+    # Ramp values (k + 0.5) / fade: overlapping ramps of two windows sum to exactly 1, and a fade of 1 still fades.
+    torch.testing.assert_close(crossfade_weights(6, 2), torch.tensor([0.25, 0.75, 1, 1, 0.75, 0.25]))
+    torch.testing.assert_close(crossfade_weights(3, 1), torch.tensor([0.5, 1, 0.5]))
+    torch.testing.assert_close(crossfade_weights(4, 0), torch.ones(4))

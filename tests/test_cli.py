@@ -257,3 +257,21 @@ def test_a_signal_while_the_command_line_loads_stops_the_command(tmp_path, sent,
     done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_START, sent, *command], capture_output=True,
                           text=True, cwd=tmp_path)
     assert done.returncode == code and done.stderr.strip() == f"{said}; nothing half-written was kept", done.stderr
+
+
+def test_exit_codes_of_the_errors_and_the_format_header_check():
+    from specgan.errors import (CheckpointError, ConfigError, LostRankError, Terminated, TrainingError,
+                                TrainingInterrupted, check_format)
+
+    assert (ConfigError.exit_code, TrainingError.exit_code, LostRankError.exit_code, Terminated.exit_code) == (
+        2, 3, 3, 143)
+    assert TrainingInterrupted("x", step=0, checkpoint=None).exit_code == 130
+    assert TrainingInterrupted("x", step=0, checkpoint=None, signal_number=15).exit_code == 143
+    check_format({"format": "f"}, path="p", expected="f", version=0, what="thing", error=CheckpointError)  # 0: none
+    for document, said in [(["format", "f"], "p: not a specgan thing"), ({"format": "g"}, "p: not a specgan thing"),
+                           ({"format": "f", "version": True}, "p: thing format version True is not a number"),
+                           ({"format": "f", "version": "1"}, "p: thing format version '1' is not a number"),
+                           ({"format": "f", "version": 2}, r"p: thing format version 2 is newer than this specgan "
+                                                           r"understands \(1\); upgrade specgan")]:
+        with pytest.raises(CheckpointError, match=f"^{said}$"):
+            check_format(document, path="p", expected="f", version=1, what="thing", error=CheckpointError)

@@ -25,6 +25,24 @@ def test_repeat_calls_the_body_the_given_number_of_times(times):
 
 
 @pytest.mark.parametrize("times", [0, 1, 2, 3, 6])
+def test_repeat_as_on_cuda_warms_up_once_then_replays_the_rest(monkeypatch, times):
+    """With graphs usable, the eager warm-up is the first call and the replays the others: ``times`` in all."""
+    class Replayed:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            self.fn()
+
+    monkeypatch.setattr(cuda_graph, "usable", lambda device: True)
+    monkeypatch.setattr(cuda_graph, "_warm_up", lambda fn: fn())
+    monkeypatch.setattr(cuda_graph, "_capture", lambda fn, generators: (Replayed(fn), None))  # a capture runs none
+    calls = []
+    cuda_graph.repeat(lambda: calls.append(1), times, device=CPU)
+    assert len(calls) == times
+
+
+@pytest.mark.parametrize("times", [0, 1, 2, 3, 6])
 def test_repeat_swapping_alternates_the_buffers(times):
     a, b = torch.zeros(1), torch.ones(1)
     calls = []
@@ -106,9 +124,9 @@ def test_graphed_call_records_again_for_a_new_key(monkeypatch):
 
     monkeypatch.setattr(cuda_graph, "_capture", fake_capture)
     recordings = []
-    f = GraphedCall(lambda x: x + 1, device=CPU, warmup=1, before_capture=lambda: recordings.append(f.key))
+    f = GraphedCall(lambda x: x + 1, device=CPU, warmup=1, before_capture=lambda: recordings.append((f.key, f.calls)))
     f.enabled = True
     outputs = [f(torch.tensor([float(k)]), key=k >= 3).item() for k in range(6)]
     assert outputs == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     # key False: step 0 warms up, step 1 records; key True from step 3: step 3 warms up again, step 4 records
-    assert recordings == [False, True] and f.recorded and f.key is True
+    assert recordings == [(False, 2), (True, 2)] and f.recorded and f.key is True

@@ -890,3 +890,24 @@ def test_a_palette_image_with_a_transparent_entry_is_composited_too(tmp_path):
     with pytest.warns(SpecganWarning, match="transparent"):
         data = load_image_folder(root)
     assert ((data.images[0, 0] + 1) * 127.5).round().tolist() == [[0, 90], [90, 0]]
+
+
+@pytest.mark.parametrize("label", [-1, 3])
+def test_a_label_outside_the_datasets_domains_is_a_damaged_dataset(prepped, tmp_path, label):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(prepped, folder)
+    _damage_array(folder, "labels", lambda a: np.where(np.arange(len(a)) == 0, label, a))  # 3 domains: 0, 1, 2
+    with pytest.raises(DatasetError, match=r"damaged dataset \(\d+ chunks, \d+ labels, 3 domains\)"):
+        load_spectrogram_data(folder)
+
+
+def test_domains_without_chunks_are_a_dataset_error_naming_them(prepped, tmp_path):
+    import shutil
+
+    folder = tmp_path / "one-domain"
+    shutil.copytree(prepped, folder)
+    _damage_array(folder, "labels", np.zeros_like)  # every chunk "high": "low" and "mid" hold none
+    with pytest.raises(DatasetError, match=r"holds no chunks of domains low, mid to train on$"):
+        load_spectrogram_data(folder, domains=("low", "mid"))

@@ -44,7 +44,7 @@ def test_omp_num_threads_is_the_users_choice(four_cores, monkeypatch):
 
 
 @pytest.mark.parametrize("looks, busy", [(["2/83", "3/83", "2/90", "3/83", "2/83"], 1.0), (["1/80"] * 5, 0.0),
-                                         (["4/80"] * 5, 3.0)])
+                                         (["4/80"] * 5, 3.0), (["3/80", "1/80", "3/80", "3/80", "3/80"], 0.0)])
 def test_busy_cores_are_the_fewest_other_tasks_runnable_over_the_looks(tmp_path, monkeypatch, looks, busy):
     """The kernel's runnable count less this process, at its lowest over the looks: a task that wants a core all
     the time is runnable in every look, a short one is not. The 1-minute load average is not read: it remembers
@@ -78,3 +78,18 @@ def test_device_names():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="--device tpu"):
         resolve_device("tpu")
+
+
+def test_auto_prefers_cuda_then_mps_then_the_cpu_and_a_missing_device_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1", "mps"):
+        with pytest.raises(ConfigError, match=f"--device {name}: "):
+            resolve_device(name)
+    with pytest.raises(ConfigError, match="--device meta: expected auto"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps") and resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")

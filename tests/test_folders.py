@@ -67,3 +67,59 @@ def test_a_folder_gone_or_unreadable_meanwhile_keeps_the_original_error(tmp_path
         with made_parent(tmp_path / "new" / "out.png"):
             raise RuntimeError("the real error")
     assert (tmp_path / "new").is_dir()
+
+
+def test_an_empty_folder_that_existed_before_is_kept_after_a_failure(tmp_path):
+    (tmp_path / "mine").mkdir()
+    assert outermost_missing(tmp_path / "mine") is None
+    with pytest.raises(RuntimeError):
+        with made_parent(tmp_path / "mine" / "out.png"):
+            raise RuntimeError("boom")
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_remove_made_never_climbs_above_a_folder_outside_made(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    remove_made(tmp_path / "a" / "b", made=tmp_path / "elsewhere")
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a").is_dir()
+
+
+# -- FolderLock (specgan.folder_lock) ----------------------------------------------------------------------------
+def test_a_locked_folder_refuses_a_second_writer_until_the_first_is_done(tmp_path):
+    from specgan.errors import DatasetError
+    from specgan.folder_lock import FolderLock
+
+    with FolderLock(tmp_path, error=DatasetError, busy="in use"):
+        with pytest.raises(DatasetError, match=f"^{tmp_path}: in use$"):
+            with FolderLock(tmp_path, error=DatasetError, busy="in use"):
+                pass
+    with FolderLock(tmp_path, error=DatasetError, busy="in use"):  # free again
+        pass
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # a success keeps its lock file
+
+
+def test_a_failure_removes_only_a_lock_file_it_made_in_a_folder_holding_nothing_else(tmp_path):
+    from specgan.errors import DatasetError
+    from specgan.folder_lock import FolderLock
+    from specgan.folders import outermost_missing
+
+    def fail(folder, made=None):
+        with pytest.raises(RuntimeError):
+            with FolderLock(folder, error=DatasetError, busy="in use", made=made):
+                raise RuntimeError("boom")
+
+    new = tmp_path / "new" / "run"
+    made = outermost_missing(new)
+    new.mkdir(parents=True)
+    with FolderLock(new, error=DatasetError, busy="in use", made=made):  # a success keeps even an empty new folder
+        pass
+    assert (new / ".lock").exists()
+    fail(new, made)  # the lock file was there before this command: kept, and so the folders
+    assert [p.name for p in new.iterdir()] == [".lock"]
+    (new / ".lock").unlink()
+    fail(new, made)
+    assert not (tmp_path / "new").exists()  # made for it, and empty: removed, parents too
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "data.txt").write_text("the user's")
+    fail(tmp_path / "held")
+    assert sorted(p.name for p in (tmp_path / "held").iterdir()) == [".lock", "data.txt"]

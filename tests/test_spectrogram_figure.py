@@ -106,3 +106,29 @@ def test_characters_without_a_glyph_become_question_marks():
     font = _font(12)
     assert _drawable("input: a-b_c 1.wav", font) == "input: a-b_c 1.wav"
     assert _drawable("x\U0010FFFDy", font) == "x?y"
+
+
+def test_tick_marks_sit_on_their_band_centres_from_the_bottom_and_on_their_times(tmp_path):
+    """Frequency ticks at their bands' centres counted up from the panel's bottom edge, none within 13 pixels of
+    the one below; time ticks ``t / seconds_per_column`` columns from the left edge."""
+    audio = AudioParams()
+    path = save_spectrogram_figure([("x", torch.zeros(audio.n_mels, 200))], tmp_path / "f.png", audio=audio,
+                                   seconds_per_column=0.01)
+    layout = figure_layout(columns=200, n_mels=audio.n_mels, panels=1)
+    with Image.open(path) as image:
+        dark = np.asarray(image.convert("L")) < 128
+    top, bottom = layout.top(0), layout.top(0) + layout.height
+    expected, last = [], np.inf
+    for _, band in frequency_ticks(audio):
+        y = bottom - (band + 0.5) * layout.y_scale
+        if last - y >= 13 and y - top >= 6.5:
+            expected.append(int(y))
+            last = y
+    assert len(expected) >= 5 and len(expected) < len(frequency_ticks(audio))  # one crowded out
+    assert sorted(top + np.nonzero(dark[top:bottom, LEFT - 3])[0]) == sorted(expected)
+    assert list(np.nonzero(dark[bottom + 2])[0]) == [LEFT + round(t / 0.01) * layout.x_scale for t in time_ticks(2.0)]
+
+
+@pytest.mark.parametrize("n_mels, y_scale", [(80, 3), (128, 2), (64, 4), (512, 1)])
+def test_bands_are_scaled_to_the_nearest_whole_multiple_of_240_pixels(n_mels, y_scale):
+    assert figure_layout(columns=600, n_mels=n_mels, panels=1).y_scale == y_scale

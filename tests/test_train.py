@@ -757,3 +757,16 @@ def test_a_label_is_a_class_name_or_an_index_only_where_no_class_is_a_number(nam
             model.label_index(label)
     else:
         assert model.label_index(label) == expected
+
+
+@pytest.mark.parametrize("table, embed_dim", [
+    ({"model": {"conditional": True, "z_dim": 8}}, 8), ({"model": {"conditional": True}}, 100),
+    ({"model": {"z_dim": 8}}, 0), ({"task": "translate", "model": {"conditional": True, "z_dim": 8}}, 0),
+    ({"model": {"conditional": True, "z_dim": 8, "embed_dim": 3}}, 3), ({"name": "x"}, 0)])
+def test_a_saved_recipe_without_model_embed_dim_gets_the_width_its_run_trained_with(table, embed_dim):
+    from specgan.train.added_keys import complete_saved_recipe
+
+    completed = complete_saved_recipe(table)
+    assert completed["model"]["embed_dim"] == embed_dim
+    assert "embed_dim" not in table.get("model", {}) or table["model"]["embed_dim"] == 3  # the input is left alone
+    assert complete_saved_recipe({"model": "not a table"})["model"] == "not a table"

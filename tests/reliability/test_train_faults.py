@@ -21,7 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from specgan.cli import app
-from specgan.errors import SpecganError, TrainingInterrupted
+from specgan.errors import SpecganError, TrainingError, TrainingInterrupted
 from specgan.recipe import dump_toml
 from specgan.train.checkpoint import list_checkpoints, load_checkpoint, stale_temp_files
 from specgan.train.config import load_recipe, recipe_mapping
@@ -679,3 +679,78 @@ def test_a_damaged_or_unreadable_log_or_checkpoint_folder_is_one_line_when_conti
     with pytest.raises(CheckpointError, match=f"^{re.escape(str(run / 'checkpoints'))}: cannot read the run's "
                                               f"checkpoints \\(Permission denied\\)$"):
         train(tiny_recipe(data, run, steps=4, sample_every=2, checkpoint_every=2), device=CPU)
+
+
+def test_a_stop_request_defers_the_first_signal_raises_on_a_second_and_merges_a_repeat(monkeypatch):
+    from specgan.train.interrupt import StopRequest
+
+    stop = StopRequest().install()
+    try:
+        signal.raise_signal(signal.SIGTERM)  # deferred: only noted
+        assert stop.requested and stop.signal_number == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    merged = StopRequest(merged_within=60.0).install()
+    try:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # the same request arriving twice (torchrun passes it on)
+        assert merged.requested and merged.signal_number == signal.SIGINT
+    finally:
+        merged.restore()
+
+
+def test_continuing_keeps_the_metric_lines_up_to_its_step_and_drops_torn_ones(tmp_path):
+    from specgan.train.metric_log import truncate_metrics
+
+    truncate_metrics(tmp_path / "none.jsonl", after=3)  # no file yet: nothing to do, nothing made
+    assert not (tmp_path / "none.jsonl").exists()
+    log = tmp_path / "metrics.jsonl"
+    log.write_bytes(b'{"step": 1, "d": 0.5}\n{"step": 2\n\n[3]\n{"no_step": 1}\n\xff{"step": 2}\n{"step": 3}\n'
+                    b'{"step": 4}\n{"step": 2, "d": 1}')
+    truncate_metrics(log, after=3)
+    assert log.read_text() == '{"step": 1, "d": 0.5}\n{"step": 3}\n{"step": 2, "d": 1}\n'
+
+
+def test_the_metric_log_writes_each_steps_rounded_scalars_and_stops_at_an_inf_writing_none_of_its_step(tmp_path,
+                                                                                                         monkeypatch):
+    from PIL import Image
+
+    from specgan.train import metric_log
+    from specgan.train.distributed import Distributed
+    from specgan.train.metric_log import MetricLog
+
+    clock = iter([10.0, 12.0, 13.0])
+    monkeypatch.setattr(metric_log.time, "perf_counter", lambda: next(clock))
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 9}\n{"step": 2, "loss": 9}\n')
+    seen = []
+    log = MetricLog(tmp_path, start=1, images_per_step=8, on_record=seen.append, distributed=Distributed())
+    log.flush()  # nothing pending: nothing written
+    log.add(2, {"loss_d": torch.tensor(0.1234567), "loss_g": torch.tensor(2, dtype=torch.int64)})
+    log.add(3, {"loss_d": torch.tensor(0.5), "loss_g": torch.tensor(1.0)})
+    log.flush()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "images_per_s"} for r in records] == [
+        {"step": 1, "loss": 9}, {"step": 2, "loss_d": 0.123457, "loss_g": 2.0},
+        {"step": 3, "loss_d": 0.5, "loss_g": 1.0}]
+    assert records[1]["images_per_s"] == records[2]["images_per_s"] == 8.0  # 2 steps of 8 images in 2 s
+    assert seen == [records[2]] and log.last == records[2]
+    log.add(4, {"loss_d": torch.tensor(0.5), "loss_g": torch.tensor(1.0)})
+    log.add(5, {"loss_d": torch.tensor(float("inf")), "loss_g": torch.tensor(1.0)})
+    with pytest.raises(TrainingError, match=r"^step 5: loss_d is inf; training stopped. Last good checkpoint: none"):
+        log.flush()
+    images = tmp_path / "samples"
+    images.mkdir()
+    for name in ("step_000004.png", "step_000004_A-to-B.png", "step_000040.png"):
+        Image.new("L", (4, 4)).save(images / name)
+    tags = []
+    monkeypatch.setattr(log.writer, "add_image", lambda tag, pixels, step, dataformats: tags.append((tag, step)))
+    log.add_sample_images(images, 4)
+    assert tags == [("samples", 4), ("samples/A-to-B", 4)]
+    log.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert log.pending == [] and any((tmp_path / "tb").iterdir())
