@@ -145,8 +145,9 @@ def provenance(translator: Translator, *, to: str) -> str:
 def check_kept_outputs(outputs: list[Path], *, translator: Translator) -> None:
     """ConfigError for the first of the ``outputs`` kept by ``--skip-existing`` whose comment tag says another
     model converted it, so that a folder's conversion is not finished by a different model (a run trained since,
-    which the automatic choice takes, or another ``--model``). Outputs without specgan's tag are not judged."""
-    for path in outputs:
+    which the automatic choice takes, or another ``--model``). Outputs without specgan's tag are not judged, nor
+    is anything for a translator built without its fingerprint."""
+    for path in outputs if translator.weights else ():
         made_by = _PROVENANCE.match(audio_comment(path) or "")
         if made_by and made_by["weights"] != translator.weights:
             raise ConfigError(
