@@ -44,6 +44,7 @@ _NAME = re.compile(rf"^step_(\d{{{STEP_DIGITS}}})\.pt$")
 _TEMP = re.compile(r"^\.step_\d{8}\.pt\..+\.tmp$")
 #: Suffix given to a damaged checkpoint that a continued run passed over.
 DAMAGED_SUFFIX = ".damaged"
+_SET_ASIDE = re.compile(rf"^step_\d{{{STEP_DIGITS}}}\.pt{re.escape(DAMAGED_SUFFIX)}(\.\d+)?$")
 #: What every checkpoint of a training run holds besides the header and ``step`` (a run continues only from one).
 RUN_FIELDS = ("task", "rng", "recipe", "data")
 #: What a checkpoint needs to rebuild its networks (``specgan sample``, ``convert``, ``eval``).
@@ -80,6 +81,22 @@ def _files_named(run_dir: Path, name: re.Pattern) -> list[Path]:
         return sorted(p for p in folder.iterdir() if name.match(p.name))
     except OSError as e:
         raise CheckpointError(f"{folder}: cannot read the run's checkpoints ({e.strerror or e})") from None
+
+
+def set_aside_checkpoints(run_dir: Path) -> list[Path]:
+    """Damaged checkpoints that a continued run renamed out of the rotation (``step_XXXXXXXX.pt.damaged``, and
+    ``.damaged.N`` for a second copy of a step), newest step first."""
+    return sorted(_files_named(run_dir, _SET_ASIDE), key=lambda p: (p.name.split(".")[0], p.name), reverse=True)
+
+
+def _only_set_aside(run_dir: Path) -> str | None:
+    """``"only damaged ones set aside earlier (NAME and N more)"`` when the run's checkpoint folder holds set-aside
+    checkpoints and no others; None when it holds none."""
+    aside = set_aside_checkpoints(run_dir)
+    if not aside:
+        return None
+    more = f" and {len(aside) - 1} more" if len(aside) > 1 else ""
+    return f"only damaged ones set aside earlier ({aside[0].name}{more})"
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
@@ -272,7 +289,8 @@ def load_latest_checkpoint(run_dir: Path, *, map_location: str | torch.device = 
     Raises:
         CheckpointError: the newest readable checkpoint has a newer format version than this specgan understands
             (upgrade; falling back past it would discard newer work), or none of the checkpoints is intact
-            (nothing is renamed then: there is nothing to protect, and the user decides).
+            (nothing is renamed then: there is nothing to protect, and the user decides), or the only ones left
+            are damaged ones set aside earlier (a fresh start would replace the run's metrics and samples).
     """
     if tidy:
         remove_stale_temp_files(run_dir)
@@ -281,6 +299,9 @@ def load_latest_checkpoint(run_dir: Path, *, map_location: str | torch.device = 
         if damaged:
             raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint to continue from (newest: "
                                   f"{damaged[0][1]}); use another output.dir to start afresh")
+        if aside := _only_set_aside(run_dir):
+            raise CheckpointError(f"{checkpoint_dir(run_dir)}: no intact checkpoint to continue from, {aside}; use "
+                                  f"another output.dir to start afresh (or delete them to start this run again)")
         return None
     path, state = found
     for bad, why in damaged:
@@ -310,6 +331,8 @@ def load_model_checkpoint(run_or_checkpoint: str | os.PathLike, *, map_location:
     if found is None:
         if damaged:
             raise CheckpointError(f"{checkpoint_dir(path)}: no intact checkpoint (newest: {damaged[0][1]})")
+        if aside := _only_set_aside(path):
+            raise CheckpointError(f"{checkpoint_dir(path)}: no intact checkpoint, {aside}")
         raise _not_a_run(path)
     for _, why in damaged:
         if on_warning:

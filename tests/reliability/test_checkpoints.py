@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from specgan.cli import app
 from specgan.errors import CheckpointError, DamagedCheckpointError, TrainingError
 from specgan.train.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, load_latest_checkpoint, \
-    stale_temp_files
+    load_model_checkpoint, stale_temp_files
 from specgan.train.config import load_recipe
 from specgan.train.loop import train
 from helpers import assert_same_training_state, make_two_tone_folder, one_line_error, write_run
@@ -514,3 +514,29 @@ def test_a_damaged_checkpoint_set_aside_twice_keeps_both_copies(four_steps, tmp_
     kept = sorted(p.name for p in newest.parent.iterdir() if ".damaged" in p.name)
     assert kept == ["step_00000004.pt.damaged", "step_00000004.pt.damaged.1"]
     assert {(newest.parent / name).read_bytes() for name in kept} == {b"first damaged copy", b"second damaged copy"}
+
+
+def test_a_run_whose_checkpoints_were_all_set_aside_is_not_started_afresh(four_steps, data, tmp_path):
+    """Damaged checkpoints set aside earlier are the run's work: with no intact one left, a fresh start would
+    replace its metrics and samples, so training refuses as when no checkpoint is intact; sample names them too."""
+    run = copy_run(four_steps, tmp_path / "run")
+    for path in list_checkpoints(run):
+        path.rename(path.with_name(path.name + ".damaged"))
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(CheckpointError) as e:
+        train(tiny_recipe(data, run), device=CPU)
+    message = str(e.value)
+    assert message.startswith(f"{run / 'checkpoints'}: no intact checkpoint to continue from, only damaged ones set "
+                              f"aside earlier (step_00000004.pt.damaged and 1 more)")
+    assert "\n" not in message and "output.dir" in message
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
+    code, _, stderr = train_cli(run)
+    one_line_error(code, stderr, "only damaged ones set aside")
+    with pytest.raises(CheckpointError, match=r"checkpoints: no intact checkpoint, only damaged ones set aside earlier "
+                                              r"\(step_00000004\.pt\.damaged and 1 more\)$"):
+        load_model_checkpoint(run)
+    # with them gone, the folder is a run that never saved a checkpoint, and starts afresh
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
+    assert train(tiny_recipe(data, run, steps=2), device=CPU).step == 2
