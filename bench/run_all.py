@@ -305,8 +305,9 @@ def throughput_sections() -> list[str]:
         lines += [text, ""]
         runs = [(label, train_throughput.summarize(r)) for label, r in (("CPU", cpu), ("GPU", gpu)) if r]
         for label, r in runs:
-            later = [f"{', '.join(m['variants'])} in {m['rounds']} later round(s)" + (" with reference runs"
-                                                                                    if m["reference"] else "")
+            later = [f"{', '.join(m['variants'])} in {m['rounds']} later round(s)"
+                     + (" with reference runs" if m["reference"] else "")
+                     + (f" at {m['machine']['commit']}" if (m.get("machine") or {}).get("commit") else "")
                      for m in r.get("merged", [])]
             if r.get("compile_note"):
                 later.append(r["compile_note"])

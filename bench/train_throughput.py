@@ -428,6 +428,27 @@ def tflops_report(results: dict[str, dict], device: torch.device | str) -> dict:
                     "variant and applies to every variant (the same arithmetic).", "rows": rows}
 
 
+def merge_rounds(earlier: dict, later: dict, *, reference: bool) -> dict:
+    """``later``'s runs added to ``earlier`` (both results of :func:`measure` for the same benchmark), summarised
+    again: rounds are numbered after the earlier ones (a round pairs with its own reference run only), a variant
+    measured in both pools its runs, and ``merged`` records what was added and on which machine and commit."""
+    offset = earlier["rounds"] + sum(m["rounds"] for m in earlier.get("merged", []))
+    for side in (later["reference"], *later["variants"].values()):
+        for run in side["runs"]:
+            run["round"] += offset
+    earlier["reference"]["runs"] += later["reference"]["runs"]
+    for variant_name, variant in later["variants"].items():
+        if variant_name in earlier["variants"]:
+            earlier["variants"][variant_name]["runs"] += variant["runs"]
+        else:
+            earlier["variants"][variant_name] = variant
+    earlier["errors"].update(later["errors"])
+    earlier["skipped"] += later["skipped"]
+    earlier.setdefault("merged", []).append({"variants": list(later["variants"]), "rounds": later["rounds"],
+                                             "reference": reference, "machine": later["machine"]})
+    return summarize(earlier)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("dcgan", "cyclegan"))
@@ -465,23 +486,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = args.name or result_name(f"train_{args.kind}", device) + ("_tiny" if size == "tiny" else "")
     existing = (Path(args.out) if args.out else OUT) / f"{name}.json"
     if args.merge and existing.exists():
-        earlier = json.loads(existing.read_text())
-        # Rounds of this call pair with this call's reference runs only: number them after the earlier rounds.
-        offset = earlier["rounds"] + sum(m["rounds"] for m in earlier.get("merged", []))
-        for side in (result["reference"], *result["variants"].values()):
-            for run in side["runs"]:
-                run["round"] += offset
-        earlier["reference"]["runs"] += result["reference"]["runs"]
-        for variant_name, variant in result["variants"].items():  # more rounds of a variant pool with the earlier
-            if variant_name in earlier["variants"]:
-                earlier["variants"][variant_name]["runs"] += variant["runs"]
-            else:
-                earlier["variants"][variant_name] = variant
-        earlier["errors"].update(result["errors"])
-        earlier["skipped"] += result["skipped"]
-        earlier.setdefault("merged", []).append({"variants": variants, "rounds": args.rounds,
-                                                 "reference": not args.no_reference})
-        result = summarize(earlier)
+        result = merge_rounds(json.loads(existing.read_text()), result, reference=not args.no_reference)
     path = write_json(name, result, Path(args.out) if args.out else None)
     ref = result["reference"].get("images_per_s")
     for v, data in result["variants"].items():

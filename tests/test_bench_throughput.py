@@ -20,6 +20,9 @@ def test_merge_pools_the_rounds_of_two_calls_into_the_same_file(tmp_path):
         runs = result["variants"][variant]["runs"]
         assert sorted(run["round"] for run in runs) == [0, 1] and all(run["images_per_s"] > 0 for run in runs)
         assert len(result["variants"][variant]["round_speedups"]) == 2
+    # what was added, and on which machine and commit (results.md names it)
+    assert result["merged"] == [{"variants": ["default", "fp32"], "rounds": 1, "reference": True,
+                                 "machine": result["machine"]}]
 
 
 def test_a_goal_rests_on_the_lower_figure_when_few_rounds_were_paired():
