@@ -17,6 +17,8 @@ from specgan.errors import WriteError
 
 #: OSError numbers that can only mean the write itself failed (not, say, an unreadable source being copied).
 WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+#: Bytes of the target's name that its temporary file's name keeps when the whole name makes it too long.
+SHORT_PREFIX_BYTES = 64
 
 
 class atomic_path:
@@ -34,7 +36,15 @@ class atomic_path:
 
     def __enter__(self) -> Path:
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            try:
+                fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            except OSError as e:
+                if e.errno != errno.ENAMETOOLONG:
+                    raise
+                # A name within the system's limit (255 bytes) but for the 14 that the temporary name adds had not
+                # been writable at all: the temporary file takes a part of it (the rename then decides).
+                prefix = os.fsdecode(os.fsencode(self.path.name)[:SHORT_PREFIX_BYTES])
+                fd, name = tempfile.mkstemp(prefix=f".{prefix}.", suffix=".tmp", dir=self.path.parent)
         except OSError as e:
             raise WriteError(self.path, e.strerror or str(e)) from None
         os.close(fd)

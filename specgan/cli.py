@@ -438,15 +438,17 @@ def reconstruct(
     device: Device = "auto",
 ):
     """Audio → log-mel → audio: hear the ceiling Griffin-Lim puts on any conversion."""
-    from specgan.audio.io import OUTPUT_FORMATS, check_output_rate, refuse_existing
+    from specgan.audio.io import OUTPUT_FORMATS, check_output_name, check_output_rate, refuse_existing
     from specgan.reconstruct import reconstruct_file
 
     if not src.is_file():
         raise SpecganError(f"{src}: not a regular file" if src.exists() else f"{src}: no such file")
     into_folder = output.endswith(("/", os.sep))
     output = Path(output)
+    check_output_name(output)  # (a name too long for a file is no folder either)
     if into_folder or output.is_dir():
         output = output / f"{src.stem}.reconstructed.wav"
+        check_output_name(output)
     if output.exists() and os.path.samefile(output, src):
         raise SpecganError(f"{output}: is the input file; choose another output so the original is kept")
     if output.suffix.lower() not in OUTPUT_FORMATS:

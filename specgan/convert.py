@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from specgan.audio.chunks import WindowStitcher, window_starts
 from specgan.audio.inverse import MelInverter, invert_logmel, logmel_of_clip, spectral_convergence_blocks
 from specgan.audio.io import AUDIO_SUFFIXES, OUTPUT_FORMATS, AudioFile, audio_comment, audio_files, \
-    check_output_rate, load_audio, output_length, refuse_existing, save_audio
+    check_output_name, check_output_rate, load_audio, output_length, refuse_existing, save_audio
 from specgan.audio.params import AudioParams
 from specgan.audio.stft import padded_to_one_window
 from specgan.errors import AudioError, CheckpointError, ConfigError, InterruptedWithWorkKept, SpecganError
@@ -425,6 +425,8 @@ def _plan(src: Path, *, to: str, output: Path | None, into_folder: bool = False,
 def _plan_outputs(src: Path, *, to: str, output: Path | None,
                   into_folder: bool) -> tuple[Path, list[tuple[Path, Path]]]:
     """:func:`_plan`'s output and pairs, before checking which exist."""
+    if output is not None:
+        check_output_name(output)  # (a name too long for a file is no folder either)
     if src.is_file():
         if output is None:
             dst = src.with_name(f"{src.stem}.to-{to}.wav")
@@ -435,6 +437,7 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
         if dst.suffix.lower() not in OUTPUT_FORMATS:
             folder = f"; to write into a folder, end it with {os.sep}: {dst}{os.sep}" if not dst.suffix else ""
             raise ConfigError(f"{dst}: unsupported output format (use .wav, .flac or .ogg){folder}")
+        check_output_name(dst)
         if dst.exists() and os.path.samefile(dst, src):  # (a hard link to it too)
             raise SpecganError(f"{dst}: is the input file; choose another output so the original is kept")
         _check_writable(dst.parent)
@@ -444,6 +447,7 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
                            f"{src}: no such file or folder")
     named = src if src.name not in ("", "..") else Path(os.path.abspath(src))  # "." and ".." name no folder
     dst = output if output is not None else named.with_name(f"{named.name}.to-{to}")
+    check_output_name(dst)
     if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):
         raise ConfigError(f"{dst}: {'is a file' if dst.exists() else 'looks like a file name'}; for a folder of "
                           f"inputs give an output folder")
@@ -454,7 +458,10 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
     if not files:
         raise AudioError(f"{src}: no audio files found (looked for {', '.join(sorted(AUDIO_SUFFIXES))})")
     _check_writable(dst)
-    return dst, list(zip(files, _mirrored(files, src=src, dst=dst)))
+    outputs = _mirrored(files, src=src, dst=dst)
+    for path in outputs:
+        check_output_name(path)
+    return dst, list(zip(files, outputs))
 
 
 def _finish(wave: Tensor, *, rate: int, sample_rate: int, length: int | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import re
 import shutil
 import struct
@@ -573,6 +574,32 @@ def test_pillows_warnings_name_the_picture(folder, monkeypatch):
     said = [str(w.message) for w in caught if "exceeds limit" in str(w.message)]
     assert said[0].startswith(f"{folder / 'cats' / 'c0.png'}: Image size (48 pixels) exceeds limit of 40 pixels")
     assert len(said) == 5  # every picture, each named
+
+
+def test_a_named_pipe_or_a_picture_pillow_cannot_decode_is_an_unreadable_image(folder):
+    """A named pipe called x.png had hung training forever in Pillow's open(); a DDS texture named .png (Pillow's
+    plugin raises NotImplementedError for a pixel format it lacks) had been an internal error."""
+    pipe = folder / "cats" / "pipe.png"
+    os.mkfifo(pipe)
+    unblock = threading.Timer(10, _open_and_close_for_writing, [pipe])  # a reader hung in open() fails instead
+    unblock.daemon = True
+    unblock.start()
+    texture = folder / "dogs" / "texture.png"
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 16, 0, 0) + bytes(44) + struct.pack("<2I4s5I", 32, 0x2000,
+                                                                                       bytes(4), 0, 0, 0, 0, 0)
+    texture.write_bytes(b"DDS " + header + bytes(20 + 64))
+    with pytest.raises(DatasetError) as caught:
+        load_image_folder(folder, image_size=(8, 6))
+    assert f"{pipe}: unreadable image (not a regular file)" in str(caught.value)
+    assert f"{texture}: unreadable image (Unknown pixel format flags 8192)" in str(caught.value)
+    unblock.cancel()
+
+
+def _open_and_close_for_writing(pipe: Path) -> None:
+    try:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader: nothing to unblock
+        pass
 
 
 def test_a_file_name_with_a_line_break_stays_one_line_in_an_error(tmp_path):

@@ -28,7 +28,7 @@ from specgan.atomic import atomic_path
 from specgan.audio.flac import decode_flac, stream_info
 from specgan.audio.unsized import PatchedFile, length_patches
 from specgan.audio.wav import pcm16_samples, pcm16_wav, riff_data_chunk
-from specgan.errors import AudioError, SpecganError, WriteError
+from specgan.errors import AudioError, ConfigError, SpecganError, WriteError
 from specgan.file_scan import FileScan, scan_files
 
 #: File name suffixes that prep and convert look for (libsndfile's common formats).
@@ -437,7 +437,10 @@ def _short(error: Exception) -> str:
 def refuse_existing(outputs: list[Path], *, overwrite: bool = False) -> None:
     """SpecganError naming the first of ``outputs`` that exists (and how many more do): an output file is replaced
     only with ``overwrite`` (``--overwrite``), so that no recording is replaced by mistake. A folder in an output's
-    place is refused either way, before any work (writing there would fail only after it)."""
+    place is refused either way, before any work (writing there would fail only after it), as is a name too long
+    for a file (:func:`check_output_name`)."""
+    for path in outputs:
+        check_output_name(path)
     folder = next((path for path in outputs if path.is_dir()), None)
     if folder is not None:
         raise SpecganError(f"{folder}: is a folder, where an output file is to be written; choose another output")
@@ -520,6 +523,22 @@ def silence_reason(peak: float) -> str | None:
     if peak < SILENCE_PEAK:
         return f"silent (peak {20 * math.log10(max(peak, 1e-12)):.0f} dBFS)"
     return None
+
+
+#: The longest file name, in bytes, that common file systems hold (ext4, XFS, Btrfs; APFS and NTFS in characters).
+MAX_NAME_BYTES = 255
+
+
+def check_output_name(path: str | os.PathLike) -> None:
+    """A one-line ConfigError when the name of the output ``path``, or of a folder in it, is longer than
+    :data:`MAX_NAME_BYTES` (a long input's ``<stem>.to-DOMAIN.wav``): checking whether it exists had been an
+    internal error ("File name too long"). Commands call it before they look at the output."""
+    parts = Path(path).parts
+    size, at = max(((len(os.fsencode(part)), i) for i, part in enumerate(parts)), default=(0, 0))
+    if size > MAX_NAME_BYTES:
+        what = "output file name" if at == len(parts) - 1 else "name of a folder in it"
+        raise ConfigError(f"{path}: {what} too long ({size} bytes, at most {MAX_NAME_BYTES}); choose a shorter one "
+                          f"with -o")
 
 
 def check_output_rate(path: Path, sample_rate: int) -> None:

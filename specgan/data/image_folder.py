@@ -10,6 +10,7 @@ Transparent pixels are composited onto black, with a warning.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
     (height, width), and whether it had transparent pixels (composited onto black: converting alone would drop the
     alpha and keep whatever colour a transparent pixel happens to store)."""
     try:
+        _check_regular(file)
         with warnings.catch_warnings(record=True) as said, Image.open(file) as img:
             warnings.simplefilter("always")
             img.load()
@@ -71,11 +73,24 @@ def _read(file: Path, *, mode: str, size: tuple[int, int] | None) -> tuple[np.nd
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BICUBIC)
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError, NotImplementedError, Image.DecompressionBombError) as e:
+        # (NotImplementedError: a kind Pillow's plugin cannot decode, e.g. a DDS texture named .png)
         raise DatasetError(f"{file}: unreadable image ({e})") from None
     for warning in said:  # Pillow's (corrupt EXIF data, a very large picture) named after the file, one line each
         warnings.warn(SpecganWarning(f"{file}: {str(warning.message).rstrip('.')}"), stacklevel=2)
     return array.reshape(array.shape[0], array.shape[1], -1), transparent
+
+
+def _check_regular(file: Path) -> None:
+    """A ValueError unless ``file`` is a regular file (an OSError where it cannot be opened). It is opened without
+    blocking, so that a named pipe called ``x.png`` is an error naming it, where Pillow's ``open()`` of it had hung
+    a training run forever."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+    finally:
+        os.close(fd)
 
 
 def _rgba_if_transparent(img: Image.Image) -> Image.Image | None:

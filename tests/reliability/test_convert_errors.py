@@ -165,3 +165,30 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(model, tmp_path, mo
     monkeypatch.setattr(Path, "mkdir", denied)
     code, _, stderr = convert(model, src, "--to", "B", "-o", target)
     one_line_error(code, stderr, str(target.parent), "Permission denied")
+
+
+def test_an_output_name_too_long_for_a_file_is_one_line_before_any_work(model, tmp_path):
+    """A 252-byte input name (a file system holds 255) made ``<stem>.to-B.wav`` too long: checking whether it
+    exists had been an internal error ("File name too long"), as was a too long -o, for convert and reconstruct."""
+    src = tmp_path / ("n" * 248 + ".wav")
+    sf.write(src, tone(0.3), RATE)
+    code, _, stderr = convert(model, src, "--to", "B")
+    one_line_error(code, stderr, f"{src.with_name('n' * 248 + '.to-B.wav')}: output file name too long (257 ",
+                   "bytes, at most 255); choose a shorter one with -o")
+    code, _, stderr = convert(model, src, "--to", "B", "-o", tmp_path / ("m" * 300) / "x.wav")
+    one_line_error(code, stderr, "/x.wav: name of a folder in it too long (300 bytes")
+    result = CliRunner().invoke(app, ["reconstruct", str(src), "-o", f"{tmp_path}/", "--iters", "2"])
+    one_line_error(result.exit_code, result.stderr, ".reconstructed.wav: output file name too long (266 bytes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_a_name_near_the_limit_is_written_in_a_folders_mirror(model, tmp_path):
+    """A 250-byte name fits a file system, but the temporary file written first (".<name>.<random>.tmp", 14 bytes
+    more) did not: the folder's conversion stopped there with 'File name too long'."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / ("n" * 246 + ".wav"), tone(0.3), RATE)
+    code, stdout, stderr = convert(model, src, "--to", "B", "-o", tmp_path / "out")
+    assert code == 0, stderr
+    converted(tmp_path / "out" / ("n" * 246 + ".wav"), frames=int(0.3 * RATE))
+    assert len(list((tmp_path / "out").iterdir())) == 1  # no temporary file left
