@@ -8,6 +8,7 @@ shows the traceback).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import io
@@ -208,6 +209,14 @@ def guarded(fn: Callable | None = None, *, loads_torch: bool = False) -> Callabl
                 say(f"{what}; {kept}", to=err)
             raise typer.Exit(getattr(e, "exit_code", 130)) from None
         except Exception as e:
+            if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+                # A path with a name longer than the file system takes (an --output, a recipe's output.dir or name)
+                # fails wherever it is first looked at: the user's input, not a bug. (Outputs are written atomically,
+                # so those written before stay whole.)
+                if not other_rank():
+                    where = e.filename if e.filename is not None else "a path given"
+                    print_error(f"{where}: a name in this path is too long for the file system ({e.strerror})")
+                raise typer.Exit(2) from None
             if _debug:
                 raise
             say(f"internal error: {type(e).__name__}: {e} (run 'specgan --debug ...' for the traceback, and "
@@ -303,14 +312,22 @@ def note(text: str | None) -> None:
 
 
 def _audio_params(recipe: Path | None, set_items: list[str] | None, **flags: Any):
-    from specgan.audio.params import resolve_audio_params
-    from specgan.recipe import parse_overrides, read_toml
+    import dataclasses
+
+    from specgan.audio.params import AudioParams, resolve_audio_params
+    from specgan.recipe import as_written, parse_overrides, read_toml
 
     overrides = parse_overrides(set_items or [])
     audio = overrides.pop("audio", {})
+    if not isinstance(audio, dict):  # --set audio=5: the table itself given a value
+        raise ConfigError(f"--set audio={as_written(audio)}: [audio] is a table; set its keys, e.g. --set "
+                          f"audio.n_fft=1024 (or --set n_fft=1024)")
     audio.update({k: overrides.pop(k) for k in list(overrides) if not isinstance(overrides[k], dict)})
     if overrides:
-        raise ConfigError(f"--set {next(iter(overrides))}.…: only [audio] keys can be set here")
+        key = next(iter(overrides))
+        if key in {f.name for f in dataclasses.fields(AudioParams)}:  # --set n_fft.x=1
+            raise ConfigError(f"--set {key}.…: {key} is an [audio] value, not a table; e.g. --set {key}=VALUE")
+        raise ConfigError(f"--set {key}.…: only [audio] keys can be set here")
     params = resolve_audio_params(recipe=recipe, overrides=audio, flags=flags)
     if recipe is not None and set(read_toml(recipe)) - {"audio"}:
         from specgan.train.config import load_recipe

@@ -451,7 +451,8 @@ def _plan_outputs(src: Path, *, to: str, output: Path | None,
     if (dst.exists() and not dst.is_dir()) or (not dst.exists() and dst.suffix.lower() in AUDIO_SUFFIXES):
         raise ConfigError(f"{dst}: {'is a file' if dst.exists() else 'looks like a file name'}; for a folder of "
                           f"inputs give an output folder")
-    if dst.resolve().is_relative_to(src.resolve()):  # the input folder itself, or inside it
+    # (realpath: Path.resolve raised on a link that loops, an internal error; the folder's making names it instead)
+    if Path(os.path.realpath(dst)).is_relative_to(os.path.realpath(src)):  # the input folder itself, or inside it
         raise SpecganError(f"{dst}: is inside the input folder {src}; choose another output so the originals "
                            f"are kept")
     files = audio_files(src)

@@ -207,7 +207,8 @@ def evaluate_translation(run_or_checkpoint: str | Path, *, source_dir: Path, tar
         raise ConfigError(f"--pairs {source_dir} {target_dir}: the folders are named {dst_domain} and {src_domain}, "
                           f"but --direction {direction} converts {src_domain} → {dst_domain}; --direction {other} "
                           f"converts {dst_domain} → {src_domain}, or give the folders the other way round")
-    if Path(source_dir).resolve() == Path(target_dir).resolve():  # every conversion scored against its own input
+    # (realpath: Path.resolve raised on a link that loops, which parallel_pairs names as no such folder)
+    if os.path.realpath(source_dir) == os.path.realpath(target_dir):  # every conversion scored against its own input
         raise ConfigError(f"--pairs {source_dir} {target_dir}: the same folder twice; give the source speaker's "
                           f"recordings and the target speaker's same sentences")
     pairs, unmatched = parallel_pairs(Path(source_dir), Path(target_dir))

@@ -34,17 +34,31 @@ def param(default: Any, help: str, *, min: float | None = None, max: float | Non
                                                         "choices": choices})
 
 
+#: The largest recipe file read: recipes are a few kB, and a device given as one (``/dev/zero``) had been read until
+#: memory ran out.
+MAX_RECIPE_BYTES = 1 << 20
+#: The UTF-8 byte-order mark some editors (Windows Notepad) start a file with, which TOML does not allow.
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a one-line ConfigError naming it."""
+    """Parse a TOML file (a UTF-8 byte-order mark at its start is passed over); a missing, malformed or oversized
+    file is a one-line ConfigError naming it."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = f.read(MAX_RECIPE_BYTES + 1)
+        if len(data) > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_RECIPE_BYTES >> 20} MB, not a recipe")
+        bom = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+        try:
+            text = data[bom:].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: byte {e.start + bom})") from None
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: recipe file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML (not UTF-8 text: byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
 

@@ -115,6 +115,10 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         (["prep", tmp_path, "-o", tmp_path / "ds", "--recipe", typo], "typo.toml: unknown key 'train.stepz'"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", "(a"], "--domain-pattern '(a': not a regular"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domains", ","], "--domains ,: names no domain; leave it out"),
+        # the [audio] table given a value (it had been an internal error) or an [audio] key given keys
+        (["reconstruct", wav, "-o", tmp_path / "b.wav", "--set", "audio=5"], "--set audio=5: [audio] is a table"),
+        (["reconstruct", wav, "-o", tmp_path / "b.wav", "--set", "n_fft.x=1"],
+         "--set n_fft.…: n_fft is an [audio] value, not a table"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--set", "frames=abc", "--frames", "16"],
          "command line: frames = 'abc': expected int, got str"),
         (["prep", tmp_path, "-o", tmp_path / "ds", "--domain-pattern", r"^\d+_"],  # shown as typed, not doubled
@@ -133,6 +137,21 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     assert code == 0, stderr
     rebuilt, rate = sf.read(tmp_path / "short_out.wav")
     assert rate == 22050 and rebuilt.shape == (100,) and np.abs(rebuilt).max() > 0.01
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line_with_exit_code_2(tmp_path):
+    """A path with a name past the file system's 255 bytes failed where it was first looked at, as an internal error
+    (exit code 1) in every command: a user's mistake, to be named like any other."""
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.full(8000, 0.1, np.float32), 8000)
+    long = tmp_path / ("x" * 300)
+    for args in (["reconstruct", wav, "-o", f"{long}.wav"], ["prep", tmp_path, "-o", long],
+                 ["train", f"{long}.toml"], ["sample", long]):
+        code, _, stderr = specgan(*args)
+        assert code == 2, (args, stderr)
+        assert stderr.startswith(f"error: {long}") and len(stderr.strip().splitlines()) == 1, stderr
+        assert "name too long" in stderr.lower() and "internal error" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
 
 
 def test_messages_print_paths_whole_and_as_they_are(tmp_path):

@@ -85,6 +85,17 @@ def test_prep_train_convert_and_eval_a_voice_pair(vcc, tmp_path):
     code, _, stderr = specgan("eval", run, cwd=tmp_path)
     assert code == 2 and "--pairs SOURCE_DIR TARGET_DIR" in stderr
 
+    # Links that loop, as a folder to read or to write into: Path.resolve had raised a RuntimeError (exit code 1).
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    code, _, stderr = specgan("eval", run, "--pairs", loop, tgt_dir, "--iters", "4", "--device", "cpu", cwd=tmp_path)
+    assert code == 2 and stderr.strip() == f"error: --pairs: {loop}: no such folder", stderr
+    code, _, stderr = specgan("convert", src_dir, "--to", "TM3", "--model", run, "-o", loop / "out", "--iters", "4",
+                              "--device", "cpu", cwd=tmp_path)
+    assert code == 2 and "Too many levels of symbolic links" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "loop2" / "out").exists()
+
 
 def test_parallel_pairs_match_by_relative_name(tmp_path):
     for folder, names in ((tmp_path / "a", ["x/1.wav", "2.flac", "3.wav"]), (tmp_path / "b", ["x/1.flac", "2.wav"])):

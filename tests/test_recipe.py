@@ -77,6 +77,20 @@ def test_toml_files_and_overrides(tmp_path):
         read_toml(tmp_path / "missing.toml")
 
 
+def test_a_byte_order_mark_is_passed_over_and_a_file_too_large_is_refused(tmp_path):
+    """Windows Notepad starts a UTF-8 file with a byte-order mark, which TOML refused as an "Invalid statement" at
+    line 1; a device given as a recipe (/dev/zero) had been read until memory ran out."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_bytes(b"\xef\xbb\xbf[audio]\nn_mels = 64\n")
+    assert read_toml(recipe) == {"audio": {"n_mels": 64}}
+    recipe.write_bytes(b"\xef\xbb\xbfname = \"\xff\"\n")
+    with pytest.raises(ConfigError, match=r"r\.toml: not valid TOML \(not UTF-8 text: byte 11\)$"):
+        read_toml(recipe)
+    recipe.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(ConfigError, match=r"r\.toml: larger than 1 MB, not a recipe$"):
+        read_toml(recipe)
+
+
 def test_parse_overrides_reads_toml_values():
     tree = parse_overrides(["train.steps=100", "audio.f_max=7600.5", "model.name=dcgan", "a.flag=true",
                             "a.list=[1, 2]"])

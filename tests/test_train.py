@@ -62,6 +62,9 @@ def test_the_required_recipes_are_shipped():
     # a key that would change nothing, yet bind the run to its value
     ('name = "x"\n[model]\nembed_dim = 16\n', "r.toml: model.embed_dim = 16: the width of a conditional dcgan's "
                                                 "label embedding; this model is not conditional"),
+    # a NUL character (TOML's \u0000) in a path had ended the command as an internal error
+    ('name = "x"\n[data]\npath = "a\\u0000b"\n', 'r.toml: data.path = "a\\u0000b": a path cannot hold a NUL'),
+    ('name = "x"\n[output]\ndir = "a\\u0000b"\n', 'r.toml: output.dir = "a\\u0000b": a path cannot hold a NUL'),
 ])
 def test_recipe_errors_name_file_key_and_value(tmp_path, text, message):
     path = tmp_path / "r.toml"
@@ -343,11 +346,15 @@ def test_a_batch_larger_than_the_data_is_said_and_shrunk(tmp_path):
     assert result.task.images_per_step == 10
 
 
-@pytest.mark.parametrize("blocker", ["file", "file_above"])
+@pytest.mark.parametrize("blocker", ["file", "file_above", "link_loop"])
 def test_a_run_folder_that_cannot_be_made_is_a_config_error_naming_output_dir(tmp_path, blocker):
     data = make_two_tone_folder(tmp_path / "data")
     (tmp_path / "afile").write_text("mine")
     run = tmp_path / "afile" if blocker == "file" else tmp_path / "afile" / "run"
+    if blocker == "link_loop":  # two links to each other: Path.resolve had raised a RuntimeError, an internal error
+        (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+        (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+        run = tmp_path / "loop" / "run"
     with pytest.raises(ConfigError, match=f"output.dir = '{run}': "):
         train(tiny_recipe(data, run, steps=1), device=torch.device("cpu"))
     assert (tmp_path / "afile").read_text() == "mine"

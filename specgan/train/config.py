@@ -35,6 +35,14 @@ TASKS = ("generate", "translate")
 MAX_IMAGE_SIDE = 1024
 
 
+def _refuse_nul(key: str, path: str) -> None:
+    """A ValueError for a path key whose value holds a NUL character (TOML's "\\u0000"), which no file name holds:
+    the file system calls refuse it, which had ended the command as an internal error."""
+    if "\0" in path:
+        written = toml_value(path).replace("\0", "\\u0000")  # as the recipe writes it
+        raise ValueError(f"{key} = {written}: a path cannot hold a NUL character")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     kind: str = param("mnist", "Dataset kind.", choices=tuple(DATA_KINDS))
@@ -49,6 +57,7 @@ class DataConfig:
                           choices=(1, 3))
 
     def __post_init__(self) -> None:
+        _refuse_nul("path", self.path)
         object.__setattr__(self, "path", os.path.expanduser(self.path))  # "~/data/mnist", as a shell would read it
         if self.image_size and (len(self.image_size) != 2 or min(self.image_size) < 6
                                 or max(self.image_size) > MAX_IMAGE_SIDE or any(side % 2 for side in self.image_size)):
@@ -144,6 +153,7 @@ class OutputConfig:
     dir: str = param("", "Run folder (empty: runs/<name>).")
 
     def __post_init__(self) -> None:
+        _refuse_nul("dir", self.dir)
         object.__setattr__(self, "dir", os.path.expanduser(self.dir))  # "~/runs/x", as a shell would read it
 
 

@@ -433,7 +433,7 @@ def _a_recipe_for(run_dir: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return load_recipe(path).run_dir.resolve() == run_dir.resolve()
+        return os.path.realpath(load_recipe(path).run_dir) == os.path.realpath(run_dir)
     except (SpecganError, OSError):
         return False
 
@@ -444,7 +444,8 @@ def _refuse_a_run_inside_its_images(recipe: Recipe) -> None:
     could not continue: its data would have changed)."""
     if recipe.data.kind != "image-folder":
         return
-    if recipe.run_dir.resolve().is_relative_to(Path(recipe.data.path).resolve()):  # (the folder itself, or inside)
+    # (realpath: Path.resolve raised on a link that loops, an internal error; making the folder names it instead)
+    if Path(os.path.realpath(recipe.run_dir)).is_relative_to(os.path.realpath(recipe.data.path)):  # (or inside)
         raise ConfigError(f"output.dir = '{recipe.run_dir}': inside data.path = '{recipe.data.path}', whose every "
                           f"image is training data (the run's samples would become a class); set an output.dir "
                           f"outside it")
