@@ -33,6 +33,8 @@ FRAMES_BITS = 36
 
 #: Where STREAMINFO's minimum block size (16 bits) lies: a fixed-blocksize stream's frame numbers count in it.
 MIN_BLOCK_SIZE = slice(8, 10)
+#: The SEEKTABLE metadata block's type, and the size of one of its seek points (RFC 9639, 8.5).
+SEEKTABLE, SEEK_POINT_BYTES = 3, 18
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def decode_flac(data: bytes, *, frames: int, channels: int) -> np.ndarray | None
     unless the file decodes to exactly that many frames and channels: a damaged or truncated file (dr_flac
     skips frames that fail their CRC), or one that is not FLAC at all.
     """
-    if frames <= 0 or channels <= 0:
+    if frames <= 0 or channels <= 0 or not _seek_tables_whole(data):
         return None
     try:
         decoded = miniaudio.flac_read_f32(data)
@@ -75,6 +77,21 @@ def decode_flac(data: bytes, *, frames: int, channels: int) -> np.ndarray | None
     if decoded.nchannels != channels or len(decoded.samples) != frames * channels:
         return None
     return np.frombuffer(decoded.samples, dtype=np.float32).reshape(frames, channels)
+
+
+def _seek_tables_whole(data: bytes) -> bool:
+    """Whether every SEEKTABLE block among the metadata blocks of ``data`` (after ``fLaC``, each a 4-byte header:
+    last-block flag, type, 24-bit length) holds whole seek points. libsndfile refuses a file whose table does not
+    ("unknown error in flac decoder"), where dr_flac reads past it: left to dr_flac, such a file had decoded."""
+    at = 4
+    while at + 4 <= len(data):
+        kind, length = data[at] & 0x7F, int.from_bytes(data[at + 1:at + 4], "big")
+        if kind == SEEKTABLE and length % SEEK_POINT_BYTES:
+            return False
+        if data[at] & 0x80:  # the last metadata block
+            break
+        at += 4 + length
+    return True
 
 
 def last_frame_end(tail: bytes, *, block_size: int) -> int | None:
