@@ -86,7 +86,7 @@ def _files_named(run_dir: Path, name: re.Pattern) -> list[Path]:
 def set_aside_checkpoints(run_dir: Path) -> list[Path]:
     """Damaged checkpoints that a continued run renamed out of the rotation (``step_XXXXXXXX.pt.damaged``, and
     ``.damaged.N`` for a second copy of a step), newest step first."""
-    return sorted(_files_named(run_dir, _SET_ASIDE), key=lambda p: (p.name.split(".")[0], p.name), reverse=True)
+    return _files_named(run_dir, _SET_ASIDE)[::-1]  # names sort by step: its digits are fixed-width
 
 
 def _only_set_aside(run_dir: Path) -> str | None:
